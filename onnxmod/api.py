@@ -1,0 +1,245 @@
+"""The Python API: one function per CLI command (the CLI only parses arguments and prints).
+
+>>> from onnxmod import api
+>>> report = api.decompose("fixtures/math_topics/lstm1.onnx", "fixtures/math_topics/data.npz", "out/")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import evaluate as ev
+from . import report as rep
+from .compose import compose as compose_protos
+from .compose import module_info
+from .concern import ConcernConfig, identify
+from .errors import InputError, UsageError
+from .graph import Model, count_parameters_proto
+from .io import Dataset, atomic_directory, check_output_file, load_data, load_onnx, save_model_atomic, write_bytes_atomic
+from .modularize import build_module, model_digest
+from .sampling import (observations_many_output, observations_one_output, trace_rows_many_output,
+                       trace_rows_one_output)
+from .trace import run_trace
+
+MODES = ("rolled", "unrolled")
+
+
+def _onnx_dtype(model: Model):
+    return np.dtype(model.input.dtype) if model.input.dtype is not None else np.dtype(np.int64)
+
+
+def load_dataset_for(model: Model, data_path) -> Dataset:
+    return load_data(data_path, num_classes=model.num_classes, many_output=not model.one_output,
+                     input_dtype=_onnx_dtype(model), input_rank=len(model.input.shape or []) or None)
+
+
+def inspect(path) -> dict:
+    """What a file is: a model (its recurrent ops and I/O shape), a module or a composition."""
+    proto = load_onnx(path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    k = meta.get("onnxmod.kind", "model")
+    if k == "model":
+        return {"kind": "model", **Model(proto, source=str(path)).describe(), "metadata": meta}
+    out = {"kind": k, "source": str(path), "parameters": count_parameters_proto(proto), "metadata": {}}
+    for key, v in meta.items():
+        try:
+            out["metadata"][key] = json.loads(v) if v[:1] in "[{" else v
+        except ValueError:
+            out["metadata"][key] = v
+    return out
+
+
+def vocab_fingerprint(model: Model, data: Dataset | None) -> str | None:
+    if model.metadata.get("onnxmod.vocab_sha256"):
+        return model.metadata["onnxmod.vocab_sha256"]
+    if data is not None and data.vocab is not None:
+        return hashlib.sha256("\n".join(data.vocab).encode()).hexdigest()
+    return None
+
+
+def _safe_name(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+    return s or "class"
+
+
+def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernConfig, progress=None,
+                      threads: int | None = None):
+    """Sample, trace once, and identify every class's concern. Returns (concerns, info)."""
+    C = model.num_classes
+    names = model.class_names(data.class_names)
+    cfg = config.sampling
+    rules = [op.rule for op in model.recurrent]
+    t0 = time.perf_counter()
+    if model.one_output:
+        per_class = trace_rows_one_output(data.y_train, C, cfg)
+        rows = np.unique(np.concatenate(list(per_class.values())))
+        position = {int(r): i for i, r in enumerate(rows)}
+        tr = run_trace(model, data.x_train[rows], steps="last" if mode == "rolled" else "all",
+                       progress=progress, threads=threads)
+        hidden = [h.reshape(h.shape[0], 1, -1) if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
+                  for h in tr.hidden]
+        T = hidden[0].shape[1]
+        obs = {c: tuple(np.array([position[int(r)] for r in a], dtype=np.int64) for a in pn)
+               for c, pn in observations_one_output(per_class, cfg).items()}
+
+        def observations(c, t):
+            p, n = obs[c]
+            return p * T + (t or 0), n * T + (t or 0)
+    else:
+        rows = trace_rows_many_output(data.y_train, cfg)
+        y = data.y_train[rows]
+        tr = run_trace(model, data.x_train[rows], steps="all", progress=progress, threads=threads)
+        hidden = [h.reshape(h.shape[0], h.shape[1], -1) for h in tr.hidden]
+        if hidden[0].shape[1] != y.shape[1]:
+            raise InputError(f"{data.path}: labels have {y.shape[1]} steps but the model outputs "
+                             f"{hidden[0].shape[1]} recurrent steps")
+        cache = {}
+
+        def observations(c, t):
+            if t not in cache:
+                cache[t] = observations_many_output(y, C, cfg, step=t)
+            return cache[t][c]
+    t1 = time.perf_counter()
+    concerns = identify(hidden, rules, names, config, mode, observations)
+    t2 = time.perf_counter()
+    counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
+    return concerns, {"traced_rows": int(len(rows)), "trace_s": t1 - t0, "identify_s": t2 - t1,
+                      "train_counts": counts.tolist(), "class_names": names}
+
+
+def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 0,
+              config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
+              threads: int | None = None) -> dict:
+    """Decompose ``model_path`` into one module per class; write modules, composition and reports.
+
+    Writes ``out_dir/modules/<class>.onnx``, ``out_dir/composed.onnx``, ``out_dir/report.json`` and
+    ``out_dir/report.md`` — all or nothing (the directory appears only when complete).
+    """
+    if mode not in MODES:
+        raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    config = config or ConcernConfig()
+    config.sampling.seed = seed
+    config.validate()
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists (use --force to replace it)")
+    for p in (model_path, data_path):
+        if Path(p).resolve() == out.resolve():
+            raise UsageError(f"{out}: output would overwrite an input")
+    t_start = time.perf_counter()
+    model = Model.load(model_path)
+    data = load_dataset_for(model, data_path)
+    concerns, info = identify_concerns(model, data, mode, config, progress, threads)
+    skipped = [concerns[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
+    for name in skipped:
+        warnings.warn(f"{data.path}: class {name!r} has no training samples; no module is built for it")
+    concerns = [c for c in concerns if info["train_counts"][c.class_index] > 0]
+    if not concerns:
+        raise InputError(f"{data.path}: no class has training samples")
+    t_id = time.perf_counter()
+    vocab = vocab_fingerprint(model, data)
+    digest = model_digest(model.original)
+    modules = [build_module(model, c, vocab, digest) for c in concerns]
+    composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+    t_build = time.perf_counter()
+    report = _evaluate_decomposition(model, data, concerns, modules, composed, threads)
+    report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed,
+                   "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
+                   "skipped": skipped})
+    report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
+                         "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
+                         "total": time.perf_counter() - t_start}
+    used = set()
+    with atomic_directory(out, force=force) as tmp:
+        (tmp / "modules").mkdir()
+        for c, proto, entry in zip(concerns, modules, report["modules"]):
+            name = _safe_name(c.class_name)
+            if name in used:
+                name = f"{c.class_index}_{name}"
+            used.add(name)
+            entry["file"] = f"modules/{name}.onnx"
+            save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
+        save_model_atomic(composed, tmp / "composed.onnx")
+        write_bytes_atomic(tmp / "report.json", rep.dumps(_stable(report)).encode())
+        write_bytes_atomic(tmp / "report.md", rep.markdown(report).encode())
+    return report
+
+
+def _stable(report: dict) -> dict:
+    """report.json without wall-clock timings would be byte-identical across runs; keep timings
+    but round them so the file stays readable."""
+    r = dict(report)
+    r["timings"] = {k: round(v, 3) for k, v in report["timings"].items()}
+    return r
+
+
+def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, composed, threads) -> dict:
+    x, y = data.x_test, data.y_test
+    C = model.num_classes
+    mono = ev.predict(model.original, x, threads=threads)
+    comp = ev.predict(composed, x, threads=threads)
+    mono_pc, comp_pc = ev.per_class_accuracy(mono, y, C), ev.per_class_accuracy(comp, y, C)
+    model_params = model.parameter_count()
+    entries = []
+    for c, proto in zip(concerns, modules):
+        k = c.class_index
+        binary = ev.predict(proto, x, threads=threads)
+        truth = np.where(y >= 0, (y == k).astype(np.int64), -1)
+        params = count_parameters_proto(proto)
+        d = None if mono_pc[k] is None else comp_pc[k] - mono_pc[k]
+        entries.append({"class": k, "name": c.class_name, "monolithic_accuracy": mono_pc[k],
+                        "composed_accuracy": comp_pc[k], "delta": d, "params": params,
+                        "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
+                        "binary_accuracy": ev.accuracy(binary, truth),
+                        "kept_units": {op.name: (int(c.keep[op.index].sum()) if c.keep[op.index].ndim == 1 else
+                                                 float(c.keep[op.index].sum(axis=1).mean()))
+                                       for op in model.recurrent}})
+    ma, ca = ev.accuracy(mono, y), ev.accuracy(comp, y)
+    return {"monolithic_accuracy": ma, "composed_accuracy": ca, "delta": ca - ma, "num_classes": C,
+            "model_params": model_params, "composed_params": count_parameters_proto(composed),
+            "modules": entries}
+
+
+def compose(module_paths, out_path, force: bool = False, allow_mismatch: bool = False) -> dict:
+    """Stitch module files into one voting ONNX graph at ``out_path``."""
+    if not module_paths:
+        raise UsageError("compose needs at least one module file")
+    check_output_file(out_path, force, inputs=module_paths)
+    protos = [load_onnx(p) for p in module_paths]
+    composed = compose_protos(protos, [str(p) for p in module_paths], allow_mismatch=allow_mismatch)
+    save_model_atomic(composed, out_path)
+    return {"output": str(out_path), "modules": [module_info(p, str(s)) for p, s in zip(protos, module_paths)],
+            "parameters": count_parameters_proto(composed)}
+
+
+def evaluate(model_path, data_path, threads: int | None = None) -> dict:
+    """Test-split accuracy of a model, a composition or a module (overall and per class)."""
+    proto = load_onnx(model_path)
+    k = ev.kind(proto)
+    if k == "model":
+        model = Model(proto, source=str(model_path))
+        data = load_dataset_for(model, data_path)
+        C = model.num_classes
+        names = model.class_names(data.class_names)
+    else:
+        data = load_data(data_path)
+        classes = ev.describe_classes(proto) if k == "composition" else [module_info(proto, str(model_path))]
+        C = int(max([c["class_index"] for c in classes] + [int(data.y_test.max())]) + 1)
+        names = data.class_names or [str(i) for i in range(C)]
+    pred = ev.predict(proto, data.x_test, threads=threads)
+    y = data.y_test
+    if k == "module":
+        ci = module_info(proto, str(model_path))["class_index"]
+        y = np.where(y >= 0, (y == ci).astype(np.int64), -1)
+        C, names = 2, ["rest", names[ci] if ci < len(names) else str(ci)]
+    pc = ev.per_class_accuracy(pred, y, C)
+    return {"model": str(model_path), "kind": k, "accuracy": ev.accuracy(pred, y), "samples": int(y.shape[0]),
+            "per_class": [{"class": i, "name": names[i] if i < len(names) else str(i), "accuracy": a,
+                           "support": int((y == i).sum())} for i, a in enumerate(pc)]}

@@ -1,0 +1,164 @@
+"""The ``onnxmod`` command line: thin subcommands over ``onnxmod.api``.
+
+Exit codes: 0 ok, 2 usage, 3 bad input, 4 unsupported model, 5 incompatible modules,
+70 internal error, 130 interrupted (see ``onnxmod.errors``). Errors are one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import warnings
+
+from . import __version__, api
+from . import report as rep
+from .concern import ConcernConfig
+from .errors import EXIT_INTERNAL, Interrupted, OnnxmodError, UsageError
+from .sampling import SamplingConfig
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other usage error
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _concern_args(p: argparse.ArgumentParser) -> None:
+    d = ConcernConfig()
+    s = SamplingConfig()
+    g = p.add_argument_group("concern identification (SPEC §3; defaults are the reference's)")
+    g.add_argument("--mode", choices=api.MODES, default="rolled", help="rolled: one decision per layer; "
+                   "unrolled: one per layer and timestep (default: rolled)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    g.add_argument("--positives", type=int, default=s.positives, help=f"positive observations per class ({s.positives})")
+    g.add_argument("--negatives", type=int, default=s.negatives,
+                   help=f"negative observations per class, spread over the other classes ({s.negatives})")
+    g.add_argument("--max-sequences", type=int, default=s.max_sequences,
+                   help=f"many-output models: training sequences traced ({s.max_sequences})")
+    g.add_argument("--removal-cap", type=float, default=d.removal_cap,
+                   help=f"at most this fraction of a layer's units is removed ({d.removal_cap}; the paper says 0.2)")
+    g.add_argument("--mad-cutoff", type=float, default=d.mad_cutoff, help=f"outlier cutoff in MADs ({d.mad_cutoff})")
+    g.add_argument("--relu-rule", choices=("diff", "inactive"), default=d.relu_rule,
+                   help="ReLU layers: remove when active-rate difference <= --relu-threshold (diff) or when "
+                        "never active on positives (inactive)")
+    g.add_argument("--relu-threshold", type=float, default=d.relu_threshold, help=f"({d.relu_threshold})")
+    g.add_argument("--tangling", action="store_true", help="ReLU layers: tangling identification (restore units "
+                   "active on negatives)")
+    g.add_argument("--tangling-rate", type=float, default=d.tangling_rate, help=f"({d.tangling_rate})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="onnxmod", description="Decompose recurrent ONNX models into per-class modules and "
+                "compose modules back.")
+    p.add_argument("--version", action="version", version=f"onnxmod {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("inspect", help="recurrent ops, attributes and I/O shape of a model; identity of a module")
+    s.add_argument("model")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("decompose", help="one module per class, their composition and a report")
+    s.add_argument("model")
+    s.add_argument("--data", required=True, help=".npz with x_train, y_train, x_test, y_test")
+    s.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
+    s.add_argument("--force", action="store_true", help="replace an existing output directory")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _concern_args(s)
+    _runtime_args(s)
+
+    s = sub.add_parser("compose", help="stitch modules into one voting ONNX graph")
+    s.add_argument("modules", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--allow-mismatch", action="store_true",
+                   help="compose modules whose input vocabularies/signatures differ (you know they agree)")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("evaluate", help="test accuracy of a model, composition or module")
+    s.add_argument("model")
+    s.add_argument("--data", required=True)
+    _runtime_args(s)
+    return p
+
+
+def _print_inspect(d: dict) -> None:
+    if d["kind"] != "model":
+        print(f"{d['source']}: onnxmod {d['kind']}, {d['parameters']:,} parameters")
+        for k, v in d["metadata"].items():
+            print(f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}")
+        return
+    print(f"{d['source']}: {d['shape']} model, {d['num_classes']} classes, {d['parameters']:,} parameters")
+    print(f"  input  {d['input']['name']} {d['input']['dtype']} {d['input']['shape']}")
+    print(f"  output {d['output']['name']} {d['output']['dtype']} {d['output']['shape']}")
+    for op in d["recurrent_ops"]:
+        attrs = ", ".join(f"{k}={v}" for k, v in sorted(op["attributes"].items()))
+        print(f"  [{op['index']}] {op['op_type']} {op['name']!r}: hidden {op['hidden_size']} x {op['directions']} "
+              f"dir, input {op['input_size']}, rule {op['rule']} ({attrs})")
+    print(f"  head {d['head']['op_type']} {d['head']['name']!r}")
+
+
+def run(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "inspect":
+        d = api.inspect(args.model)
+        print(json.dumps(d, indent=2, default=str)) if args.json else _print_inspect(d)
+    elif args.command == "decompose":
+        cfg = ConcernConfig(removal_cap=args.removal_cap, mad_cutoff=args.mad_cutoff, relu_rule=args.relu_rule,
+                            relu_threshold=args.relu_threshold, tangling=args.tangling,
+                            tangling_rate=args.tangling_rate,
+                            sampling=SamplingConfig(args.positives, args.negatives, args.max_sequences, args.seed))
+        r = api.decompose(args.model, args.data, args.out, mode=args.mode, seed=args.seed, config=cfg,
+                          force=args.force, progress=False if args.quiet else None, threads=args.threads)
+        if args.json:
+            print(rep.dumps(r), end="")
+        else:
+            print(rep.table(r))
+            print(f"wrote {args.out}/ (modules/, composed.onnx, report.json, report.md)")
+    elif args.command == "compose":
+        r = api.compose(args.modules, args.out, force=args.force, allow_mismatch=args.allow_mismatch)
+        if args.json:
+            print(json.dumps(r, indent=2, default=str))
+        else:
+            names = ", ".join(m["class_name"] for m in r["modules"])
+            print(f"wrote {r['output']}: {len(r['modules'])} modules ({names}), {r['parameters']:,} parameters")
+    elif args.command == "evaluate":
+        r = api.evaluate(args.model, args.data, threads=args.threads)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            print(f"{r['model']} ({r['kind']}): accuracy {100 * r['accuracy']:.2f} % on {r['samples']} test samples")
+            for c in r["per_class"]:
+                a = "—" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f}"
+                print(f"  {c['class']:>3} {c['name']:<20} {a:>7} %  (n={c['support']})")
+    return 0
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}; no partial output was kept")
+
+
+def main(argv=None) -> int:
+    warnings.showwarning = lambda m, *a, **k: print(f"onnxmod: warning: {m}", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        return run(argv)
+    except OnnxmodError as exc:
+        print(f"onnxmod: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onnxmod: error: interrupted; no partial output was kept", file=sys.stderr)
+        return Interrupted.exit_code
+    except Exception as exc:  # a bug: still one line, distinct code
+        msg = " ".join(str(exc).split())[:400]
+        print(f"onnxmod: internal error: {type(exc).__name__}: {msg} (please report this)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

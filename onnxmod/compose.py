@@ -1,0 +1,152 @@
+"""Composition (SPEC §3, step 6): modules stitched into one ONNX graph that votes.
+
+All modules read the same graph input; each module's dominant probability ``score[..., 1]`` is
+stacked into ``scores`` ``[..., K]`` and ``label`` is the class id of the highest one (per step for
+many-output modules). One graph holding K native recurrent stacks runs much faster than K sessions
+(SPEC §6). Identical initializers (e.g. an embedding table shared by modules of one model) are
+stored once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from . import __version__
+from .errors import IncompatibleError, InputError
+
+LABEL, SCORES = "label", "scores"
+
+
+def module_info(proto: onnx.ModelProto, where: str) -> dict:
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get("onnxmod.kind") != "module":
+        raise InputError(f"{where}: not an onnxmod module (metadata 'onnxmod.kind' is {meta.get('onnxmod.kind')!r})")
+    try:
+        return {"class_index": int(meta["onnxmod.class_index"]), "class_name": meta["onnxmod.class_name"],
+                "input_signature": json.loads(meta["onnxmod.input_signature"]),
+                "vocab_sha256": meta.get("onnxmod.vocab_sha256", ""), "shape": meta.get("onnxmod.shape", ""),
+                "source_sha256": meta.get("onnxmod.source_sha256", ""), "mode": meta.get("onnxmod.mode", ""),
+                "where": where}
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{where}: module metadata is incomplete ({exc})")
+
+
+def _signature_key(sig: dict) -> tuple:
+    return sig["name"], sig["dtype"], tuple(sig["shape"][1:])  # batch size may differ
+
+
+def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
+    first = infos[0]
+    for info in infos[1:]:
+        a, b = first["input_signature"], info["input_signature"]
+        if _signature_key(a) != _signature_key(b) and not allow_mismatch:
+            raise IncompatibleError(
+                f"{first['where']} and {info['where']} have different input signatures ({a} vs {b})")
+        va, vb = first["vocab_sha256"], info["vocab_sha256"]
+        if va and vb and va != vb and not allow_mismatch:
+            raise IncompatibleError(
+                f"{first['where']} and {info['where']} were built for different input vocabularies "
+                f"({va[:12]} vs {vb[:12]}); pass --allow-mismatch if you know they agree")
+
+
+def _prefixed(proto: onnx.ModelProto, prefix: str, shared_input: str) -> onnx.GraphProto:
+    g = onnx.compose.add_prefix(proto, prefix, rename_inputs=True, rename_outputs=True).graph
+    old_in = prefix + proto.graph.input[0].name
+
+    def rename(graph: onnx.GraphProto):
+        for node in graph.node:
+            for i, n in enumerate(node.input):
+                if n == old_in:
+                    node.input[i] = shared_input
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    rename(a.g)
+                for sub in a.graphs:
+                    rename(sub)
+    rename(g)
+    return g
+
+
+def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
+            allow_mismatch: bool = False) -> onnx.ModelProto:
+    """One voting graph from ``modules`` (ModelProtos written by onnxmod)."""
+    if not modules:
+        raise InputError("compose needs at least one module")
+    sources = sources or [f"module {i}" for i in range(len(modules))]
+    infos = [module_info(m, s) for m, s in zip(modules, sources)]
+    check_compatible(infos, allow_mismatch)
+    seen: dict[tuple, str] = {}
+    for info in infos:
+        key = (info["class_name"], info["class_index"])
+        if key in seen:
+            raise IncompatibleError(
+                f"{seen[key]} and {info['where']} are both modules of class {info['class_name']!r}; "
+                f"compose one of them (or use replace)")
+        seen[key] = info["where"]
+    in_vi = modules[0].graph.input[0]
+    shared = in_vi.name
+    nodes, inits, dedup = [], [], {}
+    score_names = []
+    ranks = set()
+    for k, m in enumerate(modules):
+        g = _prefixed(m, f"m{k}/", shared)
+        rename = {}
+        for init in g.initializer:
+            h = hashlib.sha256(init.data_type.to_bytes(4, "little") + bytes(str(list(init.dims)), "ascii")
+                               + numpy_helper.to_array(init).tobytes()).hexdigest()
+            if h in dedup:
+                rename[init.name] = dedup[h]
+            else:
+                dedup[h] = init.name
+                inits.append(init)
+        for node in g.node:
+            for i, n in enumerate(node.input):
+                if n in rename:
+                    node.input[i] = rename[n]
+            nodes.append(node)
+        out = g.output[0]
+        ranks.add(len(out.type.tensor_type.shape.dim))
+        score_names.append(out.name)
+    if len(ranks) != 1:
+        raise IncompatibleError("modules mix one-output and many-output shapes; they cannot vote per step")
+    rank = ranks.pop()
+    one = numpy_helper.from_array(np.array([1], dtype=np.int64), "onnxmod/one")
+    axis_last = numpy_helper.from_array(np.array([-1], dtype=np.int64), "onnxmod/axis_last")
+    ids = numpy_helper.from_array(np.array([i["class_index"] for i in infos], dtype=np.int64), "onnxmod/class_ids")
+    inits += [one, axis_last, ids]
+    dom = []
+    for k, s in enumerate(score_names):
+        nodes.append(helper.make_node("Gather", [s, "onnxmod/one"], [f"onnxmod/dominant_{k}"], axis=-1,
+                                      name=f"onnxmod/dominant_{k}"))
+        dom.append(f"onnxmod/dominant_{k}")
+    nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
+    nodes.append(helper.make_node("ArgMax", [SCORES], ["onnxmod/argmax"], axis=-1, keepdims=0,
+                                  name="onnxmod/argmax"))
+    nodes.append(helper.make_node("Gather", ["onnxmod/class_ids", "onnxmod/argmax"], [LABEL], axis=0,
+                                  name="onnxmod/label"))
+    batch = [None] * (rank - 1)
+    outputs = [helper.make_tensor_value_info(LABEL, onnx.TensorProto.INT64, batch),
+               helper.make_tensor_value_info(SCORES, onnx.TensorProto.FLOAT, batch + [len(modules)])]
+    graph = helper.make_graph(nodes, "onnxmod_composition", [in_vi], outputs, initializer=inits)
+    opsets = {}
+    for m in modules:
+        for o in m.opset_import:
+            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+                              producer_name="onnxmod", producer_version=__version__)
+    proto.ir_version = max(m.ir_version for m in modules)
+    classes = [{"class_index": i["class_index"], "class_name": i["class_name"], "source_sha256": i["source_sha256"],
+                "mode": i["mode"]} for i in infos]
+    meta = {"onnxmod.kind": "composition", "onnxmod.version": __version__,
+            "onnxmod.classes": json.dumps(classes, sort_keys=True),
+            "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
+            "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
+    for k, v in sorted(meta.items()):
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    proto = onnx.shape_inference.infer_shapes(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto

@@ -1,0 +1,135 @@
+"""Concern identification (SPEC §3, steps 2–4): which hidden units serve each class.
+
+For each class (the *dominant* one) and each recurrent layer, every unit gets a score from the
+traced hidden states of positive vs negative observations:
+
+* **logistic** layers (LSTM, GRU, tanh RNN): ``d = ct(|h| on positives) - ct(|h| on negatives)``,
+  ``ct`` = mean after discarding outliers (keep x with ``|x - median| / MAD < mad_cutoff``; all when
+  MAD = 0). Candidates for removal: ``d < 0``.
+* **relu** layers: ``d = active rate on positives - active rate on negatives`` (active: h > 0).
+  Candidates: ``d <= relu_threshold`` (rule ``diff``, the reference implementation's), or units
+  never active on positives (rule ``inactive``, the paper's text). **Tangling identification**
+  (``tangling=True``) then restores removed units active on at least ``tangling_rate`` of the
+  negatives, so the module can still recognise "not this class".
+
+Candidates are removed most-negative first until ``removal_cap`` of the layer's units (all
+directions) are gone. Rolled mode decides once per layer; unrolled mode once per layer and step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UsageError
+from .sampling import SamplingConfig
+
+
+@dataclass
+class ConcernConfig:
+    removal_cap: float = 0.05
+    mad_cutoff: float = 2.0
+    relu_rule: str = "diff"
+    relu_threshold: float = -0.5
+    tangling: bool = False
+    tangling_rate: float = 0.5
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.removal_cap <= 1.0:
+            raise UsageError(f"removal cap {self.removal_cap} is outside 0..1")
+        if self.relu_rule not in ("diff", "inactive"):
+            raise UsageError(f"relu rule {self.relu_rule!r} is not one of diff, inactive")
+        if self.mad_cutoff <= 0:
+            raise UsageError("MAD cutoff must be positive")
+        if self.sampling.positives < 1 or self.sampling.negatives < 1:
+            raise UsageError("positives and negatives must be at least 1")
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "sampling"}
+        d["sampling"] = dict(self.sampling.__dict__)
+        return d
+
+
+@dataclass
+class Concern:
+    """The units one class keeps. ``keep[op_index]``: bool ``[U]`` (rolled) or ``[T, U]`` (unrolled),
+    U = directions × hidden size, unit id ``d * H + j``."""
+
+    class_index: int
+    class_name: str
+    mode: str
+    keep: dict[int, np.ndarray]
+    positives: int = 0
+    negatives: int = 0
+
+    def kept_fraction(self) -> float:
+        kept = sum(int(k.sum()) for k in self.keep.values())
+        total = sum(int(k.size) for k in self.keep.values())
+        return kept / total if total else 1.0
+
+
+def central_tendency(a: np.ndarray, cutoff: float) -> np.ndarray:
+    """Per column of ``a`` ``[n, U]``: mean of the values within ``cutoff`` MADs of the median."""
+    if a.shape[0] == 0:
+        return np.zeros(a.shape[1:], dtype=np.float64)
+    med = np.median(a, axis=0)
+    dev = np.abs(a - med)
+    mad = np.median(dev, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inlier = np.where(mad > 0, dev / np.where(mad > 0, mad, 1) < cutoff, True)
+    n = inlier.sum(axis=0)
+    return np.where(n > 0, (a * inlier).sum(axis=0) / np.maximum(n, 1), med)
+
+
+def unit_scores(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig):
+    """Score every unit; returns (score, candidate mask, negative active rate or None)."""
+    if rule == "relu":
+        rp = (pos > 0).mean(axis=0) if pos.shape[0] else np.zeros(pos.shape[1])
+        rn = (neg > 0).mean(axis=0) if neg.shape[0] else np.zeros(neg.shape[1])
+        score = rp - rn
+        cand = score <= cfg.relu_threshold if cfg.relu_rule == "diff" else rp == 0
+        return score, cand, rn
+    score = central_tendency(np.abs(pos), cfg.mad_cutoff) - central_tendency(np.abs(neg), cfg.mad_cutoff)
+    return score, score < 0, None
+
+
+def decide(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig) -> np.ndarray:
+    """Keep mask ``[U]`` for one layer from observations ``pos`` ``[n, U]`` and ``neg`` ``[m, U]``."""
+    U = pos.shape[1]
+    keep = np.ones(U, dtype=bool)
+    if pos.shape[0] == 0 or neg.shape[0] == 0:
+        return keep  # no evidence: remove nothing
+    score, cand, neg_rate = unit_scores(pos.astype(np.float64), neg.astype(np.float64), rule, cfg)
+    cap = int(np.floor(cfg.removal_cap * U))
+    idx = np.flatnonzero(cand)
+    idx = idx[np.argsort(score[idx], kind="stable")][:cap]
+    keep[idx] = False
+    if rule == "relu" and cfg.tangling and neg_rate is not None:
+        keep |= (~keep) & (neg_rate >= cfg.tangling_rate)
+    return keep
+
+
+def identify(hidden: list[np.ndarray], rules: list[str], class_names: list[str], cfg: ConcernConfig,
+             mode: str, observations) -> list[Concern]:
+    """Concerns for every class.
+
+    ``hidden[k]``: op k's traced states ``[N, T, U]`` (all ops share N and T).
+    ``observations(c, step)`` returns (positive, negative) flat indices into ``[N * T]``;
+    ``step`` is None in rolled mode (one decision per layer) and 0..T-1 in unrolled mode.
+    """
+    T = hidden[0].shape[1]
+    steps = [None] if mode == "rolled" else list(range(T))
+    flat = [h.reshape(-1, h.shape[-1]) for h in hidden]
+    concerns = []
+    for c, name in enumerate(class_names):
+        keep = {k: [] for k in range(len(hidden))}
+        npos = nneg = 0
+        for t in steps:
+            pos, neg = observations(c, t)
+            npos, nneg = npos + len(pos), nneg + len(neg)
+            for k, (h, rule) in enumerate(zip(flat, rules)):
+                keep[k].append(decide(h[pos], h[neg], rule, cfg))
+        keep = {k: (v[0] if mode == "rolled" else np.stack(v)) for k, v in keep.items()}
+        concerns.append(Concern(c, name, mode, keep, npos, nneg))
+    return concerns

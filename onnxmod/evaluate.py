@@ -1,0 +1,56 @@
+"""Evaluation: accuracy of models and compositions, per class; Jaccard index; parameter counts.
+
+**Jaccard index** (onnxmod's definition, on unit positions): for a module and the model it came
+from, ``J = |kept ∩ all| / |kept ∪ all| = Σ kept units / Σ units`` summed over every recurrent
+layer and direction (and, in unrolled mode, every step). J = 1 means the module kept every unit.
+(The reference implementation compared weight *values* as sets, which says little.)
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+
+from . import runtime
+from .concern import Concern
+
+
+def kind(proto: onnx.ModelProto) -> str:
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return meta.get("onnxmod.kind", "model")
+
+
+def predict(proto_or_path, x: np.ndarray, batch_size: int = 512, threads: int | None = None) -> np.ndarray:
+    """Class predictions: argmax of a model's logits, a composition's ``label``, or a module's
+    "is dominant" decision (1/0)."""
+    proto = proto_or_path if isinstance(proto_or_path, onnx.ModelProto) else onnx.load(str(proto_or_path))
+    sess = runtime.session(proto, threads=threads)
+    k = kind(proto)
+    if k == "composition":
+        (label,) = runtime.run_batched(sess, x, ["label"], batch_size)
+        return label
+    (out,) = runtime.run_batched(sess, x, [sess.get_outputs()[0].name], batch_size)
+    return out.argmax(axis=-1)
+
+
+def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    valid = y >= 0
+    return float((pred[valid] == y[valid]).mean()) if valid.any() else float("nan")
+
+
+def per_class_accuracy(pred: np.ndarray, y: np.ndarray, num_classes: int) -> list[float | None]:
+    out = []
+    for c in range(num_classes):
+        m = y == c
+        out.append(float((pred[m] == c).mean()) if m.any() else None)
+    return out
+
+
+def jaccard(concern: Concern) -> float:
+    return concern.kept_fraction()
+
+
+def describe_classes(proto: onnx.ModelProto) -> list[dict]:
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return json.loads(meta.get("onnxmod.classes", "[]"))

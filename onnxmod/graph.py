@@ -1,0 +1,538 @@
+"""The graph model: load an ONNX model, normalize it and find what decomposition rewrites.
+
+Three nouns, as in onnx-graphsurgeon: the *graph* (``gs.Graph``), its *nodes* and *tensors*.
+onnxmod adds:
+
+* ``RecurrentOp`` — one ``LSTM``/``GRU``/``RNN`` node (a *layer*), its handler, and its *sites*:
+  every constant that is indexed by its hidden units downstream (the next layer's ``W`` columns,
+  a ``Gemm``/``MatMul`` weight's rows, a ``Reshape`` target's literal width).
+* ``Head`` — the output layer (``Gemm``, or ``MatMul`` [+ ``Add``]) whose columns are the classes.
+* ``Model`` — the normalized graph with its recurrent ops, head and I/O shape (1:1, 1:N, M:1, M:N).
+
+Unit flow is found by propagating a *label tensor* from each op's outputs: an integer array that
+broadcasts against the real tensor and holds, on the axes that carry hidden units, the unit id
+``d * H + j``. Transpose/Squeeze/Unsqueeze/Reshape/Flatten/Gather/Slice and elementwise activations
+transform it; weight consumers end it. Anything else that touches hidden units is refused with the
+node's name, so a rewrite is exact or does not happen.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .errors import UnsupportedModelError
+from .ops import handler_for, recurrent_op_types
+from .ops.base import RecurrentOpHandler, UnitSelection
+
+# Ops that pass hidden units through unchanged, elementwise.
+_ELEMENTWISE = {"Identity", "Dropout", "Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu", "Softsign",
+                "Softplus", "HardSigmoid", "Cast", "Abs", "Neg"}
+# Ops allowed between a zero constant and an initial state input.
+_ZERO_PRESERVING = {"Slice", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Cast", "Tile",
+                    "Gather", "Transpose", "Concat"}
+_POST_HEAD = {"Softmax", "LogSoftmax", "Identity"}
+
+SHAPES = ("1:1", "1:N", "M:1", "M:N")
+
+
+@dataclass
+class Site:
+    """A constant indexed by hidden units: ``node.inputs[input_index]`` along ``axis``.
+
+    ``labels[p]`` is the unit id (``d * H + j``) at position ``p``. ``kind`` is ``weight`` (a
+    Gemm/MatMul weight), ``recurrent_input`` (the next recurrent op's ``W`` input columns) or
+    ``shape`` (a literal width in a Reshape target, at position ``axis``).
+    """
+
+    kind: str
+    node: gs.Node
+    input_index: int
+    axis: int
+    labels: np.ndarray
+
+
+@dataclass
+class RecurrentOp:
+    index: int
+    node: gs.Node
+    handler: RecurrentOpHandler
+    sites: list[Site] = field(default_factory=list)
+    source: int | None = None  # index of the recurrent op feeding X, if any
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def op_type(self) -> str:
+        return self.node.op
+
+    @property
+    def hidden_size(self) -> int:
+        return self.handler.hidden_size(self.node)
+
+    @property
+    def directions(self) -> int:
+        return self.handler.directions(self.node)
+
+    @property
+    def units(self) -> int:
+        return self.hidden_size * self.directions
+
+    @property
+    def rule(self) -> str:
+        """``relu`` for vanilla ReLU layers, ``logistic`` for tanh/sigmoid ones (SPEC §3)."""
+        return "relu" if self.handler.output_activation(self.node) == "Relu" else "logistic"
+
+    def describe(self) -> dict:
+        n = self.node
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in n.attrs.items()}
+        for k, v in attrs.items():
+            if isinstance(v, list):
+                attrs[k] = [x.decode() if isinstance(x, bytes) else x for x in v]
+        return {"index": self.index, "name": self.name, "op_type": self.op_type,
+                "hidden_size": self.hidden_size, "directions": self.directions,
+                "input_size": int(np.asarray(n.inputs[1].values).shape[2]), "rule": self.rule,
+                "attributes": attrs}
+
+
+@dataclass
+class Head:
+    node: gs.Node  # Gemm or MatMul
+    weight_axis: int  # axis of the weight indexing classes
+    bias_node: gs.Node | None  # Add holding the bias (MatMul heads), or the Gemm itself
+    bias_index: int | None
+    output: gs.Variable  # tensor holding the logits
+    num_classes: int
+
+
+def _const_values(t) -> np.ndarray | None:
+    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
+
+
+def _is_zero(t, depth: int = 0) -> bool:
+    """True when tensor ``t`` is provably all zeros (constant, or ConstantOfShape(0) reshaped)."""
+    if depth > 32:
+        return False
+    if t is None or t.name == "":
+        return True
+    if isinstance(t, gs.Constant):
+        return not np.any(np.asarray(t.values))
+    if not t.inputs:
+        return False
+    p = t.inputs[0]
+    if p.op == "ConstantOfShape":
+        v = p.attrs.get("value")
+        return v is None or not np.any(np.asarray(v.values if isinstance(v, gs.Constant) else v))
+    if p.op == "Constant":
+        v = p.attrs.get("value")
+        return v is not None and not np.any(np.asarray(v.values if isinstance(v, gs.Constant) else v))
+    if p.op in _ZERO_PRESERVING:
+        data = p.inputs[:] if p.op == "Concat" else p.inputs[:1]
+        return all(_is_zero(x, depth + 1) for x in data)
+    return False
+
+
+def _concrete(shape, fill: int) -> list[int] | None:
+    if shape is None:
+        return None
+    return [d if isinstance(d, (int, np.integer)) and d >= 0 else fill for d in shape]
+
+
+def _reshape_target(in_shape: list[int], target: np.ndarray, allowzero: int) -> list[int]:
+    out = [int(v) for v in target]
+    for i, v in enumerate(out):
+        if v == 0 and not allowzero:
+            out[i] = in_shape[i]
+    if -1 in out:
+        known = int(np.prod([v for v in out if v != -1]))
+        out[out.index(-1)] = int(np.prod(in_shape)) // max(known, 1)
+    return out
+
+
+def _compress(full: np.ndarray) -> np.ndarray:
+    """Reduce every axis along which labels do not change to size 1."""
+    for ax in range(full.ndim):
+        if full.shape[ax] > 1 and np.all(full == full.take([0], axis=ax)):
+            full = full.take([0], axis=ax)
+    return full
+
+
+class Model:
+    """A normalized ONNX model ready for tracing and rewriting.
+
+    ``Model.load(path)`` or ``Model(proto, source=...)``. The proto given is never modified.
+    """
+
+    def __init__(self, proto: onnx.ModelProto, source: str = "<model>"):
+        self.source = source
+        self.original = proto
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        self.opset = {o.domain: o.version for o in proto.opset_import}
+        inferred = onnx.shape_inference.infer_shapes(copy.deepcopy(proto), data_prop=True)
+        graph = gs.import_onnx(inferred)
+        self._reject_subgraph_recurrence(graph)
+        try:
+            graph.fold_constants(error_ok=True).cleanup().toposort()
+        except Exception as exc:  # graphsurgeon folding is best-effort
+            raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+        self.graph = graph
+        if len(graph.inputs) != 1:
+            names = [t.name for t in graph.inputs]
+            raise UnsupportedModelError(f"{source}: expected one graph input, found {len(graph.inputs)} {names}")
+        self.input = graph.inputs[0]
+        self.output = self._pick_output()
+        self.recurrent = self._find_recurrent_ops()
+        self.head = self._find_head()
+        for op in self.recurrent:
+            op.sites = self._unit_sites(op)
+        self.one_output = len(self.output.shape or []) == 2
+        self.shape = self._detect_shape()
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path) -> "Model":
+        from .io import load_onnx
+
+        return cls(load_onnx(path), source=str(path))
+
+    def fresh(self) -> "Model":
+        """An independent copy to rewrite (the analysis is redone on the copy)."""
+        return Model(self.original, source=self.source)
+
+    def _reject_subgraph_recurrence(self, graph: gs.Graph) -> None:
+        for node in graph.nodes:
+            if node.op in ("Loop", "Scan", "If"):
+                for v in node.attrs.values():
+                    if isinstance(v, gs.Graph):
+                        ops = {n.op for n in v.nodes}
+                        if ops & set(recurrent_op_types()) or node.op in ("Loop", "Scan"):
+                            raise UnsupportedModelError(
+                                f"{self.source}: node {node.name!r} ({node.op}) computes a recurrence inside a "
+                                f"subgraph (as tf2onnx emits for Keras GRU/SimpleRNN); onnxmod supports only "
+                                f"native LSTM/GRU/RNN ops, not yet loops: re-export with native recurrent ops")
+
+    def _pick_output(self) -> gs.Variable:
+        outs = self.graph.outputs
+        if not outs:
+            raise UnsupportedModelError(f"{self.source}: the graph has no output")
+        named = [t for t in outs if t.name == "logits"]
+        if named:
+            return named[0]
+        if len(outs) == 1:
+            return outs[0]
+        raise UnsupportedModelError(
+            f"{self.source}: {len(outs)} graph outputs and none named 'logits'; onnxmod needs the class scores output")
+
+    def _find_recurrent_ops(self) -> list[RecurrentOp]:
+        ops = []
+        for node in self.graph.nodes:
+            h = handler_for(node.op)
+            if h is None:
+                continue
+            if not node.name:
+                node.name = f"{node.op}_{len(ops)}"
+            h.check(node)
+            for i in h.state_inputs:
+                if len(node.inputs) > i and node.inputs[i].name:
+                    if not _is_zero(node.inputs[i]):
+                        which = "initial_h" if i == 5 else "initial_c"
+                        raise UnsupportedModelError(
+                            f"{self.source}: node {node.name!r} ({node.op}): {which} is not provably zero; "
+                            f"non-zero initial states are not supported")
+                    node.inputs[i] = gs.Variable.empty()
+            ops.append(RecurrentOp(len(ops), node, h))
+        if not ops:
+            raise UnsupportedModelError(
+                f"{self.source}: no recurrent op (LSTM, GRU or RNN) found; nothing to decompose")
+        self.graph.cleanup()
+        by_node = {id(op.node): op for op in ops}
+        for op in ops:
+            op.source = self._upstream_recurrent(op.node.inputs[0], by_node)
+        return ops
+
+    def _upstream_recurrent(self, t, by_node, depth=0) -> int | None:
+        if depth > 64 or isinstance(t, gs.Constant) or not t.inputs:
+            return None
+        p = t.inputs[0]
+        if id(p) in by_node:
+            return by_node[id(p)].index
+        for x in p.inputs:
+            r = self._upstream_recurrent(x, by_node, depth + 1)
+            if r is not None:
+                return r
+        return None
+
+    def _find_head(self) -> Head:
+        t = self.output
+        while t.inputs and t.inputs[0].op in _POST_HEAD:
+            t = t.inputs[0].inputs[0]
+        if not t.inputs:
+            raise UnsupportedModelError(f"{self.source}: output {self.output.name!r} is not computed by a layer")
+        node = t.inputs[0]
+        if node.op == "Gemm" and isinstance(node.inputs[1], gs.Constant):
+            axis = 0 if int(node.attrs.get("transB", 0)) else 1
+            c = int(np.asarray(node.inputs[1].values).shape[axis])
+            bias = 2 if len(node.inputs) > 2 and node.inputs[2].name else None
+            return Head(node, axis, node if bias else None, bias, t, c)
+        bias_node, bias_index = None, None
+        if node.op == "Add":
+            consts = [i for i, x in enumerate(node.inputs) if isinstance(x, gs.Constant)]
+            others = [x for x in node.inputs if not isinstance(x, gs.Constant)]
+            if len(consts) == 1 and len(others) == 1 and others[0].inputs and others[0].inputs[0].op == "MatMul":
+                bias_node, bias_index = node, consts[0]
+                node = others[0].inputs[0]
+        if node.op == "MatMul" and isinstance(node.inputs[1], gs.Constant):
+            w = np.asarray(node.inputs[1].values)
+            return Head(node, w.ndim - 1, bias_node, bias_index, t, int(w.shape[-1]))
+        raise UnsupportedModelError(
+            f"{self.source}: cannot find the output layer: {t.name!r} is produced by node {node.name!r} ({node.op}); "
+            f"expected Gemm or MatMul(+Add) with constant weights")
+
+    # ---- unit flow --------------------------------------------------------------------------
+    def _unit_sites(self, op: RecurrentOp) -> list[Site]:
+        D, H = op.directions, op.hidden_size
+        ids = np.arange(D * H).reshape(D, H)
+        sites: list[Site] = []
+        outs = op.node.outputs
+        starts = [(outs[0], ids.reshape(1, D, 1, H))]
+        starts += [(o, ids.reshape(D, 1, H)) for o in outs[1:3]]
+        for t, lab in starts:
+            if t is not None and t.name:
+                self._follow(op, t, lab, sites)
+        if not sites:
+            raise UnsupportedModelError(f"{self.source}: node {op.name!r} ({op.op_type}): its hidden states reach no layer")
+        return sites
+
+    def _refuse(self, op: RecurrentOp, node: gs.Node, why: str):
+        raise UnsupportedModelError(
+            f"{self.source}: node {node.name!r} ({node.op}) consumes the hidden units of {op.name!r}: {why}")
+
+    def _follow(self, op: RecurrentOp, t: gs.Variable, lab: np.ndarray, sites: list[Site]) -> None:
+        if t in self.graph.outputs:
+            raise UnsupportedModelError(
+                f"{self.source}: graph output {t.name!r} exposes the hidden units of {op.name!r}; remove that output")
+        for node in list(t.outputs):
+            self._consume(op, t, node, lab, sites)
+
+    def _last_axis_only(self, lab: np.ndarray) -> bool:
+        return all(s == 1 for s in lab.shape[:-1])
+
+    def _consume(self, op, t, node, lab, sites):
+        o = node.op
+        if o in _ELEMENTWISE:
+            return self._follow(op, node.outputs[0], lab, sites)
+        if handler_for(o) is not None:
+            if node.inputs[0] is not t:
+                self._refuse(op, node, "feeding a recurrent state input (encoder-decoder coupling) is not supported yet")
+            if lab.ndim != 3 or lab.shape[0] != 1 or lab.shape[1] != 1:
+                self._refuse(op, node, "units must be on the feature axis of X")
+            sites.append(Site("recurrent_input", node, 1, 2, lab.reshape(-1)))
+            return
+        if o in ("Gemm", "MatMul"):
+            if node.inputs[0] is not t or not isinstance(node.inputs[1], gs.Constant):
+                self._refuse(op, node, "only a constant weight on the right is supported")
+            if o == "Gemm" and int(node.attrs.get("transA", 0)):
+                self._refuse(op, node, "transA=1 is not supported")
+            if not self._last_axis_only(lab):
+                self._refuse(op, node, "units must be on the last axis")
+            w = np.asarray(node.inputs[1].values)
+            axis = (1 if int(node.attrs.get("transB", 0)) else 0) if o == "Gemm" else w.ndim - 2
+            sites.append(Site("weight", node, 1, axis, lab.reshape(-1)))
+            return
+        if o == "Transpose":
+            perm = node.attrs.get("perm", list(range(lab.ndim))[::-1])
+            return self._follow(op, node.outputs[0], lab.transpose(perm), sites)
+        if o in ("Squeeze", "Unsqueeze"):
+            axes = node.attrs.get("axes")
+            if axes is None and len(node.inputs) > 1:
+                axes = _const_values(node.inputs[1])
+                if axes is None:
+                    self._refuse(op, node, "axes must be constant")
+            if o == "Squeeze":
+                if axes is None:
+                    axes = [i for i, s in enumerate(node.inputs[0].shape or []) if s == 1]
+                axes = [int(a) % lab.ndim for a in np.atleast_1d(axes)]
+                if any(lab.shape[a] != 1 for a in axes):
+                    self._refuse(op, node, "squeezes a unit axis")
+                new = lab.squeeze(tuple(axes))
+            else:
+                rank = lab.ndim + len(np.atleast_1d(axes))
+                new = lab
+                for a in sorted(int(a) % rank for a in np.atleast_1d(axes)):
+                    new = np.expand_dims(new, a)
+            return self._follow(op, node.outputs[0], new, sites)
+        if o == "Gather":
+            if node.inputs[0] is not t:
+                self._refuse(op, node, "hidden states used as indices")
+            idx = _const_values(node.inputs[1])
+            axis = int(node.attrs.get("axis", 0)) % lab.ndim
+            if idx is None or lab.shape[axis] != 1 or idx.ndim > 1:
+                self._refuse(op, node, "gathers along a unit axis or with non-constant indices")
+            new = lab.take(0, axis=axis) if idx.ndim == 0 else lab
+            return self._follow(op, node.outputs[0], new, sites)
+        if o == "Slice":
+            axes = _const_values(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else np.arange(lab.ndim)
+            if axes is None or any(lab.shape[int(a) % lab.ndim] != 1 for a in axes):
+                self._refuse(op, node, "slices along a unit axis")
+            return self._follow(op, node.outputs[0], lab, sites)
+        if o in ("Reshape", "Flatten"):
+            return self._reshape(op, t, node, lab, sites)
+        self._refuse(op, node, f"{o} is not a layer onnxmod can follow")
+
+    def _reshape(self, op, t, node, lab, sites):
+        in_shape = t.shape
+        if in_shape is None or len(in_shape) != lab.ndim:
+            self._refuse(op, node, "input shape unknown")
+        results = []
+        for fill in (1, 2):
+            ins = _concrete(in_shape, fill)
+            for a, s in enumerate(lab.shape):
+                if s > 1:
+                    ins[a] = s
+            if node.op == "Flatten":
+                ax = int(node.attrs.get("axis", 1)) % len(ins)
+                outs = [int(np.prod(ins[:ax])), int(np.prod(ins[ax:]))]
+                target = None
+            else:
+                target = _const_values(node.inputs[1])
+                if target is None:
+                    self._refuse(op, node, "reshape target must be constant")
+                outs = _reshape_target(ins, target, int(node.attrs.get("allowzero", 0)))
+            full = np.broadcast_to(lab, ins).reshape(outs)
+            results.append(_compress(full))
+        a, b = results
+        if a.shape != b.shape or not np.array_equal(a, b):
+            self._refuse(op, node, "merges a unit axis with a dynamic axis")
+        new = a
+        if node.op == "Reshape":
+            labeled = [i for i, s in enumerate(new.shape) if s > 1]
+            lits = [i for i in labeled if int(target[i]) > 0]
+            if lits:
+                if len(labeled) != 1:
+                    self._refuse(op, node, "literal sizes on several unit axes")
+                sites.append(Site("shape", node, 1, lits[0], new.reshape(-1)))
+        return self._follow(op, node.outputs[0], new, sites)
+
+    # ---- shapes -----------------------------------------------------------------------------
+    def _detect_shape(self) -> str:
+        first = self.recurrent[0].node.inputs[0]
+        one_input = self._merges_sequence(first)
+        if one_input:
+            return "1:1" if self.one_output else "1:N"
+        return "M:1" if self.one_output else "M:N"
+
+    def _merges_sequence(self, t, depth=0) -> bool:
+        if depth > 64 or isinstance(t, gs.Constant) or not t.inputs:
+            return False
+        p = t.inputs[0]
+        if p.op in ("Flatten", "Expand", "Tile"):
+            return True
+        if p.op == "Reshape":
+            a, b = p.inputs[0].shape, p.outputs[0].shape
+            if a is not None and b is not None and len(b) < len(a):
+                return True
+        return any(self._merges_sequence(x, depth + 1) for x in p.inputs if not isinstance(x, gs.Constant))
+
+    # ---- facts ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def class_names(self, fallback=None) -> list[str]:
+        raw = self.metadata.get("onnxmod.class_names")
+        if raw:
+            try:
+                names = [str(x) for x in json.loads(raw)]
+                if len(names) == self.num_classes:
+                    return names
+            except ValueError:
+                pass
+        if fallback is not None and len(fallback) == self.num_classes:
+            return [str(x) for x in fallback]
+        return [str(i) for i in range(self.num_classes)]
+
+    def parameter_count(self) -> int:
+        return count_parameters(self.graph)
+
+    def describe(self) -> dict:
+        return {"source": self.source, "shape": self.shape, "input": _tensor_desc(self.input),
+                "output": _tensor_desc(self.output), "num_classes": self.num_classes,
+                "parameters": self.parameter_count(),
+                "recurrent_ops": [op.describe() for op in self.recurrent],
+                "head": {"name": self.head.node.name, "op_type": self.head.node.op}}
+
+    # ---- rewriting --------------------------------------------------------------------------
+    def apply_selection(self, selections: dict[int, UnitSelection]) -> None:
+        """Remove hidden units physically: ``selections[op.index]`` per recurrent op."""
+        for op in self.recurrent:
+            sel = selections.get(op.index)
+            if sel is None:
+                continue
+            kept_ids, inert_ids = sel.global_ids("kept"), sel.global_ids("inert")
+            op.handler.slice_units(op.node, sel)
+            for s in op.sites:
+                pos = np.flatnonzero(np.isin(s.labels, kept_ids))
+                zero = np.isin(s.labels[pos], inert_ids)
+                if s.kind == "recurrent_input":
+                    handler_for(s.node.op).slice_input(s.node, pos, zero)
+                elif s.kind == "weight":
+                    w = np.take(np.asarray(s.node.inputs[s.input_index].values), pos, axis=s.axis)
+                    if zero.any():
+                        idx = [slice(None)] * w.ndim
+                        idx[s.axis] = zero
+                        w[tuple(idx)] = 0
+                    s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/W_sliced", np.ascontiguousarray(w))
+                else:  # shape
+                    target = np.asarray(s.node.inputs[1].values).copy()
+                    target[s.axis] = pos.size
+                    s.node.inputs[1] = gs.Constant(f"{s.node.name}/shape", target)
+
+    def export(self, outputs: list[gs.Variable] | None = None, metadata: dict | None = None) -> onnx.ModelProto:
+        """The current graph as a checked ModelProto (shapes re-inferred, names deterministic)."""
+        g = self.graph
+        if outputs is not None:
+            g.outputs = outputs
+        g.cleanup(remove_unused_graph_inputs=False).toposort()
+        for tensor in g.tensors().values():
+            if isinstance(tensor, gs.Variable) and tensor not in g.inputs:
+                tensor.shape = None if tensor not in g.outputs else tensor.shape
+        proto = gs.export_onnx(g, do_type_check=True)
+        del proto.opset_import[:]
+        for domain, version in sorted(self.opset.items()):
+            proto.opset_import.append(onnx.helper.make_opsetid(domain, version))
+        proto.ir_version = self.original.ir_version
+        proto.producer_name = "onnxmod"
+        from . import __version__
+
+        proto.producer_version = __version__
+        del proto.metadata_props[:]
+        for k, v in sorted((metadata or {}).items()):
+            proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        return proto
+
+
+def _tensor_desc(t) -> dict:
+    return {"name": t.name, "dtype": str(np.dtype(t.dtype)) if t.dtype is not None else None,
+            "shape": [d if isinstance(d, (int, np.integer)) else str(d) for d in (t.shape or [])]}
+
+
+def count_parameters(graph: gs.Graph) -> int:
+    """Floating-point parameters (weights and biases) in the graph's constants."""
+    total = 0
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Constant):
+            v = t.values
+            if np.issubdtype(np.asarray(v).dtype, np.floating):
+                total += int(np.asarray(v).size)
+    return total
+
+
+def count_parameters_proto(proto: onnx.ModelProto) -> int:
+    return count_parameters(gs.import_onnx(proto))

@@ -1,0 +1,102 @@
+"""Concern modularization (SPEC §3, step 5): one standalone ONNX module per class.
+
+A module is the model with each recurrent layer physically restricted to the class's kept units
+(rolled mode; see ``unrolled.py`` for per-step concerns) and its output layer *channeled* to two
+outputs: ``rest`` (the mean of the other classes' weights and biases) and ``dominant`` (the class's
+own weights and bias). The module's output ``score`` is the 2-way softmax ``[..., (rest, dominant)]``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from . import __version__
+from .concern import Concern
+from .graph import Model
+from .ops.base import UnitSelection
+
+SCORE = "score"
+
+
+def selections(model: Model, concern: Concern) -> dict[int, UnitSelection]:
+    out = {}
+    for op in model.recurrent:
+        mask = concern.keep[op.index]
+        H = op.hidden_size
+        out[op.index] = UnitSelection.from_keep(
+            H, [np.flatnonzero(mask[d * H:(d + 1) * H]) for d in range(op.directions)])
+    return out
+
+
+def channel(model: Model, class_index: int) -> gs.Variable:
+    """Rewrite the head to (rest, dominant) and return the new 2-way softmax output."""
+    head = model.head
+    C = head.num_classes
+    others = [i for i in range(C) if i != class_index]
+
+    def two(values: np.ndarray, axis: int) -> np.ndarray:
+        dom = np.take(values, [class_index], axis=axis)
+        rest = np.take(values, others, axis=axis).mean(axis=axis, keepdims=True) if others else np.zeros_like(dom)
+        return np.concatenate([rest, dom], axis=axis).astype(values.dtype)
+
+    w = np.asarray(head.node.inputs[1].values)
+    head.node.inputs[1] = gs.Constant(f"{head.node.name}/W_channeled", two(w, head.weight_axis))
+    if head.bias_node is not None:
+        b = np.asarray(head.bias_node.inputs[head.bias_index].values)
+        head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_channeled", two(b, b.ndim - 1))
+    score = gs.Variable(SCORE, dtype=np.float32)
+    model.graph.nodes.append(gs.Node("Softmax", "onnxmod/score", attrs={"axis": -1},
+                                     inputs=[head.output], outputs=[score]))
+    return score
+
+
+def input_signature(model: Model) -> dict:
+    t = model.input
+    return {"name": t.name, "dtype": str(np.dtype(t.dtype)),
+            "shape": [d if isinstance(d, (int, np.integer)) else None for d in (t.shape or [])]}
+
+
+def model_digest(proto: onnx.ModelProto) -> str:
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+
+
+def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, digest: str) -> dict:
+    layers = []
+    for op in model.recurrent:
+        k = concern.keep[op.index]
+        layers.append({"op": op.name, "units": int(op.units), "kept": int(k.sum()) if k.ndim == 1 else
+                       [int(x) for x in k.sum(axis=1)]})
+    return {
+        "onnxmod.kind": "module",
+        "onnxmod.version": __version__,
+        "onnxmod.class_index": concern.class_index,
+        "onnxmod.class_name": concern.class_name,
+        "onnxmod.mode": concern.mode,
+        "onnxmod.shape": model.shape,
+        "onnxmod.source_sha256": digest,
+        "onnxmod.input_signature": json.dumps(input_signature(model), sort_keys=True),
+        "onnxmod.vocab_sha256": vocab_sha256 or "",
+        "onnxmod.concern": json.dumps({"layers": layers, "positives": concern.positives,
+                                       "negatives": concern.negatives}, sort_keys=True),
+    }
+
+
+def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None,
+                 digest: str | None = None) -> onnx.ModelProto:
+    """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched)."""
+    m = model.fresh()
+    if concern.mode == "rolled":
+        m.apply_selection(selections(m, concern))
+    else:
+        from .unrolled import apply_unrolled
+
+        apply_unrolled(m, concern)
+    score = channel(m, concern.class_index)
+    meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original))
+    proto = m.export(outputs=[score], metadata=meta)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto

@@ -1,0 +1,51 @@
+"""onnxruntime sessions, created once and run in batches."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import InputError
+
+
+def session(model, threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession for a path, bytes or ModelProto (CPU, no spinning, quiet)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    elif isinstance(model, (str, os.PathLike)):
+        model = str(model)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def run_batched(sess: ort.InferenceSession, x: np.ndarray, outputs: list[str] | None = None,
+                batch_size: int = 512, progress=None, transform=None) -> list[np.ndarray]:
+    """Run ``sess`` over ``x`` in batches; returns each output concatenated over axis 0 (batch).
+
+    ``progress`` is an optional callable receiving the number of rows just processed;
+    ``transform`` maps each batch's list of outputs before it is kept (to keep memory small).
+    """
+    name = sess.get_inputs()[0].name
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, x.shape[0], batch_size):
+        try:
+            res = sess.run(outputs, {name: x[start:start + batch_size]})
+        except Exception as exc:  # onnxruntime raises its own types; keep one line
+            msg = str(exc).strip().splitlines()[0][:300]
+            raise InputError(f"onnxruntime failed on rows {start}..{start + batch_size - 1}: {msg}")
+        chunks.append(transform(res) if transform else res)
+        if progress is not None:
+            progress(min(batch_size, x.shape[0] - start))
+    return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
+
+
+def predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    (out,) = run_batched(sess, x, [sess.get_outputs()[0].name], batch_size)
+    return out
