@@ -37,7 +37,7 @@ def _onnx_dtype(model: Model):
 
 def load_dataset_for(model: Model, data_path) -> Dataset:
     return load_data(data_path, num_classes=model.num_classes, many_output=not model.one_output,
-                     input_dtype=_onnx_dtype(model), input_rank=len(model.input.shape or []) or None)
+                     input_dtype=_onnx_dtype(model), input_shape=list(model.input.shape or []) or None)
 
 
 def inspect(path) -> dict:

@@ -85,7 +85,7 @@ class Dataset:
 
 
 def load_data(path, num_classes: int | None = None, many_output: bool | None = None,
-              input_dtype=np.int64, input_rank: int | None = None) -> Dataset:
+              input_dtype=np.int64, input_shape: list | None = None) -> Dataset:
     """Load and validate a data file against what the model expects."""
     p = Path(path)
     if not p.exists():
@@ -101,7 +101,7 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        x = _check_x(p, f"x_{split}", x, input_dtype, input_rank)
+        x = _check_x(p, f"x_{split}", x, input_dtype, input_shape)
         y = _check_y(p, f"y_{split}", y, num_classes, many_output)
         if x.shape[0] != y.shape[0]:
             raise InputError(f"{p}: x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
@@ -115,19 +115,24 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
     return Dataset(str(p), class_names=names, vocab=vocab, **out)
 
 
-def _check_x(p, key, x, input_dtype, input_rank):
-    if np.issubdtype(np.dtype(input_dtype), np.integer):
-        if not np.issubdtype(x.dtype, np.integer):
-            raise InputError(f"{p}: {key} has dtype {x.dtype}, expected integer token ids")
-        if x.ndim != 2:
-            raise InputError(f"{p}: {key} has shape {list(x.shape)}, expected [N, T] token ids")
+def _check_x(p, key, x, input_dtype, input_shape):
+    integer = np.issubdtype(np.dtype(input_dtype), np.integer)
+    if integer and not np.issubdtype(x.dtype, np.integer):
+        raise InputError(f"{p}: {key} has dtype {x.dtype}, expected integer token ids")
+    if not integer and not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"{p}: {key} has dtype {x.dtype}, expected float features")
+    if input_shape:
+        want = ["N" if i == 0 or not isinstance(d, (int, np.integer)) else int(d) for i, d in enumerate(input_shape)]
+        ok = x.ndim == len(want) and all(w == "N" or w == s for w, s in zip(want[1:], x.shape[1:]))
+        if not ok:
+            shown = ", ".join(str(w) if w != "N" else ("N" if i == 0 else "T") for i, w in enumerate(want))
+            raise InputError(f"{p}: {key} has shape {list(x.shape)}, the model expects [{shown}]")
+    elif integer and x.ndim != 2:
+        raise InputError(f"{p}: {key} has shape {list(x.shape)}, expected [N, T] token ids")
+    if integer:
         if x.size and x.min() < 0:
             raise InputError(f"{p}: {key} holds negative token ids")
         return x.astype(np.int64, copy=False)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"{p}: {key} has dtype {x.dtype}, expected float features")
-    if input_rank is not None and x.ndim != input_rank:
-        raise InputError(f"{p}: {key} has rank {x.ndim}, the model expects rank {input_rank}")
     if not np.all(np.isfinite(x)):
         raise InputError(f"{p}: {key} contains NaN or infinite values")
     return x.astype(np.float32, copy=False)

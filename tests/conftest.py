@@ -1,0 +1,20 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def fixture_path(task: str, name: str) -> Path:
+    p = FIXTURES / task / name
+    if not p.exists():
+        pytest.fail(f"fixture {p} is missing; rebuild with python tools/build_fixtures.py")
+    return p
+
+
+@pytest.fixture
+def math_lstm1():
+    return fixture_path("math_topics", "lstm1.onnx"), fixture_path("math_topics", "data.npz")
