@@ -30,6 +30,7 @@ def module_info(proto: onnx.ModelProto, where: str) -> dict:
                 "input_signature": json.loads(meta["onnxmod.input_signature"]),
                 "vocab_sha256": meta.get("onnxmod.vocab_sha256", ""), "shape": meta.get("onnxmod.shape", ""),
                 "source_sha256": meta.get("onnxmod.source_sha256", ""), "mode": meta.get("onnxmod.mode", ""),
+                "max_steps": int(meta["onnxmod.max_steps"]) if meta.get("onnxmod.max_steps") else None,
                 "where": where}
     except (KeyError, ValueError) as exc:
         raise InputError(f"{where}: module metadata is incomplete ({exc})")
@@ -145,6 +146,9 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
             "onnxmod.classes": json.dumps(classes, sort_keys=True),
             "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
             "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
+    limits = [i["max_steps"] for i in infos if i["max_steps"]]
+    if limits:
+        meta["onnxmod.max_steps"] = str(min(limits))
     for k, v in sorted(meta.items()):
         proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     proto = onnx.shape_inference.infer_shapes(proto)

@@ -14,6 +14,7 @@ import onnx
 
 from . import runtime
 from .concern import Concern
+from .errors import InputError
 
 
 def kind(proto: onnx.ModelProto) -> str:
@@ -25,6 +26,7 @@ def predict(proto_or_path, x: np.ndarray, batch_size: int = 512, threads: int | 
     """Class predictions: argmax of a model's logits, a composition's ``label``, or a module's
     "is dominant" decision (1/0)."""
     proto = proto_or_path if isinstance(proto_or_path, onnx.ModelProto) else onnx.load(str(proto_or_path))
+    check_length(proto, x, "input")
     sess = runtime.session(proto, threads=threads)
     k = kind(proto)
     if k == "composition":
@@ -32,6 +34,15 @@ def predict(proto_or_path, x: np.ndarray, batch_size: int = 512, threads: int | 
         return label
     (out,) = runtime.run_batched(sess, x, [sess.get_outputs()[0].name], batch_size)
     return out.argmax(axis=-1)
+
+
+def check_length(proto: onnx.ModelProto, x: np.ndarray, where: str) -> None:
+    """Unrolled modules know concerns only for the steps seen in tracing: refuse longer inputs."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    limit = meta.get("onnxmod.max_steps")
+    if limit and x.ndim >= 2 and x.shape[1] > int(limit):
+        raise InputError(f"{where}: sequences of length {x.shape[1]} are longer than this unrolled "
+                         f"{meta.get('onnxmod.kind', 'module')} supports ({limit} steps, the longest seen in tracing)")
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
