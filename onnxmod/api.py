@@ -26,7 +26,7 @@ from .io import Dataset, atomic_directory, check_output_file, load_data, load_on
 from .modularize import build_module, model_digest
 from .sampling import (observations_many_output, observations_one_output, trace_rows_many_output,
                        trace_rows_one_output)
-from .trace import run_trace
+from .trace import gate_activations, last_step_gates, run_trace
 
 MODES = ("rolled", "unrolled")
 
@@ -69,9 +69,24 @@ def _safe_name(name: str) -> str:
     return s or "class"
 
 
+MONITORS = ("hidden", "gates")
+
+
+def _gates(model: Model, tr, mode: str, one_output: bool) -> list[np.ndarray]:
+    gates = gate_activations(model, tr)
+    if one_output and mode == "rolled":
+        gates = [last_step_gates(g, op.directions) for g, op in zip(gates, model.recurrent)]
+    return gates
+
+
 def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernConfig, progress=None,
-                      threads: int | None = None):
-    """Sample, trace once, and identify every class's concern. Returns (concerns, info)."""
+                      threads: int | None = None, monitor: str = "hidden"):
+    """Sample, trace once, and identify every class's concern. Returns (concerns, info).
+
+    ``monitor='gates'`` decides LSTM/GRU units on their gate activations (rebuilt exactly from the
+    traced X and Y) instead of on h.
+    """
+    gates = monitor == "gates"
     C = model.num_classes
     names = model.class_names(data.class_names)
     cfg = config.sampling
@@ -81,10 +96,13 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         per_class = trace_rows_one_output(data.y_train, C, cfg)
         rows = np.unique(np.concatenate(list(per_class.values())))
         position = {int(r): i for i, r in enumerate(rows)}
-        tr = run_trace(model, data.x_train[rows], steps="last" if mode == "rolled" else "all",
-                       progress=progress, threads=threads)
-        hidden = [h.reshape(h.shape[0], 1, -1) if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
-                  for h in tr.hidden]
+        tr = run_trace(model, data.x_train[rows], steps="last" if mode == "rolled" and not gates else "all",
+                       progress=progress, threads=threads, inputs=gates)
+        if gates:
+            hidden = _gates(model, tr, mode, True)
+        else:
+            hidden = [h.reshape(h.shape[0], 1, -1) if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
+                      for h in tr.hidden]
         T = hidden[0].shape[1]
         obs = {c: tuple(np.array([position[int(r)] for r in a], dtype=np.int64) for a in pn)
                for c, pn in observations_one_output(per_class, cfg).items()}
@@ -95,8 +113,8 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
     else:
         rows = trace_rows_many_output(data.y_train, cfg)
         y = data.y_train[rows]
-        tr = run_trace(model, data.x_train[rows], steps="all", progress=progress, threads=threads)
-        hidden = [h.reshape(h.shape[0], h.shape[1], -1) for h in tr.hidden]
+        tr = run_trace(model, data.x_train[rows], steps="all", progress=progress, threads=threads, inputs=gates)
+        hidden = _gates(model, tr, mode, False) if gates else [h.reshape(h.shape[0], h.shape[1], -1) for h in tr.hidden]
         if hidden[0].shape[1] != y.shape[1]:
             raise InputError(f"{data.path}: labels have {y.shape[1]} steps but the model outputs "
                              f"{hidden[0].shape[1]} recurrent steps")
@@ -116,7 +134,7 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
 
 def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
-              threads: int | None = None) -> dict:
+              threads: int | None = None, monitor: str = "hidden") -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
 
     Writes ``out_dir/modules/<class>.onnx``, ``out_dir/composed.onnx``, ``out_dir/report.json`` and
@@ -124,6 +142,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 
     """
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if monitor not in MONITORS:
+        raise UsageError(f"monitor {monitor!r} is not one of {', '.join(MONITORS)}")
     config = config or ConcernConfig()
     config.sampling.seed = seed
     config.validate()
@@ -136,7 +156,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 
     t_start = time.perf_counter()
     model = Model.load(model_path)
     data = load_dataset_for(model, data_path)
-    concerns, info = identify_concerns(model, data, mode, config, progress, threads)
+    concerns, info = identify_concerns(model, data, mode, config, progress, threads, monitor)
     skipped = [concerns[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
     for name in skipped:
         warnings.warn(f"{data.path}: class {name!r} has no training samples; no module is built for it")
@@ -150,7 +170,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 
     composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
     t_build = time.perf_counter()
     report = _evaluate_decomposition(model, data, concerns, modules, composed, threads)
-    report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed,
+    report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped})
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],

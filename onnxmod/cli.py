@@ -36,6 +36,8 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=api.MODES, default="rolled", help="rolled: one decision per layer; "
                    "unrolled: one per layer and timestep (default: rolled)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    g.add_argument("--monitor", choices=api.MONITORS, default="hidden",
+                   help="decide on hidden states h (default) or on each LSTM/GRU gate's own activation")
     g.add_argument("--positives", type=int, default=s.positives, help=f"positive observations per class ({s.positives})")
     g.add_argument("--negatives", type=int, default=s.negatives,
                    help=f"negative observations per class, spread over the other classes ({s.negatives})")
@@ -114,7 +116,8 @@ def run(argv=None) -> int:
                             tangling_rate=args.tangling_rate,
                             sampling=SamplingConfig(args.positives, args.negatives, args.max_sequences, args.seed))
         r = api.decompose(args.model, args.data, args.out, mode=args.mode, seed=args.seed, config=cfg,
-                          force=args.force, progress=False if args.quiet else None, threads=args.threads)
+                          force=args.force, progress=False if args.quiet else None, threads=args.threads,
+                          monitor=args.monitor)
         if args.json:
             print(rep.dumps(r), end="")
         else:

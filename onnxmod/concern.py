@@ -95,12 +95,24 @@ def unit_scores(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig)
 
 
 def decide(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig) -> np.ndarray:
-    """Keep mask ``[U]`` for one layer from observations ``pos`` ``[n, U]`` and ``neg`` ``[m, U]``."""
-    U = pos.shape[1]
+    """Keep mask ``[U]`` for one layer from observations ``pos`` ``[n, U]`` and ``neg`` ``[m, U]``.
+
+    Gate monitoring passes ``[n, G, U]``: every gate is scored on its own activation and a unit is
+    a candidate only when all its gates are (its score is the highest gate score), because
+    removing a unit takes it out of every gate.
+    """
+    U = pos.shape[-1]
     keep = np.ones(U, dtype=bool)
     if pos.shape[0] == 0 or neg.shape[0] == 0:
         return keep  # no evidence: remove nothing
-    score, cand, neg_rate = unit_scores(pos.astype(np.float64), neg.astype(np.float64), rule, cfg)
+    if pos.ndim == 3:
+        G = pos.shape[1]
+        s, c, r = unit_scores(pos.reshape(len(pos), -1).astype(np.float64),
+                              neg.reshape(len(neg), -1).astype(np.float64), rule, cfg)
+        score, cand = s.reshape(G, U).max(axis=0), c.reshape(G, U).all(axis=0)
+        neg_rate = None if r is None else r.reshape(G, U).max(axis=0)
+    else:
+        score, cand, neg_rate = unit_scores(pos.astype(np.float64), neg.astype(np.float64), rule, cfg)
     cap = int(np.floor(cfg.removal_cap * U))
     idx = np.flatnonzero(cand)
     idx = idx[np.argsort(score[idx], kind="stable")][:cap]
@@ -114,13 +126,14 @@ def identify(hidden: list[np.ndarray], rules: list[str], class_names: list[str],
              mode: str, observations) -> list[Concern]:
     """Concerns for every class.
 
-    ``hidden[k]``: op k's traced states ``[N, T, U]`` (all ops share N and T).
+    ``hidden[k]``: op k's traced states ``[N, T, U]`` (all ops share N and T), or its gate
+    activations ``[N, T, G, U]`` with gate monitoring.
     ``observations(c, step)`` returns (positive, negative) flat indices into ``[N * T]``;
     ``step`` is None in rolled mode (one decision per layer) and 0..T-1 in unrolled mode.
     """
     T = hidden[0].shape[1]
     steps = [None] if mode == "rolled" else list(range(T))
-    flat = [h.reshape(-1, h.shape[-1]) for h in hidden]
+    flat = [h.reshape(-1, *h.shape[2:]) for h in hidden]
     concerns = []
     for c, name in enumerate(class_names):
         keep = {k: [] for k in range(len(hidden))}

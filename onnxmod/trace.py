@@ -18,16 +18,24 @@ from .graph import Model
 
 @dataclass
 class Trace:
-    """``hidden[k]``: op k's states ``[N, T, D, H]`` (or ``[N, D, H]`` with ``steps='last'``)."""
+    """``hidden[k]``: op k's states ``[N, T, D, H]`` (or ``[N, D, H]`` with ``steps='last'``);
+    ``inputs[k]``: op k's input ``[N, T, I]`` when traced with ``inputs=True``."""
 
     hidden: list[np.ndarray]
     logits: np.ndarray
+    inputs: list[np.ndarray] | None = None
 
 
-def trace_model(model: Model) -> "onnx.ModelProto":  # noqa: F821
+def trace_model(model: Model, inputs: bool = False) -> "onnx.ModelProto":  # noqa: F821
     m = model.fresh()
     outs = []
+    xs = []
     for op in m.recurrent:
+        if inputs:
+            xt = gs.Variable(f"onnxmod_trace/x{op.index}", dtype=np.float32)
+            m.graph.nodes.append(gs.Node("Transpose", f"onnxmod_trace/transpose_x{op.index}",
+                                         attrs={"perm": [1, 0, 2]}, inputs=[op.node.inputs[0]], outputs=[xt]))
+            xs.append(xt)
         y = op.node.outputs[0]
         if not y.name:
             y = gs.Variable(f"{op.name}/Y", dtype=np.float32)
@@ -37,7 +45,7 @@ def trace_model(model: Model) -> "onnx.ModelProto":  # noqa: F821
                                      attrs={"perm": [2, 0, 1, 3]}, inputs=[y], outputs=[t]))
         outs.append(t)
     out = m.output
-    return m.export(outputs=[out, *outs])
+    return m.export(outputs=[out, *outs, *xs])
 
 
 def _last_step(h: np.ndarray) -> np.ndarray:
@@ -49,16 +57,37 @@ def _last_step(h: np.ndarray) -> np.ndarray:
 
 
 def run_trace(model: Model, x: np.ndarray, steps: str = "all", batch_size: int = 256,
-              progress: bool | None = None, threads: int | None = None) -> Trace:
-    sess = runtime.session(trace_model(model), threads=threads)
+              progress: bool | None = None, threads: int | None = None, inputs: bool = False) -> Trace:
+    sess = runtime.session(trace_model(model, inputs=inputs), threads=threads)
     names = [o.name for o in sess.get_outputs()]
+    K = len(model.recurrent)
 
     def keep(res):
         if steps == "last":
-            return [res[0], *[_last_step(h) for h in res[1:]]]
+            return [res[0], *[_last_step(h) for h in res[1:1 + K]], *res[1 + K:]]
         return res
 
     with tqdm(total=x.shape[0], desc="trace", unit="seq", disable=None if progress is None else not progress,
               leave=False) as bar:
         res = runtime.run_batched(sess, x, names, batch_size, progress=bar.update, transform=keep)
-    return Trace(hidden=res[1:], logits=res[0])
+    return Trace(hidden=res[1:1 + K], logits=res[0], inputs=res[1 + K:] if inputs else None)
+
+
+def gate_activations(model: Model, tr: Trace) -> list[np.ndarray]:
+    """Per op, every gate's activation ``[N, T, G, D*H]`` rebuilt exactly from the traced X and Y."""
+    out = []
+    for op, x, y in zip(model.recurrent, tr.inputs, tr.hidden):
+        g = op.handler.gates_from_trace(op.node, x.transpose(1, 0, 2), y.transpose(1, 2, 0, 3))  # [T, D, G, N, H]
+        T, D, G, N, H = g.shape
+        out.append(g.transpose(3, 0, 2, 1, 4).reshape(N, T, G, D * H).astype(np.float32))
+    return out
+
+
+def last_step_gates(g: np.ndarray, directions: int) -> np.ndarray:
+    """``[N, T, G, D*H]`` -> ``[N, 1, G, D*H]``: forward units at T-1, reverse units at 0."""
+    U = g.shape[-1]
+    H = U // directions
+    last = g[:, -1:].copy()
+    if directions == 2:
+        last[..., H:] = g[:, :1, :, H:]
+    return last

@@ -117,3 +117,37 @@ def _with_peepholes(spec):
         node.input.append("")
     node.input.append("P0")
     return proto
+
+
+@pytest.mark.parametrize("op,lbr,relu", CELLS)
+@pytest.mark.parametrize("directions", [1, 2])
+def test_gates_rebuilt_from_trace_reproduce_onnxruntime_states(op, lbr, relu, directions):
+    """Gate values rebuilt from the traced X and Y recombine into onnxruntime's own h_t."""
+    from onnxmod.trace import gate_activations, run_trace
+
+    rng = np.random.default_rng(11)
+    spec = random_stack(rng, op, 2, 4, directions, many_output=True, relu=relu, linear_before_reset=lbr)
+    model = Model(build(spec))
+    x = rng.normal(0, 1, (3, 5, spec.features)).astype(np.float32)
+    tr = run_trace(model, x, inputs=True, progress=False)
+    for k, (g, y) in enumerate(zip(gate_activations(model, tr), tr.hidden)):
+        N, T, D, H = y.shape
+        g = g.reshape(N, T, g.shape[2], D, H).astype(np.float64)
+        prev = np.zeros_like(y, dtype=np.float64)
+        prev[:, 1:, 0] = y[:, :-1, 0]
+        if D == 2:
+            prev[:, :-1, 1] = y[:, 1:, 1]
+        if op == "LSTM":
+            i, o, f, c_ = (g[:, :, j] for j in range(4))
+            c = np.zeros((N, D, H))
+            h = np.zeros_like(y, dtype=np.float64)
+            for d in range(D):
+                for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                    c[:, d] = f[:, t, d] * c[:, d] + i[:, t, d] * c_[:, t, d]
+                    h[:, t, d] = o[:, t, d] * np.tanh(c[:, d])
+        elif op == "GRU":
+            z, n = g[:, :, 0], g[:, :, 2]
+            h = (1 - z) * n + z * prev
+        else:
+            h = g[:, :, 0]
+        np.testing.assert_allclose(h, y, atol=1e-5, err_msg=f"layer {k}")

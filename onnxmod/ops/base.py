@@ -214,3 +214,29 @@ class RecurrentOpHandler:
 
     def gate_names(self) -> tuple[str, ...]:
         return self.gates
+
+    def gates_from_trace(self, node: gs.Node, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Every gate's activation rebuilt from traced ``x`` [T, B, I] and ``Y`` [T, D, B, H].
+
+        h_{t-1} comes from Y (the previous step in each direction's order), so the gates of all
+        steps need one batched product; only LSTM's cell state needs a (cheap, elementwise)
+        recursion. Returns ``[T, D, G, B, H]`` in ``self.gates`` order.
+        """
+        Wt, Rt, Bt = (a.astype(np.float64) for a in self.weights(node))
+        H, G = self.hidden_size(node), self.num_gates
+        T, D = y.shape[0], y.shape[1]
+        acts = self.activations(node)
+        out = np.zeros((T, D, G, y.shape[2], H))
+        for d in range(D):
+            yd = y[:, d].astype(np.float64)
+            prev = np.zeros_like(yd)
+            if d == 0 and self.direction(node) != "reverse":
+                prev[1:] = yd[:-1]
+            else:
+                prev[:-1] = yd[1:]
+            xp = x.astype(np.float64) @ Wt[d].T + Bt[d][:G * H]
+            out[:, d] = self.gate_values(xp, prev, Rt[d], Bt[d][G * H:], acts[d], node.attrs)
+        return out
+
+    def gate_values(self, xp, prev, Rd, Rb, acts, attrs):  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,6 +1,7 @@
 """ONNX ``LSTM``: gates i, o, f, c (PyTorch stores i, f, g, o; Keras i, f, c, o)."""
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedModelError
@@ -24,6 +25,13 @@ class LSTMHandler(RecurrentOpHandler):
             raise UnsupportedModelError(f"{where}: peepholes (input 'P') are not supported")
         if int(node.attrs.get("input_forget", 0)) != 0:
             raise UnsupportedModelError(f"{where}: input_forget=1 (coupled input-forget gate) is not supported")
+
+    def gate_values(self, xp, prev, Rd, Rb, acts, attrs):
+        H = prev.shape[-1]
+        z = xp + prev @ Rd.T + Rb
+        (f, fa, fb), (g, ga, gb), _ = acts
+        return np.stack([act.apply(f, z[..., 0:H], fa, fb), act.apply(f, z[..., H:2 * H], fa, fb),
+                         act.apply(f, z[..., 2 * H:3 * H], fa, fb), act.apply(g, z[..., 3 * H:], ga, gb)], axis=1)
 
     def gate_names(self):
         return self.gates + ("cell",)

@@ -10,6 +10,10 @@ class RNNHandler(RecurrentOpHandler):
     gates = ("h",)
     default_activations = ("Tanh",)
 
+    def gate_values(self, xp, prev, Rd, Rb, acts, attrs):
+        (f, fa, fb), = acts
+        return act.apply(f, xp + prev @ Rd.T + Rb, fa, fb)[:, None]
+
     def step(self, xp, h, c, Rd, Rb, acts, attrs):
         (f, fa, fb), = acts
         h = act.apply(f, xp + h @ Rd.T + Rb, fa, fb)
