@@ -19,6 +19,7 @@ from . import evaluate as ev
 from . import report as rep
 from .compose import compose as compose_protos
 from .compose import module_info
+from .compose import replace as replace_in
 from .concern import ConcernConfig, identify
 from .errors import InputError, UsageError
 from .graph import Model, count_parameters_proto
@@ -227,16 +228,34 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
             "modules": entries}
 
 
-def compose(module_paths, out_path, force: bool = False, allow_mismatch: bool = False) -> dict:
-    """Stitch module files into one voting ONNX graph at ``out_path``."""
+def compose(module_paths, out_path, force: bool = False, allow_mismatch: bool = False, prefer=()) -> dict:
+    """Stitch module files into one voting ONNX graph at ``out_path``.
+
+    Modules must share the input signature and vocabulary fingerprint (``allow_mismatch`` skips
+    that check); two modules of one class are refused unless ``prefer`` names the winner's path.
+    """
     if not module_paths:
         raise UsageError("compose needs at least one module file")
     check_output_file(out_path, force, inputs=module_paths)
     protos = [load_onnx(p) for p in module_paths]
-    composed = compose_protos(protos, [str(p) for p in module_paths], allow_mismatch=allow_mismatch)
+    composed = compose_protos(protos, [str(p) for p in module_paths], allow_mismatch=allow_mismatch,
+                              prefer=[str(p) for p in prefer])
     save_model_atomic(composed, out_path)
-    return {"output": str(out_path), "modules": [module_info(p, str(s)) for p, s in zip(protos, module_paths)],
-            "parameters": count_parameters_proto(composed)}
+    kept = ev.describe_classes(composed)
+    return {"output": str(out_path), "modules": kept, "parameters": count_parameters_proto(composed)}
+
+
+def replace(composed_path, module_path, out_path, class_name: str | None = None, force: bool = False,
+            allow_mismatch: bool = False) -> dict:
+    """Swap one class's module in a composition for ``module_path`` (e.g. from a better model)."""
+    check_output_file(out_path, force, inputs=[composed_path, module_path])
+    composed = load_onnx(composed_path)
+    new = load_onnx(module_path)
+    out = replace_in(composed, new, class_name, where=str(composed_path), module_where=str(module_path),
+                     allow_mismatch=allow_mismatch)
+    save_model_atomic(out, out_path)
+    return {"output": str(out_path), "replaced": class_name or module_info(new, str(module_path))["class_name"],
+            "modules": ev.describe_classes(out), "parameters": count_parameters_proto(out)}
 
 
 def evaluate(model_path, data_path, threads: int | None = None) -> dict:

@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.add_argument("--allow-mismatch", action="store_true",
                    help="compose modules whose input vocabularies/signatures differ (you know they agree)")
+    s.add_argument("--prefer", action="append", default=[], metavar="MODULE",
+                   help="when two modules serve one class, this one wins (repeatable)")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("replace", help="swap one class's module in a composition for another module")
+    s.add_argument("composed")
+    s.add_argument("--with", dest="module", required=True, help="the replacement module")
+    s.add_argument("--class", dest="class_name", default=None,
+                   help="the class (name or index) to replace (default: the replacement module's class)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--allow-mismatch", action="store_true")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("evaluate", help="test accuracy of a model, composition or module")
@@ -124,12 +136,21 @@ def run(argv=None) -> int:
             print(rep.table(r))
             print(f"wrote {args.out}/ (modules/, composed.onnx, report.json, report.md)")
     elif args.command == "compose":
-        r = api.compose(args.modules, args.out, force=args.force, allow_mismatch=args.allow_mismatch)
+        r = api.compose(args.modules, args.out, force=args.force, allow_mismatch=args.allow_mismatch,
+                        prefer=args.prefer)
         if args.json:
             print(json.dumps(r, indent=2, default=str))
         else:
             names = ", ".join(m["class_name"] for m in r["modules"])
             print(f"wrote {r['output']}: {len(r['modules'])} modules ({names}), {r['parameters']:,} parameters")
+    elif args.command == "replace":
+        r = api.replace(args.composed, args.module, args.out, class_name=args.class_name, force=args.force,
+                        allow_mismatch=args.allow_mismatch)
+        if args.json:
+            print(json.dumps(r, indent=2, default=str))
+        else:
+            print(f"wrote {r['output']}: module of class {r['replaced']!r} replaced; "
+                  f"{len(r['modules'])} modules, {r['parameters']:,} parameters")
     elif args.command == "evaluate":
         r = api.evaluate(args.model, args.data, threads=args.threads)
         if args.json:

@@ -72,22 +72,37 @@ def _prefixed(proto: onnx.ModelProto, prefix: str, shared_input: str) -> onnx.Gr
     return g
 
 
+def resolve_duplicates(modules: list[onnx.ModelProto], sources: list[str], prefer=()) -> tuple[list, list]:
+    """Drop duplicate-class modules the user said lose (``prefer`` names the winners' sources)."""
+    infos = [module_info(m, s) for m, s in zip(modules, sources)]
+    prefer = {str(p) for p in prefer}
+    by_class: dict[tuple, list[int]] = {}
+    for i, info in enumerate(infos):
+        by_class.setdefault((info["class_name"], info["class_index"]), []).append(i)
+    keep = []
+    for key, idx in by_class.items():
+        if len(idx) == 1:
+            keep.append(idx[0])
+            continue
+        winners = [i for i in idx if sources[i] in prefer]
+        if len(winners) != 1:
+            names = " and ".join(sources[i] for i in idx)
+            raise IncompatibleError(f"{names} are all modules of class {key[0]!r}; say which wins with "
+                                    f"--prefer MODULE (or use replace)")
+        keep.append(winners[0])
+    keep.sort()
+    return [modules[i] for i in keep], [sources[i] for i in keep]
+
+
 def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
-            allow_mismatch: bool = False) -> onnx.ModelProto:
+            allow_mismatch: bool = False, prefer=()) -> onnx.ModelProto:
     """One voting graph from ``modules`` (ModelProtos written by onnxmod)."""
     if not modules:
         raise InputError("compose needs at least one module")
     sources = sources or [f"module {i}" for i in range(len(modules))]
+    modules, sources = resolve_duplicates(modules, sources, prefer)
     infos = [module_info(m, s) for m, s in zip(modules, sources)]
     check_compatible(infos, allow_mismatch)
-    seen: dict[tuple, str] = {}
-    for info in infos:
-        key = (info["class_name"], info["class_index"])
-        if key in seen:
-            raise IncompatibleError(
-                f"{seen[key]} and {info['where']} are both modules of class {info['class_name']!r}; "
-                f"compose one of them (or use replace)")
-        seen[key] = info["where"]
     in_vi = modules[0].graph.input[0]
     shared = in_vi.name
     nodes, inits, dedup = [], [], {}
@@ -146,6 +161,8 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
             "onnxmod.classes": json.dumps(classes, sort_keys=True),
             "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
             "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
+    meta["onnxmod.modules"] = json.dumps([{p.key: p.value for p in m.metadata_props} for m in modules],
+                                         sort_keys=True)
     limits = [i["max_steps"] for i in infos if i["max_steps"]]
     if limits:
         meta["onnxmod.max_steps"] = str(min(limits))
@@ -154,3 +171,83 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
     proto = onnx.shape_inference.infer_shapes(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.ModelProto]:
+    """The modules a composition was built from, as standalone ModelProtos (inverse of compose)."""
+    meta = {p.key: p.value for p in composed.metadata_props}
+    if meta.get("onnxmod.kind") != "composition":
+        raise InputError(f"{where}: not an onnxmod composition (metadata 'onnxmod.kind' is {meta.get('onnxmod.kind')!r})")
+    try:
+        metas = json.loads(meta["onnxmod.modules"])
+    except (KeyError, ValueError):
+        raise InputError(f"{where}: composition metadata lacks its modules' identities ('onnxmod.modules')")
+    g = composed.graph
+    inits = {i.name: i for i in g.initializer}
+    shared = g.input[0].name
+    out = []
+    for k, mmeta in enumerate(metas):
+        prefix = f"m{k}/"
+        nodes = [n for n in g.node if n.name.startswith(prefix)]
+        if not nodes:
+            raise InputError(f"{where}: module {k} ({mmeta.get('onnxmod.class_name')}) has no nodes")
+
+        def strip(name: str) -> str:
+            return name[len(prefix):] if name.startswith(prefix) else name
+        new_nodes, used = [], []
+        for n in nodes:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = strip(c.name)
+            for i, x in enumerate(c.input):
+                if x in inits and x not in used:
+                    used.append(x)
+                c.input[i] = strip(x)
+            for i, x in enumerate(c.output):
+                c.output[i] = strip(x)
+            new_nodes.append(c)
+        new_inits = []
+        for name in used:
+            t = onnx.TensorProto()
+            t.CopyFrom(inits[name])
+            t.name = strip(name)
+            new_inits.append(t)
+        score = [v for v in g.node if v.name == f"onnxmod/dominant_{k}"][0].input[0]
+        rank = len([o for o in g.output if o.name == SCORES][0].type.tensor_type.shape.dim)
+        out_vi = helper.make_tensor_value_info(strip(score), onnx.TensorProto.FLOAT, [None] * rank)
+        in_vi = onnx.ValueInfoProto()
+        in_vi.CopyFrom(g.input[0])
+        graph = helper.make_graph(new_nodes, "onnxmod_module", [in_vi], [out_vi], initializer=new_inits)
+        for n in graph.node:  # the shared input keeps its name
+            for i, x in enumerate(n.input):
+                if x == shared:
+                    n.input[i] = shared
+        proto = helper.make_model(graph, opset_imports=list(composed.opset_import),
+                                  producer_name="onnxmod", producer_version=__version__)
+        proto.ir_version = composed.ir_version
+        for key, v in sorted(mmeta.items()):
+            proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=v))
+        out.append(proto)
+    return out
+
+
+def replace(composed: onnx.ModelProto, new_module: onnx.ModelProto, class_name: str | None = None,
+            where: str = "composition", module_where: str = "module", allow_mismatch: bool = False) -> onnx.ModelProto:
+    """``composed`` with the module of ``class_name`` (default: the new module's class) swapped for
+    ``new_module``. Every other module keeps its position, names and weights, so its outputs are
+    unchanged."""
+    mods = split(composed, where)
+    infos = [module_info(m, f"{where} module {i}") for i, m in enumerate(mods)]
+    new = module_info(new_module, module_where)
+    target = class_name if class_name is not None else new["class_name"]
+    hits = [i for i, info in enumerate(infos) if info["class_name"] == target or str(info["class_index"]) == str(target)]
+    if not hits:
+        names = ", ".join(i["class_name"] for i in infos)
+        raise IncompatibleError(f"{where}: has no module of class {target!r} (it has {names})")
+    if new["class_name"] != infos[hits[0]]["class_name"] and not allow_mismatch:
+        raise IncompatibleError(f"{module_where} is a module of class {new['class_name']!r}, not {target!r}; "
+                                f"pass --allow-mismatch to put it in that place anyway")
+    mods[hits[0]] = new_module
+    names = [f"{where} module {i}" for i in range(len(mods))]
+    names[hits[0]] = module_where
+    return compose(mods, names, allow_mismatch=allow_mismatch)
