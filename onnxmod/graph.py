@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .errors import UnsupportedModelError
+from .errors import OnnxmodError, UnsupportedModelError
 from .ops import handler_for, recurrent_op_types
 from .ops.base import RecurrentOpHandler, UnitSelection
 
@@ -214,8 +214,9 @@ class Model:
                         if ops & set(recurrent_op_types()) or node.op in ("Loop", "Scan"):
                             raise UnsupportedModelError(
                                 f"{self.source}: node {node.name!r} ({node.op}) computes a recurrence inside a "
-                                f"subgraph (as tf2onnx emits for Keras GRU/SimpleRNN); onnxmod supports only "
-                                f"native LSTM/GRU/RNN ops, not yet loops: re-export with native recurrent ops")
+                                f"subgraph (as tf2onnx emits for Keras GRU/SimpleRNN); this is not supported yet "
+                                f"because onnxmod slices only native LSTM/GRU/RNN ops, not loop bodies: re-export "
+                                f"with native recurrent ops")
 
     def _pick_output(self) -> gs.Variable:
         outs = self.graph.outputs
@@ -237,7 +238,10 @@ class Model:
                 continue
             if not node.name:
                 node.name = f"{node.op}_{len(ops)}"
-            h.check(node)
+            try:
+                h.check(node)
+            except OnnxmodError as exc:  # name the file too
+                raise type(exc)(f"{self.source}: {exc}") from None
             for i in h.state_inputs:
                 if len(node.inputs) > i and node.inputs[i].name:
                     if not _is_zero(node.inputs[i]):
