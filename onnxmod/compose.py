@@ -2,7 +2,8 @@
 
 All modules read the same graph input; each module's dominant probability ``score[..., 1]`` is
 stacked into ``scores`` ``[..., K]`` and ``label`` is the class id of the highest one (per step for
-many-output modules). One graph holding K native recurrent stacks runs much faster than K sessions
+many-output modules). The vote compares log-odds ``logits[..., 1] - logits[..., 0]``, which rank
+exactly as the probabilities do but never tie at a saturated 1.0. One graph holding K native recurrent stacks runs much faster than K sessions
 (SPEC §6). Identical initializers (e.g. an embedding table shared by modules of one model) are
 stored once.
 """
@@ -124,23 +125,33 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
                 if n in rename:
                     node.input[i] = rename[n]
             nodes.append(node)
-        out = g.output[0]
-        ranks.add(len(out.type.tensor_type.shape.dim))
-        score_names.append(out.name)
+        outs = {o.name[len(f"m{k}/"):]: o for o in g.output}
+        if "score" not in outs or "logits" not in outs:
+            raise InputError(f"{sources[k]}: module lacks its 'score' and 'logits' outputs")
+        ranks.add(len(outs["score"].type.tensor_type.shape.dim))
+        score_names.append((outs["score"].name, outs["logits"].name))
     if len(ranks) != 1:
         raise IncompatibleError("modules mix one-output and many-output shapes; they cannot vote per step")
     rank = ranks.pop()
     one = numpy_helper.from_array(np.array([1], dtype=np.int64), "onnxmod/one")
-    axis_last = numpy_helper.from_array(np.array([-1], dtype=np.int64), "onnxmod/axis_last")
+    zero = numpy_helper.from_array(np.array([0], dtype=np.int64), "onnxmod/zero")
     ids = numpy_helper.from_array(np.array([i["class_index"] for i in infos], dtype=np.int64), "onnxmod/class_ids")
-    inits += [one, axis_last, ids]
-    dom = []
-    for k, s in enumerate(score_names):
+    inits += [one, zero, ids]
+    dom, margins = [], []
+    for k, (s, lg) in enumerate(score_names):
         nodes.append(helper.make_node("Gather", [s, "onnxmod/one"], [f"onnxmod/dominant_{k}"], axis=-1,
                                       name=f"onnxmod/dominant_{k}"))
+        nodes.append(helper.make_node("Gather", [lg, "onnxmod/one"], [f"onnxmod/dom_logit_{k}"], axis=-1,
+                                      name=f"onnxmod/dom_logit_{k}"))
+        nodes.append(helper.make_node("Gather", [lg, "onnxmod/zero"], [f"onnxmod/rest_logit_{k}"], axis=-1,
+                                      name=f"onnxmod/rest_logit_{k}"))
+        nodes.append(helper.make_node("Sub", [f"onnxmod/dom_logit_{k}", f"onnxmod/rest_logit_{k}"],
+                                      [f"onnxmod/margin_{k}"], name=f"onnxmod/margin_{k}"))
         dom.append(f"onnxmod/dominant_{k}")
+        margins.append(f"onnxmod/margin_{k}")
     nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
-    nodes.append(helper.make_node("ArgMax", [SCORES], ["onnxmod/argmax"], axis=-1, keepdims=0,
+    nodes.append(helper.make_node("Concat", margins, ["onnxmod/margins"], axis=-1, name="onnxmod/margins"))
+    nodes.append(helper.make_node("ArgMax", ["onnxmod/margins"], ["onnxmod/argmax"], axis=-1, keepdims=0,
                                   name="onnxmod/argmax"))
     nodes.append(helper.make_node("Gather", ["onnxmod/class_ids", "onnxmod/argmax"], [LABEL], axis=0,
                                   name="onnxmod/label"))
@@ -213,11 +224,13 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
             t.name = strip(name)
             new_inits.append(t)
         score = [v for v in g.node if v.name == f"onnxmod/dominant_{k}"][0].input[0]
+        logits = [v for v in g.node if v.name == f"onnxmod/dom_logit_{k}"][0].input[0]
         rank = len([o for o in g.output if o.name == SCORES][0].type.tensor_type.shape.dim)
-        out_vi = helper.make_tensor_value_info(strip(score), onnx.TensorProto.FLOAT, [None] * rank)
+        out_vi = [helper.make_tensor_value_info(strip(n), onnx.TensorProto.FLOAT, [None] * rank)
+                  for n in (score, logits)]
         in_vi = onnx.ValueInfoProto()
         in_vi.CopyFrom(g.input[0])
-        graph = helper.make_graph(new_nodes, "onnxmod_module", [in_vi], [out_vi], initializer=new_inits)
+        graph = helper.make_graph(new_nodes, "onnxmod_module", [in_vi], out_vi, initializer=new_inits)
         for n in graph.node:  # the shared input keeps its name
             for i, x in enumerate(n.input):
                 if x == shared:

@@ -36,6 +36,14 @@ def predict(proto_or_path, x: np.ndarray, batch_size: int = 512, threads: int | 
     return out.argmax(axis=-1)
 
 
+def predict_composed(proto: onnx.ModelProto, x: np.ndarray, batch_size: int = 512, threads: int | None = None):
+    """A composition's ``label`` and ``scores`` (each module's dominant probability) in one pass."""
+    check_length(proto, x, "input")
+    sess = runtime.session(proto, threads=threads)
+    label, scores = runtime.run_batched(sess, x, ["label", "scores"], batch_size)
+    return label, scores
+
+
 def check_length(proto: onnx.ModelProto, x: np.ndarray, where: str) -> None:
     """Unrolled modules know concerns only for the steps seen in tracing: refuse longer inputs."""
     meta = {p.key: p.value for p in proto.metadata_props}

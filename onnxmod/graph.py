@@ -169,18 +169,22 @@ class Model:
     ``Model.load(path)`` or ``Model(proto, source=...)``. The proto given is never modified.
     """
 
-    def __init__(self, proto: onnx.ModelProto, source: str = "<model>"):
+    def __init__(self, proto: onnx.ModelProto, source: str = "<model>", _normalized: gs.Graph | None = None):
         self.source = source
         self.original = proto
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.opset = {o.domain: o.version for o in proto.opset_import}
-        inferred = onnx.shape_inference.infer_shapes(copy.deepcopy(proto), data_prop=True)
-        graph = gs.import_onnx(inferred)
-        self._reject_subgraph_recurrence(graph)
-        try:
-            graph.fold_constants(error_ok=True).cleanup().toposort()
-        except Exception as exc:  # graphsurgeon folding is best-effort
-            raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+        if _normalized is not None:
+            graph = _normalized
+        else:
+            inferred = onnx.shape_inference.infer_shapes(copy.deepcopy(proto), data_prop=True)
+            graph = gs.import_onnx(inferred)
+            self._reject_subgraph_recurrence(graph)
+            try:
+                graph.fold_constants(error_ok=True).cleanup().toposort()
+            except Exception as exc:  # graphsurgeon folding is best-effort
+                raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+            self._pristine = graph.copy()
         self.graph = graph
         if len(graph.inputs) != 1:
             names = [t.name for t in graph.inputs]
@@ -202,8 +206,10 @@ class Model:
         return cls(load_onnx(path), source=str(path))
 
     def fresh(self) -> "Model":
-        """An independent copy to rewrite (the analysis is redone on the copy)."""
-        return Model(self.original, source=self.source)
+        """An independent copy to rewrite (normalization is reused, the analysis redone)."""
+        m = Model(self.original, source=self.source, _normalized=self._pristine.copy())
+        m._pristine = self._pristine
+        return m
 
     def _reject_subgraph_recurrence(self, graph: gs.Graph) -> None:
         for node in graph.nodes:

@@ -3,7 +3,9 @@
 A module is the model with each recurrent layer physically restricted to the class's kept units
 (rolled mode; see ``unrolled.py`` for per-step concerns) and its output layer *channeled* to two
 outputs: ``rest`` (the mean of the other classes' weights and biases) and ``dominant`` (the class's
-own weights and bias). The module's output ``score`` is the 2-way softmax ``[..., (rest, dominant)]``.
+own weights and bias). The module's outputs are ``score``, the 2-way softmax
+``[..., (rest, dominant)]``, and ``logits``, the channeled logits before it (compositions vote on
+the log-odds ``logits[..., 1] - logits[..., 0]``, which never saturate as float32 softmax does).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from .concern import Concern
 from .graph import Model
 from .ops.base import UnitSelection
 
-SCORE = "score"
+SCORE, LOGITS = "score", "logits"
 
 
 def selections(model: Model, concern: Concern) -> dict[int, UnitSelection]:
@@ -32,8 +34,8 @@ def selections(model: Model, concern: Concern) -> dict[int, UnitSelection]:
     return out
 
 
-def channel(model: Model, class_index: int) -> gs.Variable:
-    """Rewrite the head to (rest, dominant) and return the new 2-way softmax output."""
+def channel(model: Model, class_index: int) -> tuple[gs.Variable, gs.Variable]:
+    """Rewrite the head to (rest, dominant); return the new (softmax, logits) outputs."""
     head = model.head
     C = head.num_classes
     others = [i for i in range(C) if i != class_index]
@@ -48,10 +50,16 @@ def channel(model: Model, class_index: int) -> gs.Variable:
     if head.bias_node is not None:
         b = np.asarray(head.bias_node.inputs[head.bias_index].values)
         head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_channeled", two(b, b.ndim - 1))
+    for t in model.graph.tensors().values():  # free the names of the module's outputs
+        if t.name in (SCORE, LOGITS) and t is not head.output:
+            t.name = f"{t.name}_original"
+    head.output.name = LOGITS
+    head.output.shape = None  # was [..., C]; inferred again as [..., 2] on export
+    head.output.dtype = np.float32
     score = gs.Variable(SCORE, dtype=np.float32)
     model.graph.nodes.append(gs.Node("Softmax", "onnxmod/score", attrs={"axis": -1},
                                      inputs=[head.output], outputs=[score]))
-    return score
+    return score, head.output
 
 
 def input_signature(model: Model) -> dict:
@@ -96,8 +104,8 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
         from .unrolled import apply_unrolled
 
         apply_unrolled(m, concern)
-    score = channel(m, concern.class_index)
+    score, logits = channel(m, concern.class_index)
     meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original))
-    proto = m.export(outputs=[score], metadata=meta)
+    proto = m.export(outputs=[score, logits], metadata=meta)
     onnx.checker.check_model(proto, full_check=True)
     return proto

@@ -75,3 +75,18 @@ def test_inspect_reports_shape_and_ops(math_lstm1):
     d = api.inspect(math_lstm1[0])
     assert d["kind"] == "model" and d["shape"] == "1:1"
     assert d["recurrent_ops"][0]["op_type"] == "LSTM"
+
+
+def test_keep_all_composition_reproduces_the_model_exactly(tmp_path):
+    """Channeling + voting on log-odds is the model's own argmax when no unit is removed — even for
+    a ReLU model whose logits saturate float32 softmax (voting on probabilities tied there)."""
+    from conftest import fixture_path
+    from onnxmod.concern import ConcernConfig
+
+    model, data = fixture_path("math_topics", "rnn_relu2.onnx"), fixture_path("math_topics", "data.npz")
+    r = api.decompose(model, data, tmp_path / "o", config=ConcernConfig(removal_cap=0.0), progress=False)
+    assert r["delta"] == 0.0
+    z = np.load(data)
+    label = runtime.session(str(tmp_path / "o" / "composed.onnx")).run(["label"], {"tokens": z["x_test"]})[0]
+    mono = runtime.session(str(model)).run(None, {"tokens": z["x_test"]})[0].argmax(-1)
+    np.testing.assert_array_equal(label, mono)
