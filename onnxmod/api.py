@@ -23,7 +23,8 @@ from .compose import replace as replace_in
 from .concern import ConcernConfig, identify
 from .errors import InputError, UsageError
 from .graph import Model, count_parameters_proto
-from .io import Dataset, atomic_directory, check_output_file, load_data, load_onnx, save_model_atomic, write_bytes_atomic
+from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
+                 write_bytes_atomic)
 from .modularize import build_module, model_digest
 from .sampling import (observations_many_output, observations_one_output, trace_rows_many_output,
                        trace_rows_one_output)
@@ -270,7 +271,7 @@ def evaluate(model_path, data_path, threads: int | None = None) -> dict:
         C = model.num_classes
         names = model.class_names(data.class_names)
     else:
-        data = load_data(data_path)
+        data = load_data(data_path, **input_spec(proto))  # float-input modules too
         classes = ev.describe_classes(proto) if k == "composition" else [module_info(proto, str(model_path))]
         C = int(max([c["class_index"] for c in classes] + [int(data.y_test.max())]) + 1)
         names = data.class_names or [str(i) for i in range(C)]

@@ -9,6 +9,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import warnings
 
 from . import __version__, api
@@ -163,25 +164,45 @@ def run(argv=None) -> int:
     return 0
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _on_signal(signum, frame):
-    raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}; no partial output was kept")
+    # One interruption is enough: ignore repeats so the clean-up now unwinding runs to its end.
+    for s in _SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; no partial output was kept")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"onnxmod: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
-    warnings.showwarning = lambda m, *a, **k: print(f"onnxmod: warning: {m}", file=sys.stderr)
-    signal.signal(signal.SIGTERM, _on_signal)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, _on_signal) for s in _SIGNALS}
     try:
-        return run(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            # onnxmod's own warnings (e.g. a class skipped for lack of training samples) are part of
+            # its output contract: shown even under PYTHONWARNINGS=ignore, once each.
+            warnings.filterwarnings("always", module=r"onnxmod(\.|$)")
+            return run(argv)
     except OnnxmodError as exc:
         print(f"onnxmod: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("onnxmod: error: interrupted; no partial output was kept", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Interrupted (SIGINT/SIGTERM) or a bare KeyboardInterrupt
+        msg = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT; no partial output was kept"
+        print(f"onnxmod: error: {msg}", file=sys.stderr)
         return Interrupted.exit_code
     except Exception as exc:  # a bug: still one line, distinct code
         msg = " ".join(str(exc).split())[:400]
         print(f"onnxmod: internal error: {type(exc).__name__}: {msg} (please report this)", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

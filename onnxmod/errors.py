@@ -10,9 +10,16 @@ class                       code  meaning
 ``InputError``              3     a file or data set is missing, unreadable or malformed
 ``UnsupportedModelError``   4     a valid model uses something onnxmod cannot decompose (yet)
 ``IncompatibleError``       5     modules/models that cannot be combined as asked
+``OutputError``             73    an output cannot be created (no permission, not a directory,
+                                  disk full); nothing partial was left behind
 ``Interrupted``             130   SIGINT/SIGTERM; nothing partial was left behind
 (any other exception)       70    an internal error (a bug): please report it
 ==========================  ====  ==========================================================
+
+70 and 73 are ``EX_SOFTWARE`` and ``EX_CANTCREAT`` of ``sysexits.h``. ``Interrupted`` derives from
+``KeyboardInterrupt``, not ``Exception``: no ``except Exception`` on the way (a loader that turns
+any parse failure into ``InputError``, say) can swallow an interruption or change its exit code,
+while the atomic writers, which clean up on ``BaseException``, still do.
 """
 from __future__ import annotations
 
@@ -45,5 +52,14 @@ class IncompatibleError(OnnxmodError):
     exit_code = 5
 
 
-class Interrupted(OnnxmodError):
+class OutputError(OnnxmodError):
+    exit_code = 73
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM (a ``BaseException``, see above), with the same one-line message contract."""
+
     exit_code = 130
+
+    def __init__(self, message: str = "interrupted"):
+        super().__init__(" ".join(str(message).split()))

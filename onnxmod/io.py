@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import InputError, UsageError
+from .errors import InputError, OutputError, UsageError
 
 DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -28,38 +31,89 @@ def _umask() -> int:
     return mask
 
 
-def load_onnx(path) -> onnx.ModelProto:
-    """Load and check an ONNX file, refusing anything unreadable with a one-line message."""
+def _input_path(path, what: str) -> Path:
+    """``path`` as an existing regular file, or a one-line InputError."""
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, expected an ONNX file")
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: cannot access ({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{p}: is a directory, expected {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{p}: is not a regular file, expected {what}")
     try:
         with open(p, "rb") as f:
             head = f.read(1)
     except OSError as exc:
-        raise InputError(f"{p}: cannot read ({exc.strerror or exc})")
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
     if not head:
-        raise InputError(f"{p}: empty file, expected an ONNX model")
+        raise InputError(f"{p}: empty file, expected {what}")
+    return p
+
+
+def _check_external_data(p: Path, proto: onnx.ModelProto) -> None:
+    """Name the missing file before onnx does (its message is a multi-clause validation error)."""
+    try:
+        tensors = list(onnx.external_data_helper._get_all_tensors(proto))
+    except Exception:  # a private helper: if it moves, onnx's own check below still refuses
+        return
+    for t in tensors:
+        if not onnx.external_data_helper.uses_external_data(t):
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        if not loc:
+            raise InputError(f"{p}: tensor {t.name!r} is stored externally but names no data file")
+        f = p.parent / loc
+        if not f.is_file():
+            raise InputError(f"{p}: external data file {loc} is missing (needed by tensor {t.name!r}; "
+                             f"looked in {p.parent})")
+
+
+def load_onnx(path) -> onnx.ModelProto:
+    """Load and check an ONNX file, refusing anything unreadable with a one-line message."""
+    p = _input_path(path, "an ONNX model")
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
-        raise InputError(f"{p}: not an ONNX model (protobuf parse failed: {type(exc).__name__})")
+        raise InputError(f"{p}: not an ONNX model (protobuf parse failed: {type(exc).__name__})") from None
     if not proto.graph.node and not proto.graph.output:
         raise InputError(f"{p}: not an ONNX model (no graph)")
+    _check_external_data(p, proto)
     try:
         onnx.load_external_data_for_model(proto, str(p.parent))
     except FileNotFoundError as exc:
-        raise InputError(f"{p}: external data file missing ({Path(exc.filename or str(exc)).name})")
+        raise InputError(f"{p}: external data file missing ({Path(exc.filename or str(exc)).name})") from None
     except Exception as exc:
-        raise InputError(f"{p}: cannot load external data ({type(exc).__name__}: {exc})")
+        raise InputError(f"{p}: cannot load external data ({type(exc).__name__}: {_first_line(exc)})") from None
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{p}: invalid ONNX model ({msg})")
+        raise InputError(f"{p}: invalid ONNX model ({_first_line(exc)})") from None
     return proto
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:limit] if text else type(exc).__name__)
+
+
+def input_spec(proto: onnx.ModelProto) -> dict:
+    """``load_data`` keywords (``input_dtype``, ``input_shape``) for a graph's first real input, so data
+    for a module or composition is checked against it as data for a model is."""
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    if not inputs or not inputs[0].type.HasField("tensor_type"):
+        return {}
+    t = inputs[0].type.tensor_type
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
+    except (KeyError, TypeError, ValueError):
+        return {}
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else []
+    return {"input_dtype": dtype, "input_shape": shape or None}
 
 
 @dataclass
@@ -87,14 +141,8 @@ class Dataset:
 def load_data(path, num_classes: int | None = None, many_output: bool | None = None,
               input_dtype=np.int64, input_shape: list | None = None) -> Dataset:
     """Load and validate a data file against what the model expects."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    try:
-        with np.load(str(p), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__})")
+    p = _input_path(path, "an .npz data file")
+    arrays = _read_npz(p)
     missing = [k for k in DATA_KEYS if k not in arrays]
     if missing:
         raise InputError(f"{p}: missing key(s) {', '.join(missing)} (need {', '.join(DATA_KEYS)})")
@@ -110,36 +158,71 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
         out[f"x_{split}"], out[f"y_{split}"] = x, y
     if out["y_train"].ndim != out["y_test"].ndim:
         raise InputError(f"{p}: y_train and y_test have different ranks")
-    names = [str(s) for s in arrays["class_names"]] if "class_names" in arrays else None
-    vocab = [str(s) for s in arrays["vocab"]] if "vocab" in arrays else None
+    names = _strings(p, "class_names", arrays.get("class_names"))
+    vocab = _strings(p, "vocab", arrays.get("vocab"))
     return Dataset(str(p), class_names=names, vocab=vocab, **out)
 
 
+def _read_npz(p: Path) -> dict:
+    try:
+        z = np.load(str(p), allow_pickle=False)
+    except Exception as exc:  # zip, pickle and format errors of every kind
+        raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        what = f"a single {z.dtype} array" if isinstance(z, np.ndarray) else type(z).__name__
+        raise InputError(f"{p}: not an .npz file (it holds {what}; save with numpy.savez)")
+    arrays = {}
+    with z:
+        for k in z.files:
+            try:
+                arrays[k] = z[k]
+            except Exception as exc:
+                raise InputError(f"{p}: key {k!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+    return arrays
+
+
+def _strings(p: Path, key: str, a) -> list[str] | None:
+    if a is None:
+        return None
+    if a.ndim != 1:
+        raise InputError(f"{p}: {key} has shape {list(a.shape)}, expected a 1-D array of strings")
+    return [str(s) for s in a]
+
+
 def _check_x(p, key, x, input_dtype, input_shape):
-    integer = np.issubdtype(np.dtype(input_dtype), np.integer)
-    if integer and not np.issubdtype(x.dtype, np.integer):
+    want_dtype = np.dtype(input_dtype)
+    integer = np.issubdtype(want_dtype, np.integer)
+    if integer and (not np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
         raise InputError(f"{p}: {key} has dtype {x.dtype}, expected integer token ids")
     if not integer and not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"{p}: {key} has dtype {x.dtype}, expected float features")
     if input_shape:
-        want = ["N" if i == 0 or not isinstance(d, (int, np.integer)) else int(d) for i, d in enumerate(input_shape)]
+        want = ["N" if i == 0 or not isinstance(d, (int, np.integer)) or d <= 0 else int(d)
+                for i, d in enumerate(input_shape)]
         ok = x.ndim == len(want) and all(w == "N" or w == s for w, s in zip(want[1:], x.shape[1:]))
         if not ok:
             shown = ", ".join(str(w) if w != "N" else ("N" if i == 0 else "T") for i, w in enumerate(want))
             raise InputError(f"{p}: {key} has shape {list(x.shape)}, the model expects [{shown}]")
     elif integer and x.ndim != 2:
         raise InputError(f"{p}: {key} has shape {list(x.shape)}, expected [N, T] token ids")
+    elif x.ndim < 2:
+        raise InputError(f"{p}: {key} has shape {list(x.shape)}, expected [N, T] or [N, T, F]")
     if integer:
         if x.size and x.min() < 0:
             raise InputError(f"{p}: {key} holds negative token ids")
-        return x.astype(np.int64, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"{p}: {key} contains NaN or infinite values")
-    return x.astype(np.float32, copy=False)
+        if x.size and int(x.max()) > np.iinfo(want_dtype).max:
+            raise InputError(f"{p}: {key} holds token id {int(x.max())}, too large for the model's {want_dtype} input")
+        return x.astype(want_dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = x.astype(want_dtype, copy=False)
+    if not np.all(np.isfinite(cast)):
+        what = "NaN or infinite values" if not np.all(np.isfinite(x)) else f"values too large for {want_dtype}"
+        raise InputError(f"{p}: {key} contains {what}")
+    return cast
 
 
 def _check_y(p, key, y, num_classes, many_output):
-    if not np.issubdtype(y.dtype, np.integer):
+    if not np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
         raise InputError(f"{p}: {key} has dtype {y.dtype}, expected integer class ids")
     if y.ndim not in (1, 2):
         raise InputError(f"{p}: {key} has shape {list(y.shape)}, expected [N] or [N, T]")
@@ -148,30 +231,67 @@ def _check_y(p, key, y, num_classes, many_output):
         if y.ndim != want:
             kind = "many-output ([N, T] labels)" if many_output else "one-output ([N] labels)"
             raise InputError(f"{p}: {key} has shape {list(y.shape)} but the model is {kind}")
-    y = y.astype(np.int64, copy=False)
     lo = -1 if y.ndim == 2 else 0
-    if y.size and y.min() < lo:
+    if y.size and int(y.min()) < lo:
         raise InputError(f"{p}: {key} holds label {int(y.min())}; labels must be >= {lo}")
-    if num_classes is not None and y.size and y.max() >= num_classes:
+    if num_classes is not None and y.size and int(y.max()) >= num_classes:
         raise InputError(f"{p}: {key} holds label {int(y.max())} but the model has {num_classes} classes")
-    return y
+    if y.size and int(y.max()) > np.iinfo(np.int64).max:
+        raise InputError(f"{p}: {key} holds label {int(y.max())}, too large")
+    return y.astype(np.int64, copy=False)
 
 
 # ---- atomic outputs -------------------------------------------------------------------------
-def write_bytes_atomic(path, data: bytes) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM until the block ends, so a create-and-register or rename sequence is
+    never cut in half (the signal is delivered, and acted on, right after)."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
     try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _make_parent(p: Path) -> None:
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{p}: cannot create its folder {p.parent} ({_os_reason(exc)})") from None
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling ``.name.*.tmp`` renamed into place."""
+    p = Path(path)
+    _make_parent(p)
+    tmp = None
+    try:
+        with signals_deferred():
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        with signals_deferred():
+            os.replace(tmp, p)
+            tmp = None
+    except BaseException as exc:
+        if tmp is not None:
+            with signals_deferred(), contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{p}: cannot write ({_os_reason(exc)})") from None
         raise
 
 
@@ -179,10 +299,17 @@ def save_model_atomic(proto: onnx.ModelProto, path) -> None:
     write_bytes_atomic(path, proto.SerializeToString(deterministic=True))
 
 
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return str(a) == str(b)
+
+
 def check_output_file(path, force: bool, inputs=()) -> Path:
     p = Path(path)
     for i in inputs:
-        if Path(i).resolve() == p.resolve():
+        if _same_file(i, p):
             raise UsageError(f"{p}: output would overwrite an input")
     if p.exists() and not force:
         raise UsageError(f"{p}: already exists (use --force to replace it)")
@@ -193,25 +320,45 @@ def check_output_file(path, force: bool, inputs=()) -> Path:
 
 @contextlib.contextmanager
 def atomic_directory(path, force: bool = False):
-    """Build a directory under a temporary name; rename it into place only on success."""
+    """Build a directory under a temporary name (``.name.*.partial``); rename it into place only on
+    success. With ``force`` an existing directory is replaced, and put back if the swap fails."""
     final = Path(path)
     if final.exists() and not force:
         raise UsageError(f"{final}: already exists (use --force to replace it)")
     if final.exists() and not final.is_dir():
         raise UsageError(f"{final}: exists and is not a directory")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=str(final.parent)))
+    _make_parent(final)
+    tmp = None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        with signals_deferred():
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=str(final.parent)))
+                os.chmod(tmp, 0o777 & ~_umask())
+            except OSError as exc:
+                raise OutputError(f"{final}: cannot create a directory next to it ({_os_reason(exc)})") from None
         yield tmp
+        with signals_deferred():
+            _swap_into_place(tmp, final)
+            tmp = None
+    except BaseException:
+        if tmp is not None:
+            with signals_deferred():
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    old = None
+    try:
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=str(final.parent)))
             os.rmdir(old)
             os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.replace(tmp, final)
+    except OSError as exc:
+        if old is not None and not final.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, final)
+        raise OutputError(f"{final}: cannot move the finished output into place ({_os_reason(exc)})") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

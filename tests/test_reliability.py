@@ -1,0 +1,657 @@
+"""Reliability: onnxmod in a deployment pipeline never crashes, never leaves half an output and never
+touches its inputs.
+
+Every bad input runs the real CLI as a subprocess (as a pipeline would, without PYTHONWARNINGS
+games) and must give: the documented exit code, exactly one stderr line ``onnxmod: error: ...``
+naming the file/node/field, no traceback, and a working directory byte-identical to before (no
+output, no temporary ``.name.*`` sibling, inputs unchanged). Interruptions (SIGTERM/SIGINT, or an
+exception midway through the API) must leave no output either.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from builders import build, random_stack
+from conftest import FIXTURES
+from onnxmod import api
+from onnxmod.errors import OutputError
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "onnxmod", *map(str, args)], capture_output=True, text=True,
+                          env=_env(), timeout=timeout)
+
+
+def stderr_lines(res):
+    return [ln for ln in res.stderr.splitlines() if ln.strip()]
+
+
+def assert_refused(res, code, *words):
+    """The exact exit code, exactly one stderr line ``onnxmod: error:`` holding ``words``, no traceback."""
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == code, (res.returncode, res.stderr)
+    lines = stderr_lines(res)
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("onnxmod: error: "), lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under ``root`` with its content hash: equal snapshots mean nothing was written,
+    removed or modified (a temporary ``.out.*`` sibling shows up as a new name)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        key = str(p.relative_to(root))
+        if p.is_dir():
+            out[key] = "dir"
+            continue
+        try:
+            out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+        except PermissionError:  # the chmod 000 case as a normal user
+            st = p.stat()
+            out[key] = ("unreadable", st.st_size, st.st_mtime_ns, st.st_mode)
+    return out
+
+
+def refuse(tmp: Path, args, code, *words, outputs=("out",)):
+    """Run the CLI and check it refused cleanly and left ``tmp`` exactly as it was."""
+    before = snapshot(tmp)
+    res = cli(*args)
+    assert_refused(res, code, *words)
+    for name in outputs:
+        assert not (tmp / name).exists(), name
+        assert not [p.name for p in tmp.iterdir() if p.name.startswith(f".{name}.")], name
+    assert snapshot(tmp) == before
+    return res
+
+
+def real_fixture(name: str) -> Path:
+    """A fixture file; another job may be rebuilding fixtures, so wait for it (up to 4 min)."""
+    p = FIXTURES / "math_topics" / name
+    deadline = time.monotonic() + 240
+    while True:
+        if p.exists():
+            size = p.stat().st_size
+            time.sleep(0.2)
+            if size > 0 and p.exists() and p.stat().st_size == size:
+                return p
+        if time.monotonic() > deadline:
+            pytest.fail(f"fixture {p} is missing; rebuild with python tools/build_fixtures.py")
+        time.sleep(5)
+
+
+@pytest.fixture
+def real(tmp_path):
+    """Private copies of the real 1:1 LSTM fixture and its data (so hashing them is race-free)."""
+    model, data = tmp_path / "lstm1.onnx", tmp_path / "data.npz"
+    shutil.copyfile(real_fixture("lstm1.onnx"), model)
+    shutil.copyfile(real_fixture("data.npz"), data)
+    return model, data
+
+
+def float_model(path: Path, op="LSTM", classes=4, features=5, hidden=6, many_output=False, seed=0) -> Path:
+    onnx.save(build(random_stack(np.random.default_rng(seed), op, 1, hidden, 1, features=features,
+                                 classes=classes, many_output=many_output)), str(path))
+    return path
+
+
+def float_data(path: Path, n=60, steps=7, features=5, classes=4, many_output=False, seed=1, **override) -> Path:
+    rng = np.random.default_rng(seed)
+    z = {}
+    for split, rows in (("train", n), ("test", max(8, n // 3))):
+        z[f"x_{split}"] = rng.normal(size=(rows, steps, features)).astype(np.float32)
+        shape = (rows, steps) if many_output else (rows,)
+        y = rng.integers(0, classes, shape).astype(np.int64)
+        y.reshape(-1)[:classes] = np.arange(classes)  # every class present
+        z[f"y_{split}"] = y
+    z.update(override)
+    np.savez(path, **{k: v for k, v in z.items() if v is not None})
+    return path
+
+
+def lstm_proto(hidden=3):
+    return build(random_stack(np.random.default_rng(0), "LSTM", 1, hidden, 1))
+
+
+def edited_lstm(path: Path, edit) -> Path:
+    proto = lstm_proto()
+    node = next(n for n in proto.graph.node if n.op_type == "LSTM")
+    edit(proto, node)
+    onnx.save(proto, str(path))
+    return path
+
+
+def scan_rnn(path: Path, F=4, H=3, C=3) -> Path:
+    """A tanh RNN written as a Scan whose body is the cell (what tf2onnx emits for Keras SimpleRNN)."""
+    rng = np.random.default_rng(0)
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_t", "W"], ["xw"]), helper.make_node("MatMul", ["h_in", "R"], ["hr"]),
+         helper.make_node("Add", ["xw", "hr"], ["s"]), helper.make_node("Add", ["s", "b"], ["pre"]),
+         helper.make_node("Tanh", ["pre"], ["h_out"]), helper.make_node("Identity", ["h_out"], ["y_t"])],
+        "cell", [helper.make_tensor_value_info("h_in", TensorProto.FLOAT, ["B", H]),
+                 helper.make_tensor_value_info("x_t", TensorProto.FLOAT, ["B", F])],
+        [helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["B", H]),
+         helper.make_tensor_value_info("y_t", TensorProto.FLOAT, ["B", H])],
+        [numpy_helper.from_array(rng.normal(size=(F, H)).astype(np.float32), "W"),
+         numpy_helper.from_array(rng.normal(size=(H, H)).astype(np.float32), "R"),
+         numpy_helper.from_array(rng.normal(size=(H,)).astype(np.float32), "b")])
+    nodes = [helper.make_node("Shape", ["x"], ["xs"]),
+             helper.make_node("Gather", ["xs", "zero"], ["batch"], axis=0),
+             helper.make_node("Concat", ["batch", "hsz"], ["h0shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["h0shape"], ["h0"]),
+             helper.make_node("Scan", ["h0", "x"], ["h_last", "Y"], body=body, num_scan_inputs=1,
+                              scan_input_axes=[1], scan_output_axes=[1], name="rnn_scan"),
+             helper.make_node("Gemm", ["h_last", "hw", "hb"], ["logits"], transB=1, name="head")]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([H], np.int64), "hsz"),
+             numpy_helper.from_array(rng.normal(size=(C, H)).astype(np.float32), "hw"),
+             numpy_helper.from_array(rng.normal(size=(C,)).astype(np.float32), "hb")]
+    g = helper.make_graph(nodes, "scan_rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", F])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", C])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, str(path))
+    return path
+
+
+def _read_npz(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ---- bad model files -----------------------------------------------------------------------
+
+
+def test_missing_model_file(tmp_path, real):
+    _, data = real
+    refuse(tmp_path, ["decompose", tmp_path / "nope.onnx", "--data", data, "--out", tmp_path / "out"],
+           3, "nope.onnx", "no such file")
+
+
+def test_missing_data_file(tmp_path, real):
+    model, _ = real
+    refuse(tmp_path, ["decompose", model, "--data", tmp_path / "nope.npz", "--out", tmp_path / "out"],
+           3, "nope.npz", "no such file")
+
+
+def test_unreadable_model_file(tmp_path, real):
+    model, data = real
+    os.chmod(model, 0)
+    try:
+        if os.access(model, os.R_OK):
+            pytest.skip("running as root: chmod 000 does not stop root from reading the file, so an "
+                        "unreadable input cannot be made here (test_unreadable_model_api covers the path)")
+        refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"],
+               3, "lstm1.onnx", "cannot read")
+    finally:
+        os.chmod(model, 0o644)
+
+
+def test_unreadable_model_api(tmp_path, real, monkeypatch):
+    """The same refusal in-process, whoever runs the tests: opening the file fails with EACCES."""
+    import builtins
+
+    from onnxmod import io
+    from onnxmod.errors import InputError
+
+    model, _ = real
+    real_open = builtins.open
+
+    def no_access(file, *a, **k):
+        if Path(str(file)) == model:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_access)
+    with pytest.raises(InputError, match="lstm1.onnx: cannot read .*Permission denied"):
+        io.load_onnx(model)
+
+
+def test_empty_model_file(tmp_path, real):
+    _, data = real
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    refuse(tmp_path, ["decompose", tmp_path / "empty.onnx", "--data", data, "--out", tmp_path / "out"],
+           3, "empty.onnx", "empty file")
+
+
+def test_truncated_model_file(tmp_path, real):
+    model, data = real
+    raw = model.read_bytes()
+    (tmp_path / "half.onnx").write_bytes(raw[: len(raw) // 2])
+    refuse(tmp_path, ["decompose", tmp_path / "half.onnx", "--data", data, "--out", tmp_path / "out"],
+           3, "half.onnx", "not an ONNX model")
+
+
+def test_corrupt_model_file(tmp_path, real):
+    model, data = real
+    raw = bytearray(model.read_bytes())
+    raw[:64] = np.random.default_rng(7).integers(0, 256, 64, dtype=np.uint8).tobytes()  # smash the header
+    (tmp_path / "corrupt.onnx").write_bytes(bytes(raw))
+    refuse(tmp_path, ["decompose", tmp_path / "corrupt.onnx", "--data", data, "--out", tmp_path / "out"],
+           3, "corrupt.onnx")
+
+
+def test_garbage_model_file(tmp_path, real):
+    _, data = real
+    (tmp_path / "garbage.onnx").write_bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    refuse(tmp_path, ["decompose", tmp_path / "garbage.onnx", "--data", data, "--out", tmp_path / "out"],
+           3, "garbage.onnx")
+
+
+def test_directory_as_model(tmp_path, real):
+    _, data = real
+    (tmp_path / "adir.onnx").mkdir()
+    refuse(tmp_path, ["decompose", tmp_path / "adir.onnx", "--data", data, "--out", tmp_path / "out"],
+           3, "adir.onnx", "is a directory")
+
+
+def test_model_without_recurrent_op(tmp_path, real):
+    _, data = real
+    w = numpy_helper.from_array(np.ones((3, 2), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["logits"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "dense.onnx"))
+    refuse(tmp_path, ["decompose", tmp_path / "dense.onnx", "--data", data, "--out", tmp_path / "out"],
+           4, "dense.onnx", "no recurrent op")
+
+
+def _peepholes(proto, node):
+    proto.graph.initializer.append(numpy_helper.from_array(np.ones((1, 9), np.float32), "P0"))
+    node.input.extend([""] * (7 - len(node.input)) + ["P0"])
+
+
+def _clip(proto, node):
+    node.attribute.append(helper.make_attribute("clip", 5.0))
+
+
+def _input_forget(proto, node):
+    node.attribute.append(helper.make_attribute("input_forget", 1))
+
+
+def _initial_h(proto, node):
+    proto.graph.initializer.append(numpy_helper.from_array(np.full((1, 1, 3), 0.5, np.float32), "h0"))
+    node.input.extend(["", "h0"])
+
+
+def _sequence_lens(proto, node):
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([2], np.int32), "lens"))
+    node.input.extend(["lens"])
+
+
+def _layout(proto, node):
+    node.attribute.append(helper.make_attribute("layout", 1))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_peepholes, ["peephole"]),
+    (_clip, ["'clip'"]),
+    (_input_forget, ["input_forget=1"]),
+    (_initial_h, ["initial_h", "non-zero initial state"]),
+    (_sequence_lens, ["sequence_lens"]),
+    (_layout, ["layout=1"]),
+], ids=["peepholes", "clip", "input_forget", "initial_h", "sequence_lens", "layout"])
+def test_unsupported_recurrent_feature(tmp_path, edit, words):
+    model = edited_lstm(tmp_path / "feature.onnx", edit)
+    data = float_data(tmp_path / "d.npz")
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"],
+           4, "feature.onnx", "'rnn0'", "LSTM", *words)
+
+
+def test_recurrence_inside_scan(tmp_path):
+    model = scan_rnn(tmp_path / "scan.onnx")
+    data = float_data(tmp_path / "d.npz", features=4, classes=3)
+    res = refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"],
+                 4, "scan.onnx", "'rnn_scan'", "Scan", "not supported yet")
+    assert "native" in res.stderr  # says why, and what to do: export native LSTM/GRU/RNN ops
+
+
+def test_external_data_file_deleted(tmp_path):
+    proto = build(random_stack(np.random.default_rng(0), "LSTM", 1, 8, 1, features=16))
+    (tmp_path / "ext").mkdir()
+    onnx.save(proto, str(tmp_path / "ext" / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    (tmp_path / "ext" / "weights.bin").unlink()
+    data = float_data(tmp_path / "d.npz", features=16)
+    refuse(tmp_path, ["decompose", tmp_path / "ext" / "m.onnx", "--data", data, "--out", tmp_path / "out"],
+           3, "m.onnx", "weights.bin", "missing")
+
+
+# ---- bad data files ------------------------------------------------------------------------
+
+
+def _bad_data(tmp_path, data, change) -> Path:
+    z = _read_npz(data)
+    change(z)
+    out = tmp_path / "bad.npz"
+    np.savez(out, **z)
+    return out
+
+
+def _y_out_of_range(z):
+    z["y_test"] = z["y_test"].copy()
+    z["y_test"][5] = 8  # the model has 8 classes: 0..7
+
+
+def _y_negative(z):
+    z["y_train"] = z["y_train"].copy()
+    z["y_train"][3] = -1  # padding exists only for many-output data
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda z: z.pop("y_test"), ["missing key", "y_test"]),
+    (lambda z: [z.pop("x_train"), z.pop("y_train")], ["missing key", "x_train", "y_train"]),
+    (lambda z: z.update(x_train=z["x_train"].astype(np.float32)), ["x_train", "float32", "integer token ids"]),
+    (lambda z: z.update(x_test=z["x_test"][:, :30]), ["x_test", "[3359, 30]", "40"]),
+    (lambda z: z.update(y_train=np.stack([z["y_train"]] * 2, axis=1)), ["y_train", "one-output"]),
+    (lambda z: z.update(y_test=z["y_test"][:, None, None]), ["y_test", "shape"]),
+    (lambda z: z.update(y_train=z["y_train"].astype(np.float64)), ["y_train", "float64", "integer class ids"]),
+    (_y_out_of_range, ["y_test", "label 8", "8 classes"]),
+    (_y_negative, ["y_train", "label -1", ">= 0"]),
+    (lambda z: z.update(x_test=z["x_test"][:10]), ["x_test", "10 rows", "y_test"]),
+], ids=["missing_y_test", "missing_train", "float_token_ids", "x_wrong_length", "y_wrong_rank_2d",
+        "y_wrong_rank_3d", "float_labels", "label_out_of_range", "negative_label_one_output", "row_mismatch"])
+def test_bad_data(tmp_path, real, change, words):
+    model, data = real
+    bad = _bad_data(tmp_path, data, change)
+    refuse(tmp_path, ["decompose", model, "--data", bad, "--out", tmp_path / "out"], 3, "bad.npz", *words)
+
+
+@pytest.mark.parametrize("content", [b"x_train,y_train\n1,2\n", b"PK\x03\x04 truncated zip", b""],
+                         ids=["text", "broken_zip", "empty"])
+def test_data_not_an_npz(tmp_path, real, content):
+    model, _ = real
+    (tmp_path / "bad.npz").write_bytes(content)
+    refuse(tmp_path, ["decompose", model, "--data", tmp_path / "bad.npz", "--out", tmp_path / "out"],
+           3, "bad.npz", "npz")
+
+
+def test_data_is_a_single_npy_array(tmp_path, real):
+    model, _ = real
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.save(f, np.zeros((3, 40), np.int64))
+    refuse(tmp_path, ["decompose", model, "--data", tmp_path / "bad.npz", "--out", tmp_path / "out"],
+           3, "bad.npz", "npz")
+
+
+def test_nan_in_float_features(tmp_path):
+    model = float_model(tmp_path / "f.onnx")
+    data = float_data(tmp_path / "d.npz")
+    z = _read_npz(data)
+    z["x_train"][4, 2, 1] = np.nan
+    np.savez(data, **z)
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"], 3, "d.npz", "x_train", "NaN")
+
+
+def test_class_without_training_samples_warns_and_is_skipped(tmp_path):
+    model = float_model(tmp_path / "f.onnx", classes=4)
+    data = float_data(tmp_path / "d.npz", classes=4)
+    z = _read_npz(data)
+    z["y_train"] = np.where(z["y_train"] == 3, 0, z["y_train"])  # class 3: test samples only
+    np.savez(data, **z)
+    inputs = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (model, data)}
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = stderr_lines(res)
+    assert len(lines) == 1 and lines[0].startswith("onnxmod: warning: "), res.stderr
+    assert "d.npz" in lines[0] and "'3'" in lines[0] and "no training samples" in lines[0]
+    modules = sorted(p.name for p in (tmp_path / "out" / "modules").iterdir())
+    assert modules == ["0.onnx", "1.onnx", "2.onnx"]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs} == inputs
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+# ---- outputs -------------------------------------------------------------------------------
+
+
+def test_existing_output_is_refused_unless_forced(tmp_path):
+    model = float_model(tmp_path / "f.onnx")
+    data = float_data(tmp_path / "d.npz")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("precious\n")
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"], 2,
+           "out", "already exists", "--force", outputs=())
+    assert (tmp_path / "out" / "keep.txt").read_text() == "precious\n"
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--force", "--quiet")
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    assert (tmp_path / "out" / "composed.onnx").exists() and not (tmp_path / "out" / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "f.onnx", "out"]
+
+
+def test_output_file_in_place_of_directory(tmp_path):
+    model = float_model(tmp_path / "f.onnx")
+    data = float_data(tmp_path / "d.npz")
+    (tmp_path / "out").write_text("a file\n")
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out", "--force"], 2,
+           "out", "not a directory", outputs=())
+
+
+# ---- compose and evaluate ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def decomposed(tmp_path_factory):
+    """Modules of a small float-input LSTM whose data carries a vocabulary fingerprint."""
+    root = tmp_path_factory.mktemp("decomposed")
+    model = float_model(root / "f.onnx", classes=3)
+    data = float_data(root / "d.npz", classes=3, vocab=np.array(["<pad>", "a", "b"]))
+    api.decompose(model, data, root / "out", progress=False)
+    return root
+
+
+def test_compose_of_a_plain_model(tmp_path, decomposed):
+    shutil.copy(decomposed / "out" / "modules" / "0.onnx", tmp_path / "m0.onnx")
+    shutil.copy(decomposed / "f.onnx", tmp_path / "f.onnx")
+    refuse(tmp_path, ["compose", tmp_path / "m0.onnx", tmp_path / "f.onnx", "--out", tmp_path / "pair.onnx"],
+           3, "f.onnx", "not an onnxmod module", outputs=("pair.onnx",))
+
+
+def test_compose_of_garbage(tmp_path, decomposed):
+    shutil.copy(decomposed / "out" / "modules" / "0.onnx", tmp_path / "m0.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01junk" * 10)
+    refuse(tmp_path, ["compose", tmp_path / "m0.onnx", tmp_path / "junk.onnx", "--out", tmp_path / "pair.onnx"],
+           3, "junk.onnx", outputs=("pair.onnx",))
+
+
+def test_compose_of_two_modules_of_one_class(tmp_path, decomposed):
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "a.onnx")
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "b.onnx")
+    refuse(tmp_path, ["compose", tmp_path / "a.onnx", tmp_path / "b.onnx", "--out", tmp_path / "pair.onnx"],
+           5, "a.onnx", "b.onnx", "class '1'", outputs=("pair.onnx",))
+
+
+def test_compose_of_modules_with_different_vocabularies(tmp_path, decomposed):
+    shutil.copy(decomposed / "out" / "modules" / "0.onnx", tmp_path / "m0.onnx")
+    other = onnx.load(str(decomposed / "out" / "modules" / "1.onnx"))
+    entry = next(p for p in other.metadata_props if p.key == "onnxmod.vocab_sha256")
+    assert entry.value  # the data carried a vocabulary
+    entry.value = hashlib.sha256(b"another vocabulary").hexdigest()
+    onnx.save(other, str(tmp_path / "m1.onnx"))
+    refuse(tmp_path, ["compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", tmp_path / "pair.onnx"],
+           5, "m0.onnx", "m1.onnx", "vocabularies", outputs=("pair.onnx",))
+
+
+def test_compose_with_incomplete_module_metadata(tmp_path, decomposed):
+    proto = onnx.load(str(decomposed / "out" / "modules" / "0.onnx"))
+    keep = [p for p in proto.metadata_props if p.key != "onnxmod.input_signature"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, str(tmp_path / "m0.onnx"))
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    refuse(tmp_path, ["compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", tmp_path / "pair.onnx"],
+           3, "m0.onnx", "input_signature", outputs=("pair.onnx",))
+
+
+@pytest.fixture(scope="module")
+def unrolled(tmp_path_factory):
+    """A small M:N GRU decomposed in unrolled mode on 5-step sequences."""
+    root = tmp_path_factory.mktemp("unrolled")
+    model = float_model(root / "mn.onnx", op="GRU", classes=3, many_output=True)
+    data = float_data(root / "d.npz", steps=5, classes=3, many_output=True)
+    api.decompose(model, data, root / "out", mode="unrolled", progress=False)
+    return root
+
+
+@pytest.mark.parametrize("target", ["composed.onnx", "modules/0.onnx"])
+def test_evaluate_unrolled_on_longer_sequences(tmp_path, unrolled, target):
+    model = tmp_path / "m.onnx"
+    shutil.copy(unrolled / "out" / target, model)
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert meta["onnxmod.max_steps"] == "5"
+    ok = float_data(tmp_path / "ok.npz", steps=5, classes=3, many_output=True, seed=4)
+    res = cli("evaluate", model, "--data", ok)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    data = float_data(tmp_path / "long.npz", steps=9, classes=3, many_output=True, seed=5)
+    refuse(tmp_path, ["evaluate", model, "--data", data], 3, "length 9", "5 steps", outputs=())
+
+
+def test_evaluate_of_a_module_on_data_of_the_wrong_dtype(tmp_path, unrolled):
+    shutil.copy(unrolled / "out" / "modules" / "0.onnx", tmp_path / "m.onnx")
+    z = _read_npz(float_data(tmp_path / "d.npz", steps=5, classes=3, many_output=True))
+    z["x_test"] = (z["x_test"] * 10).astype(np.int64)
+    np.savez(tmp_path / "d.npz", **z)
+    refuse(tmp_path, ["evaluate", tmp_path / "m.onnx", "--data", tmp_path / "d.npz"], 3, "d.npz", "x_test",
+           "float", outputs=())
+
+
+# ---- interruption --------------------------------------------------------------------------
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """True once the process has installed a handler for ``sig`` (Linux /proc SigCgt mask)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _wait_for(pred, proc, timeout=120.0, what=""):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"process ended (rc {proc.returncode}) before {what}: {err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to see the handler")
+def test_sigterm_during_decompose_of_the_fixture(tmp_path, real):
+    model, data = real
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "onnxmod", "decompose", model, "--data", data, "--out",
+                             tmp_path / "out", "--positives", "5000", "--negatives", "5000", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    _wait_for(lambda: _catches(proc.pid, signal.SIGTERM), proc, what="the SIGTERM handler")
+    time.sleep(1.0)  # into the work (loading, tracing), well before the ~10 s run ends
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert_refused(res, 130, "interrupted", "SIGTERM")
+    assert snapshot(tmp_path) == before
+
+
+_SLOW_WRITER = textwrap.dedent("""
+    import sys, time
+    from onnxmod import api, cli
+    real = api.save_model_atomic
+    def slow(proto, path):
+        real(proto, path)
+        time.sleep(0.4)  # hold the temporary directory open long enough to be seen
+    api.save_model_atomic = slow
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_while_the_output_is_being_written(tmp_path, sig):
+    """Deterministic: wait until the temporary ``.out.*.partial`` directory exists, then signal."""
+    model = float_model(tmp_path / "f.onnx", classes=4)
+    data = float_data(tmp_path / "d.npz", classes=4)
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, "decompose", model, "--data", data, "--out",
+                             tmp_path / "out", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env())
+
+    def partial():
+        return [p for p in tmp_path.iterdir() if p.name.startswith(".out.") and p.name.endswith(".partial")]
+
+    _wait_for(lambda: partial() and list(partial()[0].glob("modules/*.onnx")), proc,
+              what="the partial output directory")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert_refused(res, 130, "interrupted", sig.name)
+    assert not (tmp_path / "out").exists()
+    assert not partial()
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("step", ["save_model_atomic", "write_bytes_atomic", "compose_protos"])
+def test_exception_midway_through_decompose_leaves_no_output(tmp_path, monkeypatch, step):
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    data = float_data(tmp_path / "d.npz", classes=3)
+    real = getattr(api, step)
+    calls = []
+
+    def fail_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2 or step == "compose_protos":
+            raise RuntimeError(f"simulated failure in {step}")
+        return real(*a, **k)
+
+    monkeypatch.setattr(api, step, fail_on_second)
+    before = snapshot(tmp_path)
+    with pytest.raises(RuntimeError, match="simulated"):
+        api.decompose(model, data, tmp_path / "out", progress=False)
+    assert snapshot(tmp_path) == before
+
+
+def test_failed_forced_replacement_keeps_the_previous_output(tmp_path, monkeypatch):
+    """--force over an existing output: if the final swap fails, the old output is put back."""
+    from onnxmod import io
+
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    data = float_data(tmp_path / "d.npz", classes=3)
+    api.decompose(model, data, tmp_path / "out", progress=False)
+    before = snapshot(tmp_path)
+    real_replace = os.replace
+
+    def fail_into_place(src, dst):
+        if Path(dst) == tmp_path / "out" and ".partial" in str(src):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", fail_into_place)
+    with pytest.raises(OutputError, match="No space left on device"):
+        api.decompose(model, data, tmp_path / "out", force=True, progress=False)
+    assert snapshot(tmp_path) == before
