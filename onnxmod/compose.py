@@ -73,6 +73,31 @@ def _prefixed(proto: onnx.ModelProto, prefix: str, shared_input: str) -> onnx.Gr
     return g
 
 
+def _share_common_nodes(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """Common-subexpression elimination: a node with the same op, attributes and inputs as an
+    earlier one is dropped and its outputs renamed to that node's. Modules of one model share
+    everything before their first recurrent layer (embedding lookup, reshapes), computed once."""
+    seen: dict[bytes, list[str]] = {}
+    alias: dict[str, str] = {}
+    out = []
+    for node in nodes:
+        for i, x in enumerate(node.input):
+            if x in alias:
+                node.input[i] = alias[x]
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            out.append(node)
+            continue
+        key = node.op_type.encode() + b"|" + node.domain.encode() + b"|" + "\x00".join(node.input).encode() + b"|" + \
+            b"".join(a.SerializeToString(deterministic=True) for a in sorted(node.attribute, key=lambda a: a.name))
+        if key in seen and len(seen[key]) == len(node.output):
+            for mine, theirs in zip(node.output, seen[key]):
+                alias[mine] = theirs
+            continue
+        seen[key] = list(node.output)
+        out.append(node)
+    return out
+
+
 def resolve_duplicates(modules: list[onnx.ModelProto], sources: list[str], prefer=()) -> tuple[list, list]:
     """Drop duplicate-class modules the user said lose (``prefer`` names the winners' sources)."""
     infos = [module_info(m, s) for m, s in zip(modules, sources)]
@@ -149,6 +174,7 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
                                       [f"onnxmod/margin_{k}"], name=f"onnxmod/margin_{k}"))
         dom.append(f"onnxmod/dominant_{k}")
         margins.append(f"onnxmod/margin_{k}")
+    nodes = _share_common_nodes(nodes)
     nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
     nodes.append(helper.make_node("Concat", margins, ["onnxmod/margins"], axis=-1, name="onnxmod/margins"))
     nodes.append(helper.make_node("ArgMax", ["onnxmod/margins"], ["onnxmod/argmax"], axis=-1, keepdims=0,
@@ -197,11 +223,22 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
     inits = {i.name: i for i in g.initializer}
     shared = g.input[0].name
     out = []
+    producer = {o: n for n in g.node for o in n.output}
+    order = {id(n): i for i, n in enumerate(g.node)}
     for k, mmeta in enumerate(metas):
         prefix = f"m{k}/"
-        nodes = [n for n in g.node if n.name.startswith(prefix)]
-        if not nodes:
-            raise InputError(f"{where}: module {k} ({mmeta.get('onnxmod.class_name')}) has no nodes")
+        score = [v for v in g.node if v.name == f"onnxmod/dominant_{k}"][0].input[0]
+        logits = [v for v in g.node if v.name == f"onnxmod/dom_logit_{k}"][0].input[0]
+        # every node the module's outputs depend on (shared nodes included), in graph order
+        needed, stack = {}, [score, logits]
+        while stack:
+            t = stack.pop()
+            n = producer.get(t)
+            if n is None or id(n) in needed:
+                continue
+            needed[id(n)] = n
+            stack.extend(n.input)
+        nodes = sorted(needed.values(), key=lambda n: order[id(n)])
 
         def strip(name: str) -> str:
             return name[len(prefix):] if name.startswith(prefix) else name
@@ -223,8 +260,6 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
             t.CopyFrom(inits[name])
             t.name = strip(name)
             new_inits.append(t)
-        score = [v for v in g.node if v.name == f"onnxmod/dominant_{k}"][0].input[0]
-        logits = [v for v in g.node if v.name == f"onnxmod/dom_logit_{k}"][0].input[0]
         rank = len([o for o in g.output if o.name == SCORES][0].type.tensor_type.shape.dim)
         out_vi = [helper.make_tensor_value_info(strip(n), onnx.TensorProto.FLOAT, [None] * rank)
                   for n in (score, logits)]

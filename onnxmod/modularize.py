@@ -90,7 +90,9 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
         "onnxmod.vocab_sha256": vocab_sha256 or "",
         "onnxmod.concern": json.dumps({"layers": layers, "positives": concern.positives,
                                        "negatives": concern.negatives}, sort_keys=True),
-        **({"onnxmod.max_steps": next(iter(concern.keep.values())).shape[0]} if concern.mode == "unrolled" else {}),
+        # the input's length drives the recurrent steps only for many-input shapes (M:1, M:N)
+        **({"onnxmod.max_steps": next(iter(concern.keep.values())).shape[0]}
+           if concern.mode == "unrolled" and model.shape.startswith("M") else {}),
     }
 
 
