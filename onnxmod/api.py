@@ -20,7 +20,9 @@ from . import report as rep
 from .compose import compose as compose_protos
 from .compose import module_info
 from .compose import replace as replace_in
-from .concern import ConcernConfig, identify
+import dataclasses
+
+from .concern import ConcernConfig, score_units
 from .errors import InputError, UsageError
 from .graph import Model, count_parameters_proto
 from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
@@ -127,20 +129,74 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
                 cache[t] = observations_many_output(y, C, cfg, step=t)
             return cache[t][c]
     t1 = time.perf_counter()
-    concerns = identify(hidden, rules, names, config, mode, observations)
+    scores = score_units(hidden, rules, names, config, mode, observations)
     t2 = time.perf_counter()
     counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
-    return concerns, {"traced_rows": int(len(rows)), "trace_s": t1 - t0, "identify_s": t2 - t1,
-                      "train_counts": counts.tolist(), "class_names": names}
+    return scores, {"traced_rows": int(len(rows)), "trace_s": t1 - t0, "identify_s": t2 - t1,
+                    "train_counts": counts.tolist(), "class_names": names}
+
+
+SIZE_CAPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _holdout(data: Dataset, seed: int) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The validation split: ``x_val``/``y_val`` when the data has them, else a seeded 10 %
+    (200..3000 rows) of the training split — optimistic when the model has fit its training data."""
+    if data.x_val is not None:
+        return data, data.x_val, data.y_val
+    n = data.y_train.shape[0]
+    k = int(min(max(200, 0.1 * n), 3000, n // 2))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
+    val = np.sort(rng.choice(n, size=k, replace=False))
+    fit = np.setdiff1d(np.arange(n), val)
+    return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit]),
+            data.x_train[val], data.y_train[val])
+
+
+def _build(model, concerns, vocab, digest):
+    modules = [build_module(model, c, vocab, digest) for c in concerns]
+    return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+
+
+def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads):
+    """Largest removal cap (every unit ranked by score) whose held-out composed accuracy and every
+    module's ROC AUC stay within ``max_loss`` (a fraction) of keeping every unit."""
+    cfg = dataclasses.replace(config, rank_all=True)
+
+    def run(cap):
+        concerns = [s.concern(cfg, cap) for s in scores]
+        modules, composed = _build(model, concerns, vocab, digest)
+        label, sc = ev.predict_composed(composed, x_val, threads=threads)
+        valid = y_val >= 0
+        auc = [ev.roc_auc(sc[..., j][valid], y_val[valid] == c.class_index) for j, c in enumerate(concerns)]
+        return concerns, modules, composed, ev.accuracy(label, y_val), auc
+
+    base = run(0.0)
+    best, trail = run(config.removal_cap), []
+    for cap in SIZE_CAPS:
+        cand = run(cap)
+        ok = base[3] - cand[3] <= max_loss and all(b0 is None or b0 - b <= max_loss for b0, b in zip(base[4], cand[4]))
+        trail.append({"cap": cap, "heldout_accuracy": cand[3], "min_auc": min(a for a in cand[4] if a is not None),
+                      "accepted": ok})
+        if not ok:
+            break
+        best = cand
+    return best[0], best[1], best[2], {"heldout_rows": int(len(y_val)), "heldout_keep_all_accuracy": base[3],
+                                       "trail": trail}
 
 
 def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
-              threads: int | None = None, monitor: str = "hidden") -> dict:
+              threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None) -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
 
     Writes ``out_dir/modules/<class>.onnx``, ``out_dir/composed.onnx``, ``out_dir/report.json`` and
     ``out_dir/report.md`` — all or nothing (the directory appears only when complete).
+
+    ``max_loss`` (accuracy points, e.g. 0.5) turns on the size search: 10 % of the training split
+    is held out, and units are removed (ranked by score, beyond the reference's negative-score
+    candidates) as long as the held-out composed accuracy and each module's binary accuracy stay
+    within ``max_loss`` points of keeping every unit.
     """
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
@@ -156,25 +212,35 @@ def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 
         if Path(p).resolve() == out.resolve():
             raise UsageError(f"{out}: output would overwrite an input")
     t_start = time.perf_counter()
+    if max_loss is not None and not 0 <= max_loss <= 100:
+        raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
     model = Model.load(model_path)
     data = load_dataset_for(model, data_path)
-    concerns, info = identify_concerns(model, data, mode, config, progress, threads, monitor)
-    skipped = [concerns[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
+    fit, x_val, y_val = (data, None, None) if max_loss is None else _holdout(data, seed)
+    scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor)
+    skipped = [scores[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
     for name in skipped:
         warnings.warn(f"{data.path}: class {name!r} has no training samples; no module is built for it")
-    concerns = [c for c in concerns if info["train_counts"][c.class_index] > 0]
-    if not concerns:
+    scores = [s for s in scores if info["train_counts"][s.class_index] > 0]
+    if not scores:
         raise InputError(f"{data.path}: no class has training samples")
     t_id = time.perf_counter()
     vocab = vocab_fingerprint(model, data)
     digest = model_digest(model.original)
-    modules = [build_module(model, c, vocab, digest) for c in concerns]
-    composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+    size = None
+    if max_loss is None:
+        concerns = [s.concern(config) for s in scores]
+        modules, composed = _build(model, concerns, vocab, digest)
+    else:
+        concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100,
+                                                         x_val, y_val, vocab, digest, threads)
+        size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
+        size["max_loss_points"] = max_loss
     t_build = time.perf_counter()
     report = _evaluate_decomposition(model, data, concerns, modules, composed, threads)
     report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
-                   "skipped": skipped})
+                   "skipped": skipped, "size_search": size})
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
                          "total": time.perf_counter() - t_start}
@@ -216,12 +282,13 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
         # the composition's scores already hold every module's answer (no extra pass per module)
         binary = (scores[..., j] > 0.5).astype(np.int64)
         truth = np.where(y >= 0, (y == k).astype(np.int64), -1)
+        auc = ev.roc_auc(scores[..., j][y >= 0], y[y >= 0] == k)
         params = count_parameters_proto(proto)
         d = None if mono_pc[k] is None else comp_pc[k] - mono_pc[k]
         entries.append({"class": k, "name": c.class_name, "monolithic_accuracy": mono_pc[k],
                         "composed_accuracy": comp_pc[k], "delta": d, "params": params,
                         "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
-                        "binary_accuracy": ev.accuracy(binary, truth),
+                        "binary_accuracy": ev.accuracy(binary, truth), "auc": auc,
                         "kept_units": {op.name: (int(c.keep[op.index].sum()) if c.keep[op.index].ndim == 1 else
                                                  float(c.keep[op.index].sum(axis=1).mean()))
                                        for op in model.recurrent}})

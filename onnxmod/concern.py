@@ -33,6 +33,7 @@ class ConcernConfig:
     relu_threshold: float = -0.5
     tangling: bool = False
     tangling_rate: float = 0.5
+    rank_all: bool = False  # size search: every unit is a candidate, ranked by score
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def validate(self) -> None:
@@ -94,17 +95,26 @@ def unit_scores(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig)
     return score, score < 0, None
 
 
-def decide(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig) -> np.ndarray:
-    """Keep mask ``[U]`` for one layer from observations ``pos`` ``[n, U]`` and ``neg`` ``[m, U]``.
+@dataclass
+class LayerScores:
+    """One layer's unit scores at one step for one class (``None`` when there was no evidence)."""
+
+    score: np.ndarray | None
+    candidate: np.ndarray | None
+    neg_rate: np.ndarray | None
+    units: int
+
+
+def score_layer(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig) -> LayerScores:
+    """Scores from observations ``pos`` ``[n, U]`` and ``neg`` ``[m, U]``.
 
     Gate monitoring passes ``[n, G, U]``: every gate is scored on its own activation and a unit is
     a candidate only when all its gates are (its score is the highest gate score), because
     removing a unit takes it out of every gate.
     """
     U = pos.shape[-1]
-    keep = np.ones(U, dtype=bool)
     if pos.shape[0] == 0 or neg.shape[0] == 0:
-        return keep  # no evidence: remove nothing
+        return LayerScores(None, None, None, U)  # no evidence: remove nothing
     if pos.ndim == 3:
         G = pos.shape[1]
         s, c, r = unit_scores(pos.reshape(len(pos), -1).astype(np.float64),
@@ -113,13 +123,63 @@ def decide(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig) -> n
         neg_rate = None if r is None else r.reshape(G, U).max(axis=0)
     else:
         score, cand, neg_rate = unit_scores(pos.astype(np.float64), neg.astype(np.float64), rule, cfg)
-    cap = int(np.floor(cfg.removal_cap * U))
-    idx = np.flatnonzero(cand)
-    idx = idx[np.argsort(score[idx], kind="stable")][:cap]
+    return LayerScores(score, cand, neg_rate, U)
+
+
+def select(ls: LayerScores, rule: str, cfg: ConcernConfig, cap: float | None = None) -> np.ndarray:
+    """Keep mask ``[U]``: remove candidates most-negative first, at most ``cap`` of the units."""
+    keep = np.ones(ls.units, dtype=bool)
+    if ls.score is None:
+        return keep
+    n = int(np.floor((cfg.removal_cap if cap is None else cap) * ls.units))
+    idx = np.arange(ls.units) if cfg.rank_all else np.flatnonzero(ls.candidate)
+    idx = idx[np.argsort(ls.score[idx], kind="stable")][:n]
     keep[idx] = False
-    if rule == "relu" and cfg.tangling and neg_rate is not None:
-        keep |= (~keep) & (neg_rate >= cfg.tangling_rate)
+    if rule == "relu" and cfg.tangling and ls.neg_rate is not None:
+        keep |= (~keep) & (ls.neg_rate >= cfg.tangling_rate)
     return keep
+
+
+def decide(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig) -> np.ndarray:
+    """Keep mask ``[U]`` for one layer from positive and negative observations."""
+    return select(score_layer(pos, neg, rule, cfg), rule, cfg)
+
+
+@dataclass
+class ClassScores:
+    class_index: int
+    class_name: str
+    mode: str
+    layers: dict[int, list[LayerScores]]  # per layer, per step (one entry in rolled mode)
+    rules: list[str]
+    positives: int
+    negatives: int
+
+    def concern(self, cfg: ConcernConfig, cap: float | None = None) -> Concern:
+        keep = {}
+        for k, steps in self.layers.items():
+            masks = [select(ls, self.rules[k], cfg, cap) for ls in steps]
+            keep[k] = masks[0] if self.mode == "rolled" else np.stack(masks)
+        return Concern(self.class_index, self.class_name, self.mode, keep, self.positives, self.negatives)
+
+
+def score_units(hidden: list[np.ndarray], rules: list[str], class_names: list[str], cfg: ConcernConfig,
+                mode: str, observations) -> list[ClassScores]:
+    """Every unit's score for every class (see ``identify``); selection is a separate, cheap step."""
+    T = hidden[0].shape[1]
+    steps = [None] if mode == "rolled" else list(range(T))
+    flat = [h.reshape(-1, *h.shape[2:]) for h in hidden]
+    out = []
+    for c, name in enumerate(class_names):
+        layers = {k: [] for k in range(len(hidden))}
+        npos = nneg = 0
+        for t in steps:
+            pos, neg = observations(c, t)
+            npos, nneg = npos + len(pos), nneg + len(neg)
+            for k, (h, rule) in enumerate(zip(flat, rules)):
+                layers[k].append(score_layer(h[pos], h[neg], rule, cfg))
+        out.append(ClassScores(c, name, mode, layers, list(rules), npos, nneg))
+    return out
 
 
 def identify(hidden: list[np.ndarray], rules: list[str], class_names: list[str], cfg: ConcernConfig,
@@ -131,18 +191,4 @@ def identify(hidden: list[np.ndarray], rules: list[str], class_names: list[str],
     ``observations(c, step)`` returns (positive, negative) flat indices into ``[N * T]``;
     ``step`` is None in rolled mode (one decision per layer) and 0..T-1 in unrolled mode.
     """
-    T = hidden[0].shape[1]
-    steps = [None] if mode == "rolled" else list(range(T))
-    flat = [h.reshape(-1, *h.shape[2:]) for h in hidden]
-    concerns = []
-    for c, name in enumerate(class_names):
-        keep = {k: [] for k in range(len(hidden))}
-        npos = nneg = 0
-        for t in steps:
-            pos, neg = observations(c, t)
-            npos, nneg = npos + len(pos), nneg + len(neg)
-            for k, (h, rule) in enumerate(zip(flat, rules)):
-                keep[k].append(decide(h[pos], h[neg], rule, cfg))
-        keep = {k: (v[0] if mode == "rolled" else np.stack(v)) for k, v in keep.items()}
-        concerns.append(Concern(c, name, mode, keep, npos, nneg))
-    return concerns
+    return [s.concern(cfg) for s in score_units(hidden, rules, class_names, cfg, mode, observations)]

@@ -58,6 +58,28 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
     return float((pred[valid] == y[valid]).mean()) if valid.any() else float("nan")
 
 
+def roc_auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """Threshold-free quality of a module's dominant score (Mann-Whitney U; ties get mid-ranks).
+
+    Channeled modules rank well but are not calibrated at 0.5 (their "rest" logit is a mean), so
+    AUC says more about a module than its binary accuracy does."""
+    score, positive = np.asarray(score, np.float64).ravel(), np.asarray(positive, bool).ravel()
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if n1 == 0 or n0 == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    s = score[order]
+    i = 0
+    while i < len(s):  # mid-ranks for ties
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def per_class_accuracy(pred: np.ndarray, y: np.ndarray, num_classes: int) -> list[float | None]:
     out = []
     for c in range(num_classes):

@@ -122,7 +122,8 @@ class Dataset:
 
     ``x``: int64 token ids ``[N, T]`` (or float32 features ``[N, T, F]``); ``y``: int64 class ids
     ``[N]`` for one-output models or ``[N, T]`` for many-output ones, with ``-1`` on padding.
-    Optional: ``class_names`` (str array), ``vocab`` (str array; its sha256 fingerprints the input).
+    Optional: ``class_names`` (str array), ``vocab`` (str array; its sha256 fingerprints the input),
+    ``x_val``/``y_val`` (a split the model never trained on; the size search uses it).
     """
 
     path: str
@@ -132,6 +133,8 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str] | None = None
     vocab: list[str] | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def many_output(self) -> bool:
@@ -147,7 +150,12 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
     if missing:
         raise InputError(f"{p}: missing key(s) {', '.join(missing)} (need {', '.join(DATA_KEYS)})")
     out = {}
-    for split in ("train", "test"):
+    splits = ["train", "test"]
+    if "x_val" in arrays or "y_val" in arrays:
+        if not ("x_val" in arrays and "y_val" in arrays):
+            raise InputError(f"{p}: has only one of x_val, y_val (give both or neither)")
+        splits.append("val")
+    for split in splits:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         x = _check_x(p, f"x_{split}", x, input_dtype, input_shape)
         y = _check_y(p, f"y_{split}", y, num_classes, many_output)
