@@ -32,13 +32,16 @@ def module_info(proto: onnx.ModelProto, where: str) -> dict:
                 "vocab_sha256": meta.get("onnxmod.vocab_sha256", ""), "shape": meta.get("onnxmod.shape", ""),
                 "source_sha256": meta.get("onnxmod.source_sha256", ""), "mode": meta.get("onnxmod.mode", ""),
                 "max_steps": int(meta["onnxmod.max_steps"]) if meta.get("onnxmod.max_steps") else None,
+                "lang_token": int(meta["onnxmod.lang_token"]) if meta.get("onnxmod.lang_token") else None,
+                "output_vocab_sha256": meta.get("onnxmod.output_vocab_sha256", ""),
                 "where": where}
     except (KeyError, ValueError) as exc:
         raise InputError(f"{where}: module metadata is incomplete ({exc})")
 
 
-def _signature_key(sig: dict) -> tuple:
-    return sig["name"], sig["dtype"], tuple(sig["shape"][1:])  # batch size may differ
+def _signature_key(sig) -> tuple:
+    sigs = sig if isinstance(sig, list) else [sig]
+    return tuple((s["name"], s["dtype"], tuple(s["shape"][1:])) for s in sigs)  # batch size may differ
 
 
 def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
@@ -48,6 +51,11 @@ def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
         if _signature_key(a) != _signature_key(b) and not allow_mismatch:
             raise IncompatibleError(
                 f"{first['where']} and {info['where']} have different input signatures ({a} vs {b})")
+        oa, ob = first["output_vocab_sha256"], info["output_vocab_sha256"]
+        if oa and ob and oa != ob and not allow_mismatch:
+            raise IncompatibleError(
+                f"{first['where']} and {info['where']} have different output vocabularies ({oa[:12]} vs {ob[:12]}); "
+                f"their logits do not line up")
         va, vb = first["vocab_sha256"], info["vocab_sha256"]
         if va and vb and va != vb and not allow_mismatch:
             raise IncompatibleError(
@@ -55,15 +63,16 @@ def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
                 f"({va[:12]} vs {vb[:12]}); pass --allow-mismatch if you know they agree")
 
 
-def _prefixed(proto: onnx.ModelProto, prefix: str, shared_input: str) -> onnx.GraphProto:
+def _prefixed(proto: onnx.ModelProto, prefix: str) -> onnx.GraphProto:
+    """The module's graph with every name prefixed, except its graph inputs (shared by all)."""
     g = onnx.compose.add_prefix(proto, prefix, rename_inputs=True, rename_outputs=True).graph
-    old_in = prefix + proto.graph.input[0].name
+    back = {prefix + i.name: i.name for i in proto.graph.input}
 
     def rename(graph: onnx.GraphProto):
         for node in graph.node:
             for i, n in enumerate(node.input):
-                if n == old_in:
-                    node.input[i] = shared_input
+                if n in back:
+                    node.input[i] = back[n]
             for a in node.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:
                     rename(a.g)
@@ -98,6 +107,81 @@ def _share_common_nodes(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
     return out
 
 
+def _vote_head(nodes, inits, module_outputs, infos, sources):
+    ranks = set()
+    pairs = []
+    for k, outs in enumerate(module_outputs):
+        if "score" not in outs or "logits" not in outs:
+            raise InputError(f"{sources[k]}: module lacks its 'score' and 'logits' outputs")
+        ranks.add(len(outs["score"].type.tensor_type.shape.dim))
+        pairs.append((outs["score"].name, outs["logits"].name))
+    if len(ranks) != 1:
+        raise IncompatibleError("modules mix one-output and many-output shapes; they cannot vote per step")
+    rank = ranks.pop()
+    one = numpy_helper.from_array(np.array([1], dtype=np.int64), "onnxmod/one")
+    zero = numpy_helper.from_array(np.array([0], dtype=np.int64), "onnxmod/zero")
+    ids = numpy_helper.from_array(np.array([i["class_index"] for i in infos], dtype=np.int64), "onnxmod/class_ids")
+    inits = inits + [one, zero, ids]
+    dom, margins = [], []
+    for k, (s, lg) in enumerate(pairs):
+        nodes.append(helper.make_node("Gather", [s, "onnxmod/one"], [f"onnxmod/dominant_{k}"], axis=-1,
+                                      name=f"onnxmod/dominant_{k}"))
+        nodes.append(helper.make_node("Gather", [lg, "onnxmod/one"], [f"onnxmod/dom_logit_{k}"], axis=-1,
+                                      name=f"onnxmod/dom_logit_{k}"))
+        nodes.append(helper.make_node("Gather", [lg, "onnxmod/zero"], [f"onnxmod/rest_logit_{k}"], axis=-1,
+                                      name=f"onnxmod/rest_logit_{k}"))
+        nodes.append(helper.make_node("Sub", [f"onnxmod/dom_logit_{k}", f"onnxmod/rest_logit_{k}"],
+                                      [f"onnxmod/margin_{k}"], name=f"onnxmod/margin_{k}"))
+        dom.append(f"onnxmod/dominant_{k}")
+        margins.append(f"onnxmod/margin_{k}")
+    nodes = _share_common_nodes(nodes)
+    nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
+    nodes.append(helper.make_node("Concat", margins, ["onnxmod/margins"], axis=-1, name="onnxmod/margins"))
+    nodes.append(helper.make_node("ArgMax", ["onnxmod/margins"], ["onnxmod/argmax"], axis=-1, keepdims=0,
+                                  name="onnxmod/argmax"))
+    nodes.append(helper.make_node("Gather", ["onnxmod/class_ids", "onnxmod/argmax"], [LABEL], axis=0,
+                                  name="onnxmod/label"))
+    batch = [None] * (rank - 1)
+    outputs = [helper.make_tensor_value_info(LABEL, onnx.TensorProto.INT64, batch),
+               helper.make_tensor_value_info(SCORES, onnx.TensorProto.FLOAT, batch + [len(pairs)])]
+    return nodes, inits, outputs
+
+
+def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
+    """logits = sum_k [tgt_in[:, 0] == token_k] * logits_k — each sentence uses its language's module."""
+    if len(in_vis) < 2:
+        raise InputError("translator modules need two inputs (source, target prefix)")
+    tokens = []
+    for k, info in enumerate(infos):
+        if info.get("lang_token") is None:
+            raise InputError(f"{sources[k]}: translator module lacks 'onnxmod.lang_token' metadata")
+        tokens.append(info["lang_token"])
+    if len(set(tokens)) != len(tokens):
+        raise IncompatibleError("two translator modules serve the same target-language token")
+    tgt = in_vis[1].name
+    inits = inits + [numpy_helper.from_array(np.array(0, dtype=np.int64), "onnxmod/first"),
+                     numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "onnxmod/axes12")]
+    nodes = _share_common_nodes(nodes)
+    nodes.append(helper.make_node("Gather", [tgt, "onnxmod/first"], ["onnxmod/lang"], axis=1, name="onnxmod/lang"))
+    parts = []
+    for k, (outs, tok) in enumerate(zip(module_outputs, tokens)):
+        if "logits" not in outs:
+            raise InputError(f"{sources[k]}: translator module lacks its 'logits' output")
+        inits.append(numpy_helper.from_array(np.array(tok, dtype=np.int64), f"onnxmod/token_{k}"))
+        nodes.append(helper.make_node("Equal", ["onnxmod/lang", f"onnxmod/token_{k}"], [f"onnxmod/is_{k}"],
+                                      name=f"onnxmod/is_{k}"))
+        nodes.append(helper.make_node("Cast", [f"onnxmod/is_{k}"], [f"onnxmod/w_{k}"], to=onnx.TensorProto.FLOAT,
+                                      name=f"onnxmod/w_{k}"))
+        nodes.append(helper.make_node("Unsqueeze", [f"onnxmod/w_{k}", "onnxmod/axes12"], [f"onnxmod/w3_{k}"],
+                                      name=f"onnxmod/w3_{k}"))
+        nodes.append(helper.make_node("Mul", [outs["logits"].name, f"onnxmod/w3_{k}"], [f"onnxmod/route_{k}"],
+                                      name=f"onnxmod/route_{k}"))
+        parts.append(f"onnxmod/route_{k}")
+    nodes.append(helper.make_node("Sum", parts, ["logits"], name="onnxmod/logits"))
+    outputs = [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [None, None, None])]
+    return nodes, inits, outputs
+
+
 def resolve_duplicates(modules: list[onnx.ModelProto], sources: list[str], prefer=()) -> tuple[list, list]:
     """Drop duplicate-class modules the user said lose (``prefer`` names the winners' sources)."""
     infos = [module_info(m, s) for m, s in zip(modules, sources)]
@@ -122,20 +206,26 @@ def resolve_duplicates(modules: list[onnx.ModelProto], sources: list[str], prefe
 
 def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
             allow_mismatch: bool = False, prefer=()) -> onnx.ModelProto:
-    """One voting graph from ``modules`` (ModelProtos written by onnxmod)."""
+    """One graph from ``modules`` (ModelProtos written by onnxmod).
+
+    Classifier modules *vote*: outputs ``label`` and ``scores``. Translator modules (encoder-decoder,
+    one per target language) are *routed*: each sentence goes to the module of its language token
+    (``tgt_in[:, 0]``) and the output is ``logits``, so the composition translates like the model.
+    """
     if not modules:
         raise InputError("compose needs at least one module")
     sources = sources or [f"module {i}" for i in range(len(modules))]
     modules, sources = resolve_duplicates(modules, sources, prefer)
     infos = [module_info(m, s) for m, s in zip(modules, sources)]
     check_compatible(infos, allow_mismatch)
-    in_vi = modules[0].graph.input[0]
-    shared = in_vi.name
+    kinds = {i["shape"] == "enc-dec" for i in infos}
+    if len(kinds) != 1:
+        raise IncompatibleError("translator (encoder-decoder) modules cannot be composed with classifier modules")
+    in_vis = list(modules[0].graph.input)
     nodes, inits, dedup = [], [], {}
-    score_names = []
-    ranks = set()
+    module_outputs = []
     for k, m in enumerate(modules):
-        g = _prefixed(m, f"m{k}/", shared)
+        g = _prefixed(m, f"m{k}/")
         rename = {}
         for init in g.initializer:
             h = hashlib.sha256(init.data_type.to_bytes(4, "little") + bytes(str(list(init.dims)), "ascii")
@@ -150,41 +240,12 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
                 if n in rename:
                     node.input[i] = rename[n]
             nodes.append(node)
-        outs = {o.name[len(f"m{k}/"):]: o for o in g.output}
-        if "score" not in outs or "logits" not in outs:
-            raise InputError(f"{sources[k]}: module lacks its 'score' and 'logits' outputs")
-        ranks.add(len(outs["score"].type.tensor_type.shape.dim))
-        score_names.append((outs["score"].name, outs["logits"].name))
-    if len(ranks) != 1:
-        raise IncompatibleError("modules mix one-output and many-output shapes; they cannot vote per step")
-    rank = ranks.pop()
-    one = numpy_helper.from_array(np.array([1], dtype=np.int64), "onnxmod/one")
-    zero = numpy_helper.from_array(np.array([0], dtype=np.int64), "onnxmod/zero")
-    ids = numpy_helper.from_array(np.array([i["class_index"] for i in infos], dtype=np.int64), "onnxmod/class_ids")
-    inits += [one, zero, ids]
-    dom, margins = [], []
-    for k, (s, lg) in enumerate(score_names):
-        nodes.append(helper.make_node("Gather", [s, "onnxmod/one"], [f"onnxmod/dominant_{k}"], axis=-1,
-                                      name=f"onnxmod/dominant_{k}"))
-        nodes.append(helper.make_node("Gather", [lg, "onnxmod/one"], [f"onnxmod/dom_logit_{k}"], axis=-1,
-                                      name=f"onnxmod/dom_logit_{k}"))
-        nodes.append(helper.make_node("Gather", [lg, "onnxmod/zero"], [f"onnxmod/rest_logit_{k}"], axis=-1,
-                                      name=f"onnxmod/rest_logit_{k}"))
-        nodes.append(helper.make_node("Sub", [f"onnxmod/dom_logit_{k}", f"onnxmod/rest_logit_{k}"],
-                                      [f"onnxmod/margin_{k}"], name=f"onnxmod/margin_{k}"))
-        dom.append(f"onnxmod/dominant_{k}")
-        margins.append(f"onnxmod/margin_{k}")
-    nodes = _share_common_nodes(nodes)
-    nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
-    nodes.append(helper.make_node("Concat", margins, ["onnxmod/margins"], axis=-1, name="onnxmod/margins"))
-    nodes.append(helper.make_node("ArgMax", ["onnxmod/margins"], ["onnxmod/argmax"], axis=-1, keepdims=0,
-                                  name="onnxmod/argmax"))
-    nodes.append(helper.make_node("Gather", ["onnxmod/class_ids", "onnxmod/argmax"], [LABEL], axis=0,
-                                  name="onnxmod/label"))
-    batch = [None] * (rank - 1)
-    outputs = [helper.make_tensor_value_info(LABEL, onnx.TensorProto.INT64, batch),
-               helper.make_tensor_value_info(SCORES, onnx.TensorProto.FLOAT, batch + [len(modules)])]
-    graph = helper.make_graph(nodes, "onnxmod_composition", [in_vi], outputs, initializer=inits)
+        module_outputs.append({o.name[len(f"m{k}/"):]: o for o in g.output})
+    if kinds.pop():
+        nodes, inits, outputs = _route_head(nodes, inits, module_outputs, infos, in_vis, sources)
+    else:
+        nodes, inits, outputs = _vote_head(nodes, inits, module_outputs, infos, sources)
+    graph = helper.make_graph(nodes, "onnxmod_composition", in_vis, outputs, initializer=inits)
     opsets = {}
     for m in modules:
         for o in m.opset_import:
@@ -200,6 +261,7 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
             "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
     meta["onnxmod.modules"] = json.dumps([{p.key: p.value for p in m.metadata_props} for m in modules],
                                          sort_keys=True)
+    meta["onnxmod.module_outputs"] = json.dumps([[o.name for o in outs.values()] for outs in module_outputs])
     limits = [i["max_steps"] for i in infos if i["max_steps"]]
     if limits:
         meta["onnxmod.max_steps"] = str(min(limits))
@@ -221,16 +283,17 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
         raise InputError(f"{where}: composition metadata lacks its modules' identities ('onnxmod.modules')")
     g = composed.graph
     inits = {i.name: i for i in g.initializer}
-    shared = g.input[0].name
+    outputs_of = json.loads(meta.get("onnxmod.module_outputs", "[]"))
     out = []
     producer = {o: n for n in g.node for o in n.output}
     order = {id(n): i for i, n in enumerate(g.node)}
     for k, mmeta in enumerate(metas):
         prefix = f"m{k}/"
-        score = [v for v in g.node if v.name == f"onnxmod/dominant_{k}"][0].input[0]
-        logits = [v for v in g.node if v.name == f"onnxmod/dom_logit_{k}"][0].input[0]
+        wanted = outputs_of[k] if k < len(outputs_of) else []
+        if not wanted:
+            raise InputError(f"{where}: composition metadata lacks module {k}'s outputs ('onnxmod.module_outputs')")
         # every node the module's outputs depend on (shared nodes included), in graph order
-        needed, stack = {}, [score, logits]
+        needed, stack = {}, list(wanted)
         while stack:
             t = stack.pop()
             n = producer.get(t)
@@ -260,16 +323,16 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
             t.CopyFrom(inits[name])
             t.name = strip(name)
             new_inits.append(t)
-        rank = len([o for o in g.output if o.name == SCORES][0].type.tensor_type.shape.dim)
-        out_vi = [helper.make_tensor_value_info(strip(n), onnx.TensorProto.FLOAT, [None] * rank)
-                  for n in (score, logits)]
-        in_vi = onnx.ValueInfoProto()
-        in_vi.CopyFrom(g.input[0])
-        graph = helper.make_graph(new_nodes, "onnxmod_module", [in_vi], out_vi, initializer=new_inits)
-        for n in graph.node:  # the shared input keeps its name
-            for i, x in enumerate(n.input):
-                if x == shared:
-                    n.input[i] = shared
+        known = {v.name: v for v in list(g.value_info) + list(g.output)}
+        out_vi = []
+        for n in wanted:
+            if n not in known:
+                raise InputError(f"{where}: composition lacks the type of module output {n!r}")
+            v = onnx.ValueInfoProto()
+            v.CopyFrom(known[n])
+            v.name = strip(n)
+            out_vi.append(v)
+        graph = helper.make_graph(new_nodes, "onnxmod_module", list(g.input), out_vi, initializer=new_inits)
         proto = helper.make_model(graph, opset_imports=list(composed.opset_import),
                                   producer_name="onnxmod", producer_version=__version__)
         proto.ir_version = composed.ir_version

@@ -63,6 +63,7 @@ class RecurrentOp:
     handler: RecurrentOpHandler
     sites: list[Site] = field(default_factory=list)
     source: int | None = None  # index of the recurrent op feeding X, if any
+    state_from: int | None = None  # index of the op whose final state initialises this one
 
     @property
     def name(self) -> str:
@@ -138,6 +139,18 @@ def _is_zero(t, depth: int = 0) -> bool:
     return False
 
 
+def _state_producer(t, depth: int = 0):
+    """The recurrent node whose final state (Y_h / Y_c) ``t`` is, through reshapes; else None."""
+    if depth > 16 or isinstance(t, gs.Constant) or not t.inputs:
+        return None
+    p = t.inputs[0]
+    if handler_for(p.op) is not None:
+        return p if any(o is t for o in p.outputs[1:3]) else None
+    if p.op in ("Identity", "Reshape", "Squeeze", "Unsqueeze"):
+        return _state_producer(p.inputs[0], depth + 1)
+    return None
+
+
 def _concrete(shape, fill: int) -> list[int] | None:
     if shape is None:
         return None
@@ -186,9 +199,9 @@ class Model:
                 raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
             self._pristine = graph.copy()
         self.graph = graph
-        if len(graph.inputs) != 1:
-            names = [t.name for t in graph.inputs]
-            raise UnsupportedModelError(f"{source}: expected one graph input, found {len(graph.inputs)} {names}")
+        if not graph.inputs:
+            raise UnsupportedModelError(f"{source}: the graph has no input")
+        self.inputs = list(graph.inputs)
         self.input = graph.inputs[0]
         self.output = self._pick_output()
         self.recurrent = self._find_recurrent_ops()
@@ -248,15 +261,21 @@ class Model:
                 h.check(node)
             except OnnxmodError as exc:  # name the file too
                 raise type(exc)(f"{self.source}: {exc}") from None
+            coupled = None
             for i in h.state_inputs:
                 if len(node.inputs) > i and node.inputs[i].name:
-                    if not _is_zero(node.inputs[i]):
+                    if _is_zero(node.inputs[i]):
+                        node.inputs[i] = gs.Variable.empty()
+                        continue
+                    src = _state_producer(node.inputs[i])
+                    if src is None:
                         which = "initial_h" if i == 5 else "initial_c"
                         raise UnsupportedModelError(
-                            f"{self.source}: node {node.name!r} ({node.op}): {which} is not provably zero; "
-                            f"non-zero initial states are not supported")
-                    node.inputs[i] = gs.Variable.empty()
+                            f"{self.source}: node {node.name!r} ({node.op}): {which} is neither provably zero nor "
+                            f"the final state of another recurrent op; other initial states are not supported")
+                    coupled = src
             ops.append(RecurrentOp(len(ops), node, h))
+            ops[-1].state_from_node = coupled
         if not ops:
             raise UnsupportedModelError(
                 f"{self.source}: no recurrent op (LSTM, GRU or RNN) found; nothing to decompose")
@@ -264,6 +283,14 @@ class Model:
         by_node = {id(op.node): op for op in ops}
         for op in ops:
             op.source = self._upstream_recurrent(op.node.inputs[0], by_node)
+            src = getattr(op, "state_from_node", None)
+            op.state_from = by_node[id(src)].index if src is not None else None
+            if src is not None:
+                enc = by_node[id(src)]
+                if (enc.op_type, enc.directions, enc.hidden_size) != (op.op_type, op.directions, op.hidden_size):
+                    raise UnsupportedModelError(
+                        f"{self.source}: node {op.name!r} takes its initial state from {enc.name!r}, which has a "
+                        f"different type, direction or hidden size")
         return ops
 
     def _upstream_recurrent(self, t, by_node, depth=0) -> int | None:
@@ -328,7 +355,10 @@ class Model:
             raise UnsupportedModelError(
                 f"{self.source}: graph output {t.name!r} exposes the hidden units of {op.name!r}; remove that output")
         for node in list(t.outputs):
-            self._consume(op, t, node, lab, sites)
+            try:
+                self._consume(op, t, node, lab, sites)
+            except (ValueError, IndexError, TypeError, KeyError) as exc:  # shapes/attributes it cannot follow
+                self._refuse(op, node, f"cannot follow the units through it ({type(exc).__name__}: {exc})")
 
     def _last_axis_only(self, lab: np.ndarray) -> bool:
         return all(s == 1 for s in lab.shape[:-1])
@@ -338,8 +368,14 @@ class Model:
         if o in _ELEMENTWISE:
             return self._follow(op, node.outputs[0], lab, sites)
         if handler_for(o) is not None:
+            idx = [i for i, x in enumerate(node.inputs) if x is t]
+            if idx and idx[0] in handler_for(o).state_inputs:
+                if lab.ndim != 3 or lab.shape[1] != 1:
+                    self._refuse(op, node, "a state input must be [directions, batch, hidden]")
+                sites.append(Site("state", node, idx[0], 2, lab.reshape(-1)))
+                return
             if node.inputs[0] is not t:
-                self._refuse(op, node, "feeding a recurrent state input (encoder-decoder coupling) is not supported yet")
+                self._refuse(op, node, "hidden states feed an input other than X or the initial state")
             if lab.ndim != 3 or lab.shape[0] != 1 or lab.shape[1] != 1:
                 self._refuse(op, node, "units must be on the feature axis of X")
             sites.append(Site("recurrent_input", node, 1, 2, lab.reshape(-1)))
@@ -431,6 +467,8 @@ class Model:
 
     # ---- shapes -----------------------------------------------------------------------------
     def _detect_shape(self) -> str:
+        if any(op.state_from is not None for op in self.recurrent):
+            return "enc-dec"
         first = self.recurrent[0].node.inputs[0]
         one_input = self._merges_sequence(first)
         if one_input:
@@ -487,6 +525,8 @@ class Model:
             kept_ids, inert_ids = sel.global_ids("kept"), sel.global_ids("inert")
             op.handler.slice_units(op.node, sel)
             for s in op.sites:
+                if s.kind == "state":
+                    continue  # bridged below, once every op is sliced
                 pos = np.flatnonzero(np.isin(s.labels, kept_ids))
                 zero = np.isin(s.labels[pos], inert_ids)
                 if s.kind == "recurrent_input":
@@ -502,6 +542,36 @@ class Model:
                     target = np.asarray(s.node.inputs[1].values).copy()
                     target[s.axis] = pos.size
                     s.node.inputs[1] = gs.Constant(f"{s.node.name}/shape", target)
+        for op in self.recurrent:
+            for s in op.sites:
+                if s.kind == "state":
+                    dst = next(o for o in self.recurrent if o.node is s.node)
+                    self._bridge(op, selections.get(op.index), dst, selections.get(dst.index), s)
+
+    def _bridge(self, enc: RecurrentOp, es: UnitSelection | None, dec: RecurrentOp, ds: UnitSelection | None,
+                site: Site) -> None:
+        """Map the encoder's kept units onto the decoder's: ``init[d, b, q] = state[d, b, p]`` when
+        decoder unit q is encoder unit p, else 0 (a removed unit's state is 0). A per-direction 0/1
+        MatMul ``[D, Ke, Kd]``; nothing when both keep the same units."""
+        H, D = enc.hidden_size if es is None else es.hidden_size, enc.directions
+        ek = [np.arange(H)] * D if es is None else list(es.kept)
+        dk = [np.arange(H)] * D if ds is None else list(ds.kept)
+        ei = [np.array([], int)] * D if es is None else list(es.inert)
+        di = [np.array([], int)] * D if ds is None else list(ds.inert)
+        if all(np.array_equal(a, b) and np.array_equal(c, e) for a, b, c, e in zip(ek, dk, ei, di)):
+            return
+        P = np.zeros((D, ek[0].size, dk[0].size), dtype=np.float32)
+        for d in range(D):
+            for q, j in enumerate(dk[d]):
+                if j in di[d] or j in ei[d] or j not in ek[d]:
+                    continue
+                P[d, int(np.flatnonzero(ek[d] == j)[0]), q] = 1.0
+        state = site.node.inputs[site.input_index]
+        out = gs.Variable(f"{site.node.name}/bridge_{site.input_index}", dtype=np.float32)
+        self.graph.nodes.append(gs.Node("MatMul", f"{site.node.name}/bridge_{site.input_index}",
+                                        inputs=[state, gs.Constant(f"{site.node.name}/bridge_{site.input_index}/P", P)],
+                                        outputs=[out]))
+        site.node.inputs[site.input_index] = out
 
     def export(self, outputs: list[gs.Variable] | None = None, metadata: dict | None = None) -> onnx.ModelProto:
         """The current graph as a checked ModelProto (shapes re-inferred, names deterministic)."""

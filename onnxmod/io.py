@@ -92,7 +92,50 @@ def load_onnx(path) -> onnx.ModelProto:
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise InputError(f"{p}: invalid ONNX model ({_first_line(exc)})") from None
+    _check_constants(p, proto)
+    try:  # strict shape inference: shapes and types must agree (onnxruntime would refuse otherwise)
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise InputError(f"{p}: inconsistent ONNX model (shape inference: {_first_line(exc)})") from None
     return proto
+
+
+def _graphs(g: onnx.GraphProto):
+    yield g
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(a.g)
+            for sub in a.graphs:
+                yield from _graphs(sub)
+
+
+def _check_constants(p: Path, proto: onnx.ModelProto) -> None:
+    """Every constant decodes to its declared dims and every string attribute is UTF-8: the checker
+    verifies neither, and a graph library meeting one fails with an arbitrary exception."""
+    for g in _graphs(proto.graph):
+        tensors = list(g.initializer)
+        for n in g.node:
+            for a in n.attribute:
+                where = f"node {n.name or n.op_type!r} attribute {a.name!r}"
+                try:
+                    a.s.decode("utf-8")
+                    for s in a.strings:
+                        s.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(f"{p}: {where} is not valid UTF-8 text") from None
+                if a.HasField("t"):
+                    tensors.append(a.t)
+                tensors.extend(a.tensors)
+        for t in tensors:
+            try:
+                arr = onnx.numpy_helper.to_array(t)
+                ok = tuple(arr.shape) == tuple(t.dims)
+            except Exception as exc:
+                raise InputError(f"{p}: tensor {t.name!r} cannot be decoded ({type(exc).__name__}: "
+                                 f"{_first_line(exc, 160)})") from None
+            if not ok:
+                raise InputError(f"{p}: tensor {t.name!r} holds {arr.shape} values but declares dims {list(t.dims)}")
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

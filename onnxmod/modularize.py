@@ -62,10 +62,11 @@ def channel(model: Model, class_index: int) -> tuple[gs.Variable, gs.Variable]:
     return score, head.output
 
 
-def input_signature(model: Model) -> dict:
-    t = model.input
-    return {"name": t.name, "dtype": str(np.dtype(t.dtype)),
-            "shape": [d if isinstance(d, (int, np.integer)) else None for d in (t.shape or [])]}
+def input_signature(model: Model) -> list[dict]:
+    """Name, dtype and shape (None for dynamic dims) of every graph input."""
+    return [{"name": t.name, "dtype": str(np.dtype(t.dtype)),
+             "shape": [d if isinstance(d, (int, np.integer)) else None for d in (t.shape or [])]}
+            for t in model.inputs]
 
 
 def model_digest(proto: onnx.ModelProto) -> str:

@@ -25,24 +25,26 @@ def session(model, threads: int | None = None) -> ort.InferenceSession:
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
-def run_batched(sess: ort.InferenceSession, x: np.ndarray, outputs: list[str] | None = None,
+def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
                 batch_size: int = 512, progress=None, transform=None) -> list[np.ndarray]:
     """Run ``sess`` over ``x`` in batches; returns each output concatenated over axis 0 (batch).
 
+    ``x`` is the array for the first input, or a dict {input name: array} (same number of rows).
     ``progress`` is an optional callable receiving the number of rows just processed;
     ``transform`` maps each batch's list of outputs before it is kept (to keep memory small).
     """
-    name = sess.get_inputs()[0].name
+    feeds = x if isinstance(x, dict) else {sess.get_inputs()[0].name: x}
+    n = next(iter(feeds.values())).shape[0]
     chunks: list[list[np.ndarray]] = []
-    for start in range(0, x.shape[0], batch_size):
+    for start in range(0, n, batch_size):
         try:
-            res = sess.run(outputs, {name: x[start:start + batch_size]})
+            res = sess.run(outputs, {k: v[start:start + batch_size] for k, v in feeds.items()})
         except Exception as exc:  # onnxruntime raises its own types; keep one line
             msg = str(exc).strip().splitlines()[0][:300]
             raise InputError(f"onnxruntime failed on rows {start}..{start + batch_size - 1}: {msg}")
         chunks.append(transform(res) if transform else res)
         if progress is not None:
-            progress(min(batch_size, x.shape[0] - start))
+            progress(min(batch_size, n - start))
     return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
 
 

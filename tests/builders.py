@@ -129,3 +129,50 @@ def zeroed(spec: StackSpec, keep: list[list[np.ndarray]]) -> StackSpec:
             else:
                 s.head_w[:, cols] = 0
     return s
+
+
+def build_encdec(enc: LayerSpec, dec: LayerSpec, head_w: np.ndarray, head_b: np.ndarray, features: int,
+                 state_mask: np.ndarray | None = None, opset: int = 17) -> onnx.ModelProto:
+    """Encoder op -> its final state (Y_h, and Y_c for LSTM) initialises a decoder op -> MatMul head.
+
+    Inputs ``src`` and ``tgt`` float ``[batch, seq, features]``; output ``logits`` ``[batch, T, C]``.
+    ``state_mask`` ``[D, 1, H]`` multiplies the state on its way (the zeroed reference of a removed
+    decoder unit)."""
+    nodes, inits = [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    nodes.append(helper.make_node("Transpose", ["src"], ["src_t"], perm=[1, 0, 2], name="src_seq"))
+    nodes.append(helper.make_node("Transpose", ["tgt"], ["tgt_t"], perm=[1, 0, 2], name="tgt_seq"))
+    lstm = enc.op == "LSTM"
+    enc_outs = ["eY", "eH"] + (["eC"] if lstm else [])
+    nodes.append(helper.make_node(enc.op, ["src_t", const("eW", enc.W), const("eR", enc.R), const("eB", enc.B)],
+                                  enc_outs, name="encoder", **enc.attrs))
+    states = ["eH"] + (["eC"] if lstm else [])
+    if state_mask is not None:
+        const("mask", state_mask.astype(np.float32))
+        for s in list(states):
+            nodes.append(helper.make_node("Mul", [s, "mask"], [s + "m"], name=s + "_mask"))
+        states = [s + "m" for s in states]
+    ins = ["tgt_t", const("dW", dec.W), const("dR", dec.R), const("dB", dec.B), ""] + states
+    nodes.append(helper.make_node(dec.op, ins, ["dY", "dH"] + (["dC"] if lstm else []), name="decoder", **dec.attrs))
+    if dec.directions == 1:
+        nodes.append(helper.make_node("Squeeze", ["dY", const("ax", np.array([1]))], ["dS"], name="squeeze"))
+    else:
+        nodes.append(helper.make_node("Transpose", ["dY"], ["dT"], perm=[0, 2, 1, 3], name="tr"))
+        nodes.append(helper.make_node("Reshape", ["dT", const("shape", np.array([0, 0, -1]))], ["dS"], name="reshape"))
+    nodes.append(helper.make_node("Transpose", ["dS"], ["bf"], perm=[1, 0, 2], name="to_batch"))
+    nodes.append(helper.make_node("MatMul", ["bf", const("head_w", head_w)], ["mm"], name="head"))
+    nodes.append(helper.make_node("Add", ["mm", const("head_b", head_b)], ["logits"], name="head_bias"))
+    graph = helper.make_graph(
+        nodes, "encdec",
+        [helper.make_tensor_value_info("src", TensorProto.FLOAT, ["batch", "s", features]),
+         helper.make_tensor_value_info("tgt", TensorProto.FLOAT, ["batch", "t", features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "t", head_w.shape[1]])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -151,3 +151,43 @@ def test_gates_rebuilt_from_trace_reproduce_onnxruntime_states(op, lbr, relu, di
         else:
             h = g[:, :, 0]
         np.testing.assert_allclose(h, y, atol=1e-5, err_msg=f"layer {k}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(CELLS), st.sampled_from([1, 2]), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_encoder_decoder_slicing_bridges_the_state_exactly(cell, directions, hidden, seed):
+    """Encoder and decoder keep different units: the state bridge gives exactly the zeroed model
+    (removed encoder units hand over 0; removed decoder units start from 0)."""
+    import copy
+
+    from builders import GATES, build_encdec
+
+    op, lbr, relu = cell
+    rng = np.random.default_rng(seed)
+    enc = random_stack(rng, op, 1, hidden, directions, relu=relu, linear_before_reset=lbr).layers[0]
+    dec = random_stack(rng, op, 1, hidden, directions, relu=relu, linear_before_reset=lbr).layers[0]
+    head_w = rng.normal(0, 1, (hidden * directions, 3)).astype(np.float32)
+    head_b = rng.normal(0, 1, 3).astype(np.float32)
+    keep = [[rng.random(hidden) < 0.6 for _ in range(directions)] for _ in range(2)]
+    src = rng.normal(0, 1, (2, 4, 5)).astype(np.float32)
+    tgt = rng.normal(0, 1, (2, 3, 5)).astype(np.float32)
+    model = Model(build_encdec(enc, dec, head_w, head_b, 5))
+    assert model.shape == "enc-dec" and model.recurrent[1].state_from == 0
+    model.apply_selection({i: UnitSelection.from_keep(hidden, [np.flatnonzero(k) for k in keep[i]]) for i in range(2)})
+    got = runtime.session(model.export()).run(None, {"src": src, "tgt": tgt})[0]
+    # zeroed reference
+    ze, zd, hw = copy.deepcopy(enc), copy.deepcopy(dec), head_w.copy()
+    G = GATES[op]
+    for L, k in ((ze, keep[0]), (zd, keep[1])):
+        for d in range(directions):
+            gone = np.flatnonzero(~k[d])
+            rows = np.concatenate([g * hidden + gone for g in range(G)]) if gone.size else np.array([], int)
+            L.W[d][rows] = 0
+            L.R[d][rows] = 0
+            L.R[d][:, gone] = 0
+            L.B[d][np.concatenate([rows, G * hidden + rows])] = 0
+    for d in range(directions):
+        hw[d * hidden + np.flatnonzero(~keep[1][d])] = 0
+    mask = np.stack([k.astype(np.float32) for k in keep[1]])[:, None, :]
+    want = runtime.session(build_encdec(ze, zd, hw, head_b, 5, state_mask=mask)).run(None, {"src": src, "tgt": tgt})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..errors import UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from . import activations as act
 
 # ONNX input positions shared by the three ops.
@@ -120,11 +120,29 @@ class RecurrentOpHandler:
         if self._has_input(node, SEQUENCE_LENS):
             raise UnsupportedModelError(f"{where}: 'sequence_lens' input is not supported; pad sequences instead")
         for i in (W, R):
-            if not isinstance(node.inputs[i], gs.Constant):
+            if len(node.inputs) <= i or not isinstance(node.inputs[i], gs.Constant):
                 raise UnsupportedModelError(f"{where}: weight input {i} is not a constant initializer")
         if self._has_input(node, B) and not isinstance(node.inputs[B], gs.Constant):
             raise UnsupportedModelError(f"{where}: bias input is not a constant initializer")
+        self._check_shapes(node, where)
         self.activations(node)  # validates names and counts
+
+    def _check_shapes(self, node: gs.Node, where: str) -> None:
+        """hidden_size, direction and the W/R/B shapes must agree (a malformed model otherwise)."""
+        H = node.attrs.get("hidden_size")
+        if isinstance(H, bool) or not isinstance(H, (int, np.integer)) or H < 1:
+            raise InputError(f"{where}: 'hidden_size' is {H!r}; onnxmod needs it set to a positive integer")
+        if self.direction(node) not in ("forward", "reverse", "bidirectional"):
+            raise InputError(f"{where}: direction {self.direction(node)!r} is not forward, reverse or bidirectional")
+        D, GH = self.directions(node), self.num_gates * int(H)
+        Wt, Rt, Bt = self.weights(node)
+        want = {"W": (D, GH, Wt.shape[-1] if Wt.ndim == 3 else "I"), "R": (D, GH, int(H))}
+        if self._has_input(node, B):
+            want["B"] = (D, 2 * GH)
+        for name, arr in (("W", Wt), ("R", Rt), ("B", Bt)):
+            if name in want and (tuple(arr.shape) != want[name] or not np.issubdtype(arr.dtype, np.floating)):
+                raise InputError(f"{where}: {name} has shape {list(arr.shape)} ({arr.dtype}), expected "
+                                 f"{list(want[name])} floats for hidden_size={H}, {D} direction(s)")
 
     @staticmethod
     def _has_input(node: gs.Node, i: int) -> bool:
