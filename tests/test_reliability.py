@@ -310,7 +310,7 @@ def _layout(proto, node):
     (_peepholes, ["peephole"]),
     (_clip, ["'clip'"]),
     (_input_forget, ["input_forget=1"]),
-    (_initial_h, ["initial_h", "non-zero initial state"]),
+    (_initial_h, ["initial_h", "not supported"]),
     (_sequence_lens, ["sequence_lens"]),
     (_layout, ["layout=1"]),
 ], ids=["peepholes", "clip", "input_forget", "initial_h", "sequence_lens", "layout"])

@@ -1,0 +1,795 @@
+#!/usr/bin/env python
+"""Fuzz onnxmod's input boundary: every bad input must be refused with an ``OnnxmodError``.
+
+    python tools/fuzz.py --count 10000 [--seed N] [--jobs 2] [--targets model data slice]
+    python tools/fuzz.py --seed N --case I        # re-run one case, with its traceback
+
+Three targets, each input generated from ``(seed, case index)`` so any finding is reproducible:
+
+* ``model`` — ``onnxmod.io.load_onnx`` + ``onnxmod.graph.Model`` (+ ``describe()``, and a random
+  unit selection + export when the model is accepted) on mutated bytes of real and generated
+  models: bit flips, truncations, byte splices, random protobuf field edits (attributes, op types,
+  inputs, initializer dims/types/data, I/O types, opsets, ...) and random ops wired onto the
+  recurrent ops' outputs.
+* ``data`` — ``onnxmod.io.load_data`` on generated ``.npz`` files with random keys, dtypes, shapes
+  and values (NaN, inf, negative, huge), broken containers (truncated, bit-flipped, compressed,
+  ``.npy``, pickles, random bytes) and random expectations (classes, rank, dtype, static dims).
+* ``slice`` — ``Model.apply_selection`` (rolled) and ``unrolled.apply_unrolled`` (per step) with
+  random keep sets on generated stacks, then ``export()`` and the ONNX checker.
+
+Outcome of a case: ``ok``, the ``OnnxmodError`` subclass raised, ``UNCAUGHT <type>`` (any other
+exception: a bug) or ``HANG`` (over ``--timeout`` seconds). An ``OnnxmodError`` whose message does
+not name the input file is counted as ``unnamed`` (reported, not fatal). The summary is printed;
+the exit status is 1 when any case was uncaught or hung, 0 otherwise. No onnxruntime session is
+created per input (graphsurgeon's constant folding may run one for foldable subgraphs only).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures as cf
+import contextlib
+import copy
+import io as _io
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # builders.py: small models built with onnx.helper
+sys.path.insert(0, str(ROOT))
+
+from builders import build, random_stack  # noqa: E402
+
+from onnxmod.errors import OnnxmodError  # noqa: E402
+from onnxmod.graph import Model  # noqa: E402
+from onnxmod.io import load_data, load_onnx  # noqa: E402
+from onnxmod.ops.base import UnitSelection  # noqa: E402
+
+FIXTURE = ROOT / "fixtures" / "math_topics" / "lstm1.onnx"
+TARGETS = ("model", "data", "slice")
+WEIGHTS = {"model": 0.5, "data": 0.35, "slice": 0.15}
+
+# ---- base models ------------------------------------------------------------------------------
+
+CELLS = [("LSTM", 0, False), ("GRU", 0, False), ("GRU", 1, False), ("RNN", 0, False), ("RNN", 0, True)]
+
+
+def random_spec(rng: np.random.Generator):
+    op, lbr, relu = CELLS[rng.integers(len(CELLS))]
+    layers, hidden, dirs = int(rng.integers(1, 3)), int(rng.integers(1, 6)), int(rng.integers(1, 3))
+    many = bool(rng.integers(2))
+    spec = random_stack(np.random.default_rng(int(rng.integers(2**31))), op, layers, hidden, dirs,
+                        features=int(rng.integers(1, 6)), classes=int(rng.integers(1, 5)), many_output=many,
+                        relu=relu, linear_before_reset=lbr)
+    desc = f"{layers}x{op}{'-relu' if relu else ''} H={hidden} D={dirs} {'M:N' if many else 'M:1'}"
+    return desc, spec
+
+
+class Pool:
+    """Base models built once per process: generated stacks plus the real fixture (when present)."""
+
+    def __init__(self, seed: int, size: int = 32):
+        rng = np.random.default_rng([seed, 7])
+        self.models = []
+        for _ in range(size):
+            desc, spec = random_spec(rng)
+            self.models.append((desc, build(spec)))
+        self.fixture = onnx.load(str(FIXTURE)) if FIXTURE.exists() else None
+
+    def pick(self, rng: np.random.Generator):
+        if self.fixture is not None and rng.random() < 0.15:
+            return "fixture lstm1", copy.deepcopy(self.fixture)
+        desc, proto = self.models[rng.integers(len(self.models))]
+        return desc, copy.deepcopy(proto)
+
+
+# ---- model mutations --------------------------------------------------------------------------
+
+ATTR_NAMES = ["hidden_size", "direction", "activations", "activation_alpha", "activation_beta", "clip",
+              "input_forget", "layout", "linear_before_reset", "perm", "axis", "axes", "transA", "transB",
+              "alpha", "beta", "allowzero", "keepdims", "to", "value", "body"]
+INTS = [-(2**40), -3, -1, 0, 1, 2, 3, 4, 7, 64, 2**31, 2**40]
+FLOATS = [float("nan"), float("inf"), -1.0, 0.0, 0.5, 3.0, 1e30]
+STRINGS = ["forward", "reverse", "bidirectional", "Tanh", "Sigmoid", "Relu", "HardSigmoid", "bogus", "",
+           "LSTM", "ScaledTanh"]
+OPS = ["LSTM", "GRU", "RNN", "Gemm", "MatMul", "Add", "Mul", "Relu", "Tanh", "Sigmoid", "Identity", "Transpose",
+       "Reshape", "Squeeze", "Unsqueeze", "Gather", "Slice", "Concat", "Flatten", "Softmax", "ReduceMean",
+       "Cast", "Shape", "Dropout", "Abs", "Neg", "Split", "Expand", "Tile", "Loop", "Scan", "If", "Where",
+       "ConstantOfShape", "Constant", "ArgMax", "Sub", "Div", "Pow", "Sqrt", "Exp", "Log", "LeakyRelu", "Elu",
+       "NotAnOp"]
+WIRE_OPS = ["Relu", "Tanh", "Sigmoid", "Identity", "Dropout", "Abs", "Neg", "Cast", "Transpose", "Reshape",
+            "Squeeze", "Unsqueeze", "Gather", "Slice", "Flatten", "Softmax", "ReduceMean", "Add", "Mul", "MatMul",
+            "Gemm", "Concat", "Split", "Expand", "Tile", "Shape", "LeakyRelu", "LSTM", "GRU", "RNN", "Where", "Pad"]
+DTYPES = [TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32, TensorProto.DOUBLE, TensorProto.FLOAT16,
+          TensorProto.BOOL, TensorProto.STRING, TensorProto.UINT8, 0, 99]
+
+
+def _pick(rng, seq):
+    return seq[int(rng.integers(len(seq)))]
+
+
+def random_attr(rng, name=None):
+    name = name or _pick(rng, ATTR_NAMES)
+    kind = int(rng.integers(6))
+    if kind == 0:
+        return helper.make_attribute(name, int(_pick(rng, INTS)))
+    if kind == 1:
+        return helper.make_attribute(name, float(_pick(rng, FLOATS)))
+    if kind == 2:
+        return helper.make_attribute(name, _pick(rng, STRINGS))
+    if kind == 3:
+        return helper.make_attribute(name, [int(_pick(rng, INTS[2:9])) for _ in range(int(rng.integers(1, 5)))])
+    if kind == 4:
+        return helper.make_attribute(name, [_pick(rng, STRINGS) for _ in range(int(rng.integers(1, 5)))])
+    return helper.make_attribute(name, [float(_pick(rng, FLOATS)) for _ in range(int(rng.integers(1, 4)))])
+
+
+def _tensor_names(g: onnx.GraphProto) -> list[str]:
+    names = [i.name for i in g.input] + [t.name for t in g.initializer]
+    for n in g.node:
+        names += list(n.output)
+    return names or ["x"]
+
+
+def _random_const(rng, name):
+    shape = [int(rng.integers(1, 4)) for _ in range(int(rng.integers(0, 4)))]
+    if rng.random() < 0.5:
+        arr = np.asarray(rng.integers(-3, 4, size=shape), dtype=np.int64)
+    else:
+        arr = np.asarray(rng.normal(size=shape), dtype=np.float32)
+    return numpy_helper.from_array(arr, name)
+
+
+def field_edit(rng, proto: onnx.ModelProto) -> str:
+    """One random protobuf field edit; returns what it did."""
+    g = proto.graph
+    kinds = ["attr_set", "attr_set", "attr_set", "attr_del", "attr_del", "op_type", "input", "output", "node_del",
+             "node_dup", "init_dims", "init_dtype", "init_data", "io_type", "io_dims", "io_dims", "io_remove",
+             "io_add", "opset", "ir", "metadata", "metadata", "const_values", "const_values"]
+    kind = _pick(rng, kinds)
+    nodes = list(g.node)
+    node = nodes[int(rng.integers(len(nodes)))] if nodes else None
+    rec = [n for n in nodes if n.op_type in ("LSTM", "GRU", "RNN")]
+    if rec and rng.random() < 0.5 and kind in ("attr_set", "attr_del", "input", "output"):
+        node = rec[int(rng.integers(len(rec)))]
+    if kind == "attr_set" and node is not None:
+        a = random_attr(rng)
+        keep = [x for x in node.attribute if x.name != a.name]
+        del node.attribute[:]
+        node.attribute.extend(keep + [a])
+        return f"{node.name or node.op_type}.{a.name} = {helper.get_attribute_value(a)!r}"
+    if kind == "attr_del" and node is not None and node.attribute:
+        i = int(rng.integers(len(node.attribute)))
+        name = node.attribute[i].name
+        del node.attribute[i]
+        return f"del {node.name or node.op_type}.{name}"
+    if kind == "op_type" and node is not None:
+        old, node.op_type = node.op_type, _pick(rng, OPS)
+        return f"{node.name or old}: op {old} -> {node.op_type}"
+    if kind == "input" and node is not None:
+        names = _tensor_names(g)
+        how = int(rng.integers(4))
+        if how == 0 and node.input:
+            i = int(rng.integers(len(node.input)))
+            del node.input[i]
+            return f"{node.name}: drop input {i}"
+        if how == 1 and node.input:
+            i = int(rng.integers(len(node.input)))
+            node.input[i] = ""
+            return f"{node.name}: input {i} = ''"
+        if how == 2 and node.input:
+            i = int(rng.integers(len(node.input)))
+            node.input[i] = _pick(rng, names)
+            return f"{node.name}: input {i} = {node.input[i]!r}"
+        extra = _pick(rng, names + ["", "nowhere"])
+        node.input.append(extra)
+        return f"{node.name}: append input {extra!r}"
+    if kind == "output" and node is not None and node.output:
+        i = int(rng.integers(len(node.output)))
+        node.output[i] = _pick(rng, ["", "logits", "x", "dup"] + list(node.input))
+        return f"{node.name}: output {i} = {node.output[i]!r}"
+    if kind == "node_del" and nodes:
+        i = int(rng.integers(len(nodes)))
+        what = nodes[i].name or nodes[i].op_type
+        del g.node[i]
+        return f"delete node {what}"
+    if kind == "node_dup" and node is not None:
+        g.node.append(copy.deepcopy(node))
+        return f"duplicate node {node.name}"
+    if kind in ("init_dims", "init_dtype", "init_data", "const_values") and g.initializer:
+        t = g.initializer[int(rng.integers(len(g.initializer)))]
+        if kind == "init_dims":
+            dims = list(t.dims)
+            how = int(rng.integers(3))
+            if how == 0 and dims:
+                dims[int(rng.integers(len(dims)))] = int(_pick(rng, [0, 1, 2, 3, 5, 2**20, 2**40]))
+            elif how == 1 and dims:
+                dims.pop(int(rng.integers(len(dims))))
+            else:
+                dims.insert(int(rng.integers(len(dims) + 1)), int(rng.integers(1, 4)))
+            del t.dims[:]
+            t.dims.extend(dims)
+            return f"initializer {t.name} dims -> {dims}"
+        if kind == "init_dtype":
+            t.data_type = int(_pick(rng, DTYPES))
+            return f"initializer {t.name} data_type -> {t.data_type}"
+        if kind == "init_data":
+            raw = t.raw_data
+            if raw:
+                t.raw_data = raw[: int(rng.integers(len(raw)))]
+            else:
+                for field in ("float_data", "int64_data", "int32_data", "double_data"):
+                    vals = getattr(t, field)
+                    if len(vals):
+                        del vals[int(rng.integers(len(vals))):]
+            return f"initializer {t.name} data truncated"
+        try:
+            arr = numpy_helper.to_array(t).copy()
+        except Exception:  # an earlier edit broke this tensor already  # noqa: BLE001
+            return f"initializer {t.name} left broken"
+        if arr.size and np.issubdtype(arr.dtype, np.floating):
+            arr.reshape(-1)[int(rng.integers(arr.size))] = _pick(rng, [np.nan, np.inf, 1e38, -0.0])
+        elif arr.size and np.issubdtype(arr.dtype, np.integer):
+            arr.reshape(-1)[int(rng.integers(arr.size))] = _pick(rng, [-(2**62), -7, -1, 0, 99, 2**62])
+        t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        return f"initializer {t.name} one value poked"
+    if kind in ("io_type", "io_dims") and (g.input or g.output):
+        vi = _pick(rng, list(g.input) + list(g.output))
+        tt = vi.type.tensor_type
+        if kind == "io_type":
+            tt.elem_type = int(_pick(rng, DTYPES))
+            return f"{vi.name} elem_type -> {tt.elem_type}"
+        dims = tt.shape.dim
+        if len(dims) and rng.random() < 0.6:
+            d = dims[int(rng.integers(len(dims)))]
+            if rng.random() < 0.5:
+                d.dim_value = int(_pick(rng, [0, 1, 2, 3, 40, 2**40]))
+            else:
+                d.dim_param = _pick(rng, ["batch", "seq", "n", ""])
+            return f"{vi.name} one dim edited"
+        tt.shape.dim.add().dim_value = int(rng.integers(1, 5))
+        return f"{vi.name} extra dim"
+    if kind == "io_remove":
+        lst = g.input if rng.random() < 0.5 else g.output
+        if len(lst):
+            name = lst[0].name
+            del lst[int(rng.integers(len(lst)))]
+            return f"remove graph io {name}"
+    if kind == "io_add":
+        names = _tensor_names(g)
+        vi = helper.make_tensor_value_info(_pick(rng, names + ["extra"]), TensorProto.FLOAT, None)
+        (g.input if rng.random() < 0.4 else g.output).append(vi)
+        return f"add graph io {vi.name}"
+    if kind == "opset":
+        if proto.opset_import:
+            proto.opset_import[0].version = int(rng.integers(1, 30))
+            if rng.random() < 0.2:
+                proto.opset_import[0].domain = _pick(rng, ["ai.onnx.ml", "com.microsoft", "bogus"])
+            return f"opset -> {proto.opset_import[0].domain!r} {proto.opset_import[0].version}"
+    if kind == "ir":
+        proto.ir_version = int(rng.integers(0, 14))
+        return f"ir_version -> {proto.ir_version}"
+    if kind == "metadata":
+        key = _pick(rng, ["onnxmod.kind", "onnxmod.class_names", "onnxmod.max_steps", "x"])
+        val = _pick(rng, ["model", "module", "[1, 2", "[\"a\"]", "-3", "", "\u00e9"])
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=val))
+        return f"metadata {key}={val!r}"
+    return "no-op edit"
+
+
+def wire_edit(rng, proto: onnx.ModelProto) -> str:
+    """Insert 1-3 random ops between a recurrent op's output and that output's consumers."""
+    g = proto.graph
+    rec = [n for n in g.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    if not rec:
+        return field_edit(rng, proto)
+    node = _pick(rng, rec)
+    outs = [o for o in node.output if o]
+    if len(outs) < len(node.output) or rng.random() < 0.3:
+        # expose Y_h / Y_c (often unused) as well
+        while len(node.output) < 2:
+            node.output.append("")
+        for i, o in enumerate(node.output):
+            if not o:
+                node.output[i] = f"{node.name}_out{i}"
+        outs = list(node.output)
+    used = [o for o in outs if any(o in n.input for n in g.node)]
+    src = _pick(rng, used if used and rng.random() < 0.85 else outs)
+    consumers = [(n, i) for n in g.node for i, x in enumerate(n.input) if x == src]
+    steps = []
+    cur = src
+    for k in range(int(rng.integers(1, 4))):
+        op = _pick(rng, WIRE_OPS)
+        name = f"fuzz_{k}_{op}"
+        out = f"{name}_out"
+        ins = [cur]
+        attrs = {}
+        if op in ("Reshape", "Expand", "Tile"):
+            c = numpy_helper.from_array(np.array([int(_pick(rng, [-1, 0, 1, 2, 3, 6]))
+                                                  for _ in range(int(rng.integers(1, 5)))], np.int64), f"{name}_c")
+            g.initializer.append(c)
+            ins.append(c.name)
+        elif op in ("Squeeze", "Unsqueeze"):
+            c = numpy_helper.from_array(np.array([int(rng.integers(-4, 4))], np.int64), f"{name}_c")
+            g.initializer.append(c)
+            ins.append(c.name)
+        elif op in ("Gather",):
+            c = numpy_helper.from_array(np.array(int(rng.integers(-2, 3)), np.int64), f"{name}_c")
+            g.initializer.append(c)
+            ins.append(c.name)
+            attrs["axis"] = int(rng.integers(-4, 4))
+        elif op in ("Slice",):
+            for tag, v in (("s", [0]), ("e", [int(rng.integers(1, 4))]), ("a", [int(rng.integers(-4, 4))])):
+                c = numpy_helper.from_array(np.array(v, np.int64), f"{name}_{tag}")
+                g.initializer.append(c)
+                ins.append(c.name)
+        elif op in ("Add", "Mul", "MatMul", "Gemm", "Concat", "Where", "Pad"):
+            c = _random_const(rng, f"{name}_c")
+            g.initializer.append(c)
+            ins = ([c.name, cur] if rng.random() < 0.3 else [cur, c.name])
+            if op == "Where":
+                ins = [c.name] + ins
+        elif op in ("LSTM", "GRU", "RNN"):
+            H = int(rng.integers(1, 4))
+            G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+            I = int(rng.integers(1, 9))
+            for tag, shape in (("W", (1, G * H, I)), ("R", (1, G * H, H))):
+                c = numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), f"{name}_{tag}")
+                g.initializer.append(c)
+                ins.append(c.name)
+            attrs["hidden_size"] = H
+        elif op == "Transpose":
+            perm = list(rng.permutation(int(rng.integers(2, 5))))
+            if rng.random() < 0.2:
+                perm[0] = perm[-1]
+            attrs["perm"] = [int(p) for p in perm]
+        elif op in ("Flatten", "Softmax", "Concat", "Split"):
+            attrs["axis"] = int(rng.integers(-3, 4))
+        elif op == "ReduceMean":
+            attrs["keepdims"] = int(rng.integers(2))
+        elif op == "Cast":
+            attrs["to"] = int(_pick(rng, [TensorProto.FLOAT, TensorProto.INT64, TensorProto.FLOAT16]))
+        if rng.random() < 0.15:
+            attrs[_pick(rng, ATTR_NAMES[:19])] = helper.get_attribute_value(random_attr(rng))
+        outputs = [out] + ([f"{out}_2"] if op in ("Split",) else [])
+        g.node.append(helper.make_node(op, ins, outputs, name=name, **attrs))
+        steps.append(op)
+        cur = out
+    for n, i in consumers:
+        n.input[i] = cur
+    _toposort(g)
+    return f"wire {'->'.join(steps)} after {node.name}:{src}"
+
+
+def _toposort(g: onnx.GraphProto) -> None:
+    produced = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    todo, order = list(g.node), []
+    while todo:
+        ready = [n for n in todo if all(x in produced for x in n.input)]
+        if not ready:
+            order += todo
+            break
+        for n in ready:
+            order.append(n)
+            produced |= set(n.output)
+        todo = [n for n in todo if n not in ready]
+    del g.node[:]
+    g.node.extend(order)
+
+
+def byte_edit(rng, raw: bytes) -> tuple[str, bytes]:
+    b = bytearray(raw)
+    how = int(rng.integers(4))
+    if how == 0 or not b:
+        k = int(rng.integers(1, 17))
+        for _ in range(k):
+            if b:
+                i = int(rng.integers(len(b)))
+                b[i] ^= 1 << int(rng.integers(8))
+        return f"{k} bit flips", bytes(b)
+    if how == 1:
+        n = int(rng.integers(len(b)))
+        return f"truncated to {n}/{len(b)} bytes", bytes(b[:n])
+    if how == 2:
+        i, n = int(rng.integers(len(b))), int(rng.integers(1, 65))
+        b[i:i + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        return f"{n} random bytes at {i}", bytes(b)
+    i, n = int(rng.integers(len(b))), int(rng.integers(1, 65))
+    if rng.random() < 0.5:
+        del b[i:i + n]
+        return f"{n} bytes deleted at {i}", bytes(b)
+    b[i:i] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    return f"{n} bytes inserted at {i}", bytes(b)
+
+
+def gen_model(rng, pool: Pool) -> tuple[str, bytes]:
+    desc, proto = pool.pick(rng)
+    how = float(rng.random())
+    if how < 0.3:
+        what, raw = byte_edit(rng, proto.SerializeToString())
+        return f"{desc}: {what}", raw
+    edits = []
+    for _ in range(int(rng.integers(1, 4))):
+        edits.append(wire_edit(rng, proto) if how < 0.6 else field_edit(rng, proto))
+    try:
+        raw = proto.SerializeToString()
+    except Exception as exc:  # an edit protobuf itself refuses to encode: fall back to bytes
+        return f"{desc}: unserializable edit ({exc.__class__.__name__})", b""
+    if rng.random() < 0.1:
+        what, raw = byte_edit(rng, raw)
+        edits.append(what)
+    return f"{desc}: " + "; ".join(edits), raw
+
+
+def random_selection(rng, model: Model) -> dict:
+    sels = {}
+    for op in model.recurrent:
+        H, D = op.hidden_size, op.directions
+        p = _pick(rng, [0.0, 0.3, 0.7, 1.0])
+        keep = [np.flatnonzero(rng.random(H) < p) for _ in range(D)]
+        if rng.random() < 0.2:
+            keep = [np.concatenate([k, k]) for k in keep]  # duplicates are allowed
+        sels[op.index] = UnitSelection.from_keep(H, keep)
+    return sels
+
+
+def run_model(rng, raw: bytes, workdir: Path) -> None:
+    path = workdir / "case.onnx"
+    path.write_bytes(raw)
+    proto = load_onnx(path)
+    model = Model(proto, source=str(path))
+    model.describe()
+    if rng.random() < 0.5:
+        model.apply_selection(random_selection(rng, model))
+        out = model.export()
+        onnx.checker.check_model(out)
+
+
+# ---- data files -------------------------------------------------------------------------------
+
+NP_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64, np.float16, np.float32, np.float64,
+             np.bool_, np.complex64, "U3", object]
+
+
+def _valid_arrays(rng):
+    N, T, F = int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    C = int(rng.integers(1, 5))
+    floats = rng.random() < 0.5
+    many = rng.random() < 0.5
+    z = {}
+    for split in ("train", "test"):
+        n = N if split == "train" else max(1, N - 1)
+        z[f"x_{split}"] = (rng.normal(size=(n, T, F)).astype(np.float32) if floats
+                           else rng.integers(0, 9, (n, T)).astype(np.int64))
+        z[f"y_{split}"] = rng.integers(-1 if many else 0, C, (n, T) if many else (n,)).astype(np.int64)
+    if rng.random() < 0.3:
+        z["class_names"] = np.array([f"c{i}" for i in range(C)])
+    if rng.random() < 0.3:
+        z["vocab"] = np.array(["<pad>", "a", "b"])
+    if rng.random() < 0.6:  # what a matching model would expect
+        expect = {"num_classes": C, "many_output": many, "input_dtype": np.float32 if floats else np.int64,
+                  "input_shape": ["batch", "seq", F] if floats else ["batch", T]}
+        return z, expect
+    expect = {"num_classes": _pick(rng, [None, C, 1, 2, 8]), "many_output": _pick(rng, [None, many, not many]),
+              "input_dtype": _pick(rng, [np.float32, np.int64, np.int32, np.float64] if floats else
+                                   [np.int64, np.int32, np.float32]),
+              "input_shape": _pick(rng, [None, ["batch", T, F] if floats else ["batch", T], ["batch", "seq", F],
+                                         [None, None], [None, T + 1], ["b", 0, F], [1, T]])}
+    return z, expect
+
+
+def _mutate_array(rng, a):
+    how = int(rng.integers(7))
+    if a.ndim == 0 and how in (2, 4, 5):
+        how = 3
+    if how == 0:
+        dt = _pick(rng, NP_DTYPES)
+        try:
+            return a.astype(dt), f"dtype {np.dtype(dt)}"
+        except (TypeError, ValueError):
+            return np.array(a.tolist(), dtype=object), "object"
+    if how == 1:
+        return np.asarray(a.reshape(-1)[0] if a.size else 0), "0-d"
+    if how == 2:
+        return a.reshape(-1), "flattened"
+    if how == 3:
+        return a[..., None], "extra axis"
+    if how == 4:
+        return a[:0], "zero rows"
+    if how == 5:
+        return a[: max(1, a.shape[0] - 1) if a.ndim else None], "fewer rows"
+    if a.dtype.kind not in "iuf":
+        return a[::-1], "reversed"
+    b = a.astype(np.float64) if a.dtype.kind == "f" else a.astype(np.int64)
+    if b.size:
+        v = _pick(rng, [np.nan, np.inf, -np.inf, -1, -5, 2**62, 1e39]
+                  if b.dtype.kind == "f" else [-1, -5, 2**62, 10**6, -(2**62)])
+        b.reshape(-1)[int(rng.integers(b.size))] = v
+        return b, f"poked {v}"
+    return b, "empty"
+
+
+def gen_data(rng) -> tuple[str, bytes | None, dict]:
+    z, expect = _valid_arrays(rng)
+    edits = []
+    for _ in range(int(_pick(rng, [0, 1, 1, 1, 2, 3]))):
+        key = _pick(rng, list(z) + ["junk"])
+        how = rng.random()
+        if how < 0.15:
+            z.pop(key, None)
+            edits.append(f"drop {key}")
+        elif how < 0.25:
+            z[key] = rng.normal(size=(2, 2))
+            edits.append(f"set {key} to float [2, 2]")
+        elif key in z:
+            z[key], what = _mutate_array(rng, z[key])
+            edits.append(f"{key}: {what}")
+    buf = _io.BytesIO()
+    container = rng.random()
+    if container < 0.6:
+        np.savez(buf, **z)
+        kind = "npz"
+    elif container < 0.8:
+        np.savez_compressed(buf, **z)
+        kind = "npz-compressed"
+    elif container < 0.87:
+        np.save(buf, next(iter(z.values())) if z else np.zeros(1))
+        kind = "npy"
+    elif container < 0.92:
+        import pickle
+
+        pickle.dump(z, buf)
+        kind = "pickle"
+    elif container < 0.96:
+        buf.write(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes())
+        kind = "random bytes"
+    else:
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("x_train.npy", b"\x93NUMPY garbage")
+            zf.writestr("y_train.txt", b"1,2,3")
+        kind = "zip of junk"
+    raw = buf.getvalue()
+    if kind.startswith("npz") and rng.random() < 0.25:
+        what, raw = byte_edit(rng, raw)
+        kind += f" + {what}"
+    return f"{kind} [{'; '.join(edits) or 'valid arrays'}] expect {expect}", raw, expect
+
+
+def run_data(raw: bytes, expect: dict, workdir: Path) -> None:
+    path = workdir / "case.npz"
+    path.write_bytes(raw)
+    load_data(path, **expect)
+
+
+# ---- slicers ----------------------------------------------------------------------------------
+
+
+def gen_slice(rng) -> tuple[str, object]:
+    desc, spec = random_spec(rng)
+    unrolled = rng.random() < 0.35
+    return f"{desc} {'unrolled' if unrolled else 'rolled'} slice", (spec, unrolled)
+
+
+def run_slice(rng, payload) -> None:
+    from onnxmod.concern import Concern
+    from onnxmod.unrolled import apply_unrolled
+
+    spec, unrolled = payload
+    model = Model(build(spec))
+    if unrolled:
+        T = int(rng.integers(1, 5))
+        keep = {op.index: rng.random((T, op.units)) < _pick(rng, [0.0, 0.4, 1.0]) for op in model.recurrent}
+        apply_unrolled(model, Concern(0, "c", "unrolled", keep))
+    else:
+        model.apply_selection(random_selection(rng, model))
+    out = model.export()
+    onnx.checker.check_model(out)
+
+
+# ---- driver -----------------------------------------------------------------------------------
+
+
+class CaseTimeout(BaseException):
+    pass
+
+
+def _alarm(signum, frame):
+    raise CaseTimeout()
+
+
+def case_rng(seed: int, i: int) -> np.random.Generator:
+    return np.random.default_rng([seed, i])
+
+
+def pick_target(rng, targets) -> str:
+    w = np.array([WEIGHTS[t] for t in targets])
+    return targets[int(rng.choice(len(targets), p=w / w.sum()))]
+
+
+def run_case(seed: int, i: int, targets, pool: Pool, workdir: Path, timeout: float):
+    """Returns (target, outcome, description, detail)."""
+    rng = case_rng(seed, i)
+    target = pick_target(rng, targets)
+    try:
+        return _run_case(rng, target, pool, workdir, timeout)
+    except Exception as exc:  # noqa: BLE001 - a bug in this harness, not in onnxmod: still reported
+        return target, f"HARNESS {type(exc).__name__}", "?", traceback.format_exc()
+
+
+def _run_case(rng, target, pool: Pool, workdir: Path, timeout: float):
+    if target == "model":
+        desc, raw = gen_model(rng, pool)
+
+        def go():
+            run_model(rng, raw, workdir)
+        name = "case.onnx"
+    elif target == "data":
+        desc, raw, expect = gen_data(rng)
+
+        def go():
+            run_data(raw, expect, workdir)
+        name = "case.npz"
+    else:
+        desc, payload = gen_slice(rng)
+
+        def go():
+            run_slice(rng, payload)
+        name = None
+    if timeout:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            go()
+        outcome, detail = "ok", ""
+    except CaseTimeout:
+        outcome, detail = "HANG", f"over {timeout} s"
+    except OnnxmodError as exc:
+        outcome, detail = type(exc).__name__, str(exc)
+        if "\n" in detail:
+            outcome, detail = "MULTILINE " + outcome, detail
+        elif name and name not in detail:
+            outcome = "unnamed " + outcome
+    except Exception as exc:  # noqa: BLE001 - this is what we are looking for
+        outcome = f"UNCAUGHT {type(exc).__name__}"
+        frames = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in frames if "/onnxmod/" in f.filename] or frames
+        where = f"{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "?"
+        outcome += f" at {where}"
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+    finally:
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    return target, outcome, desc, detail
+
+
+def failed(outcome: str) -> bool:
+    return outcome.startswith(("UNCAUGHT", "HANG", "MULTILINE", "HARNESS"))
+
+
+def _quiet():
+    try:
+        import onnx_graphsurgeon as gs
+
+        gs.logger.G_LOGGER.severity = 100
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def worker(args):
+    seed, indices, targets, timeout, verbose = args
+    messages = collections.Counter() if verbose else None
+    _quiet()
+    signal.signal(signal.SIGALRM, _alarm)
+    pool = Pool(seed)
+    counts = collections.Counter()
+    failures, seen = [], set()
+    with tempfile.TemporaryDirectory(prefix="onnxmod-fuzz-") as d:
+        workdir = Path(d)
+        for i in indices:
+            target, outcome, desc, detail = run_case(seed, i, targets, pool, workdir, timeout)
+            counts[(target, outcome)] += 1
+            if messages is not None and detail and not failed(outcome):
+                messages[(target, _gist(detail))] += 1
+            if failed(outcome) and outcome not in seen:  # first example of each distinct failure
+                seen.add(outcome)
+                failures.append((i, target, outcome, desc, detail))
+    return counts, failures, messages
+
+
+def _gist(message: str) -> str:
+    """A refusal without its file path and numbers: groups messages for --verbose."""
+    import re
+
+    m = re.sub(r"\S*case\.(onnx|npz)", "FILE", message)
+    m = re.sub(r"-?\d+", "N", m)
+    return m[:110]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=10000, help="number of generated inputs (default 10000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
+    ap.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds before a case counts as a hang")
+    ap.add_argument("--case", type=int, default=None, help="re-run one case and show its traceback")
+    ap.add_argument("--show", type=int, default=5, help="distinct failures to print (default 5)")
+    ap.add_argument("--verbose", action="store_true", help="also print the most common refusal messages")
+    args = ap.parse_args(argv)
+    targets = tuple(args.targets)
+    if args.case is not None:
+        _quiet()
+        signal.signal(signal.SIGALRM, _alarm)
+        with tempfile.TemporaryDirectory(prefix="onnxmod-fuzz-") as d:
+            target, outcome, desc, detail = run_case(args.seed, args.case, targets, Pool(args.seed), Path(d),
+                                                     args.timeout)
+        print(f"case {args.case} ({target}): {outcome}\n  input: {desc}\n  {detail}")
+        return 1 if failed(outcome) else 0
+    t0 = time.perf_counter()
+    jobs = max(1, args.jobs)
+    chunks = [list(range(j, args.count, jobs)) for j in range(jobs)]
+    counts = collections.Counter()
+    failures = []
+    work = [(args.seed, c, targets, args.timeout, args.verbose) for c in chunks if c]
+    if jobs == 1:
+        results = [worker(w) for w in work]
+    else:
+        with cf.ProcessPoolExecutor(jobs) as ex:
+            results = list(ex.map(worker, work))
+    seen = set()
+    messages = collections.Counter()
+    for c, f, m in results:
+        counts.update(c)
+        messages.update(m or {})
+        for item in f:
+            if item[2] not in seen:
+                seen.add(item[2])
+                failures.append(item)
+    failures.sort()
+    dt = time.perf_counter() - t0
+    print(f"onnxmod fuzz: {args.count} inputs, seed {args.seed}, targets {' '.join(targets)}, "
+          f"{jobs} job(s), {dt:.0f} s")
+    for target in targets:
+        sub = {o: n for (t, o), n in counts.items() if t == target}
+        print(f"  {target:<6} {sum(sub.values()):>6}")
+        for o, n in sorted(sub.items(), key=lambda kv: (-kv[1], kv[0])):
+            print(f"      {n:>6}  {o}")
+    if args.verbose:
+        for target in targets:
+            top = sorted(((n, msg) for (t, msg), n in messages.items() if t == target), reverse=True)[:25]
+            print(f"  most common refusals ({target}):")
+            for n, msg in top:
+                print(f"      {n:>6}  {msg}")
+    bad = sum(n for (t, o), n in counts.items() if failed(o))
+    total = collections.Counter()
+    for (t, o), n in counts.items():
+        total[o.split(" ")[-1] if not failed(o) else "uncaught/hang"] += n
+    print("  total: " + ", ".join(f"{k} {v}" for k, v in sorted(total.items(), key=lambda kv: -kv[1])))
+    if bad:
+        print(f"FAILED: {bad} input(s) raised something other than an OnnxmodError (or hung); "
+              f"{len(failures)} distinct, first {min(len(failures), args.show)}:")
+        for i, target, outcome, desc, detail in failures[: args.show]:
+            print(f"- case {i} ({target}): {outcome}\n  input: {desc}\n  re-run: python tools/fuzz.py "
+                  f"--seed {args.seed} --case {i}\n  " + detail.strip().replace("\n", "\n  "))
+        return 1
+    print("no uncaught exception")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
