@@ -267,8 +267,8 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     t_build = time.perf_counter()
     mono_bleu = encdec.bleu(model.original, data)
     comp_bleu = encdec.bleu(composed, data)
-    mono_acc = encdec.token_accuracy(model.original, model, data, threads)
-    comp_acc = encdec.token_accuracy(composed, model, data, threads)
+    mono_acc = encdec.token_accuracy(model.original, data, threads)
+    comp_acc = encdec.token_accuracy(composed, data, threads)
     model_params = model.parameter_count()
     entries = []
     for c, proto in zip(concerns, modules):
@@ -380,10 +380,30 @@ def replace(composed_path, module_path, out_path, class_name: str | None = None,
             "modules": ev.describe_classes(out), "parameters": count_parameters_proto(out)}
 
 
+def _is_translator(proto: onnx.ModelProto) -> bool:
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get("onnxmod.shape") == "enc-dec":
+        return True
+    return meta.get("onnxmod.kind", "model") == "model" and len(proto.graph.input) == 2
+
+
 def evaluate(model_path, data_path, threads: int | None = None) -> dict:
-    """Test-split accuracy of a model, a composition or a module (overall and per class)."""
+    """Test-split accuracy of a model, a composition or a module (overall and per class).
+
+    Translators (encoder-decoder models, their modules and compositions) report BLEU per target
+    language from greedy decoding, and teacher-forced next-token accuracy."""
     proto = load_onnx(model_path)
     k = ev.kind(proto)
+    if _is_translator(proto):
+        from . import encdec
+
+        model = Model(proto, source=str(model_path)) if k == "model" else None
+        data = encdec.load_translation_data(data_path, model)
+        b = encdec.bleu(proto, data)
+        return {"model": str(model_path), "kind": k, "accuracy": encdec.token_accuracy(proto, data, threads),
+                "samples": int(data.y_test.shape[0]), "bleu": b,
+                "per_class": [{"class": i, "name": lang, "accuracy": None, "bleu": b.get(lang),
+                               "support": int((data.lang_test == i).sum())} for i, lang in enumerate(data.languages)]}
     if k == "model":
         model = Model(proto, source=str(model_path))
         data = load_dataset_for(model, data_path)

@@ -162,6 +162,10 @@ def run(argv=None) -> int:
         else:
             print(f"{r['model']} ({r['kind']}): accuracy {100 * r['accuracy']:.2f} % on {r['samples']} test samples")
             for c in r["per_class"]:
+                if "bleu" in c:
+                    b = "—" if c["bleu"] is None else f"{c['bleu']:.2f}"
+                    print(f"  {c['class']:>3} {c['name']:<20} BLEU {b:>6}  (n={c['support']})")
+                    continue
                 a = "—" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f}"
                 print(f"  {c['class']:>3} {c['name']:<20} {a:>7} %  (n={c['support']})")
     return 0

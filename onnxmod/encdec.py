@@ -55,17 +55,21 @@ class TranslationData:
     max_len: int
 
 
-def load_translation_data(path, model: Model) -> TranslationData:
-    V = model.num_classes
-    d = load_data(path, num_classes=V, many_output=True, input_shape=list(model.input.shape or []) or None)
+def load_translation_data(path, model: Model | None = None) -> TranslationData:
+    """Load translation data; with ``model``, check it against the model's vocabulary and input."""
+    V = model.num_classes if model is not None else None
+    shape = list(model.input.shape or []) or None if model is not None else None
+    d = load_data(path, num_classes=V, many_output=True, input_shape=shape)
     arrays = _read_npz(Path(d.path))
     for key in ("tgt_vocab", "languages"):
         if key not in arrays:
             raise InputError(f"{d.path}: translation data needs {key!r} (target vocabulary / language codes)")
     vocab = [str(s) for s in arrays["tgt_vocab"]]
     languages = [str(s) for s in arrays["languages"]]
-    if len(vocab) != V:
+    if V is not None and len(vocab) != V:
         raise InputError(f"{d.path}: tgt_vocab has {len(vocab)} entries but the model outputs {V}")
+    if d.y_train.max() >= len(vocab) or d.y_test.max() >= len(vocab):
+        raise InputError(f"{d.path}: target ids exceed tgt_vocab ({len(vocab)} entries)")
     tokens = []
     for lang in languages:
         tok = f"<2{lang}>"
@@ -86,10 +90,12 @@ def load_translation_data(path, model: Model) -> TranslationData:
                            langs(d.y_train, "y_train"), langs(d.y_test, "y_test"), int(d.y_test.shape[1]))
 
 
-def feeds(model: Model, x: np.ndarray, y: np.ndarray) -> dict:
-    if len(model.inputs) != 2:
-        raise UnsupportedModelError(f"{model.source}: an encoder-decoder model needs two inputs (source, target prefix)")
-    return {model.inputs[0].name: x, model.inputs[1].name: y[:, :-1]}
+def feeds(model, x: np.ndarray, y: np.ndarray) -> dict:
+    """Inputs for teacher forcing: ``{source: x, target prefix: y[:, :-1]}`` (a Model or a session)."""
+    names = [t.name for t in model.inputs] if isinstance(model, Model) else [i.name for i in model.get_inputs()]
+    if len(names) != 2:
+        raise UnsupportedModelError("an encoder-decoder model needs two inputs (source, target prefix)")
+    return {names[0]: x, names[1]: y[:, :-1]}
 
 
 def _side(model: Model) -> list[str]:
@@ -180,10 +186,10 @@ def bleu(model_or_proto, data: TranslationData, limit: int | None = None, thread
     return seq2seq.bleu_by_language(hyps, refs, lang, data.languages)
 
 
-def token_accuracy(proto, model: Model, data: TranslationData, threads=None) -> float:
+def token_accuracy(proto, data: TranslationData, threads=None) -> float:
     """Teacher-forced next-token accuracy on the test split (non-padding targets)."""
     sess = session(proto, threads=threads)
-    (logits,) = run_batched(sess, feeds(model, data.x_test, data.y_test), ["logits"], 256)
+    (logits,) = run_batched(sess, feeds(sess, data.x_test, data.y_test), [sess.get_outputs()[0].name], 256)
     target = data.y_test[:, 1:]
     valid = target != 0
     return float((logits.argmax(-1)[valid] == target[valid]).mean())
