@@ -357,7 +357,7 @@ class Model:
         for node in list(t.outputs):
             try:
                 self._consume(op, t, node, lab, sites)
-            except (ValueError, IndexError, TypeError, KeyError) as exc:  # shapes/attributes it cannot follow
+            except (ValueError, IndexError, TypeError, KeyError, MemoryError) as exc:  # shapes it cannot follow
                 self._refuse(op, node, f"cannot follow the units through it ({type(exc).__name__}: {exc})")
 
     def _last_axis_only(self, lab: np.ndarray) -> bool:
@@ -441,6 +441,8 @@ class Model:
             for a, s in enumerate(lab.shape):
                 if s > 1:
                     ins[a] = s
+            if np.prod(ins, dtype=object) > 10**8:  # the label tensor would not fit in memory
+                self._refuse(op, node, f"its input shape {ins} is too large to follow")
             if node.op == "Flatten":
                 ax = int(node.attrs.get("axis", 1)) % len(ins)
                 outs = [int(np.prod(ins[:ax])), int(np.prod(ins[ax:]))]

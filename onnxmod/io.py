@@ -110,9 +110,31 @@ def _graphs(g: onnx.GraphProto):
                 yield from _graphs(sub)
 
 
+def _bad_text(msg, where: str = "") -> str | None:
+    """The first string field that is not valid UTF-8 (protobuf hands those over as bytes), or None."""
+    for fd, value in msg.ListFields():
+        if fd.type not in (fd.TYPE_STRING, fd.TYPE_MESSAGE):
+            continue
+        values = value if fd.is_repeated else [value]
+        for i, v in enumerate(values):
+            here = f"{where}.{fd.name}" + (f"[{i}]" if fd.is_repeated else "")
+            if fd.type == fd.TYPE_STRING:
+                if not isinstance(v, str):
+                    return here.lstrip(".")
+            else:
+                bad = _bad_text(v, here)
+                if bad:
+                    return bad
+    return None
+
+
 def _check_constants(p: Path, proto: onnx.ModelProto) -> None:
-    """Every constant decodes to its declared dims and every string attribute is UTF-8: the checker
-    verifies neither, and a graph library meeting one fails with an arbitrary exception."""
+    """Every name is UTF-8 text, every constant decodes to its declared dims and every string
+    attribute is UTF-8: the checker verifies none of these, and a graph library meeting one fails
+    with an arbitrary exception."""
+    bad = _bad_text(proto)
+    if bad:
+        raise InputError(f"{p}: field {bad} is not valid UTF-8 text")
     for g in _graphs(proto.graph):
         tensors = list(g.initializer)
         for n in g.node:
