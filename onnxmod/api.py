@@ -26,7 +26,7 @@ from .concern import ConcernConfig, score_units
 from .errors import InputError, UsageError
 from .graph import Model, count_parameters_proto
 from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
-                 write_bytes_atomic)
+                 token_limit, write_bytes_atomic)
 from .modularize import build_module, model_digest
 from .sampling import (observations_many_output, observations_one_output, trace_rows_many_output,
                        trace_rows_one_output)
@@ -41,7 +41,8 @@ def _onnx_dtype(model: Model):
 
 def load_dataset_for(model: Model, data_path) -> Dataset:
     return load_data(data_path, num_classes=model.num_classes, many_output=not model.one_output,
-                     input_dtype=_onnx_dtype(model), input_shape=list(model.input.shape or []) or None)
+                     input_dtype=_onnx_dtype(model), input_shape=list(model.input.shape or []) or None,
+                     max_token=token_limit(model.original))
 
 
 def inspect(path) -> dict:

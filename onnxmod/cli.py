@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 usage, 3 bad input, 4 unsupported model, 5 incompatible modu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -185,7 +186,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"onnxmod: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _quiet_libraries() -> None:
+    """Library log lines would break the one-line contract: onnxruntime logs to stderr (also from the
+    sessions graphsurgeon opens to fold constants) and graphsurgeon prints to stdout. Their failures
+    still reach us as exceptions."""
+    with contextlib.suppress(Exception):
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(4)
+    with contextlib.suppress(Exception):
+        import onnx_graphsurgeon as gs
+
+        gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.CRITICAL + 10
+
+
 def main(argv=None) -> int:
+    _quiet_libraries()
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {s: signal.signal(s, _on_signal) for s in _SIGNALS}

@@ -178,7 +178,24 @@ def input_spec(proto: onnx.ModelProto) -> dict:
     except (KeyError, TypeError, ValueError):
         return {}
     shape = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else []
-    return {"input_dtype": dtype, "input_shape": shape or None}
+    return {"input_dtype": dtype, "input_shape": shape or None, "max_token": token_limit(proto)}
+
+
+def token_limit(proto: onnx.ModelProto) -> int | None:
+    """The rows of the embedding table(s) a ``Gather`` reads with the graph's input as indices (the
+    vocabulary size), or None: token ids must stay below it, or onnxruntime fails mid-run."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    inputs = [i.name for i in proto.graph.input if i.name not in inits]
+    if not inputs:
+        return None
+    limits = []
+    for n in proto.graph.node:
+        if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == inputs[0] and n.input[0] in inits:
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+            dims = list(inits[n.input[0]].dims)
+            if -len(dims) <= axis < len(dims):
+                limits.append(int(dims[axis]))
+    return min(limits) if limits else None
 
 
 @dataclass
@@ -207,8 +224,9 @@ class Dataset:
 
 
 def load_data(path, num_classes: int | None = None, many_output: bool | None = None,
-              input_dtype=np.int64, input_shape: list | None = None) -> Dataset:
-    """Load and validate a data file against what the model expects."""
+              input_dtype=np.int64, input_shape: list | None = None, max_token: int | None = None) -> Dataset:
+    """Load and validate a data file against what the model expects (``max_token``: token ids must
+    be below it, see ``token_limit``)."""
     p = _input_path(path, "an .npz data file")
     arrays = _read_npz(p)
     missing = [k for k in DATA_KEYS if k not in arrays]
@@ -222,7 +240,7 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
         splits.append("val")
     for split in splits:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        x = _check_x(p, f"x_{split}", x, input_dtype, input_shape)
+        x = _check_x(p, f"x_{split}", x, input_dtype, input_shape, max_token)
         y = _check_y(p, f"y_{split}", y, num_classes, many_output)
         if x.shape[0] != y.shape[0]:
             raise InputError(f"{p}: x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
@@ -262,7 +280,7 @@ def _strings(p: Path, key: str, a) -> list[str] | None:
     return [str(s) for s in a]
 
 
-def _check_x(p, key, x, input_dtype, input_shape):
+def _check_x(p, key, x, input_dtype, input_shape, max_token=None):
     want_dtype = np.dtype(input_dtype)
     integer = np.issubdtype(want_dtype, np.integer)
     if integer and (not np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
@@ -285,6 +303,9 @@ def _check_x(p, key, x, input_dtype, input_shape):
             raise InputError(f"{p}: {key} holds negative token ids")
         if x.size and int(x.max()) > np.iinfo(want_dtype).max:
             raise InputError(f"{p}: {key} holds token id {int(x.max())}, too large for the model's {want_dtype} input")
+        if max_token is not None and x.size and int(x.max()) >= max_token:
+            raise InputError(f"{p}: {key} holds token id {int(x.max())} but the model's embedding has {max_token} "
+                             f"rows (ids 0..{max_token - 1}); was the data encoded with another vocabulary?")
         return x.astype(want_dtype, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
         cast = x.astype(want_dtype, copy=False)
@@ -340,7 +361,12 @@ def _make_parent(p: Path) -> None:
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{p}: cannot create its folder {p.parent} ({_os_reason(exc)})") from None
+        reason = _os_reason(exc)
+        with contextlib.suppress(OSError):
+            blocker = next((a for a in (p.parent, *p.parent.parents) if a.exists()), None)
+            if blocker is not None and not blocker.is_dir():
+                reason = f"{blocker} is a file, not a directory"
+        raise OutputError(f"{p}: cannot create its folder ({reason})") from None
 
 
 def write_bytes_atomic(path, data: bytes) -> None:

@@ -13,7 +13,7 @@ from .errors import InputError
 def session(model, threads: int | None = None) -> ort.InferenceSession:
     """An InferenceSession for a path, bytes or ModelProto (CPU, no spinning, quiet)."""
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # failures surface as exceptions (one line); no log lines on stderr
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

@@ -380,6 +380,19 @@ def test_bad_data(tmp_path, real, change, words):
     refuse(tmp_path, ["decompose", model, "--data", bad, "--out", tmp_path / "out"], 3, "bad.npz", *words)
 
 
+def test_token_ids_beyond_the_vocabulary(tmp_path, real):
+    """Data encoded with another vocabulary: refused up front, not as an onnxruntime failure mid-run
+    (whose log line would also break the one-line contract)."""
+    model, data = real
+    z = _read_npz(data)
+    z["x_test"] = z["x_test"].copy()
+    z["x_test"][3, 5] = 99999
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **z)
+    refuse(tmp_path, ["evaluate", model, "--data", bad], 3, "bad.npz", "x_test", "token id 99999", "1934",
+           outputs=())
+
+
 @pytest.mark.parametrize("content", [b"x_train,y_train\n1,2\n", b"PK\x03\x04 truncated zip", b""],
                          ids=["text", "broken_zip", "empty"])
 def test_data_not_an_npz(tmp_path, real, content):
@@ -448,6 +461,44 @@ def test_output_file_in_place_of_directory(tmp_path):
     (tmp_path / "out").write_text("a file\n")
     refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out", "--force"], 2,
            "out", "not a directory", outputs=())
+
+
+def test_output_that_cannot_be_created(tmp_path):
+    """--out under a regular file (not a directory, whoever runs it): exit 73, nothing written."""
+    model = float_model(tmp_path / "f.onnx")
+    data = float_data(tmp_path / "d.npz")
+    (tmp_path / "plain").write_text("a file\n")
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "plain" / "out"], 73,
+           "plain", "not a directory", outputs=())
+
+
+def test_compose_output_that_cannot_be_created(tmp_path, decomposed):
+    shutil.copy(decomposed / "out" / "modules" / "0.onnx", tmp_path / "m0.onnx")
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    (tmp_path / "plain").write_text("a file\n")
+    refuse(tmp_path, ["compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", tmp_path / "plain" / "c.onnx"],
+           73, "c.onnx", outputs=())
+
+
+def test_output_write_failure_midway_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk while the modules are written: OutputError, the partial directory is removed."""
+    from onnxmod import io
+
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    data = float_data(tmp_path / "d.npz", classes=3)
+    real_fsync, calls = os.fsync, []
+
+    def full_disk(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", full_disk)
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputError, match="No space left on device"):
+        api.decompose(model, data, tmp_path / "out", progress=False)
+    assert snapshot(tmp_path) == before
 
 
 # ---- compose and evaluate ------------------------------------------------------------------
