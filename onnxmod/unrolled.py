@@ -183,6 +183,10 @@ def _replace_op(m: Model, op, masks: list[np.ndarray]) -> None:
 
 def apply_unrolled(m: Model, concern: Concern) -> None:
     """Rewrite ``m`` into the unrolled module of ``concern`` (``keep[k]`` is ``[T, U]``)."""
+    opset = m.opset.get("", m.opset.get("ai.onnx", 0))
+    if opset < 13:  # the Scan cells use opset-13 forms (Unsqueeze/Split take their axes/sizes as inputs)
+        raise UnsupportedModelError(f"{m.source}: unrolled mode needs opset >= 13, the model uses opset {opset}; "
+                                    f"use --mode rolled or re-export with a newer opset")
     sels = {}
     for op in m.recurrent:
         keep = concern.keep[op.index]
