@@ -154,8 +154,8 @@ def _holdout(data: Dataset, seed: int) -> tuple[Dataset, np.ndarray, np.ndarray]
             data.x_train[val], data.y_train[val])
 
 
-def _build(model, concerns, vocab, digest):
-    modules = [build_module(model, c, vocab, digest) for c in concerns]
+def _build(model, concerns, vocab, digest, unrolled="output"):
+    modules = [build_module(model, c, vocab, digest, unrolled) for c in concerns]
     return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
 
 
@@ -166,7 +166,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
 
     def run(cap):
         concerns = [s.concern(cfg, cap) for s in scores]
-        modules, composed = _build(model, concerns, vocab, digest)
+        modules, composed = _build(model, concerns, vocab, digest, config.unrolled)
         label, sc = ev.predict_composed(composed, x_val, threads=threads)
         valid = y_val >= 0
         auc = [ev.roc_auc(sc[..., j][valid], y_val[valid] == c.class_index) for j, c in enumerate(concerns)]
@@ -233,7 +233,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 
     size = None
     if max_loss is None:
         concerns = [s.concern(config) for s in scores]
-        modules, composed = _build(model, concerns, vocab, digest)
+        modules, composed = _build(model, concerns, vocab, digest, config.unrolled)
     else:
         concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100,
                                                          x_val, y_val, vocab, digest, threads)

@@ -55,6 +55,9 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tangling", action="store_true", help="ReLU layers: tangling identification (restore units "
                    "active on negatives)")
     g.add_argument("--tangling-rate", type=float, default=d.tangling_rate, help=f"({d.tangling_rate})")
+    g.add_argument("--unrolled-semantics", choices=("output", "state"), default=d.unrolled,
+                   help="unrolled mode: a unit outside step t's concern is cut from step t's outputs (output, "
+                        "default) or has its state zeroed at step t (state)")
     g.add_argument("--max-loss", type=float, default=None, metavar="POINTS",
                    help="smaller modules: remove as many units as a held-out 10%% of the training split allows "
                         "while composed and per-module accuracy drop at most POINTS (e.g. 0.5)")
@@ -130,7 +133,7 @@ def run(argv=None) -> int:
     elif args.command == "decompose":
         cfg = ConcernConfig(removal_cap=args.removal_cap, mad_cutoff=args.mad_cutoff, relu_rule=args.relu_rule,
                             relu_threshold=args.relu_threshold, tangling=args.tangling,
-                            tangling_rate=args.tangling_rate,
+                            tangling_rate=args.tangling_rate, unrolled=args.unrolled_semantics,
                             sampling=SamplingConfig(args.positives, args.negatives, args.max_sequences, args.seed))
         r = api.decompose(args.model, args.data, args.out, mode=args.mode, seed=args.seed, config=cfg,
                           force=args.force, progress=False if args.quiet else None, threads=args.threads,

@@ -34,11 +34,14 @@ class ConcernConfig:
     tangling: bool = False
     tangling_rate: float = 0.5
     rank_all: bool = False  # size search: every unit is a candidate, ranked by score
+    unrolled: str = "output"  # how per-step concerns apply: cut step outputs, or zero the state
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def validate(self) -> None:
         if not 0.0 <= self.removal_cap <= 1.0:
             raise UsageError(f"removal cap {self.removal_cap} is outside 0..1")
+        if self.unrolled not in ("output", "state"):
+            raise UsageError(f"unrolled semantics {self.unrolled!r} is not one of output, state")
         if self.relu_rule not in ("diff", "inactive"):
             raise UsageError(f"relu rule {self.relu_rule!r} is not one of diff, inactive")
         if self.mad_cutoff <= 0:

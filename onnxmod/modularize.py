@@ -98,7 +98,7 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
 
 
 def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None,
-                 digest: str | None = None) -> onnx.ModelProto:
+                 digest: str | None = None, unrolled: str = "output") -> onnx.ModelProto:
     """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched)."""
     m = model.fresh()
     if concern.mode == "rolled":
@@ -106,9 +106,11 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
     else:
         from .unrolled import apply_unrolled
 
-        apply_unrolled(m, concern)
+        apply_unrolled(m, concern, unrolled)
     score, logits = channel(m, concern.class_index)
     meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original))
+    if concern.mode == "unrolled":
+        meta["onnxmod.unrolled_semantics"] = unrolled
     proto = m.export(outputs=[score, logits], metadata=meta)
     onnx.checker.check_model(proto, full_check=True)
     return proto

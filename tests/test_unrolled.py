@@ -17,15 +17,21 @@ from builders import build, random_stack
 CELLS = [("LSTM", 0, False), ("GRU", 0, False), ("GRU", 1, False), ("RNN", 0, False), ("RNN", 0, True)]
 
 
-def reference(proto, spec, x, keeps):
-    """numpy: every layer run step by step, state masked by the step's keep mask."""
+def reference(proto, spec, x, keeps, semantics="state", unions=None):
+    """numpy: every layer run step by step; ``state``: the state is masked by the step's keep mask;
+    ``output``: the layer runs unmasked and only what the next layer / the head read is masked."""
     g = gs.import_onnx(proto)
     nodes = [n for n in g.nodes if handler_for(n.op)]
     seq = x.transpose(1, 0, 2).astype(np.float64)
-    for node, L, keep in zip(nodes, spec.layers, keeps):
+    unions = unions or [k.any(axis=0) for k in keeps]
+    for node, L, keep, union in zip(nodes, spec.layers, keeps, unions):
         H = L.hidden
         masks = [keep[:, d * H:(d + 1) * H].astype(np.float64) for d in range(L.directions)]
-        Y = handler_for(node.op).run_numpy(node, seq, masks=masks)["Y"]  # [T, D, B, H]
+        if semantics == "state":
+            Y = handler_for(node.op).run_numpy(node, seq, masks=masks)["Y"]  # [T, D, B, H]
+        else:  # units never kept (at any traced step) are removed outright; the others have their outputs cut
+            um = [np.broadcast_to(union[d * H:(d + 1) * H], m.shape) for d, m in enumerate(masks)]
+            Y = handler_for(node.op).run_numpy(node, seq, masks=um)["Y"] * np.stack(masks, axis=1)[:, :, None, :]
         seq = Y.transpose(0, 2, 1, 3).reshape(Y.shape[0], Y.shape[2], -1)
     bf = seq.transpose(1, 0, 2)
     if spec.many_output:
@@ -47,19 +53,19 @@ def cases(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(cases())
-def test_unrolled_graph_matches_numpy_reference(case):
+@given(cases(), st.sampled_from(["output", "state"]))
+def test_unrolled_graph_matches_numpy_reference(case, semantics):
     spec, keeps, T, rng = case
     proto = build(spec)
     m = Model(proto)
-    apply_unrolled(m, Concern(0, "c", "unrolled", dict(enumerate(keeps))))
+    apply_unrolled(m, Concern(0, "c", "unrolled", dict(enumerate(keeps))), semantics)
     out = m.export()
     onnx.checker.check_model(out, full_check=True)
     sess = runtime.session(out)
     for length in sorted({T, max(1, T - 2)}):  # any length up to the traced one
         x = rng.normal(0, 1, (3, length, spec.features)).astype(np.float32)
         got = sess.run(None, {"x": x})[0]
-        want = reference(proto, spec, x, [k[:length] for k in keeps])
+        want = reference(proto, spec, x, [k[:length] for k in keeps], semantics, [k.any(axis=0) for k in keeps])
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
@@ -68,7 +74,7 @@ def test_all_kept_unrolled_equals_original():
     spec = random_stack(rng, "LSTM", 2, 4, 2, many_output=True)
     proto = build(spec)
     m = Model(proto)
-    apply_unrolled(m, Concern(0, "c", "unrolled", {0: np.ones((5, 8), bool), 1: np.ones((5, 8), bool)}))
+    apply_unrolled(m, Concern(0, "c", "unrolled", {0: np.ones((5, 8), bool), 1: np.ones((5, 8), bool)}), "state")
     x = rng.normal(0, 1, (2, 5, spec.features)).astype(np.float32)
     np.testing.assert_allclose(runtime.session(m.export()).run(None, {"x": x})[0],
                                runtime.session(proto).run(None, {"x": x})[0], atol=1e-5)
@@ -81,7 +87,7 @@ def test_units_never_kept_are_removed_physically():
     keep[:, [1, 4]] = True
     keep[2, 5] = True
     m = Model(build(spec))
-    apply_unrolled(m, Concern(0, "c", "unrolled", {0: keep}))
+    apply_unrolled(m, Concern(0, "c", "unrolled", {0: keep}), "state")
     scans = [n for n in m.graph.nodes if n.op == "Scan"]
     assert len(scans) == 1
     assert m.graph.nodes and all(n.op != "GRU" for n in m.graph.nodes)
