@@ -32,7 +32,15 @@ from .sampling import (observations_many_output, observations_one_output, trace_
                        trace_rows_one_output)
 from .trace import gate_activations, last_step_gates, run_trace
 
-MODES = ("rolled", "unrolled")
+MODES = ("auto", "rolled", "unrolled")
+
+
+def resolve_mode(mode: str, model: Model) -> str:
+    """``auto``: rolled for one-output models and translators, unrolled for many-output models
+    (measured: rolled mode costs many-output models far more accuracy, as the paper found)."""
+    if mode != "auto":
+        return mode
+    return "rolled" if model.one_output or model.shape == "enc-dec" else "unrolled"
 
 
 def _onnx_dtype(model: Model):
@@ -186,7 +194,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
                                        "trail": trail}
 
 
-def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 0,
+def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
               threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None) -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
@@ -216,6 +224,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "rolled", seed: int = 
     if max_loss is not None and not 0 <= max_loss <= 100:
         raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
     model = Model.load(model_path)
+    mode = resolve_mode(mode, model)
     if model.shape == "enc-dec":
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start)
     data = load_dataset_for(model, data_path)

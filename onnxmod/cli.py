@@ -35,8 +35,9 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
     d = ConcernConfig()
     s = SamplingConfig()
     g = p.add_argument_group("concern identification (SPEC §3; defaults are the reference's)")
-    g.add_argument("--mode", choices=api.MODES, default="rolled", help="rolled: one decision per layer; "
-                   "unrolled: one per layer and timestep (default: rolled)")
+    g.add_argument("--mode", choices=api.MODES, default="auto", help="rolled: one decision per layer; "
+                   "unrolled: one per layer and timestep; auto (default): rolled for one-output models and "
+                   "translators, unrolled for many-output models")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     g.add_argument("--monitor", choices=api.MONITORS, default="hidden",
                    help="decide on hidden states h (default) or on each LSTM/GRU gate's own activation")
