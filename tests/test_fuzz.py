@@ -1,0 +1,340 @@
+"""Property tests at onnxmod's input boundary: on any input, the model loader, the data loader and the
+slicers either succeed or raise an ``OnnxmodError`` subclass (with a one-line message) — never another
+exception type. ``tools/fuzz.py`` runs the same targets on 10,000+ inputs; these keep a modest
+number of examples so the file runs in well under a minute.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from onnx import TensorProto, helper, numpy_helper
+
+from builders import build, random_stack
+from conftest import FIXTURES
+from onnxmod.errors import OnnxmodError
+from onnxmod.graph import Model
+from onnxmod.io import load_data, load_onnx
+from onnxmod.ops.base import UnitSelection
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import fuzz  # noqa: E402  (tools/fuzz.py: the long-run fuzzer; its generators are reused here)
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CELLS = [("LSTM", 0, False), ("GRU", 0, False), ("GRU", 1, False), ("RNN", 0, False), ("RNN", 0, True)]
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    fuzz._quiet()
+    with tempfile.TemporaryDirectory(prefix="onnxmod-fuzz-test-") as d:
+        yield Path(d)
+
+
+def _one_line_refusal(exc: OnnxmodError, name: str | None) -> None:
+    msg = str(exc)
+    assert msg and "\n" not in msg, msg
+    if name:
+        assert name in msg, msg  # names the file
+
+
+def refused_or_ok(fn, name: str | None = None):
+    """Run ``fn``: fine if it returns or raises an OnnxmodError; any other exception fails the test."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    except OnnxmodError as exc:
+        _one_line_refusal(exc, name)
+        return None
+
+
+# ---- base models -----------------------------------------------------------------------------
+
+@st.composite
+def specs(draw):
+    op, lbr, relu = draw(st.sampled_from(CELLS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    return random_stack(rng, op, draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.sampled_from([1, 2])),
+                        features=draw(st.integers(1, 4)), classes=draw(st.integers(1, 4)),
+                        many_output=draw(st.booleans()), relu=relu, linear_before_reset=lbr)
+
+
+_BASE: dict[int, bytes] = {}
+
+
+def base_bytes(i: int) -> bytes:
+    """A few base models, built once: generated stacks and (when present) the real fixture."""
+    if i not in _BASE:
+        fixture = FIXTURES / "math_topics" / "lstm1.onnx"
+        if i == 0 and fixture.exists():
+            _BASE[i] = fixture.read_bytes()
+        else:
+            op, lbr, relu = CELLS[i % len(CELLS)]
+            spec = random_stack(np.random.default_rng(i), op, 1 + i % 2, 2 + i % 3, 1 + (i // 2) % 2,
+                                many_output=bool(i % 3 == 0), relu=relu, linear_before_reset=lbr)
+            _BASE[i] = build(spec).SerializeToString()
+    return _BASE[i]
+
+
+def load_and_analyse(path: Path):
+    proto = load_onnx(path)
+    model = Model(proto, source=str(path))
+    model.describe()
+    return model
+
+
+# ---- the model loader ----------------------------------------------------------------------------
+
+@st.composite
+def mutated_bytes(draw):
+    raw = bytearray(base_bytes(draw(st.integers(0, 5))))
+    kind = draw(st.sampled_from(["flip", "truncate", "splice", "delete"]))
+    if kind == "flip":
+        for pos, bit in draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 7)), min_size=1,
+                                      max_size=12)):
+            raw[pos] ^= 1 << bit
+    elif kind == "truncate":
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
+    elif kind == "splice":
+        pos = draw(st.integers(0, len(raw) - 1))
+        chunk = draw(st.binary(min_size=1, max_size=48))
+        raw[pos:pos + len(chunk)] = chunk
+    else:
+        pos = draw(st.integers(0, len(raw) - 1))
+        del raw[pos:pos + draw(st.integers(1, 48))]
+    return kind, bytes(raw)
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(mutated_bytes())
+def test_model_loader_on_mutated_bytes(workdir, case):
+    kind, raw = case
+    path = workdir / "mutated.onnx"
+    path.write_bytes(raw)
+    refused_or_ok(lambda: load_and_analyse(path), "mutated.onnx")
+
+
+ATTRS = ["hidden_size", "direction", "activations", "activation_alpha", "clip", "input_forget", "layout",
+         "linear_before_reset", "perm", "axis", "axes", "transB", "allowzero", "keepdims"]
+attr_values = st.one_of(st.integers(-(2**40), 2**40), st.sampled_from([0, 1, 2, 3, -1]),
+                        st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(fuzz.STRINGS),
+                        st.lists(st.integers(-3, 4), min_size=1, max_size=4),
+                        st.lists(st.sampled_from(fuzz.STRINGS), min_size=1, max_size=4))
+
+
+@st.composite
+def field_edits(draw):
+    proto = onnx.ModelProto.FromString(base_bytes(draw(st.integers(0, 5))))
+    g = proto.graph
+    edits = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["attr", "attr_del", "op_type", "input", "init_dims", "io_dim", "opset"]))
+        node = g.node[draw(st.integers(0, len(g.node) - 1))] if len(g.node) else None
+        if kind == "attr" and node is not None:
+            name, value = draw(st.sampled_from(ATTRS)), draw(attr_values)
+            keep = [a for a in node.attribute if a.name != name]
+            del node.attribute[:]
+            node.attribute.extend(keep + [helper.make_attribute(name, value)])
+        elif kind == "attr_del" and node is not None and len(node.attribute):
+            del node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
+        elif kind == "op_type" and node is not None:
+            node.op_type = draw(st.sampled_from(fuzz.OPS))
+        elif kind == "input" and node is not None and len(node.input):
+            names = [i.name for i in g.input] + [t.name for t in g.initializer] + ["", "nowhere"]
+            node.input[draw(st.integers(0, len(node.input) - 1))] = draw(st.sampled_from(names))
+        elif kind == "init_dims" and len(g.initializer):
+            t = g.initializer[draw(st.integers(0, len(g.initializer) - 1))]
+            dims = draw(st.lists(st.integers(0, 9), max_size=4))
+            del t.dims[:]
+            t.dims.extend(dims)
+        elif kind == "io_dim" and len(g.input[0].type.tensor_type.shape.dim):
+            d = g.input[0].type.tensor_type.shape.dim[-1]
+            d.dim_value = draw(st.sampled_from([0, 1, 2, 7, 2**40]))
+        elif kind == "opset":
+            proto.opset_import[0].version = draw(st.integers(1, 30))
+        edits.append(kind)
+    return edits, proto.SerializeToString()
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(field_edits())
+def test_model_loader_on_protobuf_field_edits(workdir, case):
+    edits, raw = case
+    path = workdir / "edited.onnx"
+    path.write_bytes(raw)
+    refused_or_ok(lambda: load_and_analyse(path), "edited.onnx")
+
+
+WIRE = ["Relu", "Tanh", "Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Gather", "Flatten",
+        "Softmax", "ReduceMean", "Add", "MatMul", "Concat", "Expand", "Shape", "Cast", "Slice"]
+
+
+@st.composite
+def wired_models(draw):
+    """Random ops (with random attributes/constants) inserted between a recurrent op and its consumers."""
+    proto = onnx.ModelProto.FromString(base_bytes(draw(st.integers(1, 5))))
+    g = proto.graph
+    rec = [n for n in g.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    node = rec[draw(st.integers(0, len(rec) - 1))]
+    src = node.output[draw(st.integers(0, min(1, len(node.output) - 1)))]
+    consumers = [(n, i) for n in g.node for i, x in enumerate(n.input) if x == src]
+    cur, chain = src, []
+    for k in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(WIRE))
+        name = f"w{k}_{op}"
+        ins, attrs = [cur], {}
+        if op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Gather", "Slice", "Add", "MatMul", "Concat"):
+            shape = draw(st.lists(st.integers(1, 4), max_size=3))
+            ints = draw(st.lists(st.integers(-4, 6), min_size=1, max_size=4))
+            value = (np.array(ints, np.int64) if op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Slice")
+                     else np.array(ints[0], np.int64) if op == "Gather"
+                     else np.ones(shape, np.float32))
+            g.initializer.append(numpy_helper.from_array(value, f"{name}_c"))
+            ins.append(f"{name}_c")
+            if op == "Slice":
+                ins.append(f"{name}_c")
+        if op in ("Transpose",):
+            attrs["perm"] = draw(st.permutations(list(range(draw(st.integers(2, 4))))))
+        if op in ("Gather", "Flatten", "Softmax", "Concat"):
+            attrs["axis"] = draw(st.integers(-4, 4))
+        if op == "Cast":
+            attrs["to"] = draw(st.sampled_from([TensorProto.FLOAT, TensorProto.INT64, TensorProto.DOUBLE]))
+        g.node.append(helper.make_node(op, ins, [f"{name}_out"], name=name, **attrs))
+        cur = f"{name}_out"
+        chain.append(op)
+    for n, i in consumers:
+        n.input[i] = cur
+    fuzz._toposort(g)
+    return chain, proto.SerializeToString()
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(wired_models(), st.integers(0, 2**31 - 1))
+def test_model_loader_and_slicers_on_random_ops_wired_to_recurrent_outputs(workdir, case, seed):
+    chain, raw = case
+    path = workdir / "wired.onnx"
+    path.write_bytes(raw)
+
+    def go():
+        model = load_and_analyse(path)
+        fuzz.slice_model(np.random.default_rng(seed), model)  # an accepted graph must slice cleanly
+
+    refused_or_ok(go, "wired.onnx")
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_model_target_of_the_long_fuzzer(workdir, seed):
+    """A sample of tools/fuzz.py's model generator (byte edits, field edits, wiring) with its checks."""
+    pool = _pool()
+    rng = np.random.default_rng(seed)
+    desc, raw = fuzz.gen_model(rng, pool)
+    refused_or_ok(lambda: fuzz.run_model(rng, raw, workdir), "case.onnx")
+
+
+_POOL = []
+
+
+def _pool():
+    if not _POOL:
+        _POOL.append(fuzz.Pool(0, size=8))
+    return _POOL[0]
+
+
+# ---- the data loader ---------------------------------------------------------------------------
+
+DTYPES = [np.int8, np.int32, np.int64, np.uint8, np.uint64, np.float16, np.float32, np.float64, np.bool_,
+          np.complex64]
+arrays = st.one_of(
+    hnp.arrays(st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)),
+    hnp.arrays(np.dtype("U3"), hnp.array_shapes(min_dims=0, max_dims=2, max_side=3)),
+)
+KEYS = ["x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "class_names", "vocab", "other"]
+
+
+@st.composite
+def data_files(draw):
+    z = draw(st.dictionaries(st.sampled_from(KEYS), arrays, max_size=8))
+    if draw(st.booleans()):  # start from a well-formed file, then spoil one key
+        n, t = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        base = {"x_train": np.zeros((n, t), np.int64), "y_train": np.zeros(n, np.int64),
+                "x_test": np.ones((n, t), np.int64), "y_test": np.ones(n, np.int64)}
+        base.update(dict(list(z.items())[:1]))
+        z = base
+    buf = io.BytesIO()
+    container = draw(st.sampled_from(["savez", "compressed", "npy", "bytes"]))
+    if container == "savez":
+        np.savez(buf, **z)
+    elif container == "compressed":
+        np.savez_compressed(buf, **z)
+    elif container == "npy":
+        np.save(buf, next(iter(z.values()), np.zeros(2)))
+    else:
+        buf.write(draw(st.binary(max_size=200)))
+    raw = bytearray(buf.getvalue())
+    if raw and container.startswith(("savez", "compressed")) and draw(st.booleans()):
+        for pos in draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=4)):
+            raw[pos] ^= 0xFF
+    expect = {"num_classes": draw(st.one_of(st.none(), st.integers(1, 5))),
+              "many_output": draw(st.one_of(st.none(), st.booleans())),
+              "input_dtype": draw(st.sampled_from([np.int64, np.int32, np.float32])),
+              "input_shape": draw(st.one_of(st.none(), st.lists(st.one_of(st.none(), st.integers(0, 4),
+                                                                            st.just("seq")), max_size=4))),
+              "max_token": draw(st.one_of(st.none(), st.integers(0, 5)))}
+    return bytes(raw), expect
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(data_files())
+def test_data_loader_on_generated_npz(workdir, case):
+    raw, expect = case
+    path = workdir / "data.npz"
+    path.write_bytes(raw)
+    refused_or_ok(lambda: load_data(path, **expect), "data.npz")
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_data_target_of_the_long_fuzzer(workdir, seed):
+    desc, raw, expect = fuzz.gen_data(np.random.default_rng(seed))
+    refused_or_ok(lambda: fuzz.run_data(raw, expect, workdir), "case.npz")
+
+
+# ---- the slicers -----------------------------------------------------------------------------------
+
+@settings(max_examples=60, **SETTINGS)
+@given(specs(), st.data())
+def test_apply_selection_with_random_keep_sets(spec, data):
+    model = Model(build(spec))
+    sels = {}
+    for op in model.recurrent:
+        H = op.hidden_size
+        keep = [data.draw(st.lists(st.integers(0, H - 1), max_size=2 * H)) for _ in range(op.directions)]
+        sels[op.index] = UnitSelection.from_keep(H, keep)
+
+    def go():
+        model.apply_selection(sels)
+        out = model.export()
+        onnx.checker.check_model(out, full_check=True)
+        for op in model.recurrent:  # every direction keeps the same, padded, width
+            assert op.hidden_size == sels[op.index].width
+
+    refused_or_ok(go)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(specs(), st.integers(0, 2**31 - 1))
+def test_module_builders_with_random_concerns(spec, seed):
+    """Rolled and unrolled modules (slicing + head channeling + full check) for random concerns."""
+    model = Model(build(spec))
+    refused_or_ok(lambda: fuzz.slice_model(np.random.default_rng(seed), model))
