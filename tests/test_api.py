@@ -90,3 +90,36 @@ def test_keep_all_composition_reproduces_the_model_exactly(tmp_path):
     label = runtime.session(str(tmp_path / "o" / "composed.onnx")).run(["label"], {"tokens": z["x_test"]})[0]
     mono = runtime.session(str(model)).run(None, {"tokens": z["x_test"]})[0].argmax(-1)
     np.testing.assert_array_equal(label, mono)
+
+
+def test_auto_mode_is_rolled_for_one_output_and_unrolled_for_many_output(tmp_path):
+    from conftest import fixture_path
+
+    r = api.decompose(fixture_path("math_topics", "lstm1.onnx"), fixture_path("math_topics", "data.npz"),
+                      tmp_path / "a", progress=False)
+    assert r["mode"] == "rolled"
+    r = api.decompose(fixture_path("cmu_phones", "lstm1.onnx"), fixture_path("cmu_phones", "data.npz"),
+                      tmp_path / "b", progress=False)
+    assert r["mode"] == "unrolled" and r["shape"] == "1:N"
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "b" / r["modules"][0]["file"])).metadata_props}
+    assert meta["onnxmod.mode"] == "unrolled" and meta["onnxmod.unrolled_semantics"] == "output"
+
+
+def test_size_search_makes_smaller_modules_and_reports_its_trail(math_lstm1, tmp_path):
+    model, data = math_lstm1
+    ref = api.decompose(model, data, tmp_path / "ref", progress=False)
+    small = api.decompose(model, data, tmp_path / "small", progress=False, max_loss=1.0)
+    s = small["size_search"]
+    assert s["trail"] and s["heldout_rows"] > 0 and s["max_loss_points"] == 1.0
+    accepted = [t["cap"] for t in s["trail"] if t["accepted"]]
+    if accepted:  # the search removed more than the reference cap allows
+        assert sum(m["params"] for m in small["modules"]) < sum(m["params"] for m in ref["modules"])
+    for t in s["trail"]:
+        assert 0 <= t["heldout_accuracy"] <= 1
+
+
+def test_gate_monitoring_end_to_end(math_lstm1, tmp_path):
+    model, data = math_lstm1
+    r = api.decompose(model, data, tmp_path / "g", progress=False, monitor="gates")
+    assert r["monitor"] == "gates" and len(r["modules"]) == 8
+    assert all(0 < m["jaccard"] <= 1 for m in r["modules"])
