@@ -258,6 +258,9 @@ def _read_npz(p: Path) -> dict:
     try:
         z = np.load(str(p), allow_pickle=False)
     except Exception as exc:  # zip, pickle and format errors of every kind
+        if "pickle" in str(exc):
+            raise InputError(f"{p}: holds pickled Python objects, which onnxmod never loads; save plain arrays "
+                             f"with numpy.savez") from None
         raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__}: {_first_line(exc, 120)})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         what = f"a single {z.dtype} array" if isinstance(z, np.ndarray) else type(z).__name__
@@ -268,6 +271,9 @@ def _read_npz(p: Path) -> dict:
             try:
                 arrays[k] = z[k]
             except Exception as exc:
+                if "allow_pickle" in str(exc):
+                    raise InputError(f"{p}: key {k!r} holds Python objects (pickled), which onnxmod never loads; "
+                                     f"store numbers or strings") from None
                 raise InputError(f"{p}: key {k!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
     return arrays
 

@@ -56,6 +56,8 @@ def refused_or_ok(fn, name: str | None = None):
     except OnnxmodError as exc:
         _one_line_refusal(exc, name)
         return None
+    except fuzz.RuntimeInvalid:  # a slicer met a model onnxruntime cannot run either (see tools/fuzz.py)
+        return None
 
 
 # ---- base models -----------------------------------------------------------------------------
@@ -227,7 +229,7 @@ def test_model_loader_and_slicers_on_random_ops_wired_to_recurrent_outputs(workd
 
     def go():
         model = load_and_analyse(path)
-        fuzz.slice_model(np.random.default_rng(seed), model)  # an accepted graph must slice cleanly
+        fuzz.slice_checked(np.random.default_rng(seed), model)  # an accepted graph must slice cleanly
 
     refused_or_ok(go, "wired.onnx")
 

@@ -261,6 +261,16 @@ def test_garbage_model_file(tmp_path, real):
            3, "garbage.onnx")
 
 
+@pytest.mark.parametrize("command", ["inspect", "evaluate", "compose"])
+def test_every_command_refuses_a_garbage_model(tmp_path, real, command):
+    _, data = real
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07\x12junk" * 20)
+    args = {"inspect": ["inspect", tmp_path / "junk.onnx"],
+            "evaluate": ["evaluate", tmp_path / "junk.onnx", "--data", data],
+            "compose": ["compose", tmp_path / "junk.onnx", "--out", tmp_path / "out.onnx"]}[command]
+    refuse(tmp_path, args, 3, "junk.onnx", outputs=("out.onnx",))
+
+
 def test_directory_as_model(tmp_path, real):
     _, data = real
     (tmp_path / "adir.onnx").mkdir()
@@ -434,8 +444,13 @@ def test_class_without_training_samples_warns_and_is_skipped(tmp_path):
     assert "d.npz" in lines[0] and "'3'" in lines[0] and "no training samples" in lines[0]
     modules = sorted(p.name for p in (tmp_path / "out" / "modules").iterdir())
     assert modules == ["0.onnx", "1.onnx", "2.onnx"]
+    # the warning is part of the output contract: shown even when the environment ignores warnings
+    quiet = subprocess.run([sys.executable, "-m", "onnxmod", "decompose", model, "--data", data, "--out",
+                            tmp_path / "out2"], capture_output=True, text=True,
+                           env=dict(_env(), PYTHONWARNINGS="ignore"), timeout=300)
+    assert quiet.returncode == 0 and stderr_lines(quiet) == lines, quiet.stderr
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs} == inputs
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 # ---- outputs -------------------------------------------------------------------------------
@@ -623,7 +638,9 @@ def test_sigterm_during_decompose_of_the_fixture(tmp_path, real):
                              tmp_path / "out", "--positives", "5000", "--negatives", "5000", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     _wait_for(lambda: _catches(proc.pid, signal.SIGTERM), proc, what="the SIGTERM handler")
-    time.sleep(1.0)  # into the work (loading, tracing), well before the ~10 s run ends
+    time.sleep(0.5)  # into the work (loading, tracing), well before the run (seconds) ends
+    if proc.poll() is not None:
+        pytest.fail(f"decompose ended (rc {proc.returncode}) before it could be interrupted: lengthen the run")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
