@@ -134,13 +134,14 @@ def _vote_head(nodes, inits, module_outputs, infos, sources):
                                       [f"onnxmod/margin_{k}"], name=f"onnxmod/margin_{k}"))
         dom.append(f"onnxmod/dominant_{k}")
         margins.append(f"onnxmod/margin_{k}")
-    nodes = _share_common_nodes(nodes)
     nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
     nodes.append(helper.make_node("Concat", margins, ["onnxmod/margins"], axis=-1, name="onnxmod/margins"))
     nodes.append(helper.make_node("ArgMax", ["onnxmod/margins"], ["onnxmod/argmax"], axis=-1, keepdims=0,
                                   name="onnxmod/argmax"))
     nodes.append(helper.make_node("Gather", ["onnxmod/class_ids", "onnxmod/argmax"], [LABEL], axis=0,
                                   name="onnxmod/label"))
+    # after the vote nodes, so they read the surviving names when two modules' nodes coincide
+    nodes = _share_common_nodes(nodes)
     batch = [None] * (rank - 1)
     outputs = [helper.make_tensor_value_info(LABEL, onnx.TensorProto.INT64, batch),
                helper.make_tensor_value_info(SCORES, onnx.TensorProto.FLOAT, batch + [len(pairs)])]

@@ -93,6 +93,7 @@ def load_onnx(path) -> onnx.ModelProto:
     except Exception as exc:
         raise InputError(f"{p}: invalid ONNX model ({_first_line(exc)})") from None
     _check_constants(p, proto)
+    check_metadata(proto, str(p))
     try:  # strict shape inference: shapes and types must agree (onnxruntime would refuse otherwise)
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
@@ -158,6 +159,81 @@ def _check_constants(p: Path, proto: onnx.ModelProto) -> None:
                                  f"{_first_line(exc, 160)})") from None
             if not ok:
                 raise InputError(f"{p}: tensor {t.name!r} holds {arr.shape} values but declares dims {list(t.dims)}")
+
+
+MAX_CLASS_INDEX = 1 << 16  # one module per class: far beyond any model onnxmod decomposes
+KINDS = ("model", "module", "composition")
+
+
+def _is_int(v, lo: int, hi: int | None = None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v < hi)
+
+
+def _json(where: str, key: str, text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InputError(f"{where}: metadata {key!r} is not valid JSON ({text[:40]!r})") from None
+
+
+def _signature_ok(sig) -> bool:
+    sigs = sig if isinstance(sig, list) else [sig]
+    return bool(sigs) and all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("dtype"), str)
+        and isinstance(s.get("shape"), list) and all(d is None or _is_int(d, 0) or isinstance(d, str)
+                                                     for d in s["shape"]) for s in sigs)
+
+
+def check_metadata(proto: onnx.ModelProto, where: str) -> None:
+    """The ``onnxmod.*`` metadata that modules and compositions carry, checked once at the door so
+    composing, splitting and evaluating can trust it (hand-edited or damaged files are refused here
+    with the key named, instead of failing somewhere later)."""
+    meta = {e.key: e.value for e in proto.metadata_props}
+    kind = meta.get("onnxmod.kind")
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"{where}: metadata 'onnxmod.kind' is {kind!r}, expected one of {', '.join(KINDS)}")
+
+    def integer(key, lo, hi=None):
+        if key in meta:
+            try:
+                v = int(meta[key])
+            except ValueError:
+                v = None
+            if v is None or not _is_int(v, lo, hi):
+                bound = f"{lo}..{hi - 1}" if hi else f">= {lo}"
+                raise InputError(f"{where}: metadata {key!r} is {meta[key][:40]!r}, expected an integer {bound}")
+
+    integer("onnxmod.class_index", 0, MAX_CLASS_INDEX)
+    integer("onnxmod.max_steps", 1)
+    integer("onnxmod.lang_token", 0)
+    if "onnxmod.input_signature" in meta:
+        if not _signature_ok(_json(where, "onnxmod.input_signature", meta["onnxmod.input_signature"])):
+            raise InputError(f"{where}: metadata 'onnxmod.input_signature' is malformed (expected name, dtype and "
+                             f"shape per input)")
+    if "onnxmod.classes" in meta:
+        classes = _json(where, "onnxmod.classes", meta["onnxmod.classes"])
+        if not isinstance(classes, list) or not all(
+                isinstance(c, dict) and _is_int(c.get("class_index"), 0, MAX_CLASS_INDEX)
+                and isinstance(c.get("class_name"), str) for c in classes):
+            raise InputError(f"{where}: metadata 'onnxmod.classes' is malformed (expected a list of "
+                             f"class_index/class_name entries)")
+    if "onnxmod.modules" in meta:
+        mods = _json(where, "onnxmod.modules", meta["onnxmod.modules"])
+        if not isinstance(mods, list) or not all(
+                isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
+                for m in mods):
+            raise InputError(f"{where}: metadata 'onnxmod.modules' is malformed (expected one key/value map per module)")
+    if "onnxmod.module_outputs" in meta:
+        outs = _json(where, "onnxmod.module_outputs", meta["onnxmod.module_outputs"])
+        if not isinstance(outs, list) or not all(isinstance(o, list) and all(isinstance(n, str) for n in o)
+                                                 for o in outs):
+            raise InputError(f"{where}: metadata 'onnxmod.module_outputs' is malformed (expected lists of names)")
+    if "onnxmod.class_names" in meta:
+        names = _json(where, "onnxmod.class_names", meta["onnxmod.class_names"])
+        if not isinstance(names, list):
+            raise InputError(f"{where}: metadata 'onnxmod.class_names' is not a list")
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

@@ -22,7 +22,11 @@ def session(model, threads: int | None = None) -> ort.InferenceSession:
         model = model.SerializeToString()
     elif isinstance(model, (str, os.PathLike)):
         model = str(model)
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a graph onnxruntime refuses (the static checks passed): one line, named node
+        msg = " ".join(str(exc).split())[:300]
+        raise InputError(f"onnxruntime cannot load the model: {msg}") from None
 
 
 def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
