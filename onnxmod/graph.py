@@ -333,6 +333,7 @@ class Model:
 
     # ---- unit flow --------------------------------------------------------------------------
     def _unit_sites(self, op: RecurrentOp) -> list[Site]:
+        self._pending = {}
         D, H = op.directions, op.hidden_size
         ids = np.arange(D * H).reshape(D, H)
         sites: list[Site] = []
@@ -342,6 +343,10 @@ class Model:
         for t, lab in starts:
             if t is not None and t.name:
                 self._follow(op, t, lab, sites)
+        for (k, nid), pend in self._pending.items():
+            node = next(n for n in self.graph.nodes if id(n) == nid)
+            if len(pend) < len(node.inputs):
+                self._refuse(op, node, "concatenates hidden units with a tensor that is not from the same layer")
         if not sites:
             raise UnsupportedModelError(f"{self.source}: node {op.name!r} ({op.op_type}): its hidden states reach no layer")
         return sites
@@ -418,18 +423,69 @@ class Model:
                 self._refuse(op, node, "hidden states used as indices")
             idx = _const_values(node.inputs[1])
             axis = int(node.attrs.get("axis", 0)) % lab.ndim
-            if idx is None or lab.shape[axis] != 1 or idx.ndim > 1:
-                self._refuse(op, node, "gathers along a unit axis or with non-constant indices")
+            if idx is None or idx.ndim > 1:
+                self._refuse(op, node, "gathers with non-constant or multi-dimensional indices")
+            if lab.shape[axis] != 1:  # selects units: rewritten with new indices when slicing
+                return self._select_units(op, node, lab, axis, np.atleast_1d(idx) % lab.shape[axis],
+                                          squeeze=idx.ndim == 0, sites=sites)
             new = lab.take(0, axis=axis) if idx.ndim == 0 else lab
             return self._follow(op, node.outputs[0], new, sites)
         if o == "Slice":
             axes = _const_values(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else np.arange(lab.ndim)
-            if axes is None or any(lab.shape[int(a) % lab.ndim] != 1 for a in axes):
-                self._refuse(op, node, "slices along a unit axis")
-            return self._follow(op, node.outputs[0], lab, sites)
+            if axes is None:
+                self._refuse(op, node, "slice axes must be constant")
+            axes = [int(a) % lab.ndim for a in np.atleast_1d(axes)]
+            unit_axes = [i for i, a in enumerate(axes) if lab.shape[a] != 1]
+            if not unit_axes:
+                return self._follow(op, node.outputs[0], lab, sites)
+            if len(axes) != 1:
+                self._refuse(op, node, "slices a unit axis together with other axes")
+            vals = [_const_values(node.inputs[i]) if len(node.inputs) > i and node.inputs[i].name else None
+                    for i in (1, 2, 4)]
+            if vals[0] is None or vals[1] is None:
+                self._refuse(op, node, "slice bounds must be constant")
+            step = int(vals[2][0]) if vals[2] is not None else 1
+            positions = np.arange(lab.shape[axes[0]])[slice(int(vals[0][0]), int(vals[1][0]), step)]
+            return self._select_units(op, node, lab, axes[0], positions, squeeze=False, sites=sites)
+        if o == "Concat":
+            return self._concat(op, t, node, lab, sites)
         if o in ("Reshape", "Flatten"):
             return self._reshape(op, t, node, lab, sites)
         self._refuse(op, node, f"{o} is not a layer onnxmod can follow")
+
+    def _select_units(self, op, node, lab, axis, positions, squeeze, sites):
+        """A Slice/Gather that picks units: becomes a Gather whose indices are recomputed on slicing."""
+        if any(s != 1 for i, s in enumerate(lab.shape) if i != axis):
+            self._refuse(op, node, "selects units of a tensor with several unit axes")
+        sites.append(Site("select", node, 0, axis, lab.reshape(-1).copy()))
+        sites[-1].positions = np.asarray(positions, dtype=np.int64)
+        sites[-1].squeeze = squeeze
+        new = np.take(lab, positions, axis=axis)
+        if squeeze:
+            new = new.take(0, axis=axis)
+        return self._follow(op, node.outputs[0], new, sites)
+
+    def _concat(self, op, t, node, lab, sites):
+        """Concat of unit-bearing tensors: labels concatenate once every input has arrived."""
+        axis = int(node.attrs.get("axis", 0)) % lab.ndim
+        pend = self._pending.setdefault((op.index, id(node)), {})
+        for i, x in enumerate(node.inputs):
+            if x is t and i not in pend:
+                pend[i] = lab
+                break
+        if len(pend) < len(node.inputs):
+            return None  # the other inputs arrive through other paths (checked when the flow ends)
+        labs = [pend[i] for i in range(len(node.inputs))]
+        if any(x.ndim != lab.ndim for x in labs):
+            self._refuse(op, node, "concatenates tensors of different ranks")
+        if all(x.shape[axis] == 1 for x in labs) and all(np.array_equal(x, labs[0]) for x in labs):
+            new = labs[0]  # along a non-unit axis (time, batch): the layout of units is unchanged
+        else:
+            if any(any(s != 1 for i, s in enumerate(x.shape) if i != axis) for x in labs):
+                self._refuse(op, node, "concatenates tensors with several unit axes")
+            new = np.concatenate(labs, axis=axis)
+        sites.append(Site("concat", node, 0, axis, new.reshape(-1).copy()))
+        return self._follow(op, node.outputs[0], new, sites)
 
     def _reshape(self, op, t, node, lab, sites):
         in_shape = t.shape
@@ -529,6 +585,11 @@ class Model:
             for s in op.sites:
                 if s.kind == "state":
                     continue  # bridged below, once every op is sliced
+                if s.kind == "concat":
+                    continue  # concatenation follows its inputs
+                if s.kind == "select":
+                    self._reselect(s, kept_ids)
+                    continue
                 pos = np.flatnonzero(np.isin(s.labels, kept_ids))
                 zero = np.isin(s.labels[pos], inert_ids)
                 if s.kind == "recurrent_input":
@@ -549,6 +610,22 @@ class Model:
                 if s.kind == "state":
                     dst = next(o for o in self.recurrent if o.node is s.node)
                     self._bridge(op, selections.get(op.index), dst, selections.get(dst.index), s)
+
+    def _reselect(self, s: Site, kept_ids: np.ndarray) -> None:
+        """Rewrite a unit-selecting Slice/Gather as a Gather over the units that remain."""
+        kept_mask = np.isin(s.labels, kept_ids)
+        new_pos = np.cumsum(kept_mask) - 1  # old position -> new position (where kept)
+        chosen = [int(new_pos[p]) for p in s.positions if kept_mask[p]]
+        if s.squeeze:
+            if len(chosen) != 1:
+                raise UnsupportedModelError(f"node {s.node.name!r}: the unit it selects was removed")
+            idx = np.array(chosen[0], dtype=np.int64)
+        else:
+            idx = np.array(chosen, dtype=np.int64)
+        data = s.node.inputs[0]
+        s.node.op = "Gather"
+        s.node.attrs = {"axis": int(s.axis)}
+        s.node.inputs = [data, gs.Constant(f"{s.node.name}/units", idx)]
 
     def _bridge(self, enc: RecurrentOp, es: UnitSelection | None, dec: RecurrentOp, ds: UnitSelection | None,
                 site: Site) -> None:

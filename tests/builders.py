@@ -35,6 +35,7 @@ class StackSpec:
     head_w: np.ndarray  # [C, K] (Gemm transB=1) or [K, C] (MatMul)
     head_b: np.ndarray
     many_output: bool
+    bi_cat: bool = False  # one-output, bidirectional last layer: cat(y[:, -1, :H], y[:, 0, H:]) as torch does
 
 
 def random_stack(rng: np.random.Generator, op: str, layers: int, hidden: int, directions: int,
@@ -89,8 +90,20 @@ def build(spec: StackSpec, opset: int = 17) -> onnx.ModelProto:
         nodes.append(helper.make_node("Add", [const("head_b", spec.head_b), "mm"], ["logits"], name="head_bias"))
         out_shape = ["batch", "seq", spec.classes]
     else:
-        nodes.append(helper.make_node("Gather", ["bf", const("last", np.array(-1))], ["last_step"], axis=1,
-                                      name="last"))
+        if spec.bi_cat and spec.layers[-1].directions == 2:
+            H = spec.layers[-1].hidden
+            nodes.append(helper.make_node("Slice", ["bf", const("s0", np.array([0])), const("s1", np.array([H])),
+                                                    const("sax", np.array([2]))], ["fw_all"], name="fw_slice"))
+            nodes.append(helper.make_node("Gather", ["fw_all", const("lastf", np.array(-1))], ["fw"], axis=1,
+                                          name="fw_last"))
+            nodes.append(helper.make_node("Slice", ["bf", const("b0", np.array([H])), const("b1", np.array([2 * H])),
+                                                    const("bax", np.array([2]))], ["bw_all"], name="bw_slice"))
+            nodes.append(helper.make_node("Gather", ["bw_all", const("firstb", np.array(0))], ["bw"], axis=1,
+                                          name="bw_first"))
+            nodes.append(helper.make_node("Concat", ["fw", "bw"], ["last_step"], axis=-1, name="cat"))
+        else:
+            nodes.append(helper.make_node("Gather", ["bf", const("last", np.array(-1))], ["last_step"], axis=1,
+                                          name="last"))
         nodes.append(helper.make_node("Gemm", ["last_step", const("head_w", spec.head_w),
                                                const("head_b", spec.head_b)], ["logits"], transB=1, name="head"))
         out_shape = ["batch", spec.classes]

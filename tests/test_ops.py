@@ -29,6 +29,7 @@ def stacks(draw):
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     spec = random_stack(rng, op, layers, hidden, directions, many_output=many, relu=relu, linear_before_reset=lbr)
+    spec.bi_cat = draw(st.booleans())
     keep = [[rng.random(hidden) < draw(st.sampled_from([0.0, 0.3, 0.7, 1.0])) for _ in range(directions)]
             for _ in range(layers)]
     return spec, keep, rng
