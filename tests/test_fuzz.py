@@ -340,3 +340,34 @@ def test_module_builders_with_random_concerns(spec, seed):
     """Rolled and unrolled modules (slicing + head channeling + full check) for random concerns."""
     model = Model(build(spec))
     refused_or_ok(lambda: fuzz.slice_model(np.random.default_rng(seed), model))
+
+
+# ---- modules and compositions ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def modules(workdir):
+    return fuzz.Modules(0, workdir)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_inspect_compose_evaluate_on_edited_module_metadata(workdir, modules, seed):
+    """Hand-edited or damaged ``onnxmod.*`` metadata: refused with the key named, never a crash, and
+    compose leaves no temporary output."""
+    desc, payload = fuzz.gen_module(np.random.default_rng(seed), modules)
+    refused_or_ok(lambda: fuzz.run_module(payload, modules, workdir), "case")
+
+
+def test_composing_two_graph_identical_modules_gives_a_valid_graph(workdir, modules):
+    """Found by the fuzzer: identical module graphs (same model, relabelled class) made the shared-node
+    elimination drop a vote node the scores still read (an invalid composition, internal error)."""
+    from onnxmod.compose import compose
+
+    a = onnx.ModelProto.FromString(modules.files[0])
+    b = onnx.ModelProto.FromString(modules.files[0])
+    for e in b.metadata_props:
+        if e.key == "onnxmod.class_index":
+            e.value = "7"
+        if e.key == "onnxmod.class_name":
+            e.value = "relabelled"
+    onnx.checker.check_model(compose([a, b], ["a.onnx", "b.onnx"]), full_check=True)

@@ -572,6 +572,19 @@ def test_compose_with_incomplete_module_metadata(tmp_path, decomposed):
            3, "m0.onnx", "input_signature", outputs=("pair.onnx",))
 
 
+@pytest.mark.parametrize("key, value", [("onnxmod.classes", '[{"class_index": 0, "class_'),
+                                        ("onnxmod.max_steps", "many"), ("onnxmod.kind", "modul")])
+def test_evaluate_of_a_composition_with_damaged_metadata(tmp_path, decomposed, key, value):
+    proto = onnx.load(str(decomposed / "out" / "composed.onnx"))
+    meta = {e.key: e.value for e in proto.metadata_props}
+    meta[key] = value
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in meta.items())
+    onnx.save(proto, str(tmp_path / "c.onnx"))
+    data = float_data(tmp_path / "d.npz", classes=3)
+    refuse(tmp_path, ["evaluate", tmp_path / "c.onnx", "--data", data], 3, "c.onnx", key, outputs=())
+
+
 @pytest.fixture(scope="module")
 def unrolled(tmp_path_factory):
     """A small M:N GRU decomposed in unrolled mode on 5-step sequences."""

@@ -14,8 +14,10 @@ Three targets, each input generated from ``(seed, case index)`` so any finding i
 * ``data`` — ``onnxmod.io.load_data`` on generated ``.npz`` files with random keys, dtypes, shapes
   and values (NaN, inf, negative, huge), broken containers (truncated, bit-flipped, compressed,
   ``.npy``, pickles, random bytes) and random expectations (classes, rank, dtype, static dims).
-* ``slice`` — ``Model.apply_selection`` (rolled) and ``unrolled.apply_unrolled`` (per step) with
-  random keep sets on generated stacks, then ``export()`` and the ONNX checker.
+* ``slice`` — ``Model.apply_selection`` (rolled), ``unrolled.apply_unrolled`` (per step) and the
+  whole module builder with random keep sets on generated stacks, then the ONNX checker.
+* ``module`` — ``api.inspect``/``api.compose``/``api.evaluate`` on real modules and compositions
+  whose ``onnxmod.*`` metadata (and sometimes graph) was edited; no temporary output may remain.
 
 Outcome of a case: ``ok``, the ``OnnxmodError`` subclass raised, ``UNCAUGHT <type>`` (any other
 exception: a bug) or ``HANG`` (over ``--timeout`` seconds). An ``OnnxmodError`` whose message does
@@ -57,8 +59,8 @@ from onnxmod.io import load_data, load_onnx  # noqa: E402
 from onnxmod.ops.base import UnitSelection  # noqa: E402
 
 FIXTURE = ROOT / "fixtures" / "math_topics" / "lstm1.onnx"
-TARGETS = ("model", "data", "slice")
-WEIGHTS = {"model": 0.5, "data": 0.35, "slice": 0.15}
+TARGETS = ("model", "data", "slice", "module")
+WEIGHTS = {"model": 0.45, "data": 0.3, "slice": 0.13, "module": 0.12}
 
 # ---- base models ------------------------------------------------------------------------------
 
@@ -81,11 +83,17 @@ class Pool:
 
     def __init__(self, seed: int, size: int = 32):
         rng = np.random.default_rng([seed, 7])
+        self.seed = seed
         self.models = []
         for _ in range(size):
             desc, spec = random_spec(rng)
             self.models.append((desc, build(spec)))
         self.fixture = onnx.load(str(FIXTURE)) if FIXTURE.exists() else None
+
+    def modules(self, workdir: Path) -> "Modules":
+        if not hasattr(self, "_modules"):
+            self._modules = Modules(self.seed, workdir)
+        return self._modules
 
     def pick(self, rng: np.random.Generator):
         if self.fixture is not None and rng.random() < 0.15:
@@ -650,6 +658,92 @@ def run_slice(rng, payload) -> None:
     slice_model(rng, Model(build(spec)))
 
 
+# ---- modules and compositions -------------------------------------------------------------------
+
+META_VALUES = ["", "x", "-1", "0", "99", "1e9", "[]", "{}", "null", "[1, 2]", '{"name": 1}', '[{"name": "x"}]',
+               '{"name": "x", "dtype": "float32", "shape": 5}', "module", "composition", "model", "rolled",
+               "unrolled", "enc-dec", "M:N", '[{"class_index": "a"}]', '[{"class_index": 0, "class_name": 1}]',
+               "\u00e9" * 3, "9" * 40]
+META_KEYS = ["onnxmod.kind", "onnxmod.class_index", "onnxmod.class_name", "onnxmod.input_signature",
+             "onnxmod.vocab_sha256", "onnxmod.max_steps", "onnxmod.classes", "onnxmod.shape", "onnxmod.mode",
+             "onnxmod.lang_token", "onnxmod.output_vocab_sha256", "onnxmod.concern", "onnxmod.modules"]
+
+
+class Modules:
+    """A few real modules and compositions (rolled and unrolled), decomposed once per process."""
+
+    def __init__(self, seed: int, root: Path):
+        from onnxmod import api
+
+        rng = np.random.default_rng([seed, 11])
+        self.files: list[bytes] = []
+        self.data = root / "modules-data.npz"
+        x = rng.normal(size=(24, 4, 3)).astype(np.float32)
+        y = np.tile(np.arange(3), 8).astype(np.int64)
+        np.savez(self.data, x_train=x, y_train=y, x_test=x[:9], y_test=y[:9])
+        for i, (op, mode) in enumerate((("LSTM", "rolled"), ("GRU", "unrolled"))):
+            m = root / f"modules-{i}.onnx"
+            onnx.save(build(random_stack(np.random.default_rng(i), op, 1, 3, 1, features=3, classes=3)), str(m))
+            out = root / f"modules-{i}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                api.decompose(m, self.data, out, mode=mode, progress=False)
+            self.files += [f.read_bytes() for f in sorted(out.glob("modules/*.onnx"))]
+            self.files.append((out / "composed.onnx").read_bytes())
+
+    def pick(self, rng) -> onnx.ModelProto:
+        return onnx.ModelProto.FromString(self.files[int(rng.integers(len(self.files)))])
+
+
+def meta_edit(rng, proto: onnx.ModelProto) -> str:
+    meta = {e.key: e.value for e in proto.metadata_props}
+    key = _pick(rng, list(meta) + META_KEYS)
+    if rng.random() < 0.25:
+        meta.pop(key, None)
+        what = f"del {key}"
+    else:
+        meta[key] = _pick(rng, META_VALUES + [meta.get(key, "")[:-1], meta.get(key, "") + "]"])
+        what = f"{key}={meta[key][:40]!r}"
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    return what
+
+
+def gen_module(rng, mods: Modules):
+    protos, edits = [], []
+    for _ in range(int(rng.integers(1, 4))):
+        proto = mods.pick(rng)
+        for _ in range(int(_pick(rng, [0, 1, 1, 2, 3]))):
+            edits.append(meta_edit(rng, proto) if rng.random() < 0.8 else field_edit(rng, proto))
+        protos.append(proto.SerializeToString())
+    op = _pick(rng, ["inspect", "compose", "compose", "compose", "evaluate"])
+    return f"{op} of {len(protos)} file(s): {'; '.join(edits) or 'unedited'}", (op, protos)
+
+
+def run_module(payload, mods: Modules, workdir: Path) -> None:
+    from onnxmod import api
+
+    op, protos = payload
+    paths = []
+    for i, raw in enumerate(protos):
+        paths.append(workdir / f"case{i}.onnx")
+        paths[-1].write_bytes(raw)
+    out = workdir / "out.onnx"
+    try:
+        if op == "inspect":
+            api.inspect(paths[0])
+        elif op == "compose":
+            api.compose(paths, out, force=True)
+        else:  # one onnxruntime session: only for this fifth of the module cases
+            api.evaluate(paths[0], mods.data)
+    finally:
+        left = [q.name for q in workdir.iterdir() if q.name.startswith(".out.onnx.")]
+        out.unlink(missing_ok=True)
+        if left:
+            raise AssertionError(f"temporary output left behind: {left}")
+
+
 # ---- driver -----------------------------------------------------------------------------------
 
 
@@ -693,12 +787,18 @@ def _run_case(rng, target, pool: Pool, workdir: Path, timeout: float):
         def go():
             run_data(raw, expect, workdir)
         name = "case.npz"
-    else:
+    elif target == "slice":
         desc, payload = gen_slice(rng)
 
         def go():
             run_slice(rng, payload)
         name = None
+    else:
+        desc, payload = gen_module(rng, pool.modules(workdir))
+
+        def go():
+            run_module(payload, pool.modules(workdir), workdir)
+        name = "case"
     if timeout:
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
