@@ -439,10 +439,19 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _make_parent(p: Path) -> None:
+def _make_parent(p: Path) -> list[Path]:
+    """Create ``p``'s missing folders; returns them (deepest first) so a failure can remove them."""
+    missing = []
+    with contextlib.suppress(OSError):
+        for a in (p.parent, *p.parent.parents):
+            if a.exists():
+                break
+            missing.append(a)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
+        return missing
     except OSError as exc:
+        _remove_empty(missing)
         reason = _os_reason(exc)
         with contextlib.suppress(OSError):
             blocker = next((a for a in (p.parent, *p.parent.parents) if a.exists()), None)
@@ -451,10 +460,16 @@ def _make_parent(p: Path) -> None:
         raise OutputError(f"{p}: cannot create its folder ({reason})") from None
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    for a in folders:  # deepest first; only if still empty
+        with contextlib.suppress(OSError):
+            a.rmdir()
+
+
 def write_bytes_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling ``.name.*.tmp`` renamed into place."""
     p = Path(path)
-    _make_parent(p)
+    created = _make_parent(p)
     tmp = None
     try:
         with signals_deferred():
@@ -468,9 +483,11 @@ def write_bytes_atomic(path, data: bytes) -> None:
             os.replace(tmp, p)
             tmp = None
     except BaseException as exc:
-        if tmp is not None:
-            with signals_deferred(), contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with signals_deferred():
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            _remove_empty(created)
         if isinstance(exc, OSError):
             raise OutputError(f"{p}: cannot write ({_os_reason(exc)})") from None
         raise
@@ -508,7 +525,7 @@ def atomic_directory(path, force: bool = False):
         raise UsageError(f"{final}: already exists (use --force to replace it)")
     if final.exists() and not final.is_dir():
         raise UsageError(f"{final}: exists and is not a directory")
-    _make_parent(final)
+    created = _make_parent(final)
     tmp = None
     try:
         with signals_deferred():
@@ -522,9 +539,10 @@ def atomic_directory(path, force: bool = False):
             _swap_into_place(tmp, final)
             tmp = None
     except BaseException:
-        if tmp is not None:
-            with signals_deferred():
+        with signals_deferred():
+            if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
+            _remove_empty(created)
         raise
 
 

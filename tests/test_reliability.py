@@ -717,6 +717,21 @@ def test_exception_midway_through_decompose_leaves_no_output(tmp_path, monkeypat
     assert snapshot(tmp_path) == before
 
 
+def test_failure_leaves_no_folders_it_created_for_the_output(tmp_path, monkeypatch):
+    """--out in folders that do not exist yet: a failure while writing removes them again."""
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    data = float_data(tmp_path / "d.npz", classes=3)
+
+    def fail(*a, **k):
+        raise RuntimeError("simulated failure while writing")
+
+    monkeypatch.setattr(api, "write_bytes_atomic", fail)
+    before = snapshot(tmp_path)
+    with pytest.raises(RuntimeError, match="simulated"):
+        api.decompose(model, data, tmp_path / "new" / "deeper" / "out", progress=False)
+    assert snapshot(tmp_path) == before
+
+
 def test_failed_forced_replacement_keeps_the_previous_output(tmp_path, monkeypatch):
     """--force over an existing output: if the final swap fails, the old output is put back."""
     from onnxmod import io
