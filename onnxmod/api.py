@@ -109,12 +109,13 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         per_class = trace_rows_one_output(data.y_train, C, cfg)
         rows = np.unique(np.concatenate(list(per_class.values())))
         position = {int(r): i for i, r in enumerate(rows)}
-        tr = run_trace(model, data.x_train[rows], steps="last" if mode == "rolled" and not gates else "all",
-                       progress=progress, threads=threads, inputs=gates)
+        tr = run_trace(model, data.x_train[rows], steps="all", progress=progress, threads=threads, inputs=gates)
+        means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
+                            _last_step(h).mean(axis=0).astype(np.float64)) for op, h in zip(model.recurrent, tr.hidden)}
         if gates:
             hidden = _gates(model, tr, mode, True)
         else:
-            hidden = [h.reshape(h.shape[0], 1, -1) if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
+            hidden = [_last_step(h)[:, None] if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
                       for h in tr.hidden]
         T = hidden[0].shape[1]
         obs = {c: tuple(np.array([position[int(r)] for r in a], dtype=np.int64) for a in pn)
@@ -127,6 +128,10 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         rows = trace_rows_many_output(data.y_train, cfg)
         y = data.y_train[rows]
         tr = run_trace(model, data.x_train[rows], steps="all", progress=progress, threads=threads, inputs=gates)
+        valid = y >= 0
+        means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
+                            (h[valid] if valid.any() else h.reshape(-1, *h.shape[2:])).mean(axis=0).reshape(-1)
+                            .astype(np.float64)) for op, h in zip(model.recurrent, tr.hidden)}
         hidden = _gates(model, tr, mode, False) if gates else [h.reshape(h.shape[0], h.shape[1], -1) for h in tr.hidden]
         if hidden[0].shape[1] != y.shape[1]:
             raise InputError(f"{data.path}: labels have {y.shape[1]} steps but the model outputs "
@@ -142,7 +147,15 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
     t2 = time.perf_counter()
     counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
     return scores, {"traced_rows": int(len(rows)), "trace_s": t1 - t0, "identify_s": t2 - t1,
-                    "train_counts": counts.tolist(), "class_names": names}
+                    "train_counts": counts.tolist(), "class_names": names, "means": means}
+
+
+def _last_step(h: np.ndarray) -> np.ndarray:
+    """``[N, T, D, H]`` -> ``[N, D*H]``: each direction's state after reading the whole sequence."""
+    last = h[:, -1].copy()
+    if h.shape[2] == 2:
+        last[:, 1] = h[:, 0, 1]
+    return last.reshape(h.shape[0], -1)
 
 
 SIZE_CAPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -162,19 +175,19 @@ def _holdout(data: Dataset, seed: int) -> tuple[Dataset, np.ndarray, np.ndarray]
             data.x_train[val], data.y_train[val])
 
 
-def _build(model, concerns, vocab, digest, unrolled="output"):
-    modules = [build_module(model, c, vocab, digest, unrolled) for c in concerns]
+def _build(model, concerns, vocab, digest, unrolled="output", means=None):
+    modules = [build_module(model, c, vocab, digest, unrolled, means) for c in concerns]
     return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
 
 
-def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads):
+def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None):
     """Largest removal cap (every unit ranked by score) whose held-out composed accuracy and every
     module's ROC AUC stay within ``max_loss`` (a fraction) of keeping every unit."""
     cfg = dataclasses.replace(config, rank_all=True)
 
     def run(cap):
         concerns = [s.concern(cfg, cap) for s in scores]
-        modules, composed = _build(model, concerns, vocab, digest, config.unrolled)
+        modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
         label, sc = ev.predict_composed(composed, x_val, threads=threads)
         valid = y_val >= 0
         auc = [ev.roc_auc(sc[..., j][valid], y_val[valid] == c.class_index) for j, c in enumerate(concerns)]
@@ -192,6 +205,26 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
         best = cand
     return best[0], best[1], best[2], {"heldout_rows": int(len(y_val)), "heldout_keep_all_accuracy": base[3],
                                        "trail": trail}
+
+
+def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None):
+    """The reference removal cap, backed off (cap, cap/2, 0) while the validation accuracy of the
+    composition drops more than ``config.guard`` points below the model's."""
+    base = ev.accuracy(ev.predict(model.original, x_val, threads=threads), y_val)
+    trail = []
+    caps = [config.removal_cap, config.removal_cap / 2, 0.0]
+    for cap in caps:
+        concerns = [s.concern(config, cap) for s in scores]
+        modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
+        label, _ = ev.predict_composed(composed, x_val, threads=threads)
+        acc = ev.accuracy(label, y_val)
+        ok = base - acc <= config.guard / 100 or cap == 0.0
+        trail.append({"cap": cap, "heldout_accuracy": acc, "accepted": bool(base - acc <= config.guard / 100)})
+        if ok:
+            break
+    return concerns, modules, composed, {"kind": "guard", "tolerance_points": config.guard, "cap": cap,
+                                         "heldout_rows": int(len(y_val)), "heldout_model_accuracy": base,
+                                         "trail": trail}
 
 
 def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
@@ -228,7 +261,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     if model.shape == "enc-dec":
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start)
     data = load_dataset_for(model, data_path)
-    fit, x_val, y_val = (data, None, None) if max_loss is None else _holdout(data, seed)
+    guarded = max_loss is None and config.guard is not None
+    fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed)
     scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor)
     skipped = [scores[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
     for name in skipped:
@@ -240,12 +274,16 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     vocab = vocab_fingerprint(model, data)
     digest = model_digest(model.original)
     size = None
-    if max_loss is None:
+    means = info["means"] if config.compensate else None
+    if max_loss is None and guarded:
+        concerns, modules, composed, size = _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means)
+        size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
+    elif max_loss is None:
         concerns = [s.concern(config) for s in scores]
-        modules, composed = _build(model, concerns, vocab, digest, config.unrolled)
+        modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
     else:
         concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100,
-                                                         x_val, y_val, vocab, digest, threads)
+                                                         x_val, y_val, vocab, digest, threads, means)
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
         size["max_loss_points"] = max_loss
     t_build = time.perf_counter()

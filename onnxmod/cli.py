@@ -59,6 +59,12 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--unrolled-semantics", choices=("output", "state"), default=d.unrolled,
                    help="unrolled mode: a unit outside step t's concern is cut from step t's outputs (output, "
                         "default) or has its state zeroed at step t (state)")
+    g.add_argument("--compensate", action="store_true",
+                   help="rolled mode: fold each removed unit's mean activation into its consumers' biases")
+    g.add_argument("--guard", type=float, default=d.guard, metavar="POINTS",
+                   help=f"back the removal cap off (cap, cap/2, 0) while the composition's validation accuracy is "
+                        f"more than POINTS below the model's ({d.guard}; --no-guard turns it off)")
+    g.add_argument("--no-guard", dest="guard", action="store_const", const=None)
     g.add_argument("--max-loss", type=float, default=None, metavar="POINTS",
                    help="smaller modules: remove as many units as a held-out 10%% of the training split allows "
                         "while composed and per-module accuracy drop at most POINTS (e.g. 0.5)")
@@ -135,6 +141,7 @@ def run(argv=None) -> int:
         cfg = ConcernConfig(removal_cap=args.removal_cap, mad_cutoff=args.mad_cutoff, relu_rule=args.relu_rule,
                             relu_threshold=args.relu_threshold, tangling=args.tangling,
                             tangling_rate=args.tangling_rate, unrolled=args.unrolled_semantics,
+                            compensate=args.compensate, guard=args.guard,
                             sampling=SamplingConfig(args.positives, args.negatives, args.max_sequences, args.seed))
         r = api.decompose(args.model, args.data, args.out, mode=args.mode, seed=args.seed, config=cfg,
                           force=args.force, progress=False if args.quiet else None, threads=args.threads,

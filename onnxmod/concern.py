@@ -35,6 +35,8 @@ class ConcernConfig:
     tangling_rate: float = 0.5
     rank_all: bool = False  # size search: every unit is a candidate, ranked by score
     unrolled: str = "output"  # how per-step concerns apply: cut step outputs, or zero the state
+    compensate: bool = False  # fold removed units' mean activation into their consumers' biases
+    guard: float | None = 0.5  # back the removal cap off while validation accuracy drops more (points)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def validate(self) -> None:

@@ -574,13 +574,20 @@ class Model:
                 "head": {"name": self.head.node.name, "op_type": self.head.node.op}}
 
     # ---- rewriting --------------------------------------------------------------------------
-    def apply_selection(self, selections: dict[int, UnitSelection]) -> None:
-        """Remove hidden units physically: ``selections[op.index]`` per recurrent op."""
+    def apply_selection(self, selections: dict[int, UnitSelection], means: dict | None = None) -> None:
+        """Remove hidden units physically: ``selections[op.index]`` per recurrent op.
+
+        With ``means`` (``means[op.index]`` = (mean h over every step, mean h over the steps the
+        output layer reads), each ``[D*H]``) removed units are *mean-compensated*: each consumer's
+        bias absorbs the unit's mean contribution, as if the unit emitted its average instead of 0.
+        Without ``means`` the result is exactly the model with those units zeroed."""
         for op in self.recurrent:
             sel = selections.get(op.index)
             if sel is None:
                 continue
             kept_ids, inert_ids = sel.global_ids("kept"), sel.global_ids("inert")
+            if means is not None and op.index in means:
+                self._compensate(op, sel, *means[op.index])
             op.handler.slice_units(op.node, sel)
             for s in op.sites:
                 if s.kind == "state":
@@ -610,6 +617,49 @@ class Model:
                 if s.kind == "state":
                     dst = next(o for o in self.recurrent if o.node is s.node)
                     self._bridge(op, selections.get(op.index), dst, selections.get(dst.index), s)
+
+    def _compensate(self, op: RecurrentOp, sel: UnitSelection, mean_all: np.ndarray, mean_out: np.ndarray) -> None:
+        removed = np.setdiff1d(np.arange(op.units), np.setdiff1d(sel.global_ids("kept"), sel.global_ids("inert")))
+        if removed.size == 0:
+            return
+        op.handler.absorb(op.node, own={int(u): float(mean_all[u]) for u in removed})
+        for s in op.sites:
+            if s.kind not in ("recurrent_input", "weight"):
+                continue
+            pos = np.flatnonzero(np.isin(s.labels, removed))
+            if pos.size == 0:
+                continue
+            if s.kind == "recurrent_input":
+                W2 = np.asarray(s.node.inputs[1].values).astype(np.float64)
+                handler_for(s.node.op).absorb(s.node, input_delta=W2[:, :, pos] @ mean_all[s.labels[pos]])
+            else:
+                w = np.take(np.asarray(s.node.inputs[s.input_index].values).astype(np.float64), pos, axis=s.axis)
+                self._add_bias(s.node, np.tensordot(mean_out[s.labels[pos]], w, axes=([0], [s.axis])))
+
+    def _add_bias(self, node: gs.Node, delta: np.ndarray) -> None:
+        """Add ``delta`` to the bias of a Gemm, or of the Add after a MatMul (one is inserted if none)."""
+        if node.op == "Gemm" and len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+            b = np.asarray(node.inputs[2].values)
+            beta = float(node.attrs.get("beta", 1.0))
+            node.inputs[2] = gs.Constant(f"{node.name}/C_comp", (b + delta.reshape(b.shape[-1:]) / beta).astype(b.dtype))
+            return
+        out = node.outputs[0]
+        for c in list(out.outputs):
+            consts = [i for i, x in enumerate(c.inputs) if isinstance(x, gs.Constant)] if c.op == "Add" else []
+            if len(consts) == 1:
+                b = np.asarray(c.inputs[consts[0]].values)
+                c.inputs[consts[0]] = gs.Constant(f"{c.name}/B_comp", (b + delta.reshape(b.shape[-1:])).astype(b.dtype))
+                return
+        if node.op == "Gemm" and len(node.inputs) <= 2:
+            node.inputs.append(gs.Constant(f"{node.name}/C_comp", delta.astype(np.float32)))
+            return
+        biased = gs.Variable(f"{out.name}/compensated", dtype=out.dtype)
+        for c in list(out.outputs):
+            c.inputs = [biased if x is out else x for x in c.inputs]
+        self.graph.outputs = [biased if x is out else x for x in self.graph.outputs]
+        self.graph.nodes.append(gs.Node("Add", f"{node.name}/compensation",
+                                        inputs=[out, gs.Constant(f"{node.name}/comp", delta.astype(np.float32))],
+                                        outputs=[biased]))
 
     def _reselect(self, s: Site, kept_ids: np.ndarray) -> None:
         """Rewrite a unit-selecting Slice/Gather as a Gather over the units that remain."""

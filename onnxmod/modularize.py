@@ -98,11 +98,11 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
 
 
 def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None,
-                 digest: str | None = None, unrolled: str = "output") -> onnx.ModelProto:
+                 digest: str | None = None, unrolled: str = "output", means: dict | None = None) -> onnx.ModelProto:
     """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched)."""
     m = model.fresh()
     if concern.mode == "rolled":
-        m.apply_selection(selections(m, concern))
+        m.apply_selection(selections(m, concern), means)
     else:
         from .unrolled import apply_unrolled
 

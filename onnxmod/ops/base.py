@@ -189,6 +189,27 @@ class RecurrentOpHandler:
         self._set(node, B, np.stack(Bs), "B")
         node.attrs["hidden_size"] = sel.width
 
+    def absorb(self, node: gs.Node, input_delta: np.ndarray | None = None, own: dict | None = None) -> None:
+        """Fold constant inputs into the biases (mean compensation of removed units).
+
+        ``input_delta`` ``[D, G*H]`` is added to ``Wb`` (removed upstream units' means times their
+        W columns). ``own`` maps unit id ``d * H + j`` of this op to its mean h: ``R[:, j] * mean``
+        goes into ``Rb`` — except GRU's candidate gate without ``linear_before_reset``, where the
+        removed unit's own reset gate would multiply it (left uncompensated).
+        """
+        Wt, Rt, Bt = self.weights(node)
+        Bt = Bt.astype(np.float64).copy()
+        H, G = self.hidden_size(node), self.num_gates
+        if input_delta is not None:
+            Bt[:, :G * H] += input_delta
+        for uid, m in (own or {}).items():
+            d, j = divmod(int(uid), H)
+            delta = Rt[d][:, j].astype(np.float64) * m
+            if self.op_type == "GRU" and not int(node.attrs.get("linear_before_reset", 0)):
+                delta[2 * H:] = 0
+            Bt[d, G * H:] += delta
+        self._set(node, B, Bt.astype(np.asarray(node.inputs[W].values).dtype), "B")
+
     def slice_input(self, node: gs.Node, positions: np.ndarray, zero: np.ndarray | None = None) -> None:
         """Keep input features ``positions`` (the X axis); zero the columns flagged in ``zero``."""
         Wt = np.asarray(node.inputs[W].values)[:, :, positions].copy()
