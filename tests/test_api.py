@@ -123,3 +123,18 @@ def test_gate_monitoring_end_to_end(math_lstm1, tmp_path):
     r = api.decompose(model, data, tmp_path / "g", progress=False, monitor="gates")
     assert r["monitor"] == "gates" and len(r["modules"]) == 8
     assert all(0 < m["jaccard"] <= 1 for m in r["modules"])
+
+
+def test_guard_backs_off_and_reports_its_trail(tmp_path):
+    """A vanilla tanh RNN read over ~60 steps loses badly when units leave its recurrence; the guard
+    backs the cap off until the validation accuracy holds (and says so in the report)."""
+    from conftest import fixture_path
+
+    model, data = fixture_path("brown_genre", "rnn_tanh1.onnx"), fixture_path("brown_genre", "data.npz")
+    guarded = api.decompose(model, data, tmp_path / "g", mode="rolled", progress=False)
+    g = guarded["size_search"]
+    assert g["kind"] == "guard" and g["trail"][0]["cap"] == 0.05
+    assert [t["cap"] for t in g["trail"]][-1] == g["cap"]
+    final = g["trail"][-1]
+    assert final["accepted"] or g["cap"] == 0.0
+    assert g["heldout_model_accuracy"] - final["heldout_accuracy"] <= 0.005 or g["cap"] == 0.0

@@ -192,3 +192,46 @@ def test_encoder_decoder_slicing_bridges_the_state_exactly(cell, directions, hid
     mask = np.stack([k.astype(np.float32) for k in keep[1]])[:, None, :]
     want = runtime.session(build_encdec(ze, zd, hw, head_b, 5, state_mask=mask)).run(None, {"src": src, "tgt": tgt})[0]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([("LSTM", 0, False), ("GRU", 1, False), ("RNN", 0, False), ("RNN", 0, True)]),
+       st.integers(1, 2), st.sampled_from([1, 2]), st.booleans(), st.integers(0, 2**31 - 1))
+def test_mean_compensation_equals_units_emitting_their_mean(cell, layers, directions, many, seed):
+    """With means, a removed unit behaves exactly as a unit whose h is the constant mean at every
+    step (read by the recurrence from the first step on, by the next layer and by the head)."""
+    from onnxmod.ops.base import UnitSelection as US
+
+    op, lbr, relu = cell
+    rng = np.random.default_rng(seed)
+    spec = random_stack(rng, op, layers, 4, directions, many_output=many, relu=relu, linear_before_reset=lbr)
+    keep = [np.concatenate([rng.random(4) < 0.6 for _ in range(directions)]) for _ in range(layers)]
+    means = [rng.normal(0, 0.5, 4 * directions) for _ in range(layers)]
+    x = rng.normal(0, 1, (2, 3, spec.features)).astype(np.float32)
+    model = Model(build(spec))
+    sel = {i: US.from_keep(4, [np.flatnonzero(keep[i][d * 4:(d + 1) * 4]) for d in range(directions)])
+           for i in range(layers)}
+    model.apply_selection(sel, means={i: (means[i], means[i]) for i in range(layers)})
+    got = runtime.session(model.export()).run(None, {"x": x})[0]
+    # numpy reference: removed units clamped to their mean
+    g = gs.import_onnx(build(spec))
+    nodes = [n for n in g.nodes if n.op == op]
+    seq = x.transpose(1, 0, 2).astype(np.float64)
+    for i, node in enumerate(nodes):
+        h_ = handler_for(op)
+        Wt, Rt, Bt = (a.astype(np.float64) for a in h_.weights(node))
+        G, H, T, B = h_.num_gates, 4, seq.shape[0], seq.shape[1]
+        Y = np.zeros((T, directions, B, H))
+        for d in range(directions):
+            gone = ~keep[i][d * H:(d + 1) * H]
+            m = means[i][d * H:(d + 1) * H]
+            xp = seq @ Wt[d].T + Bt[d][:G * H]
+            h, c = np.where(gone, m, 0.0) * np.ones((B, H)), np.zeros((B, H))
+            for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                h, c, _ = h_.step(xp[t], h, c, Rt[d], Bt[d][G * H:], h_.activations(node)[d], node.attrs)
+                h = np.where(gone, m, h)
+                Y[t, d] = h
+        seq = Y.transpose(0, 2, 1, 3).reshape(T, B, -1)
+    bf = seq.transpose(1, 0, 2)
+    want = bf @ spec.head_w + spec.head_b if many else bf[:, -1] @ spec.head_w.T + spec.head_b
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
