@@ -462,7 +462,10 @@ def evaluate(model_path, data_path, threads: int | None = None) -> dict:
         classes = ev.describe_classes(proto) if k == "composition" else [module_info(proto, str(model_path))]
         C = int(max([c["class_index"] for c in classes] + [int(data.y_test.max())]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
-    pred = ev.predict(proto, data.x_test, threads=threads)
+    try:
+        pred = ev.predict(proto, data.x_test, threads=threads)
+    except InputError as exc:  # onnxruntime's refusals do not know the file: name it
+        raise InputError(exc if str(exc).startswith(str(model_path)) else f"{model_path}: {exc}") from None
     y = data.y_test
     if k == "module":
         ci = module_info(proto, str(model_path))["class_index"]

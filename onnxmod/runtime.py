@@ -46,6 +46,11 @@ def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
         except Exception as exc:  # onnxruntime raises its own types; keep one line
             msg = str(exc).strip().splitlines()[0][:300]
             raise InputError(f"onnxruntime failed on rows {start}..{start + batch_size - 1}: {msg}")
+        rows = min(batch_size, n - start)
+        for name, r in zip(outputs or [o.name for o in sess.get_outputs()], res):
+            if np.ndim(r) == 0 or np.shape(r)[0] != rows:  # a damaged graph: never index labels with it
+                raise InputError(f"the model's output {name!r} has shape {list(np.shape(r))} for a batch of {rows} "
+                                 f"rows; outputs must be batch-first")
         chunks.append(transform(res) if transform else res)
         if progress is not None:
             progress(min(batch_size, n - start))

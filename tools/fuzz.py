@@ -798,7 +798,7 @@ def _run_case(rng, target, pool: Pool, workdir: Path, timeout: float):
 
         def go():
             run_module(payload, pool.modules(workdir), workdir)
-        name = "case"
+        name = ("case", "modules-data.npz")  # the model files or the data file
     if timeout:
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
@@ -814,7 +814,7 @@ def _run_case(rng, target, pool: Pool, workdir: Path, timeout: float):
         outcome, detail = type(exc).__name__, str(exc)
         if "\n" in detail:
             outcome, detail = "MULTILINE " + outcome, detail
-        elif name and name not in detail:
+        elif name and not any(n in detail for n in (name if isinstance(name, tuple) else (name,))):
             outcome = "unnamed " + outcome
     except Exception as exc:  # noqa: BLE001 - this is what we are looking for
         outcome = f"UNCAUGHT {type(exc).__name__}"
@@ -871,7 +871,7 @@ def _gist(message: str) -> str:
     """A refusal without its file path and numbers: groups messages for --verbose."""
     import re
 
-    m = re.sub(r"\S*case\.(onnx|npz)", "FILE", message)
+    m = re.sub(r"\S*case\d*\.(onnx|npz)", "FILE", message)
     m = re.sub(r"-?\d+", "N", m)
     return m[:110]
 
@@ -927,7 +927,7 @@ def main(argv=None) -> int:
             print(f"      {n:>6}  {o}")
     if args.verbose:
         for target in targets:
-            top = sorted(((n, msg) for (t, msg), n in messages.items() if t == target), reverse=True)[:25]
+            top = sorted(((n, msg) for (t, msg), n in messages.items() if t == target), reverse=True)[:60]
             print(f"  most common refusals ({target}):")
             for n, msg in top:
                 print(f"      {n:>6}  {msg}")
