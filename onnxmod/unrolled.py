@@ -22,6 +22,7 @@ inputs before running.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from .concern import Concern
@@ -190,9 +191,10 @@ def _replace_op(m: Model, op, masks: list[np.ndarray]) -> None:
 def _mask_outputs(m: Model, op, masks: list[np.ndarray]) -> None:
     """``Y * mask[:T]`` for every consumer of the op's sequence output (the recurrence runs as is)."""
     y = op.node.outputs[0]
-    M = np.stack(masks, axis=1)[:, :, None, :].astype(np.float32)  # [T_max, D, 1, H']
+    M = np.stack(masks, axis=1)[:, :, None, :] > 0.5  # [T_max, D, 1, H'], stored as bool (1 byte a step)
     p = f"onnxmod_unrolled/{op.index}"
     shape, steps = gs.Variable(f"{p}/y_shape", dtype=np.int64), gs.Variable(f"{p}/steps", dtype=np.int64)
+    mask_b = gs.Variable(f"{p}/mask_bool", dtype=np.bool_)
     mask, masked = gs.Variable(f"{p}/mask", dtype=np.float32), gs.Variable(f"{p}/y_masked", dtype=np.float32)
     consumers = list(y.outputs)
     m.graph.nodes += [
@@ -200,7 +202,8 @@ def _mask_outputs(m: Model, op, masks: list[np.ndarray]) -> None:
         gs.Node("Slice", f"{p}/steps", inputs=[shape, gs.Constant(f"{p}/c0", np.array([0])),
                                                gs.Constant(f"{p}/c1", np.array([1]))], outputs=[steps]),
         gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", M), gs.Constant(f"{p}/m0", np.array([0])),
-                                              steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask]),
+                                              steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask_b]),
+        gs.Node("Cast", f"{p}/mask_float", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[mask_b], outputs=[mask]),
         gs.Node("Mul", f"{p}/apply", inputs=[y, mask], outputs=[masked]),
     ]
     for c in consumers:
