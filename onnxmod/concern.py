@@ -85,7 +85,8 @@ def central_tendency(a: np.ndarray, cutoff: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         inlier = np.where(mad > 0, dev / np.where(mad > 0, mad, 1) < cutoff, True)
     n = inlier.sum(axis=0)
-    return np.where(n > 0, (a * inlier).sum(axis=0) / np.maximum(n, 1), med)
+    total = np.where(inlier, a, 0).sum(axis=0, dtype=np.float64)
+    return np.where(n > 0, total / np.maximum(n, 1), med).astype(np.float64)
 
 
 def unit_scores(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig):
@@ -122,12 +123,12 @@ def score_layer(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig)
         return LayerScores(None, None, None, U)  # no evidence: remove nothing
     if pos.ndim == 3:
         G = pos.shape[1]
-        s, c, r = unit_scores(pos.reshape(len(pos), -1).astype(np.float64),
-                              neg.reshape(len(neg), -1).astype(np.float64), rule, cfg)
+        s, c, r = unit_scores(pos.reshape(len(pos), -1).astype(np.float32),
+                              neg.reshape(len(neg), -1).astype(np.float32), rule, cfg)
         score, cand = s.reshape(G, U).max(axis=0), c.reshape(G, U).all(axis=0)
         neg_rate = None if r is None else r.reshape(G, U).max(axis=0)
     else:
-        score, cand, neg_rate = unit_scores(pos.astype(np.float64), neg.astype(np.float64), rule, cfg)
+        score, cand, neg_rate = unit_scores(pos.astype(np.float32), neg.astype(np.float32), rule, cfg)
     return LayerScores(score, cand, neg_rate, U)
 
 
