@@ -313,12 +313,28 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
         raise UsageError(f"{model_path}: unrolled mode is not supported for encoder-decoder models yet "
                          f"(the decoder's per-step state would need the encoder's bridge at every step); use rolled")
     data = encdec.load_translation_data(data_path, model)
-    scores = encdec.score_languages(model, data, config, threads)
+    fit, val = encdec.holdout(data, seed) if config.guard is not None else (data, None)
+    scores = encdec.score_languages(model, fit, config, threads)
     t_id = time.perf_counter()
     digest = model_digest(model.original)
-    concerns = [s.concern(config) for s in scores]
-    modules = [encdec.build_translator(model, c, data, digest) for c in concerns]
-    composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+    guard, trail = None, []
+    caps = [config.removal_cap] if val is None else [config.removal_cap, config.removal_cap / 2, 0.0]
+    base = None if val is None else encdec.mean_bleu(encdec.bleu(model.original, val))
+    for cap in caps:
+        concerns = [s.concern(config, cap) for s in scores]
+        modules = [encdec.build_translator(model, c, data, digest) for c in concerns]
+        composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+        if val is None:
+            break
+        got = encdec.mean_bleu(encdec.bleu(composed, val))
+        ok = base - got <= config.guard
+        trail.append({"cap": cap, "heldout_bleu": got, "accepted": bool(ok)})
+        if ok:
+            break
+    if val is not None:
+        guard = {"kind": "guard", "metric": "mean BLEU over languages", "tolerance_points": config.guard,
+                 "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
+                 "heldout_split": "seeded pairs of the training split, kept out of tracing"}
     t_build = time.perf_counter()
     mono_bleu = encdec.bleu(model.original, data)
     comp_bleu = encdec.bleu(composed, data)
@@ -329,9 +345,10 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     for c, proto in zip(concerns, modules):
         lang = c.class_name
         params = count_parameters_proto(proto)
-        m_bleu = encdec.bleu(proto, data)  # the module alone, translating into its language
+        # routing sends every sentence into `lang` to this module alone, so the module's own BLEU
+        # is the composition's BLEU for its language (no separate decoding needed)
         entries.append({"class": c.class_index, "name": lang, "monolithic_bleu": mono_bleu.get(lang),
-                        "composed_bleu": comp_bleu.get(lang), "module_bleu": m_bleu.get(lang),
+                        "composed_bleu": comp_bleu.get(lang), "module_bleu": comp_bleu.get(lang),
                         "delta_bleu": None if lang not in mono_bleu else comp_bleu[lang] - mono_bleu[lang],
                         "params": params, "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
                         "monolithic_accuracy": None, "composed_accuracy": None, "delta": None,
@@ -344,7 +361,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
               "delta_bleu": {k: comp_bleu[k] - mono_bleu[k] for k in mono_bleu},
               "num_classes": len(data.languages), "model_params": model_params,
               "composed_params": count_parameters_proto(composed), "modules": entries, "skipped": [],
-              "traced_rows": None, "size_search": None}
+              "traced_rows": None, "size_search": guard}
     report["timings"] = {"identify": t_id - t_start, "build": t_build - t_id,
                          "evaluate": time.perf_counter() - t_build, "total": time.perf_counter() - t_start}
     _write(out, force, concerns, modules, composed, report)

@@ -162,7 +162,6 @@ def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
     tgt = in_vis[1].name
     inits = inits + [numpy_helper.from_array(np.array(0, dtype=np.int64), "onnxmod/first"),
                      numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "onnxmod/axes12")]
-    nodes = _share_common_nodes(nodes)
     nodes.append(helper.make_node("Gather", [tgt, "onnxmod/first"], ["onnxmod/lang"], axis=1, name="onnxmod/lang"))
     parts = []
     for k, (outs, tok) in enumerate(zip(module_outputs, tokens)):
@@ -179,6 +178,7 @@ def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
                                       name=f"onnxmod/route_{k}"))
         parts.append(f"onnxmod/route_{k}")
     nodes.append(helper.make_node("Sum", parts, ["logits"], name="onnxmod/logits"))
+    nodes = _share_common_nodes(nodes)
     outputs = [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [None, None, None])]
     return nodes, inits, outputs
 

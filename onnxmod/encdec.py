@@ -172,6 +172,23 @@ def _sha(vocab) -> str:
     return hashlib.sha256("\n".join(vocab).encode()).hexdigest() if vocab else ""
 
 
+def holdout(data: TranslationData, seed: int, rows: int = 600) -> tuple[TranslationData, TranslationData]:
+    """(training pairs without a seeded validation part, that part as a test split)."""
+    import dataclasses
+
+    n = data.y_train.shape[0]
+    k = min(rows, n // 5)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7901]))
+    val = np.sort(rng.choice(n, size=k, replace=False))
+    fit = np.setdiff1d(np.arange(n), val)
+    return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit], lang_train=data.lang_train[fit]),
+            dataclasses.replace(data, x_test=data.x_train[val], y_test=data.y_train[val], lang_test=data.lang_train[val]))
+
+
+def mean_bleu(by_language: dict) -> float:
+    return float(np.mean(list(by_language.values()))) if by_language else 0.0
+
+
 def bleu(model_or_proto, data: TranslationData, limit: int | None = None, threads: int | None = 1) -> dict:
     """Corpus BLEU per language on the test split (greedy decoding in onnxruntime)."""
     proto = model_or_proto if isinstance(model_or_proto, onnx.ModelProto) else onnx.load(str(model_or_proto))

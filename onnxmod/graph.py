@@ -689,17 +689,41 @@ class Model:
         di = [np.array([], int)] * D if ds is None else list(ds.inert)
         if all(np.array_equal(a, b) and np.array_equal(c, e) for a, b, c, e in zip(ek, dk, ei, di)):
             return
-        P = np.zeros((D, ek[0].size, dk[0].size), dtype=np.float32)
+        Ke = ek[0].size
+        idx = np.full((D, dk[0].size), Ke, dtype=np.int64)  # Ke = the zero column added by Pad
         for d in range(D):
             for q, j in enumerate(dk[d]):
                 if j in di[d] or j in ei[d] or j not in ek[d]:
                     continue
-                P[d, int(np.flatnonzero(ek[d] == j)[0]), q] = 1.0
+                idx[d, q] = int(np.flatnonzero(ek[d] == j)[0])
         state = site.node.inputs[site.input_index]
-        out = gs.Variable(f"{site.node.name}/bridge_{site.input_index}", dtype=np.float32)
-        self.graph.nodes.append(gs.Node("MatMul", f"{site.node.name}/bridge_{site.input_index}",
-                                        inputs=[state, gs.Constant(f"{site.node.name}/bridge_{site.input_index}/P", P)],
-                                        outputs=[out]))
+        p = f"{site.node.name}/bridge_{site.input_index}"
+        padded = gs.Variable(f"{p}/padded", dtype=np.float32)
+        self.graph.nodes.append(gs.Node("Pad", f"{p}/pad", inputs=[state, gs.Constant(f"{p}/pads",
+                                        np.array([0, 0, 0, 0, 0, 1], dtype=np.int64))], outputs=[padded]))
+        out = gs.Variable(p, dtype=np.float32)
+        if D == 1 or all(np.array_equal(idx[0], r) for r in idx[1:]):
+            self.graph.nodes.append(gs.Node("Gather", p, attrs={"axis": 2},
+                                            inputs=[padded, gs.Constant(f"{p}/idx", idx[0])], outputs=[out]))
+        else:  # per direction: [D, B, Ke+1] -> GatherElements with indices broadcast over the batch
+            shape = gs.Variable(f"{p}/shape", dtype=np.int64)
+            full = gs.Variable(f"{p}/idx_full", dtype=np.int64)
+            dims = gs.Variable(f"{p}/dims", dtype=np.int64)
+            self.graph.nodes += [
+                gs.Node("Shape", f"{p}/shape", inputs=[state], outputs=[shape]),
+                gs.Node("Concat", f"{p}/dims", attrs={"axis": 0}, outputs=[dims], inputs=[
+                    gs.Constant(f"{p}/D", np.array([D], dtype=np.int64)),
+                    gs.Variable(f"{p}/B", dtype=np.int64),
+                    gs.Constant(f"{p}/Kd", np.array([idx.shape[1]], dtype=np.int64))]),
+            ]
+            b = self.graph.nodes[-1].inputs[1]
+            self.graph.nodes.append(gs.Node("Slice", f"{p}/batch", inputs=[shape, gs.Constant(f"{p}/s1", np.array([1])),
+                                                                        gs.Constant(f"{p}/s2", np.array([2]))],
+                                            outputs=[b]))
+            self.graph.nodes.append(gs.Node("Expand", f"{p}/expand", inputs=[gs.Constant(f"{p}/idx", idx[:, None, :]),
+                                                                          dims], outputs=[full]))
+            self.graph.nodes.append(gs.Node("GatherElements", p, attrs={"axis": 2}, inputs=[padded, full],
+                                            outputs=[out]))
         site.node.inputs[site.input_index] = out
 
     def export(self, outputs: list[gs.Variable] | None = None, metadata: dict | None = None) -> onnx.ModelProto:

@@ -57,8 +57,9 @@ _NO_SPACE_AFTER = frozenset({"(", "[", "{", "\u201e", "\u00bf", "\u00a1"})
 
 
 def normalize(text: str) -> str:
-    """Lowercase, drop invisible characters (zero-width space, soft hyphen, BOM) and strip."""
-    return text.translate(_INVISIBLE).lower().strip()
+    """Lowercase, drop invisible characters (zero-width space, soft hyphen, BOM) and make every
+    run of whitespace (also no-break and thin spaces) one plain space."""
+    return " ".join(text.translate(_INVISIBLE).lower().split())
 
 
 def tokenize(text: str) -> list[str]:
