@@ -82,7 +82,7 @@ def _prefixed(proto: onnx.ModelProto, prefix: str) -> onnx.GraphProto:
     return g
 
 
-def _share_common_nodes(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+def _share_common_nodes(nodes: list[onnx.NodeProto]) -> tuple[list[onnx.NodeProto], dict[str, str]]:
     """Common-subexpression elimination: a node with the same op, attributes and inputs as an
     earlier one is dropped and its outputs renamed to that node's. Modules of one model share
     everything before their first recurrent layer (embedding lookup, reshapes), computed once."""
@@ -104,7 +104,7 @@ def _share_common_nodes(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
             continue
         seen[key] = list(node.output)
         out.append(node)
-    return out
+    return out, alias
 
 
 def _vote_head(nodes, inits, module_outputs, infos, sources):
@@ -140,8 +140,6 @@ def _vote_head(nodes, inits, module_outputs, infos, sources):
                                   name="onnxmod/argmax"))
     nodes.append(helper.make_node("Gather", ["onnxmod/class_ids", "onnxmod/argmax"], [LABEL], axis=0,
                                   name="onnxmod/label"))
-    # after the vote nodes, so they read the surviving names when two modules' nodes coincide
-    nodes = _share_common_nodes(nodes)
     batch = [None] * (rank - 1)
     outputs = [helper.make_tensor_value_info(LABEL, onnx.TensorProto.INT64, batch),
                helper.make_tensor_value_info(SCORES, onnx.TensorProto.FLOAT, batch + [len(pairs)])]
@@ -178,7 +176,6 @@ def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
                                       name=f"onnxmod/route_{k}"))
         parts.append(f"onnxmod/route_{k}")
     nodes.append(helper.make_node("Sum", parts, ["logits"], name="onnxmod/logits"))
-    nodes = _share_common_nodes(nodes)
     outputs = [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [None, None, None])]
     return nodes, inits, outputs
 
@@ -246,6 +243,9 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
         nodes, inits, outputs = _route_head(nodes, inits, module_outputs, infos, in_vis, sources)
     else:
         nodes, inits, outputs = _vote_head(nodes, inits, module_outputs, infos, sources)
+    # once every node is in (the heads read the surviving names when two modules' nodes coincide)
+    nodes, alias = _share_common_nodes(nodes)
+    resolved = [[[name, alias.get(vi.name, vi.name)] for name, vi in outs.items()] for outs in module_outputs]
     graph = helper.make_graph(nodes, "onnxmod_composition", in_vis, outputs, initializer=inits)
     opsets = {}
     for m in modules:
@@ -262,7 +262,8 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
             "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
     meta["onnxmod.modules"] = json.dumps([{p.key: p.value for p in m.metadata_props} for m in modules],
                                          sort_keys=True)
-    meta["onnxmod.module_outputs"] = json.dumps([[o.name for o in outs.values()] for outs in module_outputs])
+    # per module, in order: [its output name, the tensor that holds it here (shared nodes resolved)]
+    meta["onnxmod.module_outputs"] = json.dumps(resolved)
     limits = [i["max_steps"] for i in infos if i["max_steps"]]
     if limits:
         meta["onnxmod.max_steps"] = str(min(limits))
@@ -290,9 +291,10 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
     order = {id(n): i for i, n in enumerate(g.node)}
     for k, mmeta in enumerate(metas):
         prefix = f"m{k}/"
-        wanted = outputs_of[k] if k < len(outputs_of) else []
-        if not wanted:
+        pairs = outputs_of[k] if k < len(outputs_of) else []
+        if not pairs:
             raise InputError(f"{where}: composition metadata lacks module {k}'s outputs ('onnxmod.module_outputs')")
+        wanted = [t for _, t in pairs]
         # every node the module's outputs depend on (shared nodes included), in graph order
         needed, stack = {}, list(wanted)
         while stack:
@@ -326,12 +328,14 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
             new_inits.append(t)
         known = {v.name: v for v in list(g.value_info) + list(g.output)}
         out_vi = []
-        for n in wanted:
-            if n not in known:
-                raise InputError(f"{where}: composition lacks the type of module output {n!r}")
+        for name, tensor in pairs:
+            if tensor not in known:
+                raise InputError(f"{where}: composition lacks the type of module output {tensor!r}")
+            if strip(tensor) != name:  # the module's output was computed by a node it shares
+                new_nodes.append(helper.make_node("Identity", [strip(tensor)], [name], name=f"onnxmod/output_{name}"))
             v = onnx.ValueInfoProto()
-            v.CopyFrom(known[n])
-            v.name = strip(n)
+            v.CopyFrom(known[tensor])
+            v.name = name
             out_vi.append(v)
         graph = helper.make_graph(new_nodes, "onnxmod_module", list(g.input), out_vi, initializer=new_inits)
         proto = helper.make_model(graph, opset_imports=list(composed.opset_import),

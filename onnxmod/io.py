@@ -227,9 +227,11 @@ def check_metadata(proto: onnx.ModelProto, where: str) -> None:
             raise InputError(f"{where}: metadata 'onnxmod.modules' is malformed (expected one key/value map per module)")
     if "onnxmod.module_outputs" in meta:
         outs = _json(where, "onnxmod.module_outputs", meta["onnxmod.module_outputs"])
-        if not isinstance(outs, list) or not all(isinstance(o, list) and all(isinstance(n, str) for n in o)
-                                                 for o in outs):
-            raise InputError(f"{where}: metadata 'onnxmod.module_outputs' is malformed (expected lists of names)")
+        if not isinstance(outs, list) or not all(
+                isinstance(o, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)
+                                            for p in o) for o in outs):
+            raise InputError(f"{where}: metadata 'onnxmod.module_outputs' is malformed "
+                             f"(expected per module a list of [output name, tensor name] pairs)")
     if "onnxmod.class_names" in meta:
         names = _json(where, "onnxmod.class_names", meta["onnxmod.class_names"])
         if not isinstance(names, list):

@@ -54,6 +54,7 @@ _NO_SPACE_BEFORE = frozenset(
     {".", ",", "!", "?", ";", ":", ")", "]", "}", "%", "\u2026", "\u201c", "\u201d"}
 )
 _NO_SPACE_AFTER = frozenset({"(", "[", "{", "\u201e", "\u00bf", "\u00a1"})
+_ENDS_IN_APOSTROPHE = frozenset({"po"})  # Italian "un po' di": the apostrophe ends the word
 
 
 def normalize(text: str) -> str:
@@ -69,14 +70,14 @@ def tokenize(text: str) -> list[str]:
 
 def _join(tokens: Sequence[str]) -> str:
     out = ""
-    prev = None
+    prev = before = None
     for tok in tokens:
         if prev is None:
             out = tok
         else:
-            glue = not (
+            space = not (
                 tok in _JOIN_BOTH
-                or prev in _JOIN_BOTH
+                or (prev in _JOIN_BOTH and not (prev == "'" and before in _ENDS_IN_APOSTROPHE))
                 or tok in _NO_SPACE_BEFORE
                 or prev in _NO_SPACE_AFTER
                 or unicodedata.category(tok[0]).startswith("M")
@@ -88,9 +89,9 @@ def _join(tokens: Sequence[str]) -> str:
                 and len(out) >= 2
                 and out[-2].isdigit()
             ):
-                glue = False
-            out += (" " if glue else "") + tok
-        prev = tok
+                space = False
+            out += (" " if space else "") + tok
+        before, prev = prev, tok
     return out
 
 

@@ -85,3 +85,27 @@ def test_replace_refuses_wrong_class(decomposed):
     new = onnx.load(str(out / "modules" / "algebra.onnx"))
     with pytest.raises(IncompatibleError, match="not 'calculus'"):
         replace(composed, new, "calculus")
+
+
+def test_identical_modules_share_nodes_and_still_split_and_replace(decomposed):
+    """Modules that keep every unit are identical up to their head: composing and splitting them
+    must still work (regression: replace failed on a guarded translator composition)."""
+    out, data = decomposed
+    from onnxmod import api as _api  # noqa: F401
+    a = onnx.load(str(out / "modules" / "algebra.onnx"))
+    b = onnx.load(str(out / "modules" / "algebra.onnx"))
+    for p in b.metadata_props:
+        if p.key == "onnxmod.class_name":
+            p.value = "algebra2"
+        if p.key == "onnxmod.class_index":
+            p.value = "99"
+    comp = compose([a, b])
+    mods = split(comp)
+    assert len(mods) == 2
+    for m in mods:
+        onnx.checker.check_model(m, full_check=True)
+    x = np.load(data)["x_test"][:20]
+    np.testing.assert_array_equal(runtime.session(mods[1]).run(["score"], {"tokens": x})[0],
+                                  runtime.session(a).run(["score"], {"tokens": x})[0])
+    again = replace(comp, a, "algebra")
+    assert len(split(again)) == 2
