@@ -171,6 +171,7 @@ def test_detokenize_inverts_tokenize():
         "Il a 3.5 kg et 1,000 livres.",
         "„Hallo“, sagte er.",
         "Він — лікар (мабуть).",
+        "Vorrei un po' d'acqua.",
     ]
     vocab = ["<pad>", "<unk>", "<eos>", "<2fr>"]
     for text in texts:

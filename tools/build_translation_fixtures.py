@@ -79,7 +79,7 @@ def read_lines(path: Path) -> list[str]:
 
 @dataclass
 class Pair:
-    key: str  # normalised source sentence (the split unit)
+    key: str  # the tokenised source sentence (the split unit)
     src: list[str]
     tgt: list[str]
     ref: str  # normalised target sentence (the BLEU reference)
@@ -89,8 +89,8 @@ class Pair:
 def make_pairs(src_lines, tgt_by_lang: dict[str, list[str]]) -> list[Pair]:
     pairs = []
     for i, s in enumerate(src_lines):
-        key = s2s.normalize(s)
         st = s2s.tokenize(s)
+        key = " ".join(st)
         if not st or len(st) > MAX_TOKENS:
             continue
         for lang, lines in tgt_by_lang.items():
@@ -516,6 +516,7 @@ def build_variant(v: Variant, src_vocab, tgt_vocab, out: Path, cfg, manifest, ot
 
 def write_readme(out: Path, manifest, cmd: str, wall: float):
     m = manifest
+    total_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != "README.md") / 1e6
     rows = []
     for label, e in m["models"].items():
         langs = " · ".join(f"{l} {b:.1f}" for l, b in e["bleu"].items())
@@ -524,6 +525,13 @@ def write_readme(out: Path, manifest, cmd: str, wall: float):
             f"{e['file_bytes'] / 1e6:.2f} MB | {e['train_pairs']:,} / {e['test_pairs']:,} | "
             f"{langs} | {e['bleu_mean']:.1f} |"
         )
+    et_cmp = ""
+    try:
+        faulty = m["models"]["et_endeit/lstm"]["bleu"]["en"]
+        better = m["models"]["et_en_s2/lstm"]["bleu_on_other_test_splits"]["et_endeit"]["en"]
+        et_cmp = f"; on `et_endeit`'s English test pairs it scores {better:.1f} BLEU to {faulty:.1f}"
+    except KeyError:
+        pass
     xrows = []
     for label, e in m["models"].items():
         for other, bl in e.get("bleu_on_other_test_splits", {}).items():
@@ -554,11 +562,12 @@ reference sentences of the test split; the models were trained on them (so they 
 FR derived data too).
 
 ## What was converted
-- **Tokens**: lowercase; zero-width spaces and soft hyphens removed; split by the regex
+- **Tokens**: lowercase; zero-width spaces and soft hyphens removed, every run of whitespace
+  (the French no-break spaces too) made one space (`onnxmod.seq2seq.normalize`); split by the regex
   `\\w+|[^\\w\\s]` (words, and each punctuation mark on its own) -- `onnxmod.seq2seq.tokenize`.
   Pairs where either side has more than {MAX_TOKENS} tokens are dropped.
 - **Split**: once per vocabulary group, by source sentence: a seeded permutation (seed {SEED})
-  of the distinct normalised source sentences puts {c['test_fraction']:.0%} (English) /
+  of the distinct tokenised source sentences puts {c['test_fraction']:.0%} (English) /
   {c['et_test_fraction']:.0%} (Estonian) of them in the test split. All pairs of a source
   sentence (one per target language) are on the same side, and the split is shared by the two
   variants of a group: `en_frdeit` never trained on an English sentence that is in
@@ -633,9 +642,13 @@ BLEU of each model on the other variant's test split (its languages only; never 
 |---|---|---|
 {chr(10).join(xrows)}
 
-`et_endeit` is deliberately weak (about 1,100 Estonian sentences); `et_en_s2` translates
-Estonian→English with about three times as much data (the "replace" scenario: swap
-`et_endeit`'s `en` module for `et_en_s2`'s). `en_frdeitua` is the "add a language" scenario's
+`et_endeit` is the deliberately faulty model (about 1,100 Estonian sentences, so about 950
+training pairs per language); `et_en_s2` has about 2.5 times as many Estonian→English training
+pairs{et_cmp} (the
+"replace" scenario: swap `et_endeit`'s `en` module for `et_en_s2`'s). Both Estonian models are
+weak in absolute terms: a few thousand pairs are too few for a translator without attention,
+and out-of-vocabulary words cap what any output can score (see the round-trip column above);
+their output is mostly sentence frames (`warum <unk>?`, `i saw <unk> <unk>.`). `en_frdeitua` is the "add a language" scenario's
 comparison model and the source of the `ua` module.
 
 ## Rebuild
@@ -643,7 +656,8 @@ comparison model and the source of the `ua` module.
     {cmd}
 
 (`--data-root` points to the `tatoeba` folder; default `../shared/data/tatoeba` next to the
-repository.) Last build: {wall / 60:.1f} min wall on 2 shared CPU cores, one torch thread.
+repository.) Last build: {wall / 60:.1f} min wall on 2 shared CPU cores, one torch thread;
+{total_mb:.1f} MB in this folder.
 Training is seeded; a rebuild on another machine or torch version can differ in the last bits
 and hence in some greedy outputs and BLEU, and rewrites `manifest.json` and the models together.
 """
@@ -707,8 +721,9 @@ def main(argv=None):
     manifest["models"] = dict(sorted(manifest["models"].items(),
                                      key=lambda kv: (order.index(kv[1]["variant"]), kv[0])))
     manifest["variants"] = dict(sorted(manifest["variants"].items(), key=lambda kv: order.index(kv[0])))
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     wall = time.time() - t0
+    manifest["build_wall_seconds"] = round(wall)
+    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_readme(out, manifest, ".venv/bin/python tools/build_translation_fixtures.py", wall)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"done in {wall / 60:.1f} min; {out} holds {total / 1e6:.2f} MB", flush=True)
