@@ -53,6 +53,7 @@ class TranslationData:
     lang_train: np.ndarray
     lang_test: np.ndarray
     max_len: int
+    ref_test: list[str] | None = None  # reference sentences as written (lowercase), when the data has them
 
 
 def load_translation_data(path, model: Model | None = None) -> TranslationData:
@@ -86,8 +87,12 @@ def load_translation_data(path, model: Model | None = None) -> TranslationData:
         return idx
 
     src_vocab = [str(s) for s in arrays["src_vocab"]] if "src_vocab" in arrays else None
+    refs = [str(s) for s in arrays["ref_test"]] if "ref_test" in arrays else None
+    if refs is not None and len(refs) != d.y_test.shape[0]:
+        raise InputError(f"{d.path}: ref_test has {len(refs)} sentences but y_test has {d.y_test.shape[0]} rows")
+    # tokens generated at most: the target length without its language token
     return TranslationData(d.path, d.x_train, d.y_train, d.x_test, d.y_test, languages, tokens, vocab, src_vocab,
-                           langs(d.y_train, "y_train"), langs(d.y_test, "y_test"), int(d.y_test.shape[1]))
+                           langs(d.y_train, "y_train"), langs(d.y_test, "y_test"), int(d.y_test.shape[1]) - 1, refs)
 
 
 def feeds(model, x: np.ndarray, y: np.ndarray) -> dict:
@@ -182,7 +187,8 @@ def holdout(data: TranslationData, seed: int, rows: int = 600) -> tuple[Translat
     val = np.sort(rng.choice(n, size=k, replace=False))
     fit = np.setdiff1d(np.arange(n), val)
     return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit], lang_train=data.lang_train[fit]),
-            dataclasses.replace(data, x_test=data.x_train[val], y_test=data.y_train[val], lang_test=data.lang_train[val]))
+            dataclasses.replace(data, x_test=data.x_train[val], y_test=data.y_train[val], lang_test=data.lang_train[val],
+                                ref_test=None))
 
 
 def mean_bleu(by_language: dict) -> float:
@@ -195,11 +201,13 @@ def bleu(model_or_proto, data: TranslationData, limit: int | None = None, thread
     sess = session(proto, threads=threads)
     n = data.x_test.shape[0] if limit is None else min(limit, data.x_test.shape[0])
     x, y, lang = data.x_test[:n], data.y_test[:n], data.lang_test[:n]
+    # references: the stored sentences when the data has them (an <unk> in the output then never
+    # matches), else the target ids detokenised
     tokens = np.array(data.tokens)[lang]
     eos = data.tgt_vocab.index(seq2seq.EOS)
     out = seq2seq.greedy_decode(sess, x, tokens, data.max_len, eos_id=eos)
     hyps = seq2seq.detokenize(out, data.tgt_vocab)
-    refs = seq2seq.detokenize(y, data.tgt_vocab)
+    refs = data.ref_test[:n] if data.ref_test is not None else seq2seq.detokenize(y, data.tgt_vocab)
     return seq2seq.bleu_by_language(hyps, refs, lang, data.languages)
 
 

@@ -1,0 +1,74 @@
+"""Translators (encoder-decoder models) on the real Tatoeba fixture: per-language concerns,
+translator modules, routing composition."""
+import numpy as np
+import onnx
+import pytest
+
+from onnxmod import encdec, runtime
+from onnxmod.compose import compose, split
+from onnxmod.concern import ConcernConfig
+from onnxmod.errors import IncompatibleError
+from onnxmod.graph import Model
+
+from conftest import fixture_path
+
+
+@pytest.fixture(scope="module")
+def translator():
+    path = fixture_path("translation", "en_frdeit/lstm.onnx")
+    model = Model.load(path)
+    data = encdec.load_translation_data(fixture_path("translation", "en_frdeit/data.npz"), model)
+    scores = encdec.score_languages(model, data, ConcernConfig())
+    return model, data, scores
+
+
+def _logits(proto, model, data, n=48):
+    sess = runtime.session(proto)
+    return sess.run(["logits"], encdec.feeds(model, data.x_test[:n], data.y_test[:n]))[0]
+
+
+def test_translator_is_detected_and_scored_per_language(translator):
+    model, data, scores = translator
+    assert model.shape == "enc-dec" and model.recurrent[1].state_from == 0
+    assert [s.class_name for s in scores] == data.languages == ["fr", "de", "it"]
+
+
+def test_keep_all_routing_composition_reproduces_the_model(translator):
+    model, data, scores = translator
+    cfg = ConcernConfig()
+    mods = [encdec.build_translator(model, s.concern(cfg, 0.0), data, "d") for s in scores]
+    comp = compose(mods)
+    np.testing.assert_allclose(_logits(comp, model, data), _logits(model.original, model, data), atol=1e-5)
+
+
+def test_each_sentence_is_routed_to_its_language_module(translator):
+    model, data, scores = translator
+    cfg = ConcernConfig()
+    mods = [encdec.build_translator(model, s.concern(cfg, 0.05), data, "d") for s in scores]
+    for m in mods:
+        onnx.checker.check_model(m, full_check=True)
+        meta = {p.key: p.value for p in m.metadata_props}
+        assert int(meta["onnxmod.lang_token"]) in data.tokens
+    comp = compose(mods)
+    got = _logits(comp, model, data)
+    lang = data.lang_test[:48]
+    for k, m in enumerate(mods):
+        sel = lang == k
+        if sel.any():
+            np.testing.assert_allclose(got[sel], _logits(m, model, data)[sel], atol=1e-5)
+    assert len(split(comp)) == 3
+    # modules are physically smaller once units go (the bridge adds no weights)
+    assert all(sum(i.ByteSize() for i in m.graph.initializer) < sum(i.ByteSize() for i in model.original.graph.initializer)
+               for m in mods)
+
+
+def test_translators_with_different_output_vocabularies_are_refused(translator):
+    model, data, scores = translator
+    m = encdec.build_translator(model, scores[0].concern(ConcernConfig()), data, "d")
+    other = onnx.ModelProto()
+    other.CopyFrom(encdec.build_translator(model, scores[1].concern(ConcernConfig()), data, "d"))
+    for p in other.metadata_props:
+        if p.key == "onnxmod.output_vocab_sha256":
+            p.value = "f" * 64
+    with pytest.raises(IncompatibleError, match="output vocabularies"):
+        compose([m, other])
