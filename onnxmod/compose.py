@@ -116,7 +116,11 @@ def _vote_head(nodes, inits, module_outputs, infos, sources):
         ranks.add(len(outs["score"].type.tensor_type.shape.dim))
         pairs.append((outs["score"].name, outs["logits"].name))
     if len(ranks) != 1:
-        raise IncompatibleError("modules mix one-output and many-output shapes; they cannot vote per step")
+        by_rank = {}
+        for k, outs in enumerate(module_outputs):
+            by_rank.setdefault(len(outs["score"].type.tensor_type.shape.dim), sources[k])
+        a, b = list(by_rank.values())[:2]
+        raise IncompatibleError(f"{a} and {b} mix one-output and many-output shapes; they cannot vote per step")
     rank = ranks.pop()
     one = numpy_helper.from_array(np.array([1], dtype=np.int64), "onnxmod/one")
     zero = numpy_helper.from_array(np.array([0], dtype=np.int64), "onnxmod/zero")
@@ -149,7 +153,7 @@ def _vote_head(nodes, inits, module_outputs, infos, sources):
 def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
     """logits = sum_k [tgt_in[:, 0] == token_k] * logits_k — each sentence uses its language's module."""
     if len(in_vis) < 2:
-        raise InputError("translator modules need two inputs (source, target prefix)")
+        raise InputError(f"{sources[0]}: translator modules need two inputs (source, target prefix)")
     tokens = []
     for k, info in enumerate(infos):
         if info.get("lang_token") is None:
@@ -218,7 +222,10 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
     check_compatible(infos, allow_mismatch)
     kinds = {i["shape"] == "enc-dec" for i in infos}
     if len(kinds) != 1:
-        raise IncompatibleError("translator (encoder-decoder) modules cannot be composed with classifier modules")
+        tr = next(i["where"] for i in infos if i["shape"] == "enc-dec")
+        cl = next(i["where"] for i in infos if i["shape"] != "enc-dec")
+        raise IncompatibleError(f"{tr} is a translator (encoder-decoder) module and {cl} a classifier module; "
+                                f"they cannot be composed")
     in_vis = list(modules[0].graph.input)
     nodes, inits, dedup = [], [], {}
     module_outputs = []
