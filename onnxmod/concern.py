@@ -146,11 +146,6 @@ def select(ls: LayerScores, rule: str, cfg: ConcernConfig, cap: float | None = N
     return keep
 
 
-def decide(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig) -> np.ndarray:
-    """Keep mask ``[U]`` for one layer from positive and negative observations."""
-    return select(score_layer(pos, neg, rule, cfg), rule, cfg)
-
-
 @dataclass
 class ClassScores:
     class_index: int
@@ -171,7 +166,13 @@ class ClassScores:
 
 def score_units(hidden: list[np.ndarray], rules: list[str], class_names: list[str], cfg: ConcernConfig,
                 mode: str, observations) -> list[ClassScores]:
-    """Every unit's score for every class (see ``identify``); selection is a separate, cheap step."""
+    """Every unit's score for every class; ``ClassScores.concern(cfg, cap)`` then selects, cheaply.
+
+    ``hidden[k]``: op k's traced states ``[N, T, U]`` (all ops share N and T), or its gate
+    activations ``[N, T, G, U]`` with gate monitoring. ``observations(c, step)`` returns
+    (positive, negative) flat indices into ``[N * T]``; ``step`` is None in rolled mode (one
+    decision per layer) and 0..T-1 in unrolled mode.
+    """
     T = hidden[0].shape[1]
     steps = [None] if mode == "rolled" else list(range(T))
     flat = [h.reshape(-1, *h.shape[2:]) for h in hidden]
@@ -186,15 +187,3 @@ def score_units(hidden: list[np.ndarray], rules: list[str], class_names: list[st
                 layers[k].append(score_layer(h[pos], h[neg], rule, cfg))
         out.append(ClassScores(c, name, mode, layers, list(rules), npos, nneg))
     return out
-
-
-def identify(hidden: list[np.ndarray], rules: list[str], class_names: list[str], cfg: ConcernConfig,
-             mode: str, observations) -> list[Concern]:
-    """Concerns for every class.
-
-    ``hidden[k]``: op k's traced states ``[N, T, U]`` (all ops share N and T), or its gate
-    activations ``[N, T, G, U]`` with gate monitoring.
-    ``observations(c, step)`` returns (positive, negative) flat indices into ``[N * T]``;
-    ``step`` is None in rolled mode (one decision per layer) and 0..T-1 in unrolled mode.
-    """
-    return [s.concern(cfg) for s in score_units(hidden, rules, class_names, cfg, mode, observations)]

@@ -668,7 +668,7 @@ class Model:
         chosen = [int(new_pos[p]) for p in s.positions if kept_mask[p]]
         if s.squeeze:
             if len(chosen) != 1:
-                raise UnsupportedModelError(f"node {s.node.name!r}: the unit it selects was removed")
+                raise UnsupportedModelError(f"{self.source}: node {s.node.name!r} selects a unit that the concern removed")
             idx = np.array(chosen[0], dtype=np.int64)
         else:
             idx = np.array(chosen, dtype=np.int64)

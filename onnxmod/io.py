@@ -13,7 +13,6 @@ import signal
 import stat
 import tempfile
 import threading
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -24,7 +24,7 @@ def markdown(report: dict) -> str:
             f"{m['jaccard']:.3f} | {_pct(m['binary_accuracy'])} |")
     if report.get("skipped"):
         lines += ["", "Skipped classes (no training samples): " + ", ".join(report["skipped"])]
-    lines += ["", f"Timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["timings"].items()), ""]
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["timings"].items()), ""]
     return "\n".join(lines)
 
 

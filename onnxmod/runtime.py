@@ -56,7 +56,3 @@ def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
             progress(min(batch_size, n - start))
     return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
 
-
-def predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    (out,) = run_batched(sess, x, [sess.get_outputs()[0].name], batch_size)
-    return out

@@ -240,8 +240,3 @@ def apply_unrolled(m: Model, concern: Concern, semantics: str = "output") -> Non
             _replace_op(m, op, masks)
     m.graph.cleanup().toposort()
 
-
-def max_steps(concern: Concern) -> int | None:
-    if concern.mode != "unrolled":
-        return None
-    return int(next(iter(concern.keep.values())).shape[0])

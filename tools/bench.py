@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from onnxmod import api, runtime  # noqa: E402
-from onnxmod.concern import ConcernConfig  # noqa: E402
 from onnxmod.graph import Model  # noqa: E402
 from onnxmod.sampling import SamplingConfig, trace_rows_many_output, trace_rows_one_output  # noqa: E402
 from onnxmod.trace import run_trace  # noqa: E402
@@ -151,8 +150,8 @@ def show(o: dict) -> None:
           f"(min {min(o['module_params_ratio']):.3f}, max {max(o['module_params_ratio']):.3f})")
     print(f"  module file size / model         rolled mean {mean(o['module_file_ratio']):.3f}, unrolled mean "
           f"{mean(o['unrolled_module_file_ratio']):.3f}; composition {o['composed_file_ratio']:.2f}")
-    print(f"  peak RSS of decompose            " + ", ".join(f"{k} {v:.0f} MB" for k, v in o["peak_rss_mb"].items()))
-    print(f"  peak RSS vs positives/class      " + ", ".join(f"{k}: {v:.0f} MB"
+    print("  peak RSS of decompose            " + ", ".join(f"{k} {v:.0f} MB" for k, v in o["peak_rss_mb"].items()))
+    print("  peak RSS vs positives/class      " + ", ".join(f"{k}: {v:.0f} MB"
                                                             for k, v in o["peak_rss_mb_by_positives"].items()))
 
 
