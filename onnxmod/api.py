@@ -30,7 +30,7 @@ from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_
 from .modularize import build_module, model_digest
 from .sampling import (observations_many_output, observations_one_output, trace_rows_many_output,
                        trace_rows_one_output)
-from .trace import gate_activations, last_step_gates, run_trace
+from .trace import final_step, gate_activations, run_trace
 
 MODES = ("auto", "rolled", "unrolled")
 
@@ -88,7 +88,7 @@ MONITORS = ("hidden", "gates")
 def _gates(model: Model, tr, mode: str, one_output: bool) -> list[np.ndarray]:
     gates = gate_activations(model, tr)
     if one_output and mode == "rolled":
-        gates = [last_step_gates(g, op.directions) for g, op in zip(gates, model.recurrent)]
+        gates = [final_step(g, op.directions)[:, None] for g, op in zip(gates, model.recurrent)]
     return gates
 
 
@@ -109,13 +109,13 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         per_class = trace_rows_one_output(data.y_train, C, cfg)
         rows = np.unique(np.concatenate(list(per_class.values())))
         position = {int(r): i for i, r in enumerate(rows)}
-        tr = run_trace(model, data.x_train[rows], steps="all", progress=progress, threads=threads, inputs=gates)
+        tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
         means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
-                            _last_step(h).mean(axis=0).astype(np.float64)) for op, h in zip(model.recurrent, tr.hidden)}
+                            _final(h).mean(axis=0).astype(np.float64)) for op, h in zip(model.recurrent, tr.hidden)}
         if gates:
             hidden = _gates(model, tr, mode, True)
         else:
-            hidden = [_last_step(h)[:, None] if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
+            hidden = [_final(h)[:, None] if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
                       for h in tr.hidden]
         T = hidden[0].shape[1]
         obs = {c: tuple(np.array([position[int(r)] for r in a], dtype=np.int64) for a in pn)
@@ -127,7 +127,7 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
     else:
         rows = trace_rows_many_output(data.y_train, cfg)
         y = data.y_train[rows]
-        tr = run_trace(model, data.x_train[rows], steps="all", progress=progress, threads=threads, inputs=gates)
+        tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
         valid = y >= 0
         means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
                             (h[valid] if valid.any() else h.reshape(-1, *h.shape[2:])).mean(axis=0).reshape(-1)
@@ -150,12 +150,9 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
                     "train_counts": counts.tolist(), "class_names": names, "means": means}
 
 
-def _last_step(h: np.ndarray) -> np.ndarray:
-    """``[N, T, D, H]`` -> ``[N, D*H]``: each direction's state after reading the whole sequence."""
-    last = h[:, -1].copy()
-    if h.shape[2] == 2:
-        last[:, 1] = h[:, 0, 1]
-    return last.reshape(h.shape[0], -1)
+def _final(h: np.ndarray) -> np.ndarray:
+    """``[N, T, D, H]`` -> ``[N, D*H]``: each direction's state after the whole sequence."""
+    return final_step(h.reshape(h.shape[0], h.shape[1], -1), h.shape[2])
 
 
 SIZE_CAPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -30,12 +30,11 @@ def session(model, threads: int | None = None) -> ort.InferenceSession:
 
 
 def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
-                batch_size: int = 512, progress=None, transform=None) -> list[np.ndarray]:
+                batch_size: int = 512, progress=None) -> list[np.ndarray]:
     """Run ``sess`` over ``x`` in batches; returns each output concatenated over axis 0 (batch).
 
     ``x`` is the array for the first input, or a dict {input name: array} (same number of rows).
-    ``progress`` is an optional callable receiving the number of rows just processed;
-    ``transform`` maps each batch's list of outputs before it is kept (to keep memory small).
+    ``progress`` is an optional callable receiving the number of rows just processed.
     """
     feeds = x if isinstance(x, dict) else {sess.get_inputs()[0].name: x}
     n = next(iter(feeds.values())).shape[0]
@@ -51,7 +50,7 @@ def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
             if np.ndim(r) == 0 or np.shape(r)[0] != rows:  # a damaged graph: never index labels with it
                 raise InputError(f"the model's output {name!r} has shape {list(np.shape(r))} for a batch of {rows} "
                                  f"rows; outputs must be batch-first")
-        chunks.append(transform(res) if transform else res)
+        chunks.append(res)
         if progress is not None:
             progress(min(batch_size, n - start))
     return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]

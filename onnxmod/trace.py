@@ -18,7 +18,7 @@ from .graph import Model
 
 @dataclass
 class Trace:
-    """``hidden[k]``: op k's states ``[N, T, D, H]`` (or ``[N, D, H]`` with ``steps='last'``);
+    """``hidden[k]``: op k's states ``[N, T, D, H]``;
     ``inputs[k]``: op k's input ``[N, T, I]`` when traced with ``inputs=True``."""
 
     hidden: list[np.ndarray]
@@ -48,28 +48,15 @@ def trace_model(model: Model, inputs: bool = False) -> "onnx.ModelProto":  # noq
     return m.export(outputs=[out, *outs, *xs])
 
 
-def _last_step(h: np.ndarray) -> np.ndarray:
-    """The state after reading the whole sequence: forward at T-1, reverse at 0."""
-    last = [h[:, -1, 0]]
-    if h.shape[2] == 2:
-        last.append(h[:, 0, 1])
-    return np.stack(last, axis=1)
-
-
-def run_trace(model: Model, x: np.ndarray, steps: str = "all", batch_size: int = 256,
+def run_trace(model: Model, x: np.ndarray, batch_size: int = 256,
               progress: bool | None = None, threads: int | None = None, inputs: bool = False) -> Trace:
     sess = runtime.session(trace_model(model, inputs=inputs), threads=threads)
     names = [o.name for o in sess.get_outputs()]
     K = len(model.recurrent)
 
-    def keep(res):
-        if steps == "last":
-            return [res[0], *[_last_step(h) for h in res[1:1 + K]], *res[1 + K:]]
-        return res
-
     with tqdm(total=x.shape[0], desc="trace", unit="seq", disable=None if progress is None else not progress,
               leave=False) as bar:
-        res = runtime.run_batched(sess, x, names, batch_size, progress=bar.update, transform=keep)
+        res = runtime.run_batched(sess, x, names, batch_size, progress=bar.update)
     return Trace(hidden=res[1:1 + K], logits=res[0], inputs=res[1 + K:] if inputs else None)
 
 
@@ -83,11 +70,11 @@ def gate_activations(model: Model, tr: Trace) -> list[np.ndarray]:
     return out
 
 
-def last_step_gates(g: np.ndarray, directions: int) -> np.ndarray:
-    """``[N, T, G, D*H]`` -> ``[N, 1, G, D*H]``: forward units at T-1, reverse units at 0."""
-    U = g.shape[-1]
-    H = U // directions
-    last = g[:, -1:].copy()
+def final_step(a: np.ndarray, directions: int) -> np.ndarray:
+    """``[N, T, ..., D*H]`` -> ``[N, ..., D*H]``: each direction's value after reading the whole
+    sequence (forward units at step T-1, reverse units at step 0)."""
+    last = a[:, -1].copy()
     if directions == 2:
-        last[..., H:] = g[:, :1, :, H:]
+        H = a.shape[-1] // 2
+        last[..., H:] = a[:, 0, ..., H:]
     return last
