@@ -375,7 +375,7 @@ def _y_negative(z):
     (lambda z: z.pop("y_test"), ["missing key", "y_test"]),
     (lambda z: [z.pop("x_train"), z.pop("y_train")], ["missing key", "x_train", "y_train"]),
     (lambda z: z.update(x_train=z["x_train"].astype(np.float32)), ["x_train", "float32", "integer token ids"]),
-    (lambda z: z.update(x_test=z["x_test"][:, :30]), ["x_test", "[3359, 30]", "40"]),
+    (lambda z: z.update(x_test=z["x_test"][:, :30]), ["x_test", "[2359, 30]", "40"]),
     (lambda z: z.update(y_train=np.stack([z["y_train"]] * 2, axis=1)), ["y_train", "one-output"]),
     (lambda z: z.update(y_test=z["y_test"][:, None, None]), ["y_test", "shape"]),
     (lambda z: z.update(y_train=z["y_train"].astype(np.float64)), ["y_train", "float64", "integer class ids"]),

@@ -372,7 +372,7 @@ def build_task(name: str, args) -> dict:
     spec = TASKS[name]
     t0 = time.time()
     torch.set_num_threads(1)
-    d = spec["data"](args)
+    d = fl.carve_validation(spec["data"](args))
     out_dir = FIXTURES / name
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.onnx"):
@@ -414,7 +414,8 @@ def build_task(name: str, args) -> dict:
             "bytes": path.stat().st_size,
         })
     fl.write_npz(out_dir / "data.npz", x_train=d["x_train"], y_train=d["y_train"],
-                 x_test=d["x_test"], y_test=d["y_test"], class_names=d["class_names"],
+                 x_test=d["x_test"], y_test=d["y_test"], x_val=d["x_val"], y_val=d["y_val"],
+                 class_names=d["class_names"],
                  vocab=d["vocab"], model_names=names, torch_logits=logits64)
     y_tr, y_te = d["y_train"], d["y_test"]
     entry = {
@@ -423,8 +424,9 @@ def build_task(name: str, args) -> dict:
         "t_in": int(d["x_train"].shape[1]), "t_out": d["t_out"],
         "padding": d.get("padding", "post"),
         "dynamic_seq": dynamic_seq,
-        "n_train": int(len(y_tr)), "n_test": int(len(y_te)),
-        "class_counts_train": _counts(y_tr, C), "class_counts_test": _counts(y_te, C),
+        "n_train": int(len(y_tr)), "n_val": int(len(d["y_val"])), "n_test": int(len(y_te)),
+        "class_counts_train": _counts(y_tr, C), "class_counts_val": _counts(d["y_val"], C),
+        "class_counts_test": _counts(y_te, C),
         "data": f"{name}/data.npz", "models": models, **d["info"],
     }
     log(f"[{name}] built in {time.time() - t0:.0f}s")

@@ -427,9 +427,32 @@ def onnx_metadata(task: str, class_names: list[str], vocab: list[str], shape: st
     }
 
 
+VAL_SEED, VAL_ROWS, VAL_KEEP_FIRST = 20261123, 1000, 256
+
+
+def carve_validation(d: dict) -> dict:
+    """Move a seeded ``VAL_ROWS`` (at most a third) of the held-out rows into ``x_val``/``y_val``.
+
+    The models never train on either split, so onnxmod's guard and size search get an honest
+    validation split and the test split stays untouched by every choice they make. The first
+    ``VAL_KEEP_FIRST`` test rows stay where they are (the export sample and ``torch_logits_test``
+    use them), and the rest keep their order. Idempotent: data that has ``x_val`` is returned as is.
+    """
+    if "x_val" in d:
+        return d
+    n = len(d["y_test"])
+    k = min(VAL_ROWS, (n - VAL_KEEP_FIRST) // 3) if n > VAL_KEEP_FIRST else 0
+    pool = np.arange(VAL_KEEP_FIRST, n)
+    val = np.sort(np.random.default_rng(VAL_SEED).choice(pool, size=k, replace=False)) if k else pool[:0]
+    test = np.setdiff1d(np.arange(n), val)
+    out = dict(d)
+    out.update(x_val=d["x_test"][val], y_val=d["y_test"][val], x_test=d["x_test"][test], y_test=d["y_test"][test])
+    return out
+
+
 def write_npz(path: Path, *, x_train, y_train, x_test, y_test, class_names, vocab,
-              model_names: list[str], torch_logits: list[np.ndarray]) -> None:
-    """``data.npz``: the split, names, vocabulary, and the torch logits of every model.
+              model_names: list[str], torch_logits: list[np.ndarray], x_val=None, y_val=None) -> None:
+    """``data.npz``: the splits, names, vocabulary, and the torch logits of every model.
 
     ``torch_logits_test`` is ``[n_models, 64, ...]`` in the order of ``model_names`` (file stems,
     e.g. ``lstm1``), torch's outputs on ``x_test[:64]``.
@@ -439,6 +462,8 @@ def write_npz(path: Path, *, x_train, y_train, x_test, y_test, class_names, voca
         y_train=np.asarray(y_train, dtype=np.int64),
         x_test=np.asarray(x_test, dtype=np.int64),
         y_test=np.asarray(y_test, dtype=np.int64),
+        **({} if x_val is None else dict(x_val=np.asarray(x_val, dtype=np.int64),
+                                         y_val=np.asarray(y_val, dtype=np.int64))),
         class_names=np.array(class_names, dtype=np.str_),
         vocab=np.array(vocab, dtype=np.str_),
         model_names=np.array(model_names, dtype=np.str_),
