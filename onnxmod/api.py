@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from . import evaluate as ev
+from . import runtime
 from . import report as rep
 from .compose import compose as compose_protos
 from .compose import module_info
@@ -144,10 +145,30 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
             return cache[t][c]
     t1 = time.perf_counter()
     scores = score_units(hidden, rules, names, config, mode, observations)
+    if model.one_output:
+        class_rows = {c: np.unique(np.concatenate(pn)) for c, pn in obs.items()}
+    else:
+        T = y.shape[1]
+        class_rows = {c: np.unique(np.concatenate(pn) // T)
+                      for c, pn in observations_many_output(y, C, cfg).items()}
+    tokens = _token_counts(model, data.x_train[rows], class_rows)
     t2 = time.perf_counter()
     counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
     return scores, {"traced_rows": int(len(rows)), "trace_s": t1 - t0, "identify_s": t2 - t1,
-                    "train_counts": counts.tolist(), "class_names": names, "means": means}
+                    "train_counts": counts.tolist(), "class_names": names, "means": means, "token_counts": tokens}
+
+
+def _token_counts(model: Model, x: np.ndarray, class_rows: dict) -> np.ndarray | None:
+    """``[C, V]``: how often each token occurs in the traced sequences of each class's positive and
+    negative observations (what the size search prunes the vocabulary by); None without an embedding."""
+    V = model.vocabulary_size()
+    if V is None or not np.issubdtype(x.dtype, np.integer):
+        return None
+    out = np.zeros((len(class_rows), V), dtype=np.int64)
+    for c, r in class_rows.items():
+        t = x[r].ravel()
+        out[c] = np.bincount(t[(t >= 0) & (t < V)], minlength=V)
+    return out
 
 
 def _final(h: np.ndarray) -> np.ndarray:
@@ -155,7 +176,8 @@ def _final(h: np.ndarray) -> np.ndarray:
     return final_step(h.reshape(h.shape[0], h.shape[1], -1), h.shape[2])
 
 
-SIZE_CAPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+UNIT_STEPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+VOCAB_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9)
 
 
 GUARD_ROWS = 1500
@@ -184,31 +206,92 @@ def _build(model, concerns, vocab, digest, unrolled="output", means=None):
     return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
 
 
-def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None):
-    """Largest removal cap (every unit ranked by score) whose held-out composed accuracy and every
-    module's ROC AUC stay within ``max_loss`` (a fraction) of keeping every unit."""
+def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
+    """Keep all but the ``drop`` fraction of the vocabulary: the rarest tokens in the class's
+    traced samples go first (ties: the higher id first); ids 0 and 1 (padding, unknown) stay."""
+    V = counts.size
+    keep = np.ones(V, dtype=bool)
+    n = int(np.floor(drop * V))
+    if n == 0:
+        return keep
+    order = np.lexsort((-np.arange(V), counts))  # ascending count, then descending id
+    order = order[~np.isin(order, [0, 1])]
+    keep[order[:n]] = False
+    return keep
+
+
+def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None,
+                 token_counts=None):
+    """Per class, the smallest module the validation split allows (SPEC: size option).
+
+    Each module has two knobs: the fraction of every layer's units removed (ranked by score, all
+    units candidates) and the fraction of the vocabulary's embedding rows removed (the tokens
+    rarest in the class's traced samples; they share one mean row). Coordinate ascent: each
+    class in turn takes its next step on a knob while (a) the module's validation ROC AUC and
+    binary accuracy stay within ``max_loss`` of its keep-everything module and (b) the
+    composition's validation accuracy stays within ``max_loss`` of the keep-everything
+    composition; a rejected step closes that knob for that class. Each module is evaluated once
+    per step tried (its log-odds cached) and the composition's vote is recomputed from the cache
+    exactly as the composed graph computes it (argmax of log-odds), so no composed graph is
+    built during the search."""
     cfg = dataclasses.replace(config, rank_all=True)
+    ids = np.array([s.class_index for s in scores])
+    vocab_steps = VOCAB_STEPS if token_counts is not None else (0.0,)
+    valid = y_val >= 0
+    cache: dict = {}
 
-    def run(cap):
-        concerns = [s.concern(cfg, cap) for s in scores]
-        modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
-        label, sc = ev.predict_composed(composed, x_val, threads=threads)
-        valid = y_val >= 0
-        auc = [ev.roc_auc(sc[..., j][valid], y_val[valid] == c.class_index) for j, c in enumerate(concerns)]
-        return concerns, modules, composed, ev.accuracy(label, y_val), auc
+    def module(j: int, u: int, v: int):
+        if (j, u, v) not in cache:
+            c = scores[j].concern(cfg, UNIT_STEPS[u])
+            if vocab_steps[v] > 0:
+                c.vocabulary = _vocabulary_mask(token_counts[c.class_index], vocab_steps[v])
+                c.token_weights = token_counts.sum(axis=0)
+            proto = build_module(model, c, vocab, digest, config.unrolled, means)
+            (lg,) = runtime.run_batched(runtime.session(proto, threads=threads), x_val, ["logits"], 512)
+            margin = lg[..., 1] - lg[..., 0]
+            cache[j, u, v] = (c, proto, margin, count_parameters_proto(proto),
+                              ev.roc_auc(margin[valid], y_val[valid] == c.class_index))
+        return cache[j, u, v]
 
-    base = run(0.0)
-    best, trail = run(config.removal_cap), []
-    for cap in SIZE_CAPS:
-        cand = run(cap)
-        ok = base[3] - cand[3] <= max_loss and all(b0 is None or b0 - b <= max_loss for b0, b in zip(base[4], cand[4]))
-        trail.append({"cap": cap, "heldout_accuracy": cand[3], "min_auc": min(a for a in cand[4] if a is not None),
-                      "accepted": ok})
-        if not ok:
-            break
-        best = cand
-    return best[0], best[1], best[2], {"heldout_rows": int(len(y_val)), "heldout_keep_all_accuracy": base[3],
-                                       "trail": trail}
+    def vote(state) -> np.ndarray:
+        return ids[np.stack([module(j, u, v)[2] for j, (u, v) in enumerate(state)], axis=-1).argmax(axis=-1)]
+
+    state = [(0, 0)] * len(scores)
+    reference = vote(state)
+    base = ev.accuracy(reference, y_val)
+    trail = []
+    open_knobs = {(j, k) for j in range(len(scores)) for k in (0, 1) if k == 0 or len(vocab_steps) > 1}
+    while open_knobs:
+        for j, k in sorted(open_knobs):
+            u, v = state[j]
+            step = (u + 1, v) if k == 0 else (u, v + 1)
+            if step[k] >= (len(UNIT_STEPS) if k == 0 else len(vocab_steps)):
+                open_knobs.discard((j, k))
+                continue
+            b0, cand = module(j, 0, 0), module(j, *step)
+            module_ok = b0[4] is None or cand[4] is None or b0[4] - cand[4] <= max_loss
+            trial = state[:j] + [step] + state[j + 1:]
+            label = vote(trial) if module_ok else None
+            changed = None if label is None else float((label[valid] != reference[valid]).mean())
+            acc = None if label is None else ev.accuracy(label, y_val)
+            ok = module_ok and changed <= 2 * max_loss and base - acc <= max_loss
+            trail.append({"class": scores[j].class_name, "units_removed": UNIT_STEPS[step[0]],
+                          "vocabulary_removed": vocab_steps[step[1]], "module_auc": cand[4],
+                          "heldout_changed": changed, "heldout_accuracy": acc, "accepted": bool(ok)})
+            if ok:
+                state = trial
+            else:
+                open_knobs.discard((j, k))
+    chosen = [module(j, u, v) for j, (u, v) in enumerate(state)]
+    concerns, modules = [c[0] for c in chosen], [c[1] for c in chosen]
+    composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+    return concerns, modules, composed, {
+        "kind": "size search", "heldout_rows": int(len(y_val)), "heldout_keep_all_accuracy": base,
+        "heldout_accuracy": ev.accuracy(vote(state), y_val),
+        "heldout_changed": float((vote(state)[valid] != reference[valid]).mean()), "modules_evaluated": len(cache),
+        "chosen": [{"class": s.class_name, "units_removed": UNIT_STEPS[u], "vocabulary_removed": vocab_steps[v]}
+                   for s, (u, v) in zip(scores, state)],
+        "trail": trail}
 
 
 def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None):
@@ -239,10 +322,9 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     Writes ``out_dir/modules/<class>.onnx``, ``out_dir/composed.onnx``, ``out_dir/report.json`` and
     ``out_dir/report.md`` — all or nothing (the directory appears only when complete).
 
-    ``max_loss`` (accuracy points, e.g. 0.5) turns on the size search: 10 % of the training split
-    is held out, and units are removed (ranked by score, beyond the reference's negative-score
-    candidates) as long as the held-out composed accuracy and each module's binary accuracy stay
-    within ``max_loss`` points of keeping every unit.
+    ``max_loss`` (accuracy points, e.g. 0.5) turns on the size search (``_size_search``): per class,
+    units and embedding rows are removed while the validation split says the module's AUC and the
+    composition's accuracy stay within ``max_loss`` points of keeping everything.
     """
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
@@ -286,8 +368,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
         concerns = [s.concern(config) for s in scores]
         modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
     else:
-        concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100,
-                                                         x_val, y_val, vocab, digest, threads, means)
+        concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100, x_val, y_val,
+                                                         vocab, digest, threads, means, info["token_counts"])
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
         size["max_loss_points"] = max_loss
     t_build = time.perf_counter()

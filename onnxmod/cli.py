@@ -66,8 +66,10 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
                         f"more than POINTS below the model's ({d.guard}; --no-guard turns it off)")
     g.add_argument("--no-guard", dest="guard", action="store_const", const=None)
     g.add_argument("--max-loss", type=float, default=None, metavar="POINTS",
-                   help="smaller modules: remove as many units as a held-out 10%% of the training split allows "
-                        "while composed and per-module accuracy drop at most POINTS (e.g. 0.5)")
+                   help="smaller modules: per class, remove as many units and embedding rows as the validation "
+                        "split (x_val/y_val, else 10%% of x_train) allows while the composition loses at most "
+                        "POINTS of accuracy (and changes at most 2xPOINTS %% of its answers) and each module's "
+                        "ROC AUC at most POINTS/100 (e.g. 0.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:

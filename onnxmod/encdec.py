@@ -36,7 +36,7 @@ from .io import _read_npz, load_data
 from .modularize import module_metadata
 from .runtime import run_batched, session
 from .sampling import SamplingConfig, _draw, _rng
-from .trace import trace_model
+from .trace import run_trace
 
 
 @dataclass
@@ -123,10 +123,8 @@ def score_languages(model: Model, data: TranslationData, cfg: ConcernConfig, thr
     k = math.ceil(s.negatives / max(L - 1, 1))
     rows = np.unique(np.concatenate(list(pos.values())))
     where = {int(r): i for i, r in enumerate(rows)}
-    sess = session(trace_model(model), threads=threads)
-    names = [o.name for o in sess.get_outputs()]
-    res = run_batched(sess, feeds(model, data.x_train[rows], data.y_train[rows]), names, 256)
-    hidden = res[1:]  # per op [N, T, D, H]
+    hidden = run_trace(model, feeds(model, data.x_train[rows], data.y_train[rows]), threads=threads,
+                       progress=False).hidden  # per op [N, T, D, H]
     sides = _side(model)
     tgt_valid = data.y_train[rows][:, :-1] != 0
     obs = []

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .errors import OnnxmodError, UnsupportedModelError
+from .errors import OnnxmodError, UnsupportedModelError, UsageError
 from .ops import handler_for, recurrent_op_types
 from .ops.base import RecurrentOpHandler, UnitSelection
 
@@ -573,6 +573,20 @@ class Model:
                 "recurrent_ops": [op.describe() for op in self.recurrent],
                 "head": {"name": self.head.node.name, "op_type": self.head.node.op}}
 
+    def embedding(self) -> gs.Node | None:
+        """The token embedding: a ``Gather`` (axis 0) of a 2-D float table by the graph input."""
+        for node in self.graph.nodes:
+            if (node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0 and len(node.inputs) == 2
+                    and isinstance(node.inputs[0], gs.Constant) and node.inputs[1] is self.input
+                    and np.asarray(node.inputs[0].values).ndim == 2
+                    and np.issubdtype(np.asarray(node.inputs[0].values).dtype, np.floating)):
+                return node
+        return None
+
+    def vocabulary_size(self) -> int | None:
+        node = self.embedding()
+        return None if node is None else int(np.asarray(node.inputs[0].values).shape[0])
+
     # ---- rewriting --------------------------------------------------------------------------
     def apply_selection(self, selections: dict[int, UnitSelection], means: dict | None = None) -> None:
         """Remove hidden units physically: ``selections[op.index]`` per recurrent op.
@@ -617,6 +631,36 @@ class Model:
                 if s.kind == "state":
                     dst = next(o for o in self.recurrent if o.node is s.node)
                     self._bridge(op, selections.get(op.index), dst, selections.get(dst.index), s)
+
+    def prune_vocabulary(self, keep: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Keep the embedding rows of the tokens in ``keep`` (bool ``[V]``); every other token
+        reads one shared row, the ``weights``-weighted mean of the rows removed (mean compensation,
+        as for units). A 0-based ``int32 [V]`` remap table (not a parameter) routes token ids to
+        rows; negative ids keep Gather's meaning (counted from the end), as in the model."""
+        node = self.embedding()
+        if node is None:
+            raise UnsupportedModelError(f"{self.source}: no token embedding (Gather of a 2-D table by the input) "
+                                        f"to prune")
+        table = np.asarray(node.inputs[0].values)
+        V = table.shape[0]
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (V,):
+            raise UsageError(f"{self.source}: vocabulary mask has shape {list(keep.shape)}, the embedding has {V} rows")
+        removed = ~keep
+        if not removed.any():
+            return
+        w = np.ones(int(removed.sum())) if weights is None else np.asarray(weights, dtype=np.float64)[removed]
+        if w.sum() <= 0:
+            w = np.ones_like(w)
+        fill = (w @ table[removed].astype(np.float64)) / w.sum()
+        rows = np.concatenate([table[keep], fill[None].astype(table.dtype)])
+        remap = np.full(V, int(keep.sum()), dtype=np.int32)
+        remap[keep] = np.arange(int(keep.sum()), dtype=np.int32)
+        ids = gs.Variable(f"{node.name}/pruned_ids", dtype=np.int32)
+        self.graph.nodes.insert(self.graph.nodes.index(node), gs.Node(
+            "Gather", f"{node.name}/vocabulary", attrs={"axis": 0},
+            inputs=[gs.Constant(f"{node.name}/remap", remap), self.input], outputs=[ids]))
+        node.inputs = [gs.Constant(f"{node.name}/table_pruned", np.ascontiguousarray(rows)), ids]
 
     def _compensate(self, op: RecurrentOp, sel: UnitSelection, mean_all: np.ndarray, mean_out: np.ndarray) -> None:
         removed = np.setdiff1d(np.arange(op.units), np.setdiff1d(sel.global_ids("kept"), sel.global_ids("inert")))

@@ -90,7 +90,11 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
         "onnxmod.input_signature": json.dumps(input_signature(model), sort_keys=True),
         "onnxmod.vocab_sha256": vocab_sha256 or "",
         "onnxmod.concern": json.dumps({"layers": layers, "positives": concern.positives,
-                                       "negatives": concern.negatives}, sort_keys=True),
+                                       "negatives": concern.negatives,
+                                       **({} if concern.vocabulary is None else
+                                          {"vocabulary": {"rows": int(concern.vocabulary.size),
+                                                          "kept": int(concern.vocabulary.sum())}})},
+                                      sort_keys=True),
         # the input's length drives the recurrent steps only for many-input shapes (M:1, M:N)
         **({"onnxmod.max_steps": next(iter(concern.keep.values())).shape[0]}
            if concern.mode == "unrolled" and model.shape.startswith("M") else {}),
@@ -101,6 +105,8 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
                  digest: str | None = None, unrolled: str = "output", means: dict | None = None) -> onnx.ModelProto:
     """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched)."""
     m = model.fresh()
+    if concern.vocabulary is not None:
+        m.prune_vocabulary(concern.vocabulary, concern.token_weights)
     if concern.mode == "rolled":
         m.apply_selection(selections(m, concern), means)
     else:

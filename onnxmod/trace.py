@@ -1,18 +1,20 @@
 """Tracing: run the model once in onnxruntime and expose every recurrent op's hidden states.
 
-The trace graph is the normalized model plus, per recurrent op, its ``Y`` output transposed to
-batch-major ``[N, T, D, H]`` and the logits — fetched together in one ``run`` per batch, so one
-pass over the sampled inputs serves every class.
+The trace graph is the normalized model with each recurrent op's ``Y`` (``[T, D, N, H]``, as the
+op computes it anyway) and, for gate monitoring, its ``X`` added as graph outputs: no extra node
+runs. ``Tracer`` creates the session once; each batch's outputs are copied once, straight into
+preallocated batch-major arrays ``[N, T, D, H]``, so one pass over the sampled inputs serves
+every class at the cost of that copy.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import onnx_graphsurgeon as gs
 from tqdm.auto import tqdm
 
 from . import runtime
+from .errors import InputError
 from .graph import Model
 
 
@@ -27,37 +29,62 @@ class Trace:
 
 
 def trace_model(model: Model, inputs: bool = False) -> "onnx.ModelProto":  # noqa: F821
+    """The model with every recurrent op's ``Y`` ``[T, D, N, H]`` (and ``X`` ``[T, N, I]``) as outputs."""
+    import onnx_graphsurgeon as gs
+
     m = model.fresh()
-    outs = []
-    xs = []
+    outs, xs = [], []
     for op in m.recurrent:
-        if inputs:
-            xt = gs.Variable(f"onnxmod_trace/x{op.index}", dtype=np.float32)
-            m.graph.nodes.append(gs.Node("Transpose", f"onnxmod_trace/transpose_x{op.index}",
-                                         attrs={"perm": [1, 0, 2]}, inputs=[op.node.inputs[0]], outputs=[xt]))
-            xs.append(xt)
         y = op.node.outputs[0]
         if not y.name:
             y = gs.Variable(f"{op.name}/Y", dtype=np.float32)
             op.node.outputs[0] = y
-        t = gs.Variable(f"onnxmod_trace/{op.index}", dtype=np.float32)
-        m.graph.nodes.append(gs.Node("Transpose", f"onnxmod_trace/transpose_{op.index}",
-                                     attrs={"perm": [2, 0, 1, 3]}, inputs=[y], outputs=[t]))
-        outs.append(t)
-    out = m.output
-    return m.export(outputs=[out, *outs, *xs])
+        outs.append(y)
+        if inputs:
+            xs.append(op.node.inputs[0])
+    return m.export(outputs=[m.output, *outs, *xs])
 
 
-def run_trace(model: Model, x: np.ndarray, batch_size: int = 256,
-              progress: bool | None = None, threads: int | None = None, inputs: bool = False) -> Trace:
-    sess = runtime.session(trace_model(model, inputs=inputs), threads=threads)
-    names = [o.name for o in sess.get_outputs()]
-    K = len(model.recurrent)
+class Tracer:
+    """One session over the trace graph; ``run`` traces any number of inputs with it."""
 
-    with tqdm(total=x.shape[0], desc="trace", unit="seq", disable=None if progress is None else not progress,
-              leave=False) as bar:
-        res = runtime.run_batched(sess, x, names, batch_size, progress=bar.update)
-    return Trace(hidden=res[1:1 + K], logits=res[0], inputs=res[1 + K:] if inputs else None)
+    def __init__(self, model: Model, inputs: bool = False, threads: int | None = None):
+        self.model, self.inputs = model, inputs
+        self.session = runtime.session(trace_model(model, inputs=inputs), threads=threads)
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, x, batch_size: int = 256, progress: bool | None = None) -> Trace:
+        """``x``: the first input's array, or ``{input name: array}`` with the same number of rows."""
+        feeds = x if isinstance(x, dict) else {self.session.get_inputs()[0].name: x}
+        n = next(iter(feeds.values())).shape[0]
+        K = len(self.model.recurrent)
+        logits, hidden, xs = None, [None] * K, [None] * (K if self.inputs else 0)
+        with tqdm(total=n, desc="trace", unit="seq", disable=None if progress is None else not progress,
+                  leave=False) as bar:
+            for s in range(0, n, batch_size):
+                e = min(s + batch_size, n)
+                try:
+                    res = self.session.run(self.names, {k: v[s:e] for k, v in feeds.items()})
+                except Exception as exc:  # onnxruntime raises its own types; keep one line
+                    raise InputError(f"onnxruntime failed on rows {s}..{e - 1}: "
+                                     f"{str(exc).strip().splitlines()[0][:300]}") from None
+                if logits is None:
+                    logits = np.empty((n, *res[0].shape[1:]), dtype=res[0].dtype)
+                    hidden = [np.empty((n, y.shape[0], y.shape[1], y.shape[3]), dtype=np.float32)
+                              for y in res[1:1 + K]]
+                    xs = [np.empty((n, v.shape[0], v.shape[2]), dtype=np.float32) for v in res[1 + K:]]
+                logits[s:e] = res[0]
+                for k, y in enumerate(res[1:1 + K]):
+                    hidden[k][s:e] = y.transpose(2, 0, 1, 3)
+                for k, v in enumerate(res[1 + K:]):
+                    xs[k][s:e] = v.transpose(1, 0, 2)
+                bar.update(e - s)
+        return Trace(hidden=hidden, logits=logits, inputs=xs if self.inputs else None)
+
+
+def run_trace(model: Model, x, batch_size: int = 256, progress: bool | None = None, threads: int | None = None,
+              inputs: bool = False) -> Trace:
+    return Tracer(model, inputs=inputs, threads=threads).run(x, batch_size, progress)
 
 
 def gate_activations(model: Model, tr: Trace) -> list[np.ndarray]:

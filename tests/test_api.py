@@ -105,17 +105,55 @@ def test_auto_mode_is_rolled_for_one_output_and_unrolled_for_many_output(tmp_pat
     assert meta["onnxmod.mode"] == "unrolled" and meta["onnxmod.unrolled_semantics"] == "output"
 
 
-def test_size_search_makes_smaller_modules_and_reports_its_trail(math_lstm1, tmp_path):
+def test_size_search_makes_smaller_modules_within_the_tolerance(math_lstm1, tmp_path):
+    """The size option's promises, checked with onnxruntime on the written files: every module is
+    no larger than keep-all, the held-out composition stays within the tolerance of keep-all and
+    changes at most twice that share of predictions, and the report's numbers are the files'."""
     model, data = math_lstm1
-    ref = api.decompose(model, data, tmp_path / "ref", progress=False)
-    small = api.decompose(model, data, tmp_path / "small", progress=False, max_loss=1.0)
+    small = api.decompose(model, data, tmp_path / "small", progress=False, max_loss=0.5)
     s = small["size_search"]
-    assert s["trail"] and s["heldout_rows"] > 0 and s["max_loss_points"] == 1.0
-    accepted = [t["cap"] for t in s["trail"] if t["accepted"]]
-    if accepted:  # the search removed more than the reference cap allows
-        assert sum(m["params"] for m in small["modules"]) < sum(m["params"] for m in ref["modules"])
-    for t in s["trail"]:
-        assert 0 <= t["heldout_accuracy"] <= 1
+    assert s["kind"] == "size search" and s["max_loss_points"] == 0.5 and s["heldout_split"] == "x_val"
+    assert any(t["accepted"] for t in s["trail"]) and any(not t["accepted"] for t in s["trail"])
+    assert s["heldout_keep_all_accuracy"] - s["heldout_accuracy"] <= 0.005 and s["heldout_changed"] <= 0.01
+    assert all(m["params_ratio"] <= 1 for m in small["modules"])
+    assert np.mean([m["params_ratio"] for m in small["modules"]]) < 0.8  # measured 0.50
+    z = np.load(data)
+    label = runtime.session(str(tmp_path / "small" / "composed.onnx")).run(["label"], {"tokens": z["x_val"]})[0]
+    assert abs((label == z["y_val"]).mean() - s["heldout_accuracy"]) < 1e-12
+    for m, c in zip(small["modules"], s["chosen"]):
+        proto = onnx.load(str(tmp_path / "small" / m["file"]))
+        assert count_parameters_proto(proto) == m["params"]
+        concern = json.loads({p.key: p.value for p in proto.metadata_props}["onnxmod.concern"])
+        if c["vocabulary_removed"]:
+            assert concern["vocabulary"]["kept"] == concern["vocabulary"]["rows"] - int(
+                c["vocabulary_removed"] * concern["vocabulary"]["rows"])
+
+
+def test_pruned_vocabulary_reads_removed_tokens_as_their_mean_row(math_lstm1):
+    """A module with a pruned vocabulary equals the model on inputs of kept tokens, and on the
+    others equals the model whose removed rows all hold their weighted mean (onnxruntime)."""
+    model_path, data = math_lstm1
+    model = Model.load(model_path)
+    V = model.vocabulary_size()
+    x = np.load(data)["x_test"][:64]
+    keep = np.ones(V, dtype=bool)
+    rare = np.setdiff1d(np.unique(x[32:]), np.unique(x[:32]))
+    keep[rare] = False
+    weights = np.arange(V, dtype=np.float64) % 7
+    m = model.fresh()
+    m.prune_vocabulary(keep, weights)
+    pruned = runtime.session(m.export(outputs=[m.output])).run(None, {"tokens": x})[0]
+    proto = onnx.load(str(model_path))
+    table_init = next(i for i in proto.graph.initializer if i.name == model.embedding().inputs[0].name)
+    table = onnx.numpy_helper.to_array(table_init).copy()
+    fill = (weights[~keep] @ table[~keep].astype(np.float64)) / weights[~keep].sum()
+    table[~keep] = fill.astype(np.float32)
+    table_init.CopyFrom(onnx.numpy_helper.from_array(table, table_init.name))
+    expect = runtime.session(proto).run(None, {"tokens": x})[0]
+    np.testing.assert_allclose(pruned, expect, atol=1e-5)
+    full = runtime.session(str(model_path)).run(None, {"tokens": x[:32]})[0]
+    np.testing.assert_allclose(pruned[:32], full, atol=1e-5)
+    assert count_parameters_proto(m.export(outputs=[m.output])) == model.parameter_count() - 16 * (int((~keep).sum()) - 1)
 
 
 def test_gate_monitoring_end_to_end(math_lstm1, tmp_path):

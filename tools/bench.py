@@ -1,17 +1,23 @@
 """Benchmarks: every ratio measured side by side in one run (medians over --repeats).
 
-    python tools/bench.py [--target math_topics/lstm1 brown_pos/lstm4 ...] [--repeats 3] [--json PATH]
+    python tools/bench.py [--target math_topics/lstm1 brown_pos/lstm4 translation/en_frdeit/lstm ...]
+                          [--repeats 3] [--json PATH]
 
-For each target model (fixtures/<task>/<model>.onnx with fixtures/<task>/data.npz) it prints:
+For each target model (fixtures/<task>/<model>.onnx with its data.npz) it prints:
 
 1. decomposition vs inference: `decompose` wall time (all classes; rolled, unrolled, and both)
-   ÷ one plain onnxruntime pass over the same traced samples (also without the evaluation step);
+   ÷ one plain onnxruntime pass over the same traced samples; also without the test-split
+   evaluation that `decompose` reports (the reference times decomposition and evaluation
+   apart) and without the validation guard (`--no-guard`, the reference's behaviour);
 2. trace overhead: the tracing pass ÷ the plain pass;
 3. composition: latency of the composed single graph vs the same modules as separate sessions
-   (2 threads, no spinning) and vs the monolithic model, on a batch of test inputs;
+   (2 threads, no spinning) and vs the monolithic model, at batch 1, 16 and 256;
 4. module size: parameters and file size of each module ÷ the monolithic model;
 5. peak memory (max RSS of a child process running `decompose`) for each mode, and its growth
    with the number of traced samples (--positives 125/250/500).
+
+Translators (encoder-decoder, e.g. translation/en_frdeit/lstm) get the same ratios for their one
+mode (rolled): the plain pass is teacher-forced over the traced sentence pairs.
 """
 from __future__ import annotations
 
@@ -31,11 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from onnxmod import api, runtime  # noqa: E402
+from onnxmod.concern import ConcernConfig  # noqa: E402
 from onnxmod.graph import Model  # noqa: E402
 from onnxmod.sampling import SamplingConfig, trace_rows_many_output, trace_rows_one_output  # noqa: E402
-from onnxmod.trace import run_trace  # noqa: E402
+from onnxmod.trace import run_trace, trace_model  # noqa: E402
 
-DEFAULT_TARGETS = ["math_topics/lstm1", "brown_pos/lstm4"]
+DEFAULT_TARGETS = ["math_topics/lstm1", "brown_pos/lstm4", "translation/en_frdeit/lstm"]
+BATCHES = (1, 16, 256)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -53,6 +61,32 @@ def traced_rows(model: Model, y, cfg: SamplingConfig):
     return trace_rows_many_output(y, cfg)
 
 
+def paths(target: str) -> tuple[Path, Path]:
+    folder, stem = target.rsplit("/", 1)
+    return ROOT / "fixtures" / folder / f"{stem}.onnx", ROOT / "fixtures" / folder / "data.npz"
+
+
+def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: int, repeats: int, out: dict) -> None:
+    """Composed graph vs separate module sessions vs the model, per batch size."""
+    composed = runtime.session(folder / "composed.onnx", threads=threads)
+    mods = [runtime.session(folder / m["file"], threads=threads) for m in report["modules"]]
+    mono = runtime.session(model_path, threads=threads)
+    out["latency"] = {}
+    for b in BATCHES:
+        f = feeds_for(b)
+        reps = max(5, repeats * 5) if b > 16 else max(30, repeats * 10)
+        mono.run(None, f)
+        t_comp = median_time(lambda: composed.run(None, f), reps)
+        t_sep = median_time(lambda: [s.run(None, f) for s in mods], reps)
+        t_mono = median_time(lambda: mono.run(None, f), reps)
+        out["latency"][b] = {"composed_s": t_comp, "separate_sessions_s": t_sep, "monolithic_s": t_mono,
+                             "composed_speedup_vs_separate": t_sep / t_comp, "composed_vs_monolithic": t_comp / t_mono}
+    size_model = model_path.stat().st_size
+    out["module_params_ratio"] = [m["params_ratio"] for m in report["modules"]]
+    out["module_file_ratio"] = [(folder / m["file"]).stat().st_size / size_model for m in report["modules"]]
+    out["composed_file_ratio"] = (folder / "composed.onnx").stat().st_size / size_model
+
+
 def peak_rss_mb(model: Path, data: Path, mode: str, positives: int, threads: int) -> float:
     code = ("import resource, sys, tempfile; from onnxmod import api; from onnxmod.concern import ConcernConfig;"
             "from onnxmod.sampling import SamplingConfig;"
@@ -67,10 +101,22 @@ def peak_rss_mb(model: Path, data: Path, mode: str, positives: int, threads: int
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
+def timed_decompose(model_path, data_path, out: Path, repeats: int, threads: int, **kw):
+    runs = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        r = api.decompose(model_path, data_path, out / str(i), progress=False, threads=threads, **kw)
+        runs.append((time.perf_counter() - t, r))
+    wall = statistics.median(w for w, _ in runs)
+    core = statistics.median(w - rr["timings"]["evaluate"] for w, rr in runs)
+    return wall, core, runs[0][1], out / "0"
+
+
 def bench(target: str, repeats: int, threads: int) -> dict:
-    task, stem = target.split("/")
-    model_path, data_path = ROOT / "fixtures" / task / f"{stem}.onnx", ROOT / "fixtures" / task / "data.npz"
+    model_path, data_path = paths(target)
     model = Model.load(model_path)
+    if model.shape == "enc-dec":
+        return bench_translator(target, model, repeats, threads)
     data = api.load_dataset_for(model, data_path)
     cfg = SamplingConfig()
     rows = traced_rows(model, data.y_train, cfg)
@@ -92,44 +138,69 @@ def bench(target: str, repeats: int, threads: int) -> dict:
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("rolled", "unrolled"):
-            runs = []
-            for i in range(repeats):
-                t = time.perf_counter()
-                r = api.decompose(model_path, data_path, Path(tmp) / f"{mode}{i}", mode=mode, progress=False,
-                                  threads=threads)
-                runs.append((time.perf_counter() - t, r))
-            wall = statistics.median(w for w, _ in runs)
-            r = runs[0][1]
-            reports[mode] = r
-            core = statistics.median(w - rr["timings"]["evaluate"] for w, rr in runs)
+            wall, core, r, folder = timed_decompose(model_path, data_path, Path(tmp) / mode, repeats, threads,
+                                                    mode=mode)
+            _, bare, _, _ = timed_decompose(model_path, data_path, Path(tmp) / f"{mode}-bare", repeats, threads,
+                                            mode=mode, config=ConcernConfig(guard=None))
+            reports[mode] = (r, folder)
             out[f"decompose_{mode}_s"] = wall
             out[f"decompose_{mode}_ratio"] = wall / t_plain
             out[f"decompose_{mode}_without_evaluation_ratio"] = core / t_plain
+            out[f"decompose_{mode}_without_evaluation_or_guard_ratio"] = bare / t_plain
             out[f"decompose_{mode}_delta"] = r["delta"]
+            out[f"decompose_{mode}_timings"] = r["timings"]
         out["decompose_both_ratio"] = (out["decompose_rolled_s"] + out["decompose_unrolled_s"]) / t_plain
-
-        # composition latency on a batch of test inputs
-        r = reports["rolled"]
-        folder = Path(tmp) / "rolled0"
-        xb = data.x_test[:256]
-        composed = runtime.session(folder / "composed.onnx", threads=threads)
-        mods = [runtime.session(folder / m["file"], threads=threads) for m in r["modules"]]
-        mono = runtime.session(model_path, threads=threads)
-        reps = max(5, repeats * 5)
-        t_comp = median_time(lambda: composed.run(["label"], {name: xb}), reps)
-        t_sep = median_time(lambda: [s.run(["score"], {name: xb}) for s in mods], reps)
-        t_mono = median_time(lambda: mono.run(None, {name: xb}), reps)
-        out.update({"composed_batch_s": t_comp, "separate_sessions_batch_s": t_sep, "monolithic_batch_s": t_mono,
-                    "composed_speedup_vs_separate": t_sep / t_comp, "composed_vs_monolithic": t_comp / t_mono})
-        size_model = model_path.stat().st_size
-        out["module_params_ratio"] = [m["params_ratio"] for m in r["modules"]]
-        out["module_file_ratio"] = [(folder / m["file"]).stat().st_size / size_model for m in r["modules"]]
-        out["composed_file_ratio"] = (folder / "composed.onnx").stat().st_size / size_model
-        ufolder = Path(tmp) / "unrolled0"
-        out["unrolled_module_file_ratio"] = [(ufolder / m["file"]).stat().st_size / size_model
-                                             for m in reports["unrolled"]["modules"]]
+        r, folder = reports["rolled"]
+        latency(folder, r, model_path, lambda b: {name: data.x_test[:b]}, threads, repeats, out)
+        ur, ufolder = reports["unrolled"]
+        out["unrolled_module_file_ratio"] = [(ufolder / m["file"]).stat().st_size / model_path.stat().st_size
+                                             for m in ur["modules"]]
     out["peak_rss_mb"] = {mode: peak_rss_mb(model_path, data_path, mode, 500, threads) for mode in ("rolled", "unrolled")}
     out["peak_rss_mb_by_positives"] = {p: peak_rss_mb(model_path, data_path, "rolled", p, threads) for p in (125, 250, 500)}
+    return out
+
+
+def bench_translator(target: str, model: Model, repeats: int, threads: int) -> dict:
+    from onnxmod import encdec
+    from onnxmod.encdec import _draw, _rng
+
+    model_path, data_path = paths(target)
+    data = encdec.load_translation_data(data_path, model)
+    s = SamplingConfig()
+    rows = np.unique(np.concatenate([_draw(np.flatnonzero(data.lang_train == c), s.positives, _rng(s.seed, c))
+                                     for c in range(len(data.languages))]))
+    feeds = encdec.feeds(model, data.x_train[rows], data.y_train[rows])
+    sess = runtime.session(model_path, threads=threads)
+    out = {"target": target, "shape": model.shape, "traced_samples": int(len(rows)), "threads": threads}
+
+    def plain():
+        for a in range(0, len(rows), 256):
+            sess.run(None, {k: v[a:a + 256] for k, v in feeds.items()})
+
+    plain()
+    t_plain = median_time(plain, repeats)
+    tsess = runtime.session(trace_model(model), threads=threads)
+    t_trace = median_time(lambda: runtime.run_batched(tsess, feeds, None, 256), repeats)
+    out["plain_pass_s"], out["trace_pass_s"] = t_plain, t_trace
+    out["trace_overhead"] = t_trace / t_plain
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, core, r, folder = timed_decompose(model_path, data_path, Path(tmp) / "rolled", repeats, threads,
+                                                mode="rolled")
+        _, bare, _, _ = timed_decompose(model_path, data_path, Path(tmp) / "bare", repeats, threads, mode="rolled",
+                                        config=ConcernConfig(guard=None))
+        out["decompose_rolled_s"] = wall
+        out["decompose_rolled_ratio"] = wall / t_plain
+        out["decompose_rolled_without_evaluation_ratio"] = core / t_plain
+        out["decompose_rolled_without_evaluation_or_guard_ratio"] = bare / t_plain
+        out["decompose_rolled_delta"] = r["delta"]
+        out["decompose_rolled_delta_bleu"] = r["delta_bleu"]
+        out["decompose_rolled_timings"] = r["timings"]
+        out["decompose_both_ratio"] = None
+        latency(folder, r, model_path, lambda b: {k: v[:b] for k, v in encdec.feeds(
+            model, data.x_test, data.y_test).items()}, threads, repeats, out)
+    out["peak_rss_mb"] = {"rolled": peak_rss_mb(model_path, data_path, "rolled", 500, threads)}
+    out["peak_rss_mb_by_positives"] = {p: peak_rss_mb(model_path, data_path, "rolled", p, threads)
+                                       for p in (125, 250, 500)}
     return out
 
 
@@ -139,17 +210,26 @@ def show(o: dict) -> None:
     print(f"  plain onnxruntime pass           {o['plain_pass_s']:.3f} s")
     print(f"  trace pass                       {o['trace_pass_s']:.3f} s   trace overhead {o['trace_overhead']:.2f}x")
     for mode in ("rolled", "unrolled"):
-        print(f"  decompose {mode:8}               {o[f'decompose_{mode}_s']:.3f} s   = {o[f'decompose_{mode}_ratio']:.2f}x "
-              f"inference ({o[f'decompose_{mode}_without_evaluation_ratio']:.2f}x without evaluation), "
-              f"delta {100 * o[f'decompose_{mode}_delta']:+.2f}")
-    print(f"  decompose both modes             {o['decompose_both_ratio']:.2f}x inference")
-    print(f"  composed graph (batch 256)       {1e3 * o['composed_batch_s']:.1f} ms; separate sessions "
-          f"{1e3 * o['separate_sessions_batch_s']:.1f} ms -> {o['composed_speedup_vs_separate']:.2f}x faster; "
-          f"monolithic {1e3 * o['monolithic_batch_s']:.1f} ms ({o['composed_vs_monolithic']:.2f}x)")
+        if f"decompose_{mode}_s" not in o:
+            continue
+        t = o[f"decompose_{mode}_timings"]
+        print(f"  decompose {mode:8}               {o[f'decompose_{mode}_s']:.3f} s   = "
+              f"{o[f'decompose_{mode}_ratio']:.2f}x inference; "
+              f"{o[f'decompose_{mode}_without_evaluation_ratio']:.2f}x without the test evaluation; "
+              f"{o[f'decompose_{mode}_without_evaluation_or_guard_ratio']:.2f}x without it and the guard "
+              f"(delta {100 * o[f'decompose_{mode}_delta']:+.2f})")
+        print("      where the time goes           " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
+    if o.get("decompose_both_ratio"):
+        print(f"  decompose both modes             {o['decompose_both_ratio']:.2f}x inference")
+    for b, L in o["latency"].items():
+        print(f"  composed graph, batch {b:<4}      {1e3 * L['composed_s']:.2f} ms; separate sessions "
+              f"{1e3 * L['separate_sessions_s']:.2f} ms -> {L['composed_speedup_vs_separate']:.2f}x faster; "
+              f"monolithic {1e3 * L['monolithic_s']:.2f} ms (composed {L['composed_vs_monolithic']:.2f}x)")
     print(f"  module params / model            mean {mean(o['module_params_ratio']):.3f} "
           f"(min {min(o['module_params_ratio']):.3f}, max {max(o['module_params_ratio']):.3f})")
-    print(f"  module file size / model         rolled mean {mean(o['module_file_ratio']):.3f}, unrolled mean "
-          f"{mean(o['unrolled_module_file_ratio']):.3f}; composition {o['composed_file_ratio']:.2f}")
+    print(f"  module file size / model         rolled mean {mean(o['module_file_ratio']):.3f}"
+          + (f", unrolled mean {mean(o['unrolled_module_file_ratio']):.3f}" if "unrolled_module_file_ratio" in o else "")
+          + f"; composition {o['composed_file_ratio']:.2f}")
     print("  peak RSS of decompose            " + ", ".join(f"{k} {v:.0f} MB" for k, v in o["peak_rss_mb"].items()))
     print("  peak RSS vs positives/class      " + ", ".join(f"{k}: {v:.0f} MB"
                                                             for k, v in o["peak_rss_mb_by_positives"].items()))
@@ -164,7 +244,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     results = []
     for t in args.target:
-        if not (ROOT / "fixtures" / t.split("/")[0] / f"{t.split('/')[1]}.onnx").exists():
+        if not paths(t)[0].exists():
             print(f"== {t}: fixture missing (skipped)")
             continue
         o = bench(t, args.repeats, args.threads)

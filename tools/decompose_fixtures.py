@@ -1,6 +1,7 @@
 """Decompose every fixture model and print monolithic vs composed accuracy (the δ table).
 
     python tools/decompose_fixtures.py [--task math_topics brown_genre ...] [--mode rolled unrolled]
+                                       [--max-loss POINTS]   # the size option (smaller modules)
 
 Writes the table as JSON to out/fixtures-report.json (or --json PATH).
 """
@@ -28,11 +29,12 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="*", default=None, help="model stems to run, e.g. lstm1 gru2")
     p.add_argument("--removal-cap", type=float, default=ConcernConfig().removal_cap)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-loss", type=float, default=None, metavar="POINTS", help="decompose with the size option")
     p.add_argument("--json", default=str(ROOT / "out" / "fixtures-report.json"))
     args = p.parse_args(argv)
     rows = []
     print(f"{'task':12} {'model':12} {'shape':5} {'mode':9} {'model%':>7} {'composed%':>9} {'delta':>7} "
-          f"{'params':>7} {'jaccard':>7} {'time s':>7}")
+          f"{'params':>7} {'max':>6} {'jaccard':>7} {'time s':>7}")
     for task in args.task:
         folder = ROOT / "fixtures" / task
         if not (folder / "data.npz").exists():
@@ -44,16 +46,18 @@ def main(argv=None) -> int:
             for mode in args.mode:
                 with tempfile.TemporaryDirectory() as tmp:
                     r = api.decompose(model, folder / "data.npz", Path(tmp) / "o", mode=mode, seed=args.seed,
-                                      config=ConcernConfig(removal_cap=args.removal_cap), progress=False)
+                                      config=ConcernConfig(removal_cap=args.removal_cap), progress=False,
+                                      max_loss=args.max_loss)
                 mods = r["modules"]
                 row = {"task": task, "model": model.stem, "shape": r["shape"], "mode": mode,
                        "monolithic_accuracy": r["monolithic_accuracy"], "composed_accuracy": r["composed_accuracy"],
                        "delta": r["delta"], "mean_params_ratio": sum(m["params_ratio"] for m in mods) / len(mods),
+                       "max_params_ratio": max(m["params_ratio"] for m in mods),
                        "mean_jaccard": sum(m["jaccard"] for m in mods) / len(mods), "seconds": r["timings"]["total"]}
                 rows.append(row)
                 print(f"{task:12} {model.stem:12} {r['shape']:5} {mode:9} {100 * row['monolithic_accuracy']:7.2f} "
                       f"{100 * row['composed_accuracy']:9.2f} {100 * row['delta']:+7.2f} "
-                      f"{row['mean_params_ratio']:7.3f} {row['mean_jaccard']:7.3f} {row['seconds']:7.1f}", flush=True)
+                      f"{row['mean_params_ratio']:7.3f} {row['max_params_ratio']:6.3f} {row['mean_jaccard']:7.3f} {row['seconds']:7.1f}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

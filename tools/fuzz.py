@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures as cf
-import contextlib
 import copy
 import io as _io
 import os
