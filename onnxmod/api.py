@@ -25,6 +25,7 @@ import dataclasses
 
 from .concern import ConcernConfig, score_units
 from .errors import InputError, UsageError
+from .fuse import fuse, why_not_fusable
 from .graph import Model, count_parameters_proto
 from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
                  token_limit, write_bytes_atomic)
@@ -181,16 +182,23 @@ VOCAB_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9)
 
 
 GUARD_ROWS = 1500
+GUARD_LABELS = 8000  # the guard reads sequences until this many labelled steps (many-output models)
 
 
-def _holdout(data: Dataset, seed: int) -> tuple[Dataset, np.ndarray, np.ndarray]:
+def _holdout(data: Dataset, seed: int, guard: bool = False) -> tuple[Dataset, np.ndarray, np.ndarray]:
     """The validation split: ``x_val``/``y_val`` when the data has them (at most 1500 seeded rows),
     else a seeded 10 % (200..1500 rows) of the training split, kept out of tracing — optimistic
-    when the model has fit its training data."""
+    when the model has fit its training data. For the guard of a many-output model, only as many
+    seeded sequences as hold ``GUARD_LABELS`` labelled steps: it compares the composition with the
+    model on the same steps, and each module pass over the split costs a model pass."""
     if data.x_val is not None:
         n = data.y_val.shape[0]
         rows = np.arange(n) if n <= GUARD_ROWS else np.sort(
             np.random.default_rng(np.random.SeedSequence([seed, 7907])).choice(n, GUARD_ROWS, replace=False))
+        if guard and data.y_val.ndim == 2:
+            order = np.random.default_rng(np.random.SeedSequence([seed, 7901])).permutation(rows)
+            labelled = np.cumsum((data.y_val[order] >= 0).sum(axis=1))
+            rows = np.sort(order[:int(np.searchsorted(labelled, GUARD_LABELS)) + 1])
         return data, data.x_val[rows], data.y_val[rows]
     n = data.y_train.shape[0]
     k = int(min(max(200, 0.1 * n), GUARD_ROWS, n // 2))
@@ -348,7 +356,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start)
     data = load_dataset_for(model, data_path)
     guarded = max_loss is None and config.guard is not None
-    fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed)
+    fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed, guarded)
     scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor)
     skipped = [scores[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
     for name in skipped:
@@ -372,15 +380,18 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
                                                          vocab, digest, threads, means, info["token_counts"])
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
         size["max_loss_points"] = max_loss
+    reason = why_not_fusable(model, concerns, compensated=means is not None)
+    fused = None if reason else fuse(model, concerns, vocab, digest)
     t_build = time.perf_counter()
     report = _evaluate_decomposition(model, data, concerns, modules, composed, threads)
     report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
-                   "skipped": skipped, "size_search": size})
+                   "skipped": skipped, "size_search": size,
+                   "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
                          "total": time.perf_counter() - t_start}
-    _write(out, force, concerns, modules, composed, report)
+    _write(out, force, concerns, modules, composed, report, fused)
     return report
 
 
@@ -447,7 +458,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     return report
 
 
-def _write(out, force, concerns, modules, composed, report) -> None:
+def _write(out, force, concerns, modules, composed, report, fused=None) -> None:
     used = set()
     with atomic_directory(out, force=force) as tmp:
         (tmp / "modules").mkdir()
@@ -459,6 +470,8 @@ def _write(out, force, concerns, modules, composed, report) -> None:
             entry["file"] = f"modules/{name}.onnx"
             save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
         save_model_atomic(composed, tmp / "composed.onnx")
+        if fused is not None:
+            save_model_atomic(fused, tmp / "fused.onnx")
         write_bytes_atomic(tmp / "report.json", rep.dumps(_stable(report)).encode())
         write_bytes_atomic(tmp / "report.md", rep.markdown(report).encode())
 
@@ -562,7 +575,7 @@ def evaluate(model_path, data_path, threads: int | None = None) -> dict:
         names = model.class_names(data.class_names)
     else:
         data = load_data(data_path, **input_spec(proto))  # float-input modules too
-        classes = ev.describe_classes(proto) if k == "composition" else [module_info(proto, str(model_path))]
+        classes = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
         C = int(max([c["class_index"] for c in classes] + [int(data.y_test.max())]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
     try:

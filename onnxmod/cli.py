@@ -152,7 +152,8 @@ def run(argv=None) -> int:
             print(rep.dumps(r), end="")
         else:
             print(rep.table(r))
-            print(f"wrote {args.out}/ (modules/, composed.onnx, report.json, report.md)")
+            fused = "fused.onnx, " if (r.get("fused") or {}).get("file") else ""
+            print(f"wrote {args.out}/ (modules/, composed.onnx, {fused}report.json, report.md)")
     elif args.command == "compose":
         r = api.compose(args.modules, args.out, force=args.force, allow_mismatch=args.allow_mismatch,
                         prefer=args.prefer)

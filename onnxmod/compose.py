@@ -284,6 +284,9 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
 def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.ModelProto]:
     """The modules a composition was built from, as standalone ModelProtos (inverse of compose)."""
     meta = {p.key: p.value for p in composed.metadata_props}
+    if meta.get("onnxmod.kind") == "fused":
+        raise IncompatibleError(f"{where}: a fused composition runs one shared trunk and holds no separable modules; "
+                                f"split or replace the composed.onnx written beside it")
     if meta.get("onnxmod.kind") != "composition":
         raise InputError(f"{where}: not an onnxmod composition (metadata 'onnxmod.kind' is {meta.get('onnxmod.kind')!r})")
     try:

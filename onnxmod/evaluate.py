@@ -29,7 +29,7 @@ def predict(proto_or_path, x: np.ndarray, batch_size: int = 512, threads: int | 
     check_length(proto, x, "input")
     sess = runtime.session(proto, threads=threads)
     k = kind(proto)
-    if k == "composition":
+    if k in ("composition", "fused"):
         (label,) = runtime.run_batched(sess, x, ["label"], batch_size)
         return label
     (out,) = runtime.run_batched(sess, x, [sess.get_outputs()[0].name], batch_size)

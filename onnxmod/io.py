@@ -161,7 +161,7 @@ def _check_constants(p: Path, proto: onnx.ModelProto) -> None:
 
 
 MAX_CLASS_INDEX = 1 << 16  # one module per class: far beyond any model onnxmod decomposes
-KINDS = ("model", "module", "composition")
+KINDS = ("model", "module", "composition", "fused")
 
 
 def _is_int(v, lo: int, hi: int | None = None) -> bool:

@@ -40,7 +40,7 @@ from onnxmod import api, runtime  # noqa: E402
 from onnxmod.concern import ConcernConfig  # noqa: E402
 from onnxmod.graph import Model  # noqa: E402
 from onnxmod.sampling import SamplingConfig, trace_rows_many_output, trace_rows_one_output  # noqa: E402
-from onnxmod.trace import run_trace, trace_model  # noqa: E402
+from onnxmod.trace import Tracer  # noqa: E402
 
 DEFAULT_TARGETS = ["math_topics/lstm1", "brown_pos/lstm4", "translation/en_frdeit/lstm"]
 BATCHES = (1, 16, 256)
@@ -69,6 +69,7 @@ def paths(target: str) -> tuple[Path, Path]:
 def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: int, repeats: int, out: dict) -> None:
     """Composed graph vs separate module sessions vs the model, per batch size."""
     composed = runtime.session(folder / "composed.onnx", threads=threads)
+    fused = runtime.session(folder / "fused.onnx", threads=threads) if (folder / "fused.onnx").exists() else None
     mods = [runtime.session(folder / m["file"], threads=threads) for m in report["modules"]]
     mono = runtime.session(model_path, threads=threads)
     out["latency"] = {}
@@ -81,6 +82,12 @@ def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: in
         t_mono = median_time(lambda: mono.run(None, f), reps)
         out["latency"][b] = {"composed_s": t_comp, "separate_sessions_s": t_sep, "monolithic_s": t_mono,
                              "composed_speedup_vs_separate": t_sep / t_comp, "composed_vs_monolithic": t_comp / t_mono}
+        if fused is not None:
+            t_fused = median_time(lambda: fused.run(None, f), reps)
+            out["latency"][b].update({"fused_s": t_fused, "fused_speedup_vs_separate": t_sep / t_fused,
+                                      "fused_vs_monolithic": t_fused / t_mono})
+    if fused is not None:
+        out["fused_file_ratio"] = (folder / "fused.onnx").stat().st_size / model_path.stat().st_size
     size_model = model_path.stat().st_size
     out["module_params_ratio"] = [m["params_ratio"] for m in report["modules"]]
     out["module_file_ratio"] = [(folder / m["file"]).stat().st_size / size_model for m in report["modules"]]
@@ -131,7 +138,10 @@ def bench(target: str, repeats: int, threads: int) -> dict:
 
     plain()  # warm-up
     t_plain = median_time(plain, repeats)
-    t_trace = median_time(lambda: run_trace(model, x, progress=False, threads=threads), repeats)
+    t0 = time.perf_counter()
+    tracer = Tracer(model, threads=threads)
+    out["trace_setup_s"] = time.perf_counter() - t0
+    t_trace = median_time(lambda: tracer.run(x, progress=False), repeats)
     out["plain_pass_s"], out["trace_pass_s"] = t_plain, t_trace
     out["trace_overhead"] = t_trace / t_plain
 
@@ -179,8 +189,10 @@ def bench_translator(target: str, model: Model, repeats: int, threads: int) -> d
 
     plain()
     t_plain = median_time(plain, repeats)
-    tsess = runtime.session(trace_model(model), threads=threads)
-    t_trace = median_time(lambda: runtime.run_batched(tsess, feeds, None, 256), repeats)
+    t0 = time.perf_counter()
+    tracer = Tracer(model, threads=threads)
+    out["trace_setup_s"] = time.perf_counter() - t0
+    t_trace = median_time(lambda: tracer.run(feeds, progress=False), repeats)
     out["plain_pass_s"], out["trace_pass_s"] = t_plain, t_trace
     out["trace_overhead"] = t_trace / t_plain
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +220,8 @@ def show(o: dict) -> None:
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     print(f"== {o['target']} ({o['shape']}, {o['traced_samples']} traced samples, {o['threads']} threads)")
     print(f"  plain onnxruntime pass           {o['plain_pass_s']:.3f} s")
-    print(f"  trace pass                       {o['trace_pass_s']:.3f} s   trace overhead {o['trace_overhead']:.2f}x")
+    print(f"  trace pass                       {o['trace_pass_s']:.3f} s   trace overhead {o['trace_overhead']:.2f}x "
+          f"(trace graph and session, built once: {o['trace_setup_s']:.3f} s)")
     for mode in ("rolled", "unrolled"):
         if f"decompose_{mode}_s" not in o:
             continue
@@ -222,14 +235,18 @@ def show(o: dict) -> None:
     if o.get("decompose_both_ratio"):
         print(f"  decompose both modes             {o['decompose_both_ratio']:.2f}x inference")
     for b, L in o["latency"].items():
-        print(f"  composed graph, batch {b:<4}      {1e3 * L['composed_s']:.2f} ms; separate sessions "
-              f"{1e3 * L['separate_sessions_s']:.2f} ms -> {L['composed_speedup_vs_separate']:.2f}x faster; "
-              f"monolithic {1e3 * L['monolithic_s']:.2f} ms (composed {L['composed_vs_monolithic']:.2f}x)")
+        print(f"  batch {b:<4} separate sessions {1e3 * L['separate_sessions_s']:8.2f} ms | composed.onnx "
+              f"{1e3 * L['composed_s']:8.2f} ms ({L['composed_speedup_vs_separate']:.2f}x faster)"
+              + (f" | fused.onnx {1e3 * L['fused_s']:8.2f} ms ({L['fused_speedup_vs_separate']:.2f}x faster)"
+                 if "fused_s" in L else " | no fused.onnx")
+              + f" | monolithic {1e3 * L['monolithic_s']:.2f} ms (composed {L['composed_vs_monolithic']:.1f}x"
+              + (f", fused {L['fused_vs_monolithic']:.1f}x)" if "fused_s" in L else ")"))
     print(f"  module params / model            mean {mean(o['module_params_ratio']):.3f} "
           f"(min {min(o['module_params_ratio']):.3f}, max {max(o['module_params_ratio']):.3f})")
     print(f"  module file size / model         rolled mean {mean(o['module_file_ratio']):.3f}"
           + (f", unrolled mean {mean(o['unrolled_module_file_ratio']):.3f}" if "unrolled_module_file_ratio" in o else "")
-          + f"; composition {o['composed_file_ratio']:.2f}")
+          + f"; composition {o['composed_file_ratio']:.2f}"
+          + (f"; fused {o['fused_file_ratio']:.2f}" if "fused_file_ratio" in o else ""))
     print("  peak RSS of decompose            " + ", ".join(f"{k} {v:.0f} MB" for k, v in o["peak_rss_mb"].items()))
     print("  peak RSS vs positives/class      " + ", ".join(f"{k}: {v:.0f} MB"
                                                             for k, v in o["peak_rss_mb_by_positives"].items()))

@@ -109,6 +109,24 @@ class RecurrentOpHandler:
         """The activation whose output *is* h (decides the logistic vs ReLU identification rule)."""
         return self.activations(node)[0][-1][0] if self.op_type == "RNN" else "Tanh"
 
+    # ---- silencing (fused compositions) -------------------------------------------------------
+    SILENCE = 1e4  # a pre-activation this far out saturates every gate to exactly 0 or 1 in float32
+
+    def silencer(self, node: gs.Node) -> dict[str, float] | None:
+        """How to keep a unit's output at 0 from its input alone: ``{gate: pre-activation offset}``
+        added for the steps (rows) that must not use the unit, given a zero initial state — or
+        None when this op's activations allow no such offset (the unit must then be removed
+        physically). Subclasses that can, say how."""
+        return None
+
+    def _uses(self, node: gs.Node, names: tuple[str, ...]) -> bool:
+        """Every direction's activations are exactly ``names`` (no alpha/beta)."""
+        try:
+            acts = self.activations(node)
+        except UnsupportedModelError:
+            return False
+        return all(tuple(a[0] for a in d) == names and all(a[1] is None and a[2] is None for a in d) for d in acts)
+
     # ---- validation -------------------------------------------------------------------------
     def check(self, node: gs.Node) -> None:
         """Refuse what onnxmod cannot rewrite exactly, naming the node and the feature."""

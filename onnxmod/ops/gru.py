@@ -36,3 +36,7 @@ class GRUHandler(RecurrentOpHandler):
             n = act.apply(g, xp[:, 2 * H:] + (r * h) @ Rd[2 * H:].T + Rb[2 * H:], ga, gb)
         h = (1 - z) * n + z * h
         return h, c, {"z": z, "r": r, "h": n}
+
+    def silencer(self, node):
+        """Update gate open (sigmoid -> 1): h = (1 - z) * n + z * h_prev keeps h_prev = 0."""
+        return {"z": self.SILENCE} if self._uses(node, self.default_activations) else None

@@ -47,3 +47,7 @@ class LSTMHandler(RecurrentOpHandler):
         c = fg * c + i * ct
         h = o * act.apply(hh, c, ha, hb)
         return h, c, {"i": i, "o": o, "f": fg, "c": ct, "cell": c}
+
+    def silencer(self, node):
+        """Input gate and output gate shut (sigmoid -> 0): c stays 0, so h = o * tanh(c) = 0."""
+        return {"i": -self.SILENCE, "o": -self.SILENCE} if self._uses(node, self.default_activations) else None

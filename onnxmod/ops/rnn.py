@@ -18,3 +18,8 @@ class RNNHandler(RecurrentOpHandler):
         (f, fa, fb), = acts
         h = act.apply(f, xp + h @ Rd.T + Rb, fa, fb)
         return h, c, {"h": h}
+
+    def silencer(self, node):
+        """ReLU cells only: a pre-activation pushed far below 0 outputs exactly 0. tanh(-inf) is -1,
+        not 0, so a tanh unit cannot be silenced from its input."""
+        return {"h": -self.SILENCE} if self._uses(node, ("Relu",)) else None

@@ -1,0 +1,215 @@
+"""Fused compositions: every module of one model run by one copy of the model's recurrent trunk.
+
+A side-by-side composition (``compose.py``) runs K module graphs; K small recurrent ops at batch
+B cost K weight sweeps per step. When the modules come from one model, differ only in which units
+they keep (rolled mode, no mean compensation, the full vocabulary) and each op can *silence* a
+unit from its input (``RecurrentOpHandler.silencer``: LSTM, GRU, ReLU RNN), the same answers come
+from one trunk:
+
+* the input is tiled K times along the batch, so rows ``k*B .. k*B+B-1`` are module k's copy;
+* every recurrent op reads its input concatenated with a one-hot *group* code ``[T, K*B, K]``,
+  and its ``W`` gets K matching columns: for module k's removed unit j, the silencing offset on
+  the gates that keep j at exactly 0 (LSTM: input and output gate −1e4; GRU: update gate +1e4;
+  ReLU RNN: −1e4). A unit at 0 contributes nothing anywhere, which is what removing it does;
+* the head holds every module's channeled (rest, dominant) columns side by side ``[.., 2K]``;
+  row group k keeps its own pair, and the vote is the side-by-side composition's (argmax of the
+  log-odds; ``scores`` = the dominant probability, ``sigmoid(log-odds)``).
+
+The trunk then runs once at batch K*B: one GEMM per step instead of K, which is what makes a
+composition cheaper than its modules run apart. Kept units have the model's weights exactly, so
+the fused graph answers as the modules do (up to float32 rounding; tested against onnxruntime).
+A fused composition is for deployment: it holds no separable modules (split and replace work on
+``composed.onnx``).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from . import __version__
+from .concern import Concern
+from .graph import Model
+from .modularize import input_signature
+
+LABEL, SCORES = "label", "scores"
+
+
+def why_not_fusable(model: Model, concerns: list[Concern], compensated: bool) -> str | None:
+    """None when ``fuse`` applies, else the reason (one line)."""
+    if model.shape == "enc-dec":
+        return "translators route each sentence to one module; there is nothing to vote"
+    if len(model.inputs) != 1:
+        return "the model has more than one input"
+    if any(c.mode != "rolled" for c in concerns):
+        return "unrolled modules keep different units at each step"
+    if compensated:
+        return "mean compensation gives each module its own biases"
+    if any(c.vocabulary is not None for c in concerns):
+        return "modules with pruned vocabularies read different embeddings"
+    if model.opset.get("", model.opset.get("ai.onnx", 0)) < 13:
+        return "opset below 13"
+    for op in model.recurrent:
+        if op.handler.silencer(op.node) is None:
+            return (f"{op.name} ({op.op_type} with activations "
+                    f"{[a[0] for a in op.handler.activations(op.node)[0]]}) cannot silence a unit from its input")
+    return None
+
+
+def _const(name: str, values) -> gs.Constant:
+    return gs.Constant(name, np.asarray(values))
+
+
+def _group_code(g: gs.Graph, x: gs.Variable, K: int) -> gs.Variable:
+    """``[K*B, K]`` float32: row k*B+b is one-hot k (B = the batch of the graph input ``x``)."""
+    shape = gs.Variable("onnxmod_fused/input_shape", dtype=np.int64)
+    batch = gs.Variable("onnxmod_fused/batch", dtype=np.int64)
+    target = gs.Variable("onnxmod_fused/code_shape", dtype=np.int64)
+    expanded = gs.Variable("onnxmod_fused/code_3d", dtype=np.float32)
+    code = gs.Variable("onnxmod_fused/code", dtype=np.float32)
+    g.nodes += [
+        gs.Node("Shape", "onnxmod_fused/shape", inputs=[x], outputs=[shape]),
+        gs.Node("Slice", "onnxmod_fused/batch", inputs=[shape, _const("onnxmod_fused/0", [0]),
+                                                         _const("onnxmod_fused/1", [1])], outputs=[batch]),
+        gs.Node("Concat", "onnxmod_fused/code_shape", attrs={"axis": 0},
+                inputs=[_const("onnxmod_fused/K", [K]), batch, _const("onnxmod_fused/K_", [K])], outputs=[target]),
+        gs.Node("Expand", "onnxmod_fused/expand_code",
+                inputs=[_const("onnxmod_fused/eye", np.eye(K, dtype=np.float32)[:, None, :]), target],
+                outputs=[expanded]),
+        gs.Node("Reshape", "onnxmod_fused/code", inputs=[expanded, _const("onnxmod_fused/flat", [-1, K])],
+                outputs=[code]),
+    ]
+    return code
+
+
+def _feed_code(g: gs.Graph, op, code: gs.Variable, concerns: list[Concern]) -> None:
+    """Op ``op`` reads ``[X, code]`` and its W gets one silencing column per module."""
+    node, K = op.node, len(concerns)
+    x = node.inputs[0]
+    p = f"onnxmod_fused/{op.index}"
+    tsteps, target, code3, tiled, joined = (gs.Variable(f"{p}/{n}", dtype=d) for n, d in (
+        ("steps", np.int64), ("code_target", np.int64), ("code_1", np.float32),
+        ("code_t", np.float32), ("x_coded", np.float32)))
+    xshape = gs.Variable(f"{p}/x_shape", dtype=np.int64)
+    g.nodes += [
+        gs.Node("Shape", f"{p}/x_shape", inputs=[x], outputs=[xshape]),
+        gs.Node("Slice", f"{p}/steps", inputs=[xshape, _const(f"{p}/0", [0]), _const(f"{p}/1", [1])],
+                outputs=[tsteps]),
+        gs.Node("Concat", f"{p}/code_target", attrs={"axis": 0},
+                inputs=[tsteps, _const(f"{p}/ones", [1, 1])], outputs=[target]),
+        gs.Node("Unsqueeze", f"{p}/code_1", inputs=[code, _const(f"{p}/axis0", [0])], outputs=[code3]),
+        gs.Node("Expand", f"{p}/code_t", inputs=[code3, target], outputs=[tiled]),
+        gs.Node("Concat", f"{p}/x_coded", attrs={"axis": 2}, inputs=[x, tiled], outputs=[joined]),
+    ]
+    node.inputs[0] = joined
+    W = np.asarray(node.inputs[1].values)
+    D, GH, _ = W.shape
+    H = op.hidden_size
+    cols = np.zeros((D, GH, K), dtype=W.dtype)
+    gates = op.handler.gates
+    for gate, offset in op.handler.silencer(node).items():
+        gi = gates.index(gate)
+        for k, c in enumerate(concerns):
+            removed = ~c.keep[op.index].reshape(D, H)
+            for d in range(D):
+                cols[d, gi * H + np.flatnonzero(removed[d]), k] = offset
+    node.inputs[1] = gs.Constant(f"{node.name}/W_fused", np.ascontiguousarray(np.concatenate([W, cols], axis=2)))
+
+
+def _channeled_head(model: Model, concerns: list[Concern]) -> None:
+    """The head's C class columns become 2K: (rest, dominant) of every module, in order."""
+    head = model.head
+    C = head.num_classes
+
+    def stacked(values: np.ndarray, axis: int) -> np.ndarray:
+        parts = []
+        for c in concerns:
+            others = [i for i in range(C) if i != c.class_index]
+            dom = np.take(values, [c.class_index], axis=axis)
+            rest = (np.take(values, others, axis=axis).mean(axis=axis, keepdims=True) if others
+                    else np.zeros_like(dom))
+            parts += [rest, dom]
+        return np.concatenate(parts, axis=axis).astype(values.dtype)
+
+    w = np.asarray(head.node.inputs[1].values)
+    head.node.inputs[1] = gs.Constant(f"{head.node.name}/W_fused", stacked(w, head.weight_axis))
+    if head.bias_node is not None:
+        b = np.asarray(head.bias_node.inputs[head.bias_index].values)
+        head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_fused", stacked(b, b.ndim - 1))
+
+
+def _vote(g: gs.Graph, logits: gs.Variable, code: gs.Variable, K: int, rank: int, class_ids) -> tuple:
+    """``logits`` ``[K*B, (T,) 2K]`` -> (label ``[B, (T)]``, scores ``[B, (T,) K]``)."""
+    p = "onnxmod_fused/vote"
+    v = {n: gs.Variable(f"{p}/{n}", dtype=d) for n, d in (
+        ("pairs", np.float32), ("mask", np.float32), ("masked", np.float32), ("own", np.float32),
+        ("dom", np.float32), ("rest", np.float32), ("margin", np.float32), ("shape", np.int64),
+        ("tail", np.int64), ("target", np.int64), ("grouped", np.float32), ("margins", np.float32),
+        ("argmax", np.int64))}
+    extra = rank - 2  # the step axes between batch and classes (0 or 1)
+    label, scores = gs.Variable(LABEL, dtype=np.int64), gs.Variable(SCORES, dtype=np.float32)
+    g.nodes += [
+        # [K*B, (T,) K, 2]
+        gs.Node("Reshape", f"{p}/pairs", inputs=[logits, _const(f"{p}/pair_shape", [0] * (1 + extra) + [K, 2])],
+                outputs=[v["pairs"]]),
+        # row group k keeps module k's pair: multiply by its one-hot code and sum the module axis
+        gs.Node("Unsqueeze", f"{p}/mask", inputs=[code, _const(f"{p}/mask_axes", list(range(1, 1 + extra)) + [2 + extra])],
+                outputs=[v["mask"]]),
+        gs.Node("Mul", f"{p}/masked", inputs=[v["pairs"], v["mask"]], outputs=[v["masked"]]),
+        gs.Node("ReduceSum", f"{p}/own", attrs={"keepdims": 0},
+                inputs=[v["masked"], _const(f"{p}/module_axis", [-2])], outputs=[v["own"]]),
+        gs.Node("Gather", f"{p}/dom", attrs={"axis": -1}, inputs=[v["own"], _const(f"{p}/one", np.int64(1))],
+                outputs=[v["dom"]]),
+        gs.Node("Gather", f"{p}/rest", attrs={"axis": -1}, inputs=[v["own"], _const(f"{p}/zero", np.int64(0))],
+                outputs=[v["rest"]]),
+        gs.Node("Sub", f"{p}/margin", inputs=[v["dom"], v["rest"]], outputs=[v["margin"]]),  # [K*B, (T)]
+        gs.Node("Shape", f"{p}/shape", inputs=[v["margin"]], outputs=[v["shape"]]),
+        gs.Node("Slice", f"{p}/tail", inputs=[v["shape"], _const(f"{p}/from1", [1]), _const(f"{p}/to_end", [rank])],
+                outputs=[v["tail"]]),
+        gs.Node("Concat", f"{p}/target", attrs={"axis": 0},
+                inputs=[_const(f"{p}/K_rows", [K, -1]), v["tail"]], outputs=[v["target"]]),
+        gs.Node("Reshape", f"{p}/grouped", inputs=[v["margin"], v["target"]], outputs=[v["grouped"]]),  # [K, B, (T)]
+        gs.Node("Transpose", f"{p}/margins", attrs={"perm": list(range(1, 2 + extra)) + [0]},
+                inputs=[v["grouped"]], outputs=[v["margins"]]),  # [B, (T,) K]
+        gs.Node("ArgMax", f"{p}/argmax", attrs={"axis": -1, "keepdims": 0}, inputs=[v["margins"]],
+                outputs=[v["argmax"]]),
+        gs.Node("Gather", f"{p}/label", attrs={"axis": 0},
+                inputs=[_const(f"{p}/class_ids", np.asarray(class_ids, dtype=np.int64)), v["argmax"]],
+                outputs=[label]),
+        gs.Node("Sigmoid", f"{p}/scores", inputs=[v["margins"]], outputs=[scores]),
+    ]
+    return label, scores
+
+
+def fuse(model: Model, concerns: list[Concern], vocab_sha256: str | None = None, digest: str = "") -> onnx.ModelProto:
+    """The fused composition of ``concerns`` (see the module docstring); ``why_not_fusable`` first."""
+    reason = why_not_fusable(model, concerns, compensated=False)
+    if reason:
+        raise ValueError(f"{model.source}: cannot fuse: {reason}")
+    m = model.fresh()
+    g, K, x = m.graph, len(concerns), m.input
+    tiled = gs.Variable("onnxmod_fused/tiled_input", dtype=x.dtype)
+    for node in list(x.outputs):
+        node.inputs = [tiled if t is x else t for t in node.inputs]
+    g.nodes.append(gs.Node("Concat", "onnxmod_fused/tile", attrs={"axis": 0}, inputs=[x] * K, outputs=[tiled]))
+    code = _group_code(g, x, K)
+    for op in m.recurrent:
+        _feed_code(g, op, code, concerns)
+    _channeled_head(m, concerns)
+    rank = len(m.output.shape or [])
+    logits = m.head.output
+    logits.shape = None
+    label, scores = _vote(g, logits, code, K, rank, [c.class_index for c in concerns])
+    classes = [{"class_index": c.class_index, "class_name": c.class_name, "source_sha256": digest, "mode": c.mode}
+               for c in concerns]
+    meta = {"onnxmod.kind": "fused", "onnxmod.version": __version__, "onnxmod.shape": m.shape,
+            "onnxmod.classes": json.dumps(classes, sort_keys=True),
+            "onnxmod.input_signature": json.dumps(input_signature(m), sort_keys=True),
+            "onnxmod.vocab_sha256": vocab_sha256 or "", "onnxmod.source_sha256": digest,
+            "onnxmod.kept_units": json.dumps([{op.name: int(c.keep[op.index].sum()) for op in m.recurrent}
+                                              for c in concerns], sort_keys=True)}
+    proto = m.export(outputs=[label, scores], metadata=meta)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto

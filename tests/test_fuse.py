@@ -1,0 +1,69 @@
+"""Fused compositions answer as the side-by-side composition of the same modules (onnxruntime)."""
+import numpy as np
+import onnx
+import pytest
+from conftest import fixture_path
+
+from onnxmod import api, runtime
+from onnxmod.compose import compose, split
+from onnxmod.concern import ConcernConfig
+from onnxmod.errors import IncompatibleError
+from onnxmod.fuse import fuse, why_not_fusable
+from onnxmod.graph import Model
+from onnxmod.modularize import build_module
+
+
+def _concerns(task, stem, cap=0.3):
+    model = Model.load(fixture_path(task, f"{stem}.onnx"))
+    data = api.load_dataset_for(model, fixture_path(task, "data.npz"))
+    cfg = ConcernConfig(removal_cap=cap, rank_all=True)  # far more removed than the defaults
+    scores, _ = api.identify_concerns(model, data, "rolled", cfg, False)
+    return model, data, [s.concern(cfg) for s in scores]
+
+
+@pytest.mark.parametrize("task,stem", [("math_topics", "lstm1"), ("math_topics", "lstm1_bi"),
+                                       ("math_topics", "gru2"), ("math_topics", "rnn_relu2"),
+                                       ("brown_genre", "lstm2"), ("brown_pos", "gru2"), ("cmu_phones", "lstm1")])
+def test_fused_composition_answers_as_the_modules(task, stem):
+    model, data, concerns = _concerns(task, stem)
+    assert why_not_fusable(model, concerns, compensated=False) is None
+    fused = fuse(model, concerns)
+    modules = [build_module(model, c) for c in concerns]
+    side = compose(modules)
+    x = data.x_test[:200]
+    lf, sf = runtime.session(fused).run(["label", "scores"], {model.input.name: x})
+    ls, ss = runtime.session(side).run(["label", "scores"], {model.input.name: x})
+    assert sf.shape == ss.shape and lf.shape == ls.shape
+    np.testing.assert_allclose(sf, ss, atol=2e-6, rtol=0)
+    logits = [runtime.session(m).run(["logits"], {model.input.name: x})[0] for m in modules]
+    margin = np.sort(np.stack([lg[..., 1] - lg[..., 0] for lg in logits], axis=-1), axis=-1)
+    decided = margin[..., -1] - margin[..., -2] > 1e-4  # not a float32 tie between two modules
+    assert (lf[decided] == ls[decided]).all() and decided.mean() > 0.99
+    # and a single-row batch (the tiling must follow the batch size)
+    np.testing.assert_allclose(runtime.session(fused).run(["scores"], {model.input.name: x[:1]})[0], ss[:1],
+                               atol=2e-6, rtol=0)
+
+
+def test_what_cannot_be_fused_says_why():
+    model, _, concerns = _concerns("math_topics", "rnn_tanh1", cap=0.1)
+    assert "cannot silence a unit" in why_not_fusable(model, concerns, compensated=False)
+    model, _, concerns = _concerns("math_topics", "lstm1", cap=0.1)
+    assert "mean compensation" in why_not_fusable(model, concerns, compensated=True)
+    concerns[0].vocabulary = np.ones(model.vocabulary_size(), dtype=bool)
+    assert "vocabularies" in why_not_fusable(model, concerns, compensated=False)
+
+
+def test_decompose_writes_a_fused_composition_that_evaluates_like_composed(math_lstm1, tmp_path):
+    model, data = math_lstm1
+    r = api.decompose(model, data, tmp_path / "o", progress=False)
+    assert r["fused"] == {"file": "fused.onnx"}
+    fused = tmp_path / "o" / "fused.onnx"
+    e = api.evaluate(fused, data)
+    assert e["kind"] == "fused" and abs(e["accuracy"] - r["composed_accuracy"]) < 1e-3
+    assert api.inspect(fused)["kind"] == "fused"
+    with pytest.raises(IncompatibleError, match="fused composition"):
+        split(onnx.load(str(fused)), str(fused))
+    # rnn_tanh cannot be fused: decompose says why and writes no file
+    r2 = api.decompose(fixture_path("math_topics", "rnn_tanh1.onnx"), data, tmp_path / "t", progress=False)
+    assert r2["fused"]["file"] is None and "Tanh" in r2["fused"]["why_not"]
+    assert not (tmp_path / "t" / "fused.onnx").exists()
