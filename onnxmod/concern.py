@@ -69,7 +69,6 @@ class Concern:
     positives: int = 0
     negatives: int = 0
     vocabulary: np.ndarray | None = None  # bool [V]: embedding rows kept (size search); None = all
-    token_weights: np.ndarray | None = None  # [V] token counts in the traced samples (compensation weights)
 
     def kept_fraction(self) -> float:
         kept = sum(int(k.sum()) for k in self.keep.values())

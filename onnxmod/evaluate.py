@@ -58,6 +58,14 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
     return float((pred[valid] == y[valid]).mean()) if valid.any() else float("nan")
 
 
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982): the standard error of an AUC measured on this many samples."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / max(
+        positives * negatives, 1)
+    return float(np.sqrt(max(var, 0.0)))
+
+
 def roc_auc(score: np.ndarray, positive: np.ndarray) -> float | None:
     """Threshold-free quality of a module's dominant score (Mann-Whitney U; ties get mid-ranks).
 

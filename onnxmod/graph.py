@@ -632,11 +632,11 @@ class Model:
                     dst = next(o for o in self.recurrent if o.node is s.node)
                     self._bridge(op, selections.get(op.index), dst, selections.get(dst.index), s)
 
-    def prune_vocabulary(self, keep: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """Keep the embedding rows of the tokens in ``keep`` (bool ``[V]``); every other token
-        reads one shared row, the ``weights``-weighted mean of the rows removed (mean compensation,
-        as for units). A 0-based ``int32 [V]`` remap table (not a parameter) routes token ids to
-        rows; negative ids keep Gather's meaning (counted from the end), as in the model."""
+    def prune_vocabulary(self, keep: np.ndarray) -> None:
+        """Keep the embedding rows of the tokens in ``keep`` (bool ``[V]``); every other token reads
+        the kept row nearest to its own (Euclidean), so it still lands where the model put similar
+        words. An ``int32 [V]`` remap table (an index, not a parameter) routes token ids to rows;
+        negative ids keep Gather's meaning (counted from the end), as in the model."""
         node = self.embedding()
         if node is None:
             raise UnsupportedModelError(f"{self.source}: no token embedding (Gather of a 2-D table by the input) "
@@ -646,21 +646,20 @@ class Model:
         keep = np.asarray(keep, dtype=bool)
         if keep.shape != (V,):
             raise UsageError(f"{self.source}: vocabulary mask has shape {list(keep.shape)}, the embedding has {V} rows")
-        removed = ~keep
-        if not removed.any():
+        if keep.all():
             return
-        w = np.ones(int(removed.sum())) if weights is None else np.asarray(weights, dtype=np.float64)[removed]
-        if w.sum() <= 0:
-            w = np.ones_like(w)
-        fill = (w @ table[removed].astype(np.float64)) / w.sum()
-        rows = np.concatenate([table[keep], fill[None].astype(table.dtype)])
-        remap = np.full(V, int(keep.sum()), dtype=np.int32)
-        remap[keep] = np.arange(int(keep.sum()), dtype=np.int32)
+        if not keep.any():
+            raise UsageError(f"{self.source}: a vocabulary mask must keep at least one token")
+        kept = np.flatnonzero(keep)
+        t = table.astype(np.float64)
+        d = (t * t).sum(1)[:, None] - 2 * t @ t[kept].T + (t[kept] * t[kept]).sum(1)[None, :]
+        remap = np.argmin(d, axis=1).astype(np.int32)  # ties: the lowest kept id
+        remap[kept] = np.arange(kept.size, dtype=np.int32)
         ids = gs.Variable(f"{node.name}/pruned_ids", dtype=np.int32)
         self.graph.nodes.insert(self.graph.nodes.index(node), gs.Node(
             "Gather", f"{node.name}/vocabulary", attrs={"axis": 0},
             inputs=[gs.Constant(f"{node.name}/remap", remap), self.input], outputs=[ids]))
-        node.inputs = [gs.Constant(f"{node.name}/table_pruned", np.ascontiguousarray(rows)), ids]
+        node.inputs = [gs.Constant(f"{node.name}/table_pruned", np.ascontiguousarray(table[kept])), ids]
 
     def _compensate(self, op: RecurrentOp, sel: UnitSelection, mean_all: np.ndarray, mean_out: np.ndarray) -> None:
         removed = np.setdiff1d(np.arange(op.units), np.setdiff1d(sel.global_ids("kept"), sel.global_ids("inert")))

@@ -106,7 +106,7 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
     """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched)."""
     m = model.fresh()
     if concern.vocabulary is not None:
-        m.prune_vocabulary(concern.vocabulary, concern.token_weights)
+        m.prune_vocabulary(concern.vocabulary)
     if concern.mode == "rolled":
         m.apply_selection(selections(m, concern), means)
     else:
