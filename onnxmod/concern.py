@@ -80,13 +80,14 @@ def central_tendency(a: np.ndarray, cutoff: float) -> np.ndarray:
     """Per column of ``a`` ``[n, U]``: mean of the values within ``cutoff`` MADs of the median."""
     if a.shape[0] == 0:
         return np.zeros(a.shape[1:], dtype=np.float64)
-    med = np.median(a, axis=0)
-    dev = np.abs(a - med)
-    mad = np.median(dev, axis=0)
+    at = np.ascontiguousarray(a.T)  # [U, n]: the medians partition along contiguous memory
+    med = np.median(at, axis=1)
+    dev = np.abs(at - med[:, None])
+    mad = np.median(dev, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        inlier = np.where(mad > 0, dev / np.where(mad > 0, mad, 1) < cutoff, True)
-    n = inlier.sum(axis=0)
-    total = np.where(inlier, a, 0).sum(axis=0, dtype=np.float64)
+        inlier = np.where(mad[:, None] > 0, dev / np.where(mad > 0, mad, 1)[:, None] < cutoff, True)
+    n = inlier.sum(axis=1)
+    total = np.where(inlier, at, 0).sum(axis=1, dtype=np.float64)
     return np.where(n > 0, total / np.maximum(n, 1), med).astype(np.float64)
 
 

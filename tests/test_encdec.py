@@ -57,6 +57,13 @@ def test_each_sentence_is_routed_to_its_language_module(translator):
         if sel.any():
             np.testing.assert_allclose(got[sel], _logits(m, model, data)[sel], atol=1e-5)
     assert len(split(comp)) == 3
+    # a batch missing languages, and a batch of one sentence: the router still feeds every module
+    names = [i.name for i in comp.graph.input]
+    sess = runtime.session(comp)
+    for rows in (np.flatnonzero(lang == 1)[:5], np.flatnonzero(lang == 2)[:1]):
+        x, y = data.x_test[:48][rows], data.y_test[:48][rows]
+        part = sess.run(["logits"], {names[0]: x, names[1]: y[:, :-1]})[0]
+        np.testing.assert_allclose(part, got[rows], atol=1e-5)
     # modules are physically smaller once units go (the bridge adds no weights)
     assert all(sum(i.ByteSize() for i in m.graph.initializer) < sum(i.ByteSize() for i in model.original.graph.initializer)
                for m in mods)

@@ -20,7 +20,9 @@ For each target model (fixtures/<task>/<model>.onnx with its data.npz) it prints
    with the number of traced samples (--positives 125/250/500).
 
 Translators (encoder-decoder, e.g. translation/en_frdeit/lstm) get the same ratios for their one
-mode (rolled): the plain pass is teacher-forced over the traced sentence pairs.
+mode (rolled): the plain pass is teacher-forced over the traced sentence pairs, and the separate
+sessions each run one language's module on that language's sentences only (as a caller routing
+by hand would), which is what the composed graph's router does in one run.
 """
 from __future__ import annotations
 
@@ -69,8 +71,10 @@ def paths(target: str) -> tuple[Path, Path]:
     return ROOT / "fixtures" / folder / f"{stem}.onnx", ROOT / "fixtures" / folder / "data.npz"
 
 
-def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: int, repeats: int, out: dict) -> None:
-    """Composed graph vs separate module sessions vs the model, per batch size."""
+def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: int, repeats: int, out: dict,
+            rows_for=None) -> None:
+    """Composed graph vs separate module sessions vs the model, per batch size. ``rows_for(b, k)``:
+    the rows of a batch that module k serves (translators: its language's sentences), else all."""
     composed = runtime.session(folder / "composed.onnx", threads=threads)
     fused = runtime.session(folder / "fused.onnx", threads=threads) if (folder / "fused.onnx").exists() else None
     mods = [runtime.session(folder / m["file"], threads=threads) for m in report["modules"]]
@@ -81,7 +85,12 @@ def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: in
         reps = max(5, repeats * 5) if b > 16 else max(30, repeats * 10)
         mono.run(None, f)
         t_comp = median_time(lambda: composed.run(None, f), reps)
-        t_sep = median_time(lambda: [s.run(None, f) for s in mods], reps)
+        if rows_for is None:
+            t_sep = median_time(lambda: [s.run(None, f) for s in mods], reps)
+        else:  # each module on its own rows, as a caller routing by hand would run it
+            parts = [{n: v[rows_for(b, k)] for n, v in f.items()} for k in range(len(mods))]
+            t_sep = median_time(lambda: [s.run(None, p) for s, p in zip(mods, parts) if len(next(iter(p.values())))],
+                                reps)
         t_mono = median_time(lambda: mono.run(None, f), reps)
         out["latency"][b] = {"composed_s": t_comp, "separate_sessions_s": t_sep, "monolithic_s": t_mono,
                              "composed_speedup_vs_separate": t_sep / t_comp, "composed_vs_monolithic": t_comp / t_mono}
@@ -212,8 +221,10 @@ def bench_translator(target: str, model: Model, repeats: int, threads: int) -> d
         out["decompose_rolled_delta_bleu"] = r["delta_bleu"]
         out["decompose_rolled_timings"] = r["timings"]
         out["decompose_both_ratio"] = None
+        order = [data.languages.index(m["name"]) for m in rb["modules"]]
         latency(bfolder, rb, model_path, lambda b: {k: v[:b] for k, v in encdec.feeds(
-            model, data.x_test, data.y_test).items()}, threads, repeats, out)
+            model, data.x_test, data.y_test).items()}, threads, repeats, out,
+            rows_for=lambda b, k: np.flatnonzero(data.lang_test[:b] == order[k]))
     out["peak_rss_mb"] = {"rolled": peak_rss_mb(model_path, data_path, "rolled", 500, threads)}
     out["peak_rss_mb_by_positives"] = {p: peak_rss_mb(model_path, data_path, "rolled", p, threads)
                                        for p in (125, 250, 500)}
