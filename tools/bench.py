@@ -132,46 +132,57 @@ def timed_decompose(model_path, data_path, out: Path, repeats: int, threads: int
     return wall, core, runs[0][1], out / "0"
 
 
-def bench(target: str, repeats: int, threads: int) -> dict:
-    model_path, data_path = paths(target)
-    model = Model.load(model_path)
-    if model.shape == "enc-dec":
-        return bench_translator(target, model, repeats, threads)
-    data = api.load_dataset_for(model, data_path)
-    cfg = SamplingConfig()
-    rows = traced_rows(model, data.y_train, cfg)
-    x = data.x_train[rows]
+def time_passes(model: Model, model_path: Path, feeds: dict, threads: int, repeats: int, out: dict) -> float:
+    """The plain onnxruntime pass and the tracing pass over the same rows; returns the plain time."""
     sess = runtime.session(model_path, threads=threads)
-    name = sess.get_inputs()[0].name
-    out = {"target": target, "shape": model.shape, "traced_samples": int(len(rows)), "threads": threads}
+    n = len(next(iter(feeds.values())))
 
     def plain():
-        for s in range(0, len(x), 256):
-            sess.run(None, {name: x[s:s + 256]})
+        for a in range(0, n, 256):
+            sess.run(None, {k: v[a:a + 256] for k, v in feeds.items()})
 
     plain()  # warm-up
     t_plain = median_time(plain, repeats)
     t0 = time.perf_counter()
     tracer = Tracer(model, threads=threads)
     out["trace_setup_s"] = time.perf_counter() - t0
-    t_trace = median_time(lambda: tracer.run(x, progress=False), repeats)
+    t_trace = median_time(lambda: tracer.run(feeds, progress=False), repeats)
     out["plain_pass_s"], out["trace_pass_s"] = t_plain, t_trace
     out["trace_overhead"] = t_trace / t_plain
+    return t_plain
 
-    reports = {}
+
+def time_decompose(model_path, data_path, tmp: Path, mode: str, t_plain: float, repeats: int, threads: int,
+                   out: dict):
+    """Decompose as shipped and without the guard; returns the guard-free (reference-cap) report
+    and folder, whose modules really differ."""
+    wall, core, r, _ = timed_decompose(model_path, data_path, tmp / mode, repeats, threads, mode=mode)
+    _, bare, rb, bfolder = timed_decompose(model_path, data_path, tmp / f"{mode}-bare", repeats, threads,
+                                           mode=mode, config=ConcernConfig(guard=None))
+    out[f"decompose_{mode}_s"] = wall
+    out[f"decompose_{mode}_ratio"] = wall / t_plain
+    out[f"decompose_{mode}_without_evaluation_ratio"] = core / t_plain
+    out[f"decompose_{mode}_without_evaluation_or_guard_ratio"] = bare / t_plain
+    out[f"decompose_{mode}_delta"] = r["delta"]
+    if "delta_bleu" in r:
+        out[f"decompose_{mode}_delta_bleu"] = r["delta_bleu"]
+    out[f"decompose_{mode}_timings"] = r["timings"]
+    return rb, bfolder
+
+
+def bench(target: str, repeats: int, threads: int) -> dict:
+    model_path, data_path = paths(target)
+    model = Model.load(model_path)
+    if model.shape == "enc-dec":
+        return bench_translator(target, model, repeats, threads)
+    data = api.load_dataset_for(model, data_path)
+    rows = traced_rows(model, data.y_train, SamplingConfig())
+    name = model.input.name
+    out = {"target": target, "shape": model.shape, "traced_samples": int(len(rows)), "threads": threads}
+    t_plain = time_passes(model, model_path, {name: data.x_train[rows]}, threads, repeats, out)
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("rolled", "unrolled"):
-            wall, core, r, folder = timed_decompose(model_path, data_path, Path(tmp) / mode, repeats, threads,
-                                                    mode=mode)
-            _, bare, rb, bfolder = timed_decompose(model_path, data_path, Path(tmp) / f"{mode}-bare", repeats,
-                                                   threads, mode=mode, config=ConcernConfig(guard=None))
-            reports[mode] = (rb, bfolder)  # the reference cap: modules that really differ
-            out[f"decompose_{mode}_s"] = wall
-            out[f"decompose_{mode}_ratio"] = wall / t_plain
-            out[f"decompose_{mode}_without_evaluation_ratio"] = core / t_plain
-            out[f"decompose_{mode}_without_evaluation_or_guard_ratio"] = bare / t_plain
-            out[f"decompose_{mode}_delta"] = r["delta"]
-            out[f"decompose_{mode}_timings"] = r["timings"]
+        reports = {mode: time_decompose(model_path, data_path, Path(tmp), mode, t_plain, repeats, threads, out)
+                   for mode in ("rolled", "unrolled")}
         out["decompose_both_ratio"] = (out["decompose_rolled_s"] + out["decompose_unrolled_s"]) / t_plain
         r, folder = reports["rolled"]
         latency(folder, r, model_path, lambda b: {name: data.x_test[:b]}, threads, repeats, out)
@@ -192,34 +203,11 @@ def bench_translator(target: str, model: Model, repeats: int, threads: int) -> d
     s = SamplingConfig()
     rows = np.unique(np.concatenate([_draw(np.flatnonzero(data.lang_train == c), s.positives, _rng(s.seed, c))
                                      for c in range(len(data.languages))]))
-    feeds = encdec.feeds(model, data.x_train[rows], data.y_train[rows])
-    sess = runtime.session(model_path, threads=threads)
     out = {"target": target, "shape": model.shape, "traced_samples": int(len(rows)), "threads": threads}
-
-    def plain():
-        for a in range(0, len(rows), 256):
-            sess.run(None, {k: v[a:a + 256] for k, v in feeds.items()})
-
-    plain()
-    t_plain = median_time(plain, repeats)
-    t0 = time.perf_counter()
-    tracer = Tracer(model, threads=threads)
-    out["trace_setup_s"] = time.perf_counter() - t0
-    t_trace = median_time(lambda: tracer.run(feeds, progress=False), repeats)
-    out["plain_pass_s"], out["trace_pass_s"] = t_plain, t_trace
-    out["trace_overhead"] = t_trace / t_plain
+    t_plain = time_passes(model, model_path, encdec.feeds(model, data.x_train[rows], data.y_train[rows]), threads,
+                          repeats, out)
     with tempfile.TemporaryDirectory() as tmp:
-        wall, core, r, folder = timed_decompose(model_path, data_path, Path(tmp) / "rolled", repeats, threads,
-                                                mode="rolled")
-        _, bare, rb, bfolder = timed_decompose(model_path, data_path, Path(tmp) / "bare", repeats, threads,
-                                               mode="rolled", config=ConcernConfig(guard=None))
-        out["decompose_rolled_s"] = wall
-        out["decompose_rolled_ratio"] = wall / t_plain
-        out["decompose_rolled_without_evaluation_ratio"] = core / t_plain
-        out["decompose_rolled_without_evaluation_or_guard_ratio"] = bare / t_plain
-        out["decompose_rolled_delta"] = r["delta"]
-        out["decompose_rolled_delta_bleu"] = r["delta_bleu"]
-        out["decompose_rolled_timings"] = r["timings"]
+        rb, bfolder = time_decompose(model_path, data_path, Path(tmp), "rolled", t_plain, repeats, threads, out)
         out["decompose_both_ratio"] = None
         order = [data.languages.index(m["name"]) for m in rb["modules"]]
         latency(bfolder, rb, model_path, lambda b: {k: v[:b] for k, v in encdec.feeds(
