@@ -235,3 +235,53 @@ def test_mean_compensation_equals_units_emitting_their_mean(cell, layers, direct
     bf = seq.transpose(1, 0, 2)
     want = bf @ spec.head_w + spec.head_b if many else bf[:, -1] @ spec.head_w.T + spec.head_b
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("op,acts,directions", [("LSTM", None, 1), ("LSTM", None, 2), ("GRU", None, 1),
+                                                 ("GRU", None, 2), ("RNN", ["Relu"], 1), ("RNN", ["Relu", "Relu"], 2)])
+def test_silenced_units_output_exactly_zero_and_leave_the_others_as_if_removed(op, acts, directions):
+    """The handler's silencer (what fused compositions rely on), checked in onnxruntime: a unit
+    whose gates get the silencing offset through an extra input column outputs exactly 0 at every
+    step, and every other unit equals the op with that unit physically removed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    H, I, T, N = 4, 3, 7, 5
+    handler = handler_for(op)
+    G = len(handler.gates)
+    W = rng.normal(0, 0.8, (directions, G * H, I)).astype(np.float32)
+    R = rng.normal(0, 0.8, (directions, G * H, H)).astype(np.float32)
+    B = rng.normal(0, 0.5, (directions, 2 * G * H)).astype(np.float32)
+    attrs = {"hidden_size": H, **({"direction": "bidirectional"} if directions == 2 else {}),
+             **({"activations": acts} if acts else {})}
+
+    def run(w, r, b, x, hidden):
+        a = dict(attrs, hidden_size=hidden)
+        g = helper.make_graph([helper.make_node(op, ["x", "W", "R", "B"], ["Y"], **a)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, x.shape[2]])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, n) for n, v in (("W", w), ("R", r), ("B", b))])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return runtime.session(m).run(None, {"x": x})[0]  # [T, D, N, H]
+
+    gs_node = gs.Node(op, attrs=attrs)
+    offsets = handler.silencer(gs_node)
+    assert offsets
+    silent = 2
+    code = np.zeros((directions, G * H, 1), np.float32)
+    for gate, v in offsets.items():
+        code[:, handler.gates.index(gate) * H + silent, 0] = v
+    x = rng.normal(0, 2, (T, N, I)).astype(np.float32)
+    y = run(np.concatenate([W, code], axis=2), R, B, np.concatenate([x, np.ones((T, N, 1), np.float32)], axis=2), H)
+    assert (y[..., silent] == 0).all()
+    keep = np.array([j for j in range(H) if j != silent])
+    rows = np.concatenate([gi * H + keep for gi in range(G)])
+    y_removed = run(W[:, rows], R[:, rows][:, :, keep], np.concatenate([B[:, rows], B[:, G * H + rows]], axis=1), x, H - 1)
+    np.testing.assert_allclose(y[..., keep], y_removed, atol=1e-5, rtol=0)
+
+
+def test_tanh_rnn_units_cannot_be_silenced():
+    assert handler_for("RNN").silencer(gs.Node("RNN", attrs={"hidden_size": 2})) is None
+    assert handler_for("LSTM").silencer(gs.Node("LSTM", attrs={"hidden_size": 2, "activations": [
+        "HardSigmoid", "Tanh", "Tanh"]})) is None
