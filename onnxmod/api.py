@@ -342,8 +342,12 @@ def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=No
 
 def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
-              threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None) -> dict:
+              threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None,
+              evaluate: bool = True) -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
+
+    ``evaluate=False`` skips scoring the model and the composition on the test split (the report's
+    accuracies and δ are then None; ``evaluate`` scores the written files later).
 
     Writes ``out_dir/modules/<class>.onnx``, ``out_dir/composed.onnx``, ``out_dir/report.json`` and
     ``out_dir/report.md`` — all or nothing (the directory appears only when complete).
@@ -371,7 +375,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     model = Model.load(model_path)
     mode = resolve_mode(mode, model)
     if model.shape == "enc-dec":
-        return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start)
+        return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
+                                     evaluate)
     data = load_dataset_for(model, data_path)
     guarded = max_loss is None and config.guard is not None
     fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed, guarded)
@@ -401,7 +406,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     reason = why_not_fusable(model, concerns, compensated=means is not None)
     fused = None if reason else fuse(model, concerns, vocab, digest)
     t_build = time.perf_counter()
-    report = _evaluate_decomposition(model, data, concerns, modules, composed, threads)
+    report = (_evaluate_decomposition if evaluate else _describe_decomposition)(
+        model, data, concerns, modules, composed, threads)
     report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped, "size_search": size,
@@ -413,7 +419,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     return report
 
 
-def _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start) -> dict:
+def _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
+                          evaluate: bool = True) -> dict:
     """Encoder-decoder models: one translator module per target language (see ``encdec``)."""
     from . import encdec
 
@@ -444,10 +451,10 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
                  "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
                  "heldout_split": "seeded pairs of the training split, kept out of tracing"}
     t_build = time.perf_counter()
-    mono_bleu = encdec.bleu(model.original, data)
-    comp_bleu = encdec.bleu(composed, data)
-    mono_acc = encdec.token_accuracy(model.original, data, threads)
-    comp_acc = encdec.token_accuracy(composed, data, threads)
+    mono_bleu = encdec.bleu(model.original, data) if evaluate else {}
+    comp_bleu = encdec.bleu(composed, data) if evaluate else {}
+    mono_acc = encdec.token_accuracy(model.original, data, threads) if evaluate else None
+    comp_acc = encdec.token_accuracy(composed, data, threads) if evaluate else None
     model_params = model.parameter_count()
     entries = []
     for c, proto in zip(concerns, modules):
@@ -464,7 +471,8 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
                         "kept_units": {op.name: int(c.keep[op.index].sum()) for op in model.recurrent}})
     report = {"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "shape": "enc-dec",
               "monitor": "hidden", "config": config.as_dict(), "languages": data.languages,
-              "monolithic_accuracy": mono_acc, "composed_accuracy": comp_acc, "delta": comp_acc - mono_acc,
+              "monolithic_accuracy": mono_acc, "composed_accuracy": comp_acc,
+              "delta": None if mono_acc is None else comp_acc - mono_acc,
               "monolithic_bleu": mono_bleu, "composed_bleu": comp_bleu,
               "delta_bleu": {k: comp_bleu[k] - mono_bleu[k] for k in mono_bleu},
               "num_classes": len(data.languages), "model_params": model_params,
@@ -502,6 +510,26 @@ def _stable(report: dict) -> dict:
     return r
 
 
+def _describe_decomposition(model: Model, data: Dataset, concerns, modules, composed, threads) -> dict:
+    """The report without the test-split evaluation: sizes and kept units only."""
+    model_params = model.parameter_count()
+    entries = []
+    for c, proto in zip(concerns, modules):
+        params = count_parameters_proto(proto)
+        entries.append({"class": c.class_index, "name": c.class_name, "monolithic_accuracy": None,
+                        "composed_accuracy": None, "delta": None, "params": params,
+                        "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
+                        "binary_accuracy": None, "auc": None, "kept_units": _kept_units(model, c)})
+    return {"monolithic_accuracy": None, "composed_accuracy": None, "delta": None,
+            "num_classes": model.num_classes, "model_params": model_params,
+            "composed_params": count_parameters_proto(composed), "modules": entries}
+
+
+def _kept_units(model: Model, c) -> dict:
+    return {op.name: (int(c.keep[op.index].sum()) if c.keep[op.index].ndim == 1 else
+                      float(c.keep[op.index].sum(axis=1).mean())) for op in model.recurrent}
+
+
 def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, composed, threads) -> dict:
     x, y = data.x_test, data.y_test
     C = model.num_classes
@@ -523,9 +551,7 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
                         "composed_accuracy": comp_pc[k], "delta": d, "params": params,
                         "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
                         "binary_accuracy": ev.accuracy(binary, truth), "auc": auc,
-                        "kept_units": {op.name: (int(c.keep[op.index].sum()) if c.keep[op.index].ndim == 1 else
-                                                 float(c.keep[op.index].sum(axis=1).mean()))
-                                       for op in model.recurrent}})
+                        "kept_units": _kept_units(model, c)})
     ma, ca = ev.accuracy(mono, y), ev.accuracy(comp, y)
     return {"monolithic_accuracy": ma, "composed_accuracy": ca, "delta": ca - ma, "num_classes": C,
             "model_params": model_params, "composed_params": count_parameters_proto(composed),

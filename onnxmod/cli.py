@@ -65,6 +65,9 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
                    help=f"back the removal cap off (cap, cap/2, 0) while the composition's validation accuracy is "
                         f"more than POINTS below the model's ({d.guard}; --no-guard turns it off)")
     g.add_argument("--no-guard", dest="guard", action="store_const", const=None)
+    g.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="skip scoring the model and the composition on the test split (decomposition only; "
+                        "`onnxmod evaluate` scores the written files later)")
     g.add_argument("--max-loss", type=float, default=None, metavar="POINTS",
                    help="smaller modules: per class, remove as many units and embedding rows as the validation "
                         "split (x_val/y_val, else 10%% of x_train) allows while the composition loses at most "
@@ -147,7 +150,7 @@ def run(argv=None) -> int:
                             sampling=SamplingConfig(args.positives, args.negatives, args.max_sequences, args.seed))
         r = api.decompose(args.model, args.data, args.out, mode=args.mode, seed=args.seed, config=cfg,
                           force=args.force, progress=False if args.quiet else None, threads=args.threads,
-                          monitor=args.monitor, max_loss=args.max_loss)
+                          monitor=args.monitor, max_loss=args.max_loss, evaluate=args.evaluate)
         if args.json:
             print(rep.dumps(r), end="")
         else:

@@ -8,11 +8,15 @@ def _pct(x):
     return "—" if x is None else f"{100 * x:.2f}"
 
 
+def _delta(x):
+    return "—" if x is None else f"{100 * x:+.2f}"
+
+
 def markdown(report: dict) -> str:
     lines = [f"# onnxmod decomposition: `{report['model']}`", "",
              f"- shape **{report['shape']}**, mode **{report['mode']}**, seed {report['seed']}",
              f"- monolithic accuracy **{_pct(report['monolithic_accuracy'])} %**, composed "
-             f"**{_pct(report['composed_accuracy'])} %**, δ **{100 * report['delta']:+.2f}** points",
+             f"**{_pct(report['composed_accuracy'])} %**, δ **{_delta(report['delta'])}** points",
              f"- parameters: model {report['model_params']:,}, composed {report['composed_params']:,}", "",
              "| class | name | model acc % | composed acc % | δ | module params | params ratio | jaccard | module binary acc % |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -20,7 +24,7 @@ def markdown(report: dict) -> str:
         d = m["delta"]
         lines.append(
             f"| {m['class']} | {m['name']} | {_pct(m['monolithic_accuracy'])} | {_pct(m['composed_accuracy'])} | "
-            f"{'—' if d is None else f'{100 * d:+.2f}'} | {m['params']:,} | {m['params_ratio']:.3f} | "
+            f"{_delta(d)} | {m['params']:,} | {m['params_ratio']:.3f} | "
             f"{m['jaccard']:.3f} | {_pct(m['binary_accuracy'])} |")
     if report.get("skipped"):
         lines += ["", "Skipped classes (no training samples): " + ", ".join(report["skipped"])]
@@ -34,9 +38,9 @@ def table(report: dict) -> str:
     for m in report["modules"]:
         d = m["delta"]
         rows.append((str(m["class"]), m["name"][:18], _pct(m["monolithic_accuracy"]), _pct(m["composed_accuracy"]),
-                     "—" if d is None else f"{100 * d:+.2f}", f"{m['params']:,}", f"{m['jaccard']:.3f}"))
+                     _delta(d), f"{m['params']:,}", f"{m['jaccard']:.3f}"))
     rows.append(("all", "", _pct(report["monolithic_accuracy"]), _pct(report["composed_accuracy"]),
-                 f"{100 * report['delta']:+.2f}", f"{report['composed_params']:,}", ""))
+                 _delta(report["delta"]), f"{report['composed_params']:,}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) if i != 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in rows)

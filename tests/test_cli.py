@@ -115,3 +115,25 @@ def test_inspect_and_evaluate(math_lstm1, tmp_path):
 def test_usage_errors_are_one_line():
     assert_one_line_error(onnxmod("decompose"), 2, "required")
     assert_one_line_error(onnxmod("frobnicate"), 2, "invalid choice")
+
+
+def test_decompose_without_evaluation_writes_the_same_modules(tmp_path):
+    """--no-evaluate skips only the test-split scoring: the modules are byte-identical to a full
+    run's, the report says nothing it did not measure, and `evaluate` scores the files later."""
+    import json
+
+    from conftest import fixture_path
+
+    model, data = fixture_path("math_topics", "lstm1.onnx"), fixture_path("math_topics", "data.npz")
+    full = onnxmod("decompose", model, "--data", data, "--out", tmp_path / "full")
+    quick = onnxmod("decompose", model, "--data", data, "--out", tmp_path / "quick", "--no-evaluate")
+    assert full.returncode == 0 and quick.returncode == 0, quick.stderr
+    assert "—" in quick.stdout and "fused.onnx" in quick.stdout
+    r = json.loads((tmp_path / "quick" / "report.json").read_text())
+    assert r["delta"] is None and all(m["delta"] is None and m["params"] > 0 for m in r["modules"])
+    for m in r["modules"]:
+        assert (tmp_path / "quick" / m["file"]).read_bytes() == (tmp_path / "full" / m["file"]).read_bytes()
+    later = onnxmod("evaluate", tmp_path / "quick" / "composed.onnx", "--data", data, "--json")
+    assert later.returncode == 0, later.stderr
+    assert abs(json.loads(later.stdout)["accuracy"] -
+               json.loads((tmp_path / "full" / "report.json").read_text())["composed_accuracy"]) < 1e-12
