@@ -349,6 +349,12 @@ def shuffled(pairs, seed):
     return [pairs[i] for i in perm]
 
 
+def train_test(pairs, test_keys, seed):
+    """(train, test) pairs of one variant, each shuffled with its own seed."""
+    return (shuffled([p for p in pairs if p.key not in test_keys], SEED + seed),
+            shuffled([p for p in pairs if p.key in test_keys], SEED + 10 + seed))
+
+
 def english_group(root: Path, cfg):
     main_langs, ua_langs = ["fr", "de", "it"], ["fr", "de", "it", "ua"]
     main = {l: read_lines(root / "main" / f"{l}.txt") for l in ["en"] + main_langs}
@@ -372,8 +378,7 @@ def english_group(root: Path, cfg):
             Variant(
                 name,
                 langs,
-                shuffled([p for p in keep if p.key not in test_keys], SEED + seed),
-                shuffled([p for p in keep if p.key in test_keys], SEED + 10 + seed),
+                *train_test(keep, test_keys, seed),
                 cells,
                 epochs,
                 cfg.lr,
@@ -404,8 +409,7 @@ def estonian_group(root: Path, cfg):
             Variant(
                 name,
                 ls,
-                shuffled([p for p in pairs if p.key not in test_keys], SEED + seed),
-                shuffled([p for p in pairs if p.key in test_keys], SEED + 10 + seed),
+                *train_test(pairs, test_keys, seed),
                 ["lstm"],
                 cfg.epochs_et,
                 cfg.et_lr,
