@@ -11,7 +11,8 @@ from one trunk:
   and its ``W`` gets K matching columns: for module k's removed unit j, the silencing offset on
   the gates that keep j at exactly 0 (LSTM: input and output gate −1e4; GRU: update gate +1e4;
   ReLU RNN: −1e4). A unit at 0 contributes nothing anywhere, which is what removing it does;
-* the head holds every module's channeled (rest, dominant) columns side by side ``[.., 2K]``;
+* the head holds every module's channeled (rest, dominant) columns side by side ``[.., 2K]``
+  (``modularize.channel_head``, as a module's head but for K classes);
   row group k keeps its own pair, and the vote is the side-by-side composition's (argmax of the
   log-odds; ``scores`` = the dominant probability, ``sigmoid(log-odds)``).
 
@@ -32,7 +33,7 @@ import onnx_graphsurgeon as gs
 from . import __version__
 from .concern import Concern
 from .graph import Model
-from .modularize import input_signature
+from .modularize import channel_head, input_signature
 
 LABEL, SCORES = "label", "scores"
 
@@ -118,28 +119,6 @@ def _feed_code(g: gs.Graph, op, code: gs.Variable, concerns: list[Concern]) -> N
     node.inputs[1] = gs.Constant(f"{node.name}/W_fused", np.ascontiguousarray(np.concatenate([W, cols], axis=2)))
 
 
-def _channeled_head(model: Model, concerns: list[Concern]) -> None:
-    """The head's C class columns become 2K: (rest, dominant) of every module, in order."""
-    head = model.head
-    C = head.num_classes
-
-    def stacked(values: np.ndarray, axis: int) -> np.ndarray:
-        parts = []
-        for c in concerns:
-            others = [i for i in range(C) if i != c.class_index]
-            dom = np.take(values, [c.class_index], axis=axis)
-            rest = (np.take(values, others, axis=axis).mean(axis=axis, keepdims=True) if others
-                    else np.zeros_like(dom))
-            parts += [rest, dom]
-        return np.concatenate(parts, axis=axis).astype(values.dtype)
-
-    w = np.asarray(head.node.inputs[1].values)
-    head.node.inputs[1] = gs.Constant(f"{head.node.name}/W_fused", stacked(w, head.weight_axis))
-    if head.bias_node is not None:
-        b = np.asarray(head.bias_node.inputs[head.bias_index].values)
-        head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_fused", stacked(b, b.ndim - 1))
-
-
 def _vote(g: gs.Graph, logits: gs.Variable, code: gs.Variable, K: int, rank: int, class_ids) -> tuple:
     """``logits`` ``[K*B, (T,) 2K]`` -> (label ``[B, (T)]``, scores ``[B, (T,) K]``)."""
     p = "onnxmod_fused/vote"
@@ -197,7 +176,7 @@ def fuse(model: Model, concerns: list[Concern], vocab_sha256: str | None = None,
     code = _group_code(g, x, K)
     for op in m.recurrent:
         _feed_code(g, op, code, concerns)
-    _channeled_head(m, concerns)
+    channel_head(m, [c.class_index for c in concerns], "fused")
     rank = len(m.output.shape or [])
     logits = m.head.output
     logits.shape = None

@@ -34,22 +34,34 @@ def selections(model: Model, concern: Concern) -> dict[int, UnitSelection]:
     return out
 
 
+def channeled(values: np.ndarray, axis: int, class_indices: list[int]) -> np.ndarray:
+    """The head's weights or bias with the C class entries along ``axis`` replaced by, per class
+    in ``class_indices``, the pair (rest = mean of the other classes', dominant = the class's)."""
+    C = values.shape[axis]
+    parts = []
+    for c in class_indices:
+        others = [i for i in range(C) if i != c]
+        dom = np.take(values, [c], axis=axis)
+        rest = np.take(values, others, axis=axis).mean(axis=axis, keepdims=True) if others else np.zeros_like(dom)
+        parts += [rest, dom]
+    return np.concatenate(parts, axis=axis).astype(values.dtype)
+
+
+def channel_head(model: Model, class_indices: list[int], tag: str) -> None:
+    """Rewrite the head's C classes to (rest, dominant) pairs, one per class in ``class_indices``."""
+    head = model.head
+    w = np.asarray(head.node.inputs[1].values)
+    head.node.inputs[1] = gs.Constant(f"{head.node.name}/W_{tag}", channeled(w, head.weight_axis, class_indices))
+    if head.bias_node is not None:
+        b = np.asarray(head.bias_node.inputs[head.bias_index].values)
+        head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_{tag}",
+                                                             channeled(b, b.ndim - 1, class_indices))
+
+
 def channel(model: Model, class_index: int) -> tuple[gs.Variable, gs.Variable]:
     """Rewrite the head to (rest, dominant); return the new (softmax, logits) outputs."""
     head = model.head
-    C = head.num_classes
-    others = [i for i in range(C) if i != class_index]
-
-    def two(values: np.ndarray, axis: int) -> np.ndarray:
-        dom = np.take(values, [class_index], axis=axis)
-        rest = np.take(values, others, axis=axis).mean(axis=axis, keepdims=True) if others else np.zeros_like(dom)
-        return np.concatenate([rest, dom], axis=axis).astype(values.dtype)
-
-    w = np.asarray(head.node.inputs[1].values)
-    head.node.inputs[1] = gs.Constant(f"{head.node.name}/W_channeled", two(w, head.weight_axis))
-    if head.bias_node is not None:
-        b = np.asarray(head.bias_node.inputs[head.bias_index].values)
-        head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_channeled", two(b, b.ndim - 1))
+    channel_head(model, [class_index], "channeled")
     for t in model.graph.tensors().values():  # free the names of the module's outputs
         if t.name in (SCORE, LOGITS) and t is not head.output:
             t.name = f"{t.name}_original"
