@@ -29,29 +29,36 @@ def session(model, threads: int | None = None) -> ort.InferenceSession:
         raise InputError(f"onnxruntime cannot load the model: {msg}") from None
 
 
-def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
-                batch_size: int = 512, progress=None) -> list[np.ndarray]:
-    """Run ``sess`` over ``x`` in batches; returns each output concatenated over axis 0 (batch).
+def batches(sess: ort.InferenceSession, x, outputs: list[str] | None = None, batch_size: int = 512,
+            progress=None):
+    """Run ``sess`` over ``x`` in batches, yielding ``(start, stop, results)`` per batch.
 
     ``x`` is the array for the first input, or a dict {input name: array} (same number of rows).
     ``progress`` is an optional callable receiving the number of rows just processed.
     """
     feeds = x if isinstance(x, dict) else {sess.get_inputs()[0].name: x}
     n = next(iter(feeds.values())).shape[0]
-    chunks: list[list[np.ndarray]] = []
     for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
         try:
-            res = sess.run(outputs, {k: v[start:start + batch_size] for k, v in feeds.items()})
+            res = sess.run(outputs, {k: v[start:stop] for k, v in feeds.items()})
         except Exception as exc:  # onnxruntime raises its own types; keep one line
             msg = str(exc).strip().splitlines()[0][:300]
-            raise InputError(f"onnxruntime failed on rows {start}..{start + batch_size - 1}: {msg}")
-        rows = min(batch_size, n - start)
-        for name, r in zip(outputs or [o.name for o in sess.get_outputs()], res):
-            if np.ndim(r) == 0 or np.shape(r)[0] != rows:  # a damaged graph: never index labels with it
-                raise InputError(f"the model's output {name!r} has shape {list(np.shape(r))} for a batch of {rows} "
-                                 f"rows; outputs must be batch-first")
-        chunks.append(res)
+            raise InputError(f"onnxruntime failed on rows {start}..{stop - 1}: {msg}") from None
+        yield start, stop, res
         if progress is not None:
-            progress(min(batch_size, n - start))
-    return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
+            progress(stop - start)
 
+
+def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,
+                batch_size: int = 512, progress=None) -> list[np.ndarray]:
+    """``batches`` concatenated: each (batch-first) output over axis 0."""
+    names = outputs or [o.name for o in sess.get_outputs()]
+    chunks: list[list[np.ndarray]] = []
+    for start, stop, res in batches(sess, x, outputs, batch_size, progress):
+        for name, r in zip(names, res):
+            if np.ndim(r) == 0 or np.shape(r)[0] != stop - start:  # a damaged graph: never index labels with it
+                raise InputError(f"the model's output {name!r} has shape {list(np.shape(r))} for a batch of "
+                                 f"{stop - start} rows; outputs must be batch-first")
+        chunks.append(res)
+    return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]

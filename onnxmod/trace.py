@@ -14,7 +14,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import runtime
-from .errors import InputError
 from .graph import Model
 
 
@@ -55,30 +54,22 @@ class Tracer:
 
     def run(self, x, batch_size: int = 256, progress: bool | None = None) -> Trace:
         """``x``: the first input's array, or ``{input name: array}`` with the same number of rows."""
-        feeds = x if isinstance(x, dict) else {self.session.get_inputs()[0].name: x}
-        n = next(iter(feeds.values())).shape[0]
+        n = next(iter(x.values())).shape[0] if isinstance(x, dict) else x.shape[0]
         K = len(self.model.recurrent)
         logits, hidden, xs = None, [None] * K, [None] * (K if self.inputs else 0)
         with tqdm(total=n, desc="trace", unit="seq", disable=None if progress is None else not progress,
                   leave=False) as bar:
-            for s in range(0, n, batch_size):
-                e = min(s + batch_size, n)
-                try:
-                    res = self.session.run(self.names, {k: v[s:e] for k, v in feeds.items()})
-                except Exception as exc:  # onnxruntime raises its own types; keep one line
-                    raise InputError(f"onnxruntime failed on rows {s}..{e - 1}: "
-                                     f"{str(exc).strip().splitlines()[0][:300]}") from None
+            for s, e, res in runtime.batches(self.session, x, self.names, batch_size, bar.update):
                 if logits is None:
                     logits = np.empty((n, *res[0].shape[1:]), dtype=res[0].dtype)
                     hidden = [np.empty((n, y.shape[0], y.shape[1], y.shape[3]), dtype=np.float32)
                               for y in res[1:1 + K]]
                     xs = [np.empty((n, v.shape[0], v.shape[2]), dtype=np.float32) for v in res[1 + K:]]
                 logits[s:e] = res[0]
-                for k, y in enumerate(res[1:1 + K]):
+                for k, y in enumerate(res[1:1 + K]):  # [T, D, B, H] -> rows s..e of [N, T, D, H]
                     hidden[k][s:e] = y.transpose(2, 0, 1, 3)
                 for k, v in enumerate(res[1 + K:]):
                     xs[k][s:e] = v.transpose(1, 0, 2)
-                bar.update(e - s)
         return Trace(hidden=hidden, logits=logits, inputs=xs if self.inputs else None)
 
 
