@@ -150,8 +150,7 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         class_rows = {c: np.unique(np.concatenate(pn)) for c, pn in obs.items()}
     else:
         T = y.shape[1]
-        class_rows = {c: np.unique(np.concatenate(pn) // T)
-                      for c, pn in observations_many_output(y, C, cfg).items()}
+        class_rows = {c: np.unique(np.concatenate(observations(c, None)) // T) for c in range(C)}
     tokens = _token_counts(model, data.x_train[rows], class_rows)
     t2 = time.perf_counter()
     counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
@@ -279,7 +278,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
         return ids[np.stack([module(j, u, v)[2] for j, (u, v) in enumerate(state)], axis=-1).argmax(axis=-1)]
 
     state = [(0, 0)] * len(scores)
-    reference = vote(state)
+    reference = final = vote(state)
     base = ev.accuracy(reference, y_val)
     trail = []
     open_knobs = {(j, k) for j in range(len(scores)) for k in (0, 1) if k == 0 or len(vocab_steps) > 1}
@@ -305,7 +304,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
                           "heldout_changed": changed, "heldout_accuracy": acc, "loss_bound": bound,
                           "accepted": bool(ok)})
             if ok:
-                state = trial
+                state, final = trial, label
             else:
                 open_knobs.discard((j, k))
     chosen = [module(j, u, v) for j, (u, v) in enumerate(state)]
@@ -313,8 +312,8 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
     return concerns, modules, composed, {
         "kind": "size search", "heldout_rows": int(len(y_val)), "heldout_keep_all_accuracy": base,
-        "heldout_accuracy": ev.accuracy(vote(state), y_val),
-        "heldout_changed": float((vote(state)[valid] != reference[valid]).mean()), "modules_evaluated": len(cache),
+        "heldout_accuracy": ev.accuracy(final, y_val),
+        "heldout_changed": float((final[valid] != reference[valid]).mean()), "modules_evaluated": len(cache),
         "chosen": [{"class": s.class_name, "units_removed": UNIT_STEPS[u], "vocabulary_removed": vocab_steps[v]}
                    for s, (u, v) in zip(scores, state)],
         "trail": trail}
@@ -531,31 +530,26 @@ def _kept_units(model: Model, c) -> dict:
 
 
 def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, composed, threads) -> dict:
+    """``_describe_decomposition`` plus the test split's accuracies, δ, and each module's answers."""
+    report = _describe_decomposition(model, data, concerns, modules, composed, threads)
     x, y = data.x_test, data.y_test
-    C = model.num_classes
     mono = ev.predict(model.original, x, threads=threads)
     comp, scores = ev.predict_composed(composed, x, threads=threads)
-    mono_pc, comp_pc = ev.per_class_accuracy(mono, y, C), ev.per_class_accuracy(comp, y, C)
-    model_params = model.parameter_count()
-    entries = []
-    for j, (c, proto) in enumerate(zip(concerns, modules)):
+    mono_pc = ev.per_class_accuracy(mono, y, model.num_classes)
+    comp_pc = ev.per_class_accuracy(comp, y, model.num_classes)
+    for j, (c, entry) in enumerate(zip(concerns, report["modules"])):
         k = c.class_index
         # a module says "dominant" exactly when its 2-way softmax gives the dominant side > 0.5:
         # the composition's scores already hold every module's answer (no extra pass per module)
         binary = (scores[..., j] > 0.5).astype(np.int64)
         truth = np.where(y >= 0, (y == k).astype(np.int64), -1)
-        auc = ev.roc_auc(scores[..., j][y >= 0], y[y >= 0] == k)
-        params = count_parameters_proto(proto)
-        d = None if mono_pc[k] is None else comp_pc[k] - mono_pc[k]
-        entries.append({"class": k, "name": c.class_name, "monolithic_accuracy": mono_pc[k],
-                        "composed_accuracy": comp_pc[k], "delta": d, "params": params,
-                        "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
-                        "binary_accuracy": ev.accuracy(binary, truth), "auc": auc,
-                        "kept_units": _kept_units(model, c)})
+        entry.update({"monolithic_accuracy": mono_pc[k], "composed_accuracy": comp_pc[k],
+                      "delta": None if mono_pc[k] is None else comp_pc[k] - mono_pc[k],
+                      "binary_accuracy": ev.accuracy(binary, truth),
+                      "auc": ev.roc_auc(scores[..., j][y >= 0], y[y >= 0] == k)})
     ma, ca = ev.accuracy(mono, y), ev.accuracy(comp, y)
-    return {"monolithic_accuracy": ma, "composed_accuracy": ca, "delta": ca - ma, "num_classes": C,
-            "model_params": model_params, "composed_params": count_parameters_proto(composed),
-            "modules": entries}
+    report.update({"monolithic_accuracy": ma, "composed_accuracy": ca, "delta": ca - ma})
+    return report
 
 
 def compose(module_paths, out_path, force: bool = False, allow_mismatch: bool = False, prefer=()) -> dict:
