@@ -650,11 +650,12 @@ class Model:
             return
         if not keep.any():
             raise UsageError(f"{self.source}: a vocabulary mask must keep at least one token")
-        kept = np.flatnonzero(keep)
-        t = table.astype(np.float64)
-        d = (t * t).sum(1)[:, None] - 2 * t @ t[kept].T + (t[kept] * t[kept]).sum(1)[None, :]
-        remap = np.argmin(d, axis=1).astype(np.int32)  # ties: the lowest kept id
+        kept, removed = np.flatnonzero(keep), np.flatnonzero(~keep)
+        t, k = table[removed].astype(np.float64), table[kept].astype(np.float64)
+        d = (t * t).sum(1)[:, None] - 2 * t @ k.T + (k * k).sum(1)[None, :]  # [removed, kept] only
+        remap = np.empty(V, dtype=np.int32)
         remap[kept] = np.arange(kept.size, dtype=np.int32)
+        remap[removed] = np.argmin(d, axis=1)  # ties: the lowest kept id
         ids = gs.Variable(f"{node.name}/pruned_ids", dtype=np.int32)
         self.graph.nodes.insert(self.graph.nodes.index(node), gs.Node(
             "Gather", f"{node.name}/vocabulary", attrs={"axis": 0},
