@@ -198,7 +198,7 @@ def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
         raise IncompatibleError("two translator modules serve the same target-language token")
     tgt = in_vis[1].name
     c = {"first": np.array(0, np.int64), "zero1": np.array([0], np.int64), "one1": np.array([1], np.int64),
-         "flat": np.array([-1], np.int64), "zero_f": np.array(0, np.float32)}
+         "flat": np.array([-1], np.int64), "zero_f": np.array(0, np.float32), "step": np.array(1, np.int64)}
     inits = inits + [numpy_helper.from_array(v, f"onnxmod/{n}") for n, v in c.items()]
 
     def node(op, ins, outs, **attrs):
@@ -232,11 +232,8 @@ def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
     node("Shape", ["onnxmod/served"], ["onnxmod/answers_n"])  # = the zero row's index
     node("Add", ["onnxmod/batch", "onnxmod/one1"], ["onnxmod/batch_1"])
     node("Expand", ["onnxmod/answers_n", "onnxmod/batch_1"], ["onnxmod/unserved"])
-    node("Shape", ["onnxmod/served"], ["onnxmod/served_shape"])
-    node("ConstantOfShape", ["onnxmod/served_shape"], ["onnxmod/ones"],
-         value=numpy_helper.from_array(np.ones(1, np.int64), "value"))
-    node("CumSum", ["onnxmod/ones", "onnxmod/first"], ["onnxmod/counted"])
-    node("Sub", ["onnxmod/counted", "onnxmod/one1"], ["onnxmod/positions"])
+    node("Squeeze", ["onnxmod/answers_n", "onnxmod/zero1"], ["onnxmod/answers_count"])
+    node("Range", ["onnxmod/first", "onnxmod/answers_count", "onnxmod/step"], ["onnxmod/positions"])
     node("ScatterElements", ["onnxmod/unserved", "onnxmod/served", "onnxmod/positions"], ["onnxmod/where"], axis=0)
     node("Slice", ["onnxmod/where", "onnxmod/zero1", "onnxmod/batch"], ["onnxmod/pick"])
     node("Gather", ["onnxmod/answers", "onnxmod/pick"], ["logits"], axis=0)
