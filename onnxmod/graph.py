@@ -58,6 +58,8 @@ class Site:
 
 @dataclass
 class RecurrentOp:
+    what = "hidden units"  # what the unit flow follows from this op (in refusals)
+
     index: int
     node: gs.Node
     handler: RecurrentOpHandler
@@ -100,6 +102,16 @@ class RecurrentOp:
                 "hidden_size": self.hidden_size, "directions": self.directions,
                 "input_size": int(np.asarray(n.inputs[1].values).shape[2]), "rule": self.rule,
                 "attributes": attrs}
+
+
+@dataclass
+class EmbeddingFeatures:
+    """The feature axis of the token embedding's output, followed through the graph like a
+    layer's units (``Model.reduce_embedding``)."""
+
+    name: str
+    index: int = -1
+    what = "features"
 
 
 @dataclass
@@ -353,12 +365,12 @@ class Model:
 
     def _refuse(self, op: RecurrentOp, node: gs.Node, why: str):
         raise UnsupportedModelError(
-            f"{self.source}: node {node.name!r} ({node.op}) consumes the hidden units of {op.name!r}: {why}")
+            f"{self.source}: node {node.name!r} ({node.op}) consumes the {op.what} of {op.name!r}: {why}")
 
     def _follow(self, op: RecurrentOp, t: gs.Variable, lab: np.ndarray, sites: list[Site]) -> None:
         if t in self.graph.outputs:
             raise UnsupportedModelError(
-                f"{self.source}: graph output {t.name!r} exposes the hidden units of {op.name!r}; remove that output")
+                f"{self.source}: graph output {t.name!r} exposes the {op.what} of {op.name!r}; remove that output")
         for node in list(t.outputs):
             try:
                 self._consume(op, t, node, lab, sites)
@@ -574,18 +586,39 @@ class Model:
                 "head": {"name": self.head.node.name, "op_type": self.head.node.op}}
 
     def embedding(self) -> gs.Node | None:
-        """The token embedding: a ``Gather`` (axis 0) of a 2-D float table by the graph input."""
+        """The token embedding: a ``Gather`` (axis 0) of a 2-D float table by the graph input, or by
+        the vocabulary remap table that ``prune_vocabulary`` puts in front of it."""
         for node in self.graph.nodes:
             if (node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0 and len(node.inputs) == 2
-                    and isinstance(node.inputs[0], gs.Constant) and node.inputs[1] is self.input
+                    and isinstance(node.inputs[0], gs.Constant)
+                    and (node.inputs[1] is self.input or self._remap(node) is not None)
                     and np.asarray(node.inputs[0].values).ndim == 2
                     and np.issubdtype(np.asarray(node.inputs[0].values).dtype, np.floating)):
                 return node
         return None
 
+    def _remap(self, node: gs.Node) -> np.ndarray | None:
+        """The ``[V]`` token -> row table feeding an embedding Gather (a pruned vocabulary), if any."""
+        ids = node.inputs[1]
+        if isinstance(ids, gs.Constant) or len(ids.inputs) != 1:
+            return None
+        p = ids.inputs[0]
+        if (p.op == "Gather" and int(p.attrs.get("axis", 0)) == 0 and len(p.inputs) == 2
+                and isinstance(p.inputs[0], gs.Constant) and p.inputs[1] is self.input
+                and np.issubdtype(np.asarray(p.inputs[0].values).dtype, np.integer)):
+            return np.asarray(p.inputs[0].values)
+        return None
+
     def vocabulary_size(self) -> int | None:
         node = self.embedding()
-        return None if node is None else int(np.asarray(node.inputs[0].values).shape[0])
+        if node is None:
+            return None
+        remap = self._remap(node)
+        return int(remap.size if remap is not None else np.asarray(node.inputs[0].values).shape[0])
+
+    def embedding_width(self) -> int | None:
+        node = self.embedding()
+        return None if node is None else int(np.asarray(node.inputs[0].values).shape[1])
 
     # ---- rewriting --------------------------------------------------------------------------
     def apply_selection(self, selections: dict[int, UnitSelection], means: dict | None = None) -> None:
@@ -661,6 +694,106 @@ class Model:
             "Gather", f"{node.name}/vocabulary", attrs={"axis": 0},
             inputs=[gs.Constant(f"{node.name}/remap", remap), self.input], outputs=[ids]))
         node.inputs = [gs.Constant(f"{node.name}/table_pruned", np.ascontiguousarray(table[kept])), ids]
+
+    def reduce_embedding(self, rank: int, weights: np.ndarray | None = None) -> np.ndarray:
+        """Replace the embedding's ``d`` features by ``rank`` linear combinations of them.
+
+        Every layer that reads the features (a recurrent op's ``W`` columns, a Gemm/MatMul weight;
+        several positions of one token flattened into one row are blocks of ``d`` columns) keeps
+        ``rank`` columns per block, and the table keeps ``rank`` columns: parameters shrink by
+        ``rank / d`` on both sides. The combinations are those that lose least of what those layers
+        see, ``sum_p |W_p (x - x')|^2`` over the tokens weighted by ``weights`` (``[V]``, e.g. how
+        often each occurs; uniform if None): with ``C`` the tokens' covariance and ``S = sum_p
+        W_p^T W_p``, keep the top ``rank`` eigenvectors ``Q`` of ``C^1/2 S C^1/2``; the table becomes
+        ``(E - mean) C^-1/2 Q``, each block ``W_p C^1/2 Q``, and ``W_p mean`` moves into the bias.
+        Returns the table the rewritten model computes as if it had (``mean + (E - mean) B A^T``):
+        the model with that table gives the same outputs up to rounding."""
+        node = self.embedding()
+        if node is None:
+            raise UnsupportedModelError(f"{self.source}: no token embedding (Gather of a 2-D table by the input) "
+                                        f"to reduce")
+        table = np.asarray(node.inputs[0].values)
+        rows, d = table.shape
+        if not 1 <= int(rank) <= d:
+            raise UsageError(f"{self.source}: embedding rank must be 1..{d}, got {rank}")
+        if rank == d:
+            return table.copy()
+        sites = self._feature_sites(node, d)
+        w = np.ones(rows) if weights is None else np.asarray(weights, dtype=np.float64)
+        remap = self._remap(node)
+        if remap is not None and w.shape == remap.shape:  # token weights -> weights of the kept rows
+            w = np.bincount(remap, weights=w, minlength=rows)
+        if w.shape != (rows,) or not np.isfinite(w).all() or (w < 0).any():
+            raise UsageError(f"{self.source}: embedding weights must be {rows} finite non-negative numbers")
+        w = w / w.sum() if w.sum() > 0 else np.full(rows, 1.0 / rows)
+        E = table.astype(np.float64)
+        mean = w @ E
+        cov = (E - mean).T @ ((E - mean) * w[:, None])
+        lam, vec = np.linalg.eigh(cov)
+        lam = np.maximum(lam, 1e-6 * max(float(lam.max()), 1e-12))
+        half, inv_half = (vec * np.sqrt(lam)) @ vec.T, (vec / np.sqrt(lam)) @ vec.T
+        blocks = [self._feature_blocks(s, d) for s in sites]
+        S = sum(np.einsum("gpi,gpj->ij", b, b) for b in blocks if b is not None)
+        _, q = np.linalg.eigh(half @ S @ half)
+        q = q[:, ::-1][:, :rank]
+        q = q * np.where(q[np.abs(q).argmax(axis=0), np.arange(rank)] < 0, -1.0, 1.0)  # deterministic signs
+        A, B = half @ q, inv_half @ q  # x - mean ~ A (B^T (x - mean))
+        dtype = table.dtype
+        node.inputs[0] = gs.Constant(f"{node.name}/table_reduced", np.ascontiguousarray(((E - mean) @ B).astype(dtype)))
+        for s, b in zip(sites, blocks):
+            if s.kind == "shape":
+                target = np.asarray(s.node.inputs[1].values).copy()
+                target[s.axis] = target[s.axis] // d * rank
+                s.node.inputs[1] = gs.Constant(f"{s.node.name}/shape_reduced", target)
+                continue
+            bias = b @ mean  # [rows of the consumer, blocks]
+            if s.kind == "recurrent_input":
+                Wt = np.asarray(s.node.inputs[1].values)
+                Dn, GH = Wt.shape[0], Wt.shape[1]
+                s.node.inputs[1] = gs.Constant(f"{s.node.name}/W_reduced",
+                                               np.ascontiguousarray((b @ A).reshape(Dn, GH, -1).astype(dtype)))
+                handler_for(s.node.op).absorb(s.node, input_delta=bias.sum(axis=1).reshape(Dn, GH))
+            else:  # weight: features along s.axis
+                wt = np.asarray(s.node.inputs[1].values)
+                moved = np.moveaxis(wt, s.axis, -1)
+                new = np.moveaxis((b @ A).reshape(*moved.shape[:-1], -1), -1, s.axis)
+                s.node.inputs[1] = gs.Constant(f"{s.node.name}/W_reduced", np.ascontiguousarray(new.astype(dtype)))
+                self._add_bias(s.node, bias.sum(axis=1))
+        return (mean + (E - mean) @ B @ A.T).astype(dtype)
+
+    def _feature_sites(self, node: gs.Node, d: int) -> list[Site]:
+        """Where the embedding's features go: the sites that index them, each in blocks of ``d``."""
+        src = EmbeddingFeatures(node.name)
+        out = node.outputs[0]
+        ndim = len(out.shape) if out.shape is not None else len(self.input.shape or []) + 1
+        self._pending = {}
+        sites: list[Site] = []
+        self._follow(src, out, np.arange(d).reshape([1] * (ndim - 1) + [d]), sites)
+        for (_, nid), pend in self._pending.items():
+            n = next(x for x in self.graph.nodes if id(x) == nid)
+            if len(pend) < len(n.inputs):
+                self._refuse(src, n, "concatenates them with another tensor")
+        for s in sites:
+            if s.kind not in ("recurrent_input", "weight", "shape"):
+                self._refuse(src, s.node, f"selects or concatenates features ({s.kind}); only layers reading "
+                                          f"all of them can take fewer")
+            if s.kind == "weight" and np.asarray(s.node.inputs[1].values).ndim != 2:
+                self._refuse(src, s.node, "reads them through a weight that is not 2-D")
+            if s.labels.size % d or not (s.labels.reshape(-1, d) == np.arange(d)).all():
+                self._refuse(src, s.node, "reads the features in an order other than whole blocks of the embedding")
+        if not any(s.kind != "shape" for s in sites):
+            raise UnsupportedModelError(f"{self.source}: the features of embedding {node.name!r} reach no layer")
+        return sites
+
+    def _feature_blocks(self, s: Site, d: int) -> np.ndarray | None:
+        """A site's weight as ``[consumer rows, blocks, d]`` (float64), None for a shape literal."""
+        if s.kind == "shape":
+            return None
+        if s.kind == "recurrent_input":
+            Wt = np.asarray(s.node.inputs[1].values).astype(np.float64)
+            return Wt.reshape(Wt.shape[0] * Wt.shape[1], -1, d)
+        wt = np.moveaxis(np.asarray(s.node.inputs[1].values).astype(np.float64), s.axis, -1)
+        return wt.reshape(-1, wt.shape[-1] // d, d)
 
     def _compensate(self, op: RecurrentOp, sel: UnitSelection, mean_all: np.ndarray, mean_out: np.ndarray) -> None:
         removed = np.setdiff1d(np.arange(op.units), np.setdiff1d(sel.global_ids("kept"), sel.global_ids("inert")))

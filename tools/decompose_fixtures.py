@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--removal-cap", type=float, default=ConcernConfig().removal_cap)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-loss", type=float, default=None, metavar="POINTS", help="decompose with the size option")
+    p.add_argument("--compensate", action="store_true", help="mean-compensate removed units (see README)")
     p.add_argument("--json", default=str(ROOT / "out" / "fixtures-report.json"))
     args = p.parse_args(argv)
     rows = []
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
             for mode in args.mode:
                 with tempfile.TemporaryDirectory() as tmp:
                     r = api.decompose(model, folder / "data.npz", Path(tmp) / "o", mode=mode, seed=args.seed,
-                                      config=ConcernConfig(removal_cap=args.removal_cap), progress=False,
+                                      config=ConcernConfig(removal_cap=args.removal_cap, compensate=args.compensate), progress=False,
                                       max_loss=args.max_loss)
                 mods = r["modules"]
                 row = {"task": task, "model": model.stem, "shape": r["shape"], "mode": mode,
