@@ -69,6 +69,7 @@ class Concern:
     positives: int = 0
     negatives: int = 0
     vocabulary: np.ndarray | None = None  # bool [V]: embedding rows kept (size search); None = all
+    embedding_rank: int | None = None  # embedding features kept (size search, Model.reduce_embedding); None = all
 
     def kept_fraction(self) -> float:
         kept = sum(int(k.sum()) for k in self.keep.values())

@@ -48,8 +48,8 @@ def why_not_fusable(model: Model, concerns: list[Concern], compensated: bool) ->
         return "unrolled modules keep different units at each step"
     if compensated:
         return "mean compensation gives each module its own biases"
-    if any(c.vocabulary is not None for c in concerns):
-        return "modules with pruned vocabularies read different embeddings"
+    if any(c.vocabulary is not None or c.embedding_rank is not None for c in concerns):
+        return "modules with pruned vocabularies or fewer embedding features read different embeddings"
     if model.opset.get("", model.opset.get("ai.onnx", 0)) < 13:
         return "opset below 13"
     for op in model.recurrent:

@@ -85,7 +85,9 @@ def model_digest(proto: onnx.ModelProto) -> str:
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
 
 
-def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, digest: str) -> dict:
+def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, digest: str,
+                    features: int | None = None) -> dict:
+    """``features``: the embedding's width before ``concern.embedding_rank`` reduced it."""
     layers = []
     for op in model.recurrent:
         k = concern.keep[op.index]
@@ -105,7 +107,9 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
                                        "negatives": concern.negatives,
                                        **({} if concern.vocabulary is None else
                                           {"vocabulary": {"rows": int(concern.vocabulary.size),
-                                                          "kept": int(concern.vocabulary.sum())}})},
+                                                          "kept": int(concern.vocabulary.sum())}}),
+                                       **({} if concern.embedding_rank is None else
+                                          {"embedding": {"features": features, "kept": int(concern.embedding_rank)}})},
                                       sort_keys=True),
         # the input's length drives the recurrent steps only for many-input shapes (M:1, M:N)
         **({"onnxmod.max_steps": next(iter(concern.keep.values())).shape[0]}
@@ -125,8 +129,10 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
         from .unrolled import apply_unrolled
 
         apply_unrolled(m, concern, unrolled)
+    if concern.embedding_rank is not None:
+        m.reduce_embedding(concern.embedding_rank)
     score, logits = channel(m, concern.class_index)
-    meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original))
+    meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original), model.embedding_width())
     if concern.mode == "unrolled":
         meta["onnxmod.unrolled_semantics"] = unrolled
     proto = m.export(outputs=[score, logits], metadata=meta)
