@@ -229,15 +229,20 @@ def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
     return keep
 
 
-def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray) -> float:
+def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: np.ndarray) -> float:
     """An upper bound (one standard error) on the accuracy a changed composition loses against
-    ``reference`` on the population ``y`` samples: the paired difference (answers turned wrong
-    minus answers turned right) plus its standard error, sqrt(changed answers) / n. A step that
-    looks harmless only because gains cancel losses on a few hundred rows is refused."""
-    was, now = reference == y, label == y
-    lost, won = int((was & ~now).sum()), int((~was & now).sum())
-    n = max(int(y.size), 1)
-    return (lost - won + LOSS_Z * np.sqrt(lost + won)) / n
+    ``reference`` on the labelled entries of ``y`` in ``rows`` (a mask like ``y``): the paired
+    difference (answers turned wrong minus answers turned right) plus its standard error over n
+    labelled answers. Answers within one sequence are not independent (a tagger that misreads a
+    sentence misreads several words), so the error is taken over sequences: sqrt(sum over
+    sequences of (lost - won)^2) / n — sqrt(changed answers) / n when each sequence has one
+    answer. A step that looks harmless only because gains cancel losses on a few hundred rows is
+    refused."""
+    was, now = (reference == y) & rows, (label == y) & rows
+    d = (was & ~now).astype(np.int64) - (~was & now)
+    per_sequence = d.reshape(d.shape[0], -1).sum(axis=1)
+    n = max(int(rows.sum()), 1)
+    return (int(per_sequence.sum()) + LOSS_Z * np.sqrt(float((per_sequence ** 2).sum()))) / n
 
 
 def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None,
@@ -317,7 +322,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
             if label is not None:
                 changed = float((label[rows_a] != reference[rows_a]).mean())
                 acc = ev.accuracy(label[search], y_val[search])
-                bound = _loss_bound(label[rows_a], reference[rows_a], y_val[rows_a])
+                bound = _loss_bound(label, reference, y_val, rows_a)
             ok = module_ok and bound <= max_loss
             trail.append({"class": scores[j].class_name, **_knobs(ladders, step), "module_auc": cand[4],
                           "heldout_changed": changed, "heldout_accuracy": acc, "loss_bound": bound,
@@ -331,7 +336,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     for steps in range(len(path) - 1, -1, -1):  # the half the search never saw decides: undo steps until it holds
         states = path[steps]
         final = vote(states)
-        bound = _loss_bound(final[rows_b], reference[rows_b], y_val[rows_b])
+        bound = _loss_bound(final, reference, y_val, rows_b)
         certified.append({"accepted_steps_kept": steps, "loss_bound": bound, "accepted": bool(bound <= max_loss)})
         if bound <= max_loss:
             break
