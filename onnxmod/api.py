@@ -18,6 +18,7 @@ import onnx
 from . import evaluate as ev
 from . import runtime
 from . import report as rep
+from .ablation import concern_by_effect, unit_effects
 from .compose import compose as compose_protos
 from .compose import module_info
 from .compose import replace as replace_in
@@ -183,19 +184,23 @@ FEATURE_STEPS = (0.0, 0.25, 0.375, 0.5)  # of the embedding's features (16 -> 12
 
 
 GUARD_ROWS = 1500
+ABLATION_ROWS = 256  # validation rows (of the search half) on which each unit's effect is measured
+SEARCH_ROWS = 20000  # the size search reads up to this many validation rows: its certification needs them
 GUARD_LABELS = 8000  # the guard reads sequences until this many labelled steps (many-output models)
 
 
 def _holdout(data: Dataset, seed: int, guard: bool = False) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """The validation split: ``x_val``/``y_val`` when the data has them (at most 1500 seeded rows),
+    """The validation split: ``x_val``/``y_val`` when the data has them (at most ``GUARD_ROWS``
+    seeded rows for the guard, ``SEARCH_ROWS`` for the size search),
     else a seeded 10 % (200..1500 rows) of the training split, kept out of tracing — optimistic
     when the model has fit its training data. For the guard of a many-output model, only as many
     seeded sequences as hold ``GUARD_LABELS`` labelled steps: it compares the composition with the
     model on the same steps, and each module pass over the split costs a model pass."""
     if data.x_val is not None:
         n = data.y_val.shape[0]
-        rows = np.arange(n) if n <= GUARD_ROWS else np.sort(
-            np.random.default_rng(np.random.SeedSequence([seed, 7907])).choice(n, GUARD_ROWS, replace=False))
+        cap = GUARD_ROWS if guard else SEARCH_ROWS
+        rows = np.arange(n) if n <= cap else np.sort(
+            np.random.default_rng(np.random.SeedSequence([seed, 7907])).choice(n, cap, replace=False))
         if guard and data.y_val.ndim == 2:
             order = np.random.default_rng(np.random.SeedSequence([seed, 7901])).permutation(rows)
             labelled = np.cumsum((data.y_val[order] >= 0).sum(axis=1))
@@ -250,7 +255,8 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     """Per class, the smallest module the validation split allows (SPEC: size option).
 
     Each module has three knobs, each a ladder of steps: the fraction of every layer's units
-    removed (ranked by score, all units candidates), the fraction of the vocabulary's embedding
+    removed (rolled: least effect on the class's log-odds first, ``ablation.unit_effects``;
+    unrolled: lowest score first, all units candidates), the fraction of the vocabulary's embedding
     rows removed (the tokens rarest in the class's traced samples; each then reads the kept row
     nearest to its own) and the fraction of the embedding's features removed (the rest are the
     combinations that lose least of what the first layer sees: ``Model.reduce_embedding``).
@@ -277,11 +283,16 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     search[np.random.default_rng(np.random.SeedSequence([config.sampling.seed, 7933])).permutation(len(y_val))[
         :(len(y_val) + 1) // 2]] = True
     cache: dict = {}
+    effects = None
+    if scores[0].mode == "rolled":  # units leave in the order of how little they move the class's log-odds
+        probe = np.flatnonzero(search)[:ABLATION_ROWS]
+        effects = unit_effects(model, x_val[probe], list(ids), valid[probe], threads)
 
     def module(j: int, state: tuple):
         if (j, state) not in cache:
             units, rows, features = (ladder[i] for ladder, i in zip(ladders, state))
-            c = scores[j].concern(cfg, units)
+            c = (concern_by_effect(scores[j], effects, j, units) if effects is not None
+                 else scores[j].concern(cfg, units))
             if rows > 0:
                 c.vocabulary = _vocabulary_mask(token_counts[c.class_index], rows)
             if features > 0:
