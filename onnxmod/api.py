@@ -180,6 +180,7 @@ def _final(h: np.ndarray) -> np.ndarray:
 UNIT_STEPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 VOCAB_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
 LOSS_Z = 1.0  # standard errors added to the paired loss (_loss_bound)
+CERTIFY_Z = 1.0  # ... when the half the search never read certifies its result
 FEATURE_STEPS = (0.0, 0.25, 0.375, 0.5)  # of the embedding's features (16 -> 12, 10, 8)
 
 
@@ -234,7 +235,8 @@ def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
     return keep
 
 
-def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: np.ndarray) -> float:
+def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: np.ndarray,
+                z: float | None = None) -> float:
     """An upper bound (one standard error) on the accuracy a changed composition loses against
     ``reference`` on the labelled entries of ``y`` in ``rows`` (a mask like ``y``): the paired
     difference (answers turned wrong minus answers turned right) plus its standard error over n
@@ -247,7 +249,7 @@ def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: n
     d = (was & ~now).astype(np.int64) - (~was & now)
     per_sequence = d.reshape(d.shape[0], -1).sum(axis=1)
     n = max(int(rows.sum()), 1)
-    return (int(per_sequence.sum()) + LOSS_Z * np.sqrt(float((per_sequence ** 2).sum()))) / n
+    return (int(per_sequence.sum()) + (LOSS_Z if z is None else z) * np.sqrt(float((per_sequence ** 2).sum()))) / n
 
 
 def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None,
@@ -347,7 +349,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     for steps in range(len(path) - 1, -1, -1):  # the half the search never saw decides: undo steps until it holds
         states = path[steps]
         final = vote(states)
-        bound = _loss_bound(final, reference, y_val, rows_b)
+        bound = _loss_bound(final, reference, y_val, rows_b, CERTIFY_Z)
         certified.append({"accepted_steps_kept": steps, "loss_bound": bound, "accepted": bool(bound <= max_loss)})
         if bound <= max_loss:
             break
