@@ -26,10 +26,32 @@ def markdown(report: dict) -> str:
             f"| {m['class']} | {m['name']} | {_pct(m['monolithic_accuracy'])} | {_pct(m['composed_accuracy'])} | "
             f"{_delta(d)} | {m['params']:,} | {m['params_ratio']:.3f} | "
             f"{m['jaccard']:.3f} | {_pct(m['binary_accuracy'])} |")
+    lines += _held_out(report.get("size_search"))
     if report.get("skipped"):
         lines += ["", "Skipped classes (no training samples): " + ", ".join(report["skipped"])]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["timings"].items()), ""]
     return "\n".join(lines)
+
+
+def _held_out(s: dict | None) -> list[str]:
+    """What the validation split decided: the guard's cap, or the size search's choices."""
+    if not s:
+        return []
+    if s.get("kind") == "guard":
+        return ["", f"Guard ({s['heldout_rows']:,} validation rows): removal cap {s['cap']} "
+                    f"(tried {', '.join(str(t['cap']) for t in s['trail'])}; tolerance {s['tolerance_points']} points)."]
+    if s.get("kind") != "size search":
+        return []
+    cert = s.get("certification") or []
+    kept = cert[-1]["accepted_steps_kept"] if cert else None
+    out = ["", f"Size search (max loss {s['max_loss_points']} points; {s['heldout_rows']:,} validation rows, "
+               f"{s['search_rows']:,} searched): {sum(t['accepted'] for t in s['trail'])} steps accepted, "
+               f"{kept} kept after certification on the unseen half (loss bound "
+               f"{100 * cert[-1]['loss_bound']:.2f} points).", "",
+           "| class | units removed | vocabulary rows removed | embedding features removed |", "|---|---:|---:|---:|"]
+    out += [f"| {c['class']} | {c['units_removed']:.0%} | {c['vocabulary_removed']:.0%} | "
+            f"{c['embedding_features_removed']:.1%} |" for c in s["chosen"]]
+    return out
 
 
 def table(report: dict) -> str:

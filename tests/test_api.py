@@ -123,6 +123,9 @@ def test_size_search_makes_smaller_modules_within_the_tolerance(math_lstm1, tmp_
     assert cert[0]["accepted_steps_kept"] == sum(t["accepted"] for t in s["trail"])
     assert all(m["params_ratio"] <= 1 for m in small["modules"])
     assert np.mean([m["params_ratio"] for m in small["modules"]]) < 0.9  # measured 0.74
+    md = (tmp_path / "small" / "report.md").read_text()
+    assert f"{cert[-1]['accepted_steps_kept']} kept after certification" in md
+    assert md.count("\n| ") >= len(s["chosen"]) + len(small["modules"])
     z = np.load(data)
     label = runtime.session(str(tmp_path / "small" / "composed.onnx")).run(["label"], {"tokens": z["x_val"]})[0]
     assert abs((label == z["y_val"]).mean() - s["heldout_accuracy"]) < 1e-12
