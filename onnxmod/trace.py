@@ -1,8 +1,10 @@
 """Tracing: run the model once in onnxruntime and expose every recurrent op's hidden states.
 
-The trace graph is the normalized model with each recurrent op's ``Y`` (``[T, D, N, H]``, as the
-op computes it anyway) and, for gate monitoring, its ``X`` added as graph outputs: no extra node
-runs. ``Tracer`` creates the session once; each batch's outputs are copied once, straight into
+The trace graph is the normalized model cut after its last recurrent op, with each recurrent op's
+``Y`` (``[T, D, N, H]``, as the op computes it anyway) and, for gate monitoring, its ``X`` as its
+outputs: no extra node runs, and the layers after the recurrence (the output layer: a
+translator's projection onto its target vocabulary) do not run at all, since no decision reads
+the model's own scores. ``Tracer`` creates the session once; each batch's outputs are copied once, straight into
 preallocated batch-major arrays ``[N, T, D, H]``, so one pass over the sampled inputs serves
 every class at the cost of that copy.
 """
@@ -23,12 +25,12 @@ class Trace:
     ``inputs[k]``: op k's input ``[N, T, I]`` when traced with ``inputs=True``."""
 
     hidden: list[np.ndarray]
-    logits: np.ndarray
     inputs: list[np.ndarray] | None = None
 
 
 def trace_model(model: Model, inputs: bool = False) -> "onnx.ModelProto":  # noqa: F821
-    """The model with every recurrent op's ``Y`` ``[T, D, N, H]`` (and ``X`` ``[T, N, I]``) as outputs."""
+    """The model up to its recurrent ops, with every op's ``Y`` ``[T, D, N, H]`` (and ``X``
+    ``[T, N, I]``) as its outputs."""
     import onnx_graphsurgeon as gs
 
     m = model.fresh()
@@ -41,7 +43,7 @@ def trace_model(model: Model, inputs: bool = False) -> "onnx.ModelProto":  # noq
         outs.append(y)
         if inputs:
             xs.append(op.node.inputs[0])
-    return m.export(outputs=[m.output, *outs, *xs])
+    return m.export(outputs=[*outs, *xs])
 
 
 class Tracer:
@@ -56,21 +58,18 @@ class Tracer:
         """``x``: the first input's array, or ``{input name: array}`` with the same number of rows."""
         n = next(iter(x.values())).shape[0] if isinstance(x, dict) else x.shape[0]
         K = len(self.model.recurrent)
-        logits, hidden, xs = None, [None] * K, [None] * (K if self.inputs else 0)
+        hidden, xs = None, [None] * (K if self.inputs else 0)
         with tqdm(total=n, desc="trace", unit="seq", disable=None if progress is None else not progress,
                   leave=False) as bar:
             for s, e, res in runtime.batches(self.session, x, self.names, batch_size, bar.update):
-                if logits is None:
-                    logits = np.empty((n, *res[0].shape[1:]), dtype=res[0].dtype)
-                    hidden = [np.empty((n, y.shape[0], y.shape[1], y.shape[3]), dtype=np.float32)
-                              for y in res[1:1 + K]]
-                    xs = [np.empty((n, v.shape[0], v.shape[2]), dtype=np.float32) for v in res[1 + K:]]
-                logits[s:e] = res[0]
-                for k, y in enumerate(res[1:1 + K]):  # [T, D, B, H] -> rows s..e of [N, T, D, H]
+                if hidden is None:
+                    hidden = [np.empty((n, y.shape[0], y.shape[1], y.shape[3]), dtype=np.float32) for y in res[:K]]
+                    xs = [np.empty((n, v.shape[0], v.shape[2]), dtype=np.float32) for v in res[K:]]
+                for k, y in enumerate(res[:K]):  # [T, D, B, H] -> rows s..e of [N, T, D, H]
                     hidden[k][s:e] = y.transpose(2, 0, 1, 3)
-                for k, v in enumerate(res[1 + K:]):
+                for k, v in enumerate(res[K:]):
                     xs[k][s:e] = v.transpose(1, 0, 2)
-        return Trace(hidden=hidden, logits=logits, inputs=xs if self.inputs else None)
+        return Trace(hidden=hidden, inputs=xs if self.inputs else None)
 
 
 def run_trace(model: Model, x, batch_size: int = 256, progress: bool | None = None, threads: int | None = None,
