@@ -78,7 +78,7 @@ def test_numpy_reference_matches_onnxruntime(op, lbr, relu, directions):
     from onnxmod.trace import trace_model
 
     tr = runtime.session(trace_model(Model(proto)))
-    y_ort = tr.run(None, {"x": x})[1].transpose(2, 0, 1, 3)  # [T, D, B, H] -> [B, T, D, H]
+    y_ort = tr.run(None, {"x": x})[0].transpose(2, 0, 1, 3)  # [T, D, B, H] -> [B, T, D, H]
     ref = handler_for(op).run_numpy(node, x.transpose(1, 0, 2))["Y"].transpose(2, 0, 1, 3)
     np.testing.assert_allclose(ref, y_ort, atol=1e-5, rtol=0)
     assert sess is not None
