@@ -278,8 +278,9 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     cfg = dataclasses.replace(config, rank_all=True)
     ids = np.array([s.class_index for s in scores])
     width = model.embedding_width()
+    no_features = "a one-feature embedding" if width == 1 else model.why_not_reducible_embedding()
     ladders = (UNIT_STEPS, VOCAB_STEPS if token_counts is not None else (0.0,),
-               FEATURE_STEPS if width is not None and width > 1 else (0.0,))
+               (0.0,) if no_features else FEATURE_STEPS)
     valid = y_val >= 0
     search = np.zeros(len(y_val), dtype=bool)
     search[np.random.default_rng(np.random.SeedSequence([config.sampling.seed, 7933])).permutation(len(y_val))[
@@ -361,7 +362,8 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
         "heldout_accuracy": ev.accuracy(final, y_val),
         "heldout_changed": float((final[valid] != reference[valid]).mean()), "modules_evaluated": len(cache),
         "chosen": [{"class": s.class_name, **_knobs(ladders, st)} for s, st in zip(scores, states)],
-        "search_rows": int(search.sum()), "trail": trail, "certification": certified}
+        "search_rows": int(search.sum()), "trail": trail, "certification": certified,
+        **({"embedding_features_fixed": no_features} if no_features else {})}
 
 
 def _knobs(ladders, state) -> dict:
@@ -424,6 +426,9 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     model = Model.load(model_path)
     mode = resolve_mode(mode, model)
     if model.shape == "enc-dec":
+        if max_loss is not None:
+            raise UsageError(f"{model_path}: --max-loss (the size search) is not supported for encoder-decoder "
+                             f"models yet: it certifies accuracy, and a translator is judged by BLEU")
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
                                      evaluate)
     data = load_dataset_for(model, data_path)

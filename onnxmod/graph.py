@@ -761,6 +761,17 @@ class Model:
                 self._add_bias(s.node, bias.sum(axis=1))
         return (mean + (E - mean) @ B @ A.T).astype(dtype)
 
+    def why_not_reducible_embedding(self) -> str | None:
+        """None when ``reduce_embedding`` applies to this model, else why not (one line)."""
+        node = self.embedding()
+        if node is None:
+            return "no token embedding"
+        try:
+            self.fresh()._feature_sites(self.fresh().embedding(), int(np.asarray(node.inputs[0].values).shape[1]))
+        except UnsupportedModelError as exc:
+            return str(exc)
+        return None
+
     def _feature_sites(self, node: gs.Node, d: int) -> list[Site]:
         """Where the embedding's features go: the sites that index them, each in blocks of ``d``."""
         src = EmbeddingFeatures(node.name)

@@ -137,3 +137,13 @@ def test_decompose_without_evaluation_writes_the_same_modules(tmp_path):
     assert later.returncode == 0, later.stderr
     assert abs(json.loads(later.stdout)["accuracy"] -
                json.loads((tmp_path / "full" / "report.json").read_text())["composed_accuracy"]) < 1e-12
+
+
+def test_the_size_option_is_refused_for_translators(tmp_path):
+    from conftest import fixture_path
+
+    res = onnxmod("decompose", str(fixture_path("translation", "en_frdeit/lstm.onnx")), "--data",
+                  str(fixture_path("translation", "en_frdeit/data.npz")), "--out", str(tmp_path / "t"),
+                  "--max-loss", "0.8")
+    assert_one_line_error(res, 2, "lstm.onnx", "--max-loss", "encoder-decoder")
+    assert not (tmp_path / "t").exists()
