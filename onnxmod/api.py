@@ -179,9 +179,9 @@ def _final(h: np.ndarray) -> np.ndarray:
 
 UNIT_STEPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 VOCAB_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
+FEATURE_STEPS = (0.0, 0.25, 0.375, 0.5)  # of the embedding's features (16 -> 12, 10, 8)
 LOSS_Z = 1.0  # standard errors added to the paired loss (_loss_bound)
 CERTIFY_Z = 1.0  # ... when the half the search never read certifies its result
-FEATURE_STEPS = (0.0, 0.25, 0.375, 0.5)  # of the embedding's features (16 -> 12, 10, 8)
 
 
 GUARD_ROWS = 1500
@@ -236,7 +236,7 @@ def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
 
 
 def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: np.ndarray,
-                z: float | None = None) -> float:
+                z: float = LOSS_Z) -> float:
     """An upper bound (one standard error) on the accuracy a changed composition loses against
     ``reference`` on the labelled entries of ``y`` in ``rows`` (a mask like ``y``): the paired
     difference (answers turned wrong minus answers turned right) plus its standard error over n
@@ -249,7 +249,7 @@ def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: n
     d = (was & ~now).astype(np.int64) - (~was & now)
     per_sequence = d.reshape(d.shape[0], -1).sum(axis=1)
     n = max(int(rows.sum()), 1)
-    return (int(per_sequence.sum()) + (LOSS_Z if z is None else z) * np.sqrt(float((per_sequence ** 2).sum()))) / n
+    return (int(per_sequence.sum()) + z * np.sqrt(float((per_sequence ** 2).sum()))) / n
 
 
 def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None,
@@ -278,13 +278,15 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     cfg = dataclasses.replace(config, rank_all=True)
     ids = np.array([s.class_index for s in scores])
     width = model.embedding_width()
-    no_features = "a one-feature embedding" if width == 1 else model.why_not_reducible_embedding()
+    no_features = model.why_not_reducible_embedding()
     ladders = (UNIT_STEPS, VOCAB_STEPS if token_counts is not None else (0.0,),
                (0.0,) if no_features else FEATURE_STEPS)
     valid = y_val >= 0
     search = np.zeros(len(y_val), dtype=bool)
     search[np.random.default_rng(np.random.SeedSequence([config.sampling.seed, 7933])).permutation(len(y_val))[
         :(len(y_val) + 1) // 2]] = True
+    rows_a = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]  # searched half, labelled
+    rows_b = valid & ~rows_a  # the half that certifies
     cache: dict = {}
     effects = None
     if scores[0].mode == "rolled":  # units leave in the order of how little they move the class's log-odds
@@ -303,9 +305,8 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
             proto = build_module(model, c, vocab, digest, config.unrolled, means)
             (lg,) = runtime.run_batched(runtime.session(proto, threads=threads), x_val, ["logits"], 512)
             margin = lg[..., 1] - lg[..., 0]
-            mask = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]
-            truth = y_val[mask] == c.class_index
-            auc = ev.roc_auc(margin[mask], truth)
+            truth = y_val[rows_a] == c.class_index
+            auc = ev.roc_auc(margin[rows_a], truth)
             se = None if auc is None else ev.auc_standard_error(auc, int(truth.sum()), int((~truth).sum()))
             cache[j, state] = (c, proto, margin, count_parameters_proto(proto), auc, se)
         return cache[j, state]
@@ -317,8 +318,6 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     states = [start] * len(scores)
     reference = final = vote(states)
     base = ev.accuracy(reference, y_val)
-    rows_a = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]
-    rows_b = valid & ~rows_a
     trail = []
     path = [states]  # every accepted state, in order
     open_knobs = {(j, k) for j in range(len(scores)) for k, ladder in enumerate(ladders) if len(ladder) > 1}

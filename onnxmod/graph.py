@@ -355,13 +355,18 @@ class Model:
         for t, lab in starts:
             if t is not None and t.name:
                 self._follow(op, t, lab, sites)
-        for (k, nid), pend in self._pending.items():
-            node = next(n for n in self.graph.nodes if id(n) == nid)
-            if len(pend) < len(node.inputs):
-                self._refuse(op, node, "concatenates hidden units with a tensor that is not from the same layer")
+        self._check_concats(op, "concatenates hidden units with a tensor that is not from the same layer")
         if not sites:
             raise UnsupportedModelError(f"{self.source}: node {op.name!r} ({op.op_type}): its hidden states reach no layer")
         return sites
+
+    def _check_concats(self, op, why: str) -> None:
+        """Refuse a Concat the flow reached through only some of its inputs (the others come from
+        elsewhere): its output mixes what is followed with what is not."""
+        for (_, nid), pend in self._pending.items():
+            node = next(n for n in self.graph.nodes if id(n) == nid)
+            if len(pend) < len(node.inputs):
+                self._refuse(op, node, why)
 
     def _refuse(self, op: RecurrentOp, node: gs.Node, why: str):
         raise UnsupportedModelError(
@@ -597,6 +602,13 @@ class Model:
                 return node
         return None
 
+    def _embedding_for(self, verb: str) -> gs.Node:
+        node = self.embedding()
+        if node is None:
+            raise UnsupportedModelError(f"{self.source}: no token embedding (Gather of a 2-D table by the input) "
+                                        f"to {verb}")
+        return node
+
     def _remap(self, node: gs.Node) -> np.ndarray | None:
         """The ``[V]`` token -> row table feeding an embedding Gather (a pruned vocabulary), if any."""
         ids = node.inputs[1]
@@ -670,10 +682,7 @@ class Model:
         the kept row nearest to its own (Euclidean), so it still lands where the model put similar
         words. An ``int32 [V]`` remap table (an index, not a parameter) routes token ids to rows;
         negative ids keep Gather's meaning (counted from the end), as in the model."""
-        node = self.embedding()
-        if node is None:
-            raise UnsupportedModelError(f"{self.source}: no token embedding (Gather of a 2-D table by the input) "
-                                        f"to prune")
+        node = self._embedding_for("prune")
         table = np.asarray(node.inputs[0].values)
         V = table.shape[0]
         keep = np.asarray(keep, dtype=bool)
@@ -708,10 +717,7 @@ class Model:
         ``(E - mean) C^-1/2 Q``, each block ``W_p C^1/2 Q``, and ``W_p mean`` moves into the bias.
         Returns the table the rewritten model computes as if it had (``mean + (E - mean) B A^T``):
         the model with that table gives the same outputs up to rounding."""
-        node = self.embedding()
-        if node is None:
-            raise UnsupportedModelError(f"{self.source}: no token embedding (Gather of a 2-D table by the input) "
-                                        f"to reduce")
+        node = self._embedding_for("reduce")
         table = np.asarray(node.inputs[0].values)
         rows, d = table.shape
         if not 1 <= int(rank) <= d:
@@ -746,28 +752,28 @@ class Model:
                 target[s.axis] = target[s.axis] // d * rank
                 s.node.inputs[1] = gs.Constant(f"{s.node.name}/shape_reduced", target)
                 continue
-            bias = b @ mean  # [rows of the consumer, blocks]
+            wt = np.asarray(s.node.inputs[1].values)
             if s.kind == "recurrent_input":
-                Wt = np.asarray(s.node.inputs[1].values)
-                Dn, GH = Wt.shape[0], Wt.shape[1]
-                s.node.inputs[1] = gs.Constant(f"{s.node.name}/W_reduced",
-                                               np.ascontiguousarray((b @ A).reshape(Dn, GH, -1).astype(dtype)))
-                handler_for(s.node.op).absorb(s.node, input_delta=bias.sum(axis=1).reshape(Dn, GH))
+                new = (b @ A).reshape(*wt.shape[:2], -1)
             else:  # weight: features along s.axis
-                wt = np.asarray(s.node.inputs[1].values)
                 moved = np.moveaxis(wt, s.axis, -1)
                 new = np.moveaxis((b @ A).reshape(*moved.shape[:-1], -1), -1, s.axis)
-                s.node.inputs[1] = gs.Constant(f"{s.node.name}/W_reduced", np.ascontiguousarray(new.astype(dtype)))
-                self._add_bias(s.node, bias.sum(axis=1))
+            s.node.inputs[1] = gs.Constant(f"{s.node.name}/W_reduced", np.ascontiguousarray(new.astype(dtype)))
+            self._site_bias(s, (b @ mean).sum(axis=1).reshape(new.shape[:-1] if s.kind == "recurrent_input"
+                                                              else -1))
         return (mean + (E - mean) @ B @ A.T).astype(dtype)
 
     def why_not_reducible_embedding(self) -> str | None:
-        """None when ``reduce_embedding`` applies to this model, else why not (one line)."""
+        """None when ``reduce_embedding`` can take features away on this model, else why not (one
+        line). Following the features only reads the graph."""
         node = self.embedding()
         if node is None:
             return "no token embedding"
+        d = int(np.asarray(node.inputs[0].values).shape[1])
+        if d < 2:
+            return "the embedding has one feature"
         try:
-            self.fresh()._feature_sites(self.fresh().embedding(), int(np.asarray(node.inputs[0].values).shape[1]))
+            self._feature_sites(node, d)
         except UnsupportedModelError as exc:
             return str(exc)
         return None
@@ -780,10 +786,7 @@ class Model:
         self._pending = {}
         sites: list[Site] = []
         self._follow(src, out, np.arange(d).reshape([1] * (ndim - 1) + [d]), sites)
-        for (_, nid), pend in self._pending.items():
-            n = next(x for x in self.graph.nodes if id(x) == nid)
-            if len(pend) < len(n.inputs):
-                self._refuse(src, n, "concatenates them with another tensor")
+        self._check_concats(src, "concatenates them with another tensor")
         for s in sites:
             if s.kind not in ("recurrent_input", "weight", "shape"):
                 self._refuse(src, s.node, f"selects or concatenates features ({s.kind}); only layers reading "
@@ -819,10 +822,18 @@ class Model:
                 continue
             if s.kind == "recurrent_input":
                 W2 = np.asarray(s.node.inputs[1].values).astype(np.float64)
-                handler_for(s.node.op).absorb(s.node, input_delta=W2[:, :, pos] @ mean_all[s.labels[pos]])
+                self._site_bias(s, W2[:, :, pos] @ mean_all[s.labels[pos]])
             else:
                 w = np.take(np.asarray(s.node.inputs[s.input_index].values).astype(np.float64), pos, axis=s.axis)
-                self._add_bias(s.node, np.tensordot(mean_out[s.labels[pos]], w, axes=([0], [s.axis])))
+                self._site_bias(s, np.tensordot(mean_out[s.labels[pos]], w, axes=([0], [s.axis])))
+
+    def _site_bias(self, s: Site, delta: np.ndarray) -> None:
+        """Add ``delta`` to what a site's consumer computes: a recurrent op's input bias ``Wb``
+        (``[D, G*H]``), or the bias of a Gemm/MatMul."""
+        if s.kind == "recurrent_input":
+            handler_for(s.node.op).absorb(s.node, input_delta=delta)
+        else:
+            self._add_bias(s.node, delta)
 
     def _add_bias(self, node: gs.Node, delta: np.ndarray) -> None:
         """Add ``delta`` to the bias of a Gemm, or of the Add after a MatMul (one is inserted if none)."""
