@@ -31,7 +31,7 @@ from .graph import Model, count_parameters_proto
 from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
                  token_limit, write_bytes_atomic)
 from .modularize import build_module, model_digest
-from .sampling import (observations_many_output, observations_one_output, trace_rows_many_output,
+from .sampling import (held_out, observations_many_output, observations_one_output, trace_rows_many_output,
                        trace_rows_one_output)
 from .trace import final_step, gate_activations, run_trace
 
@@ -209,9 +209,7 @@ def _holdout(data: Dataset, seed: int, guard: bool = False) -> tuple[Dataset, np
         return data, data.x_val[rows], data.y_val[rows]
     n = data.y_train.shape[0]
     k = int(min(max(200, 0.1 * n), GUARD_ROWS, n // 2))
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
-    val = np.sort(rng.choice(n, size=k, replace=False))
-    fit = np.setdiff1d(np.arange(n), val)
+    fit, val = held_out(n, k, seed, 7919)
     return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit]),
             data.x_train[val], data.y_train[val])
 

@@ -35,7 +35,7 @@ from .graph import Model
 from .io import _read_npz, load_data
 from .modularize import module_metadata
 from .runtime import run_batched, session
-from .sampling import SamplingConfig, _draw, _rng
+from .sampling import SamplingConfig, _draw, _rng, held_out
 from .trace import run_trace
 
 
@@ -181,9 +181,7 @@ def holdout(data: TranslationData, seed: int, rows: int = 600) -> tuple[Translat
 
     n = data.y_train.shape[0]
     k = min(rows, n // 5)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7901]))
-    val = np.sort(rng.choice(n, size=k, replace=False))
-    fit = np.setdiff1d(np.arange(n), val)
+    fit, val = held_out(n, k, seed, 7901)
     return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit], lang_train=data.lang_train[fit]),
             dataclasses.replace(data, x_test=data.x_train[val], y_test=data.y_train[val], lang_test=data.lang_train[val],
                                 ref_test=None))

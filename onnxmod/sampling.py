@@ -27,6 +27,13 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *[k + 1 for k in key]]))
 
 
+def held_out(n: int, k: int, seed: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows kept for fitting, ``k`` seeded rows held out), both sorted, from ``range(n)``."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, salt]))
+    val = np.sort(rng.choice(n, size=k, replace=False))
+    return np.setdiff1d(np.arange(n), val), val
+
+
 def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     if pool.size <= n:
         return pool
