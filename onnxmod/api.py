@@ -25,9 +25,9 @@ from .compose import replace as replace_in
 import dataclasses
 
 from .concern import ConcernConfig, score_units
-from .errors import InputError, UsageError
+from .errors import InputError, UnsupportedModelError, UsageError
 from .fuse import fuse, why_not_fusable
-from .graph import Model, count_parameters_proto
+from .graph import Model, count_parameters_proto, describe_leniently
 from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
                  token_limit, write_bytes_atomic)
 from .modularize import build_module, model_digest
@@ -62,7 +62,11 @@ def inspect(path) -> dict:
     meta = {p.key: p.value for p in proto.metadata_props}
     k = meta.get("onnxmod.kind", "model")
     if k == "model":
-        return {"kind": "model", **Model(proto, source=str(path)).describe(), "metadata": meta}
+        try:
+            described = {**Model(proto, source=str(path)).describe(), "decompose": {"ok": True}}
+        except (UnsupportedModelError, InputError) as exc:  # readable, but not decomposable: say why
+            described = {**describe_leniently(proto, str(path)), "decompose": {"ok": False, "why_not": str(exc)}}
+        return {"kind": "model", **described, "metadata": meta}
     out = {"kind": k, "source": str(path), "parameters": count_parameters_proto(proto), "metadata": {}}
     for key, v in meta.items():
         try:
@@ -371,7 +375,7 @@ def _knobs(ladders, state) -> dict:
 def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None):
     """The reference removal cap, backed off (cap, cap/2, 0) while the validation accuracy of the
     composition drops more than ``config.guard`` points below the model's."""
-    base = ev.accuracy(ev.predict(model.original, x_val, threads=threads), y_val)
+    base = ev.accuracy(ev.predict(model.runnable, x_val, threads=threads), y_val)
     trail = []
     caps = [config.removal_cap, config.removal_cap / 2, 0.0]
     for cap in caps:
@@ -485,7 +489,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     digest = model_digest(model.original)
     guard, trail = None, []
     caps = [config.removal_cap] if val is None else [config.removal_cap, config.removal_cap / 2, 0.0]
-    base = None if val is None else encdec.mean_bleu(encdec.bleu(model.original, val))
+    base = None if val is None else encdec.mean_bleu(encdec.bleu(model.runnable, val))
     for cap in caps:
         concerns = [s.concern(config, cap) for s in scores]
         modules = [encdec.build_translator(model, c, data, digest) for c in concerns]
@@ -502,9 +506,9 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
                  "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
                  "heldout_split": "seeded pairs of the training split, kept out of tracing"}
     t_build = time.perf_counter()
-    mono_bleu = encdec.bleu(model.original, data) if evaluate else {}
+    mono_bleu = encdec.bleu(model.runnable, data) if evaluate else {}
     comp_bleu = encdec.bleu(composed, data) if evaluate else {}
-    mono_acc = encdec.token_accuracy(model.original, data, threads) if evaluate else None
+    mono_acc = encdec.token_accuracy(model.runnable, data, threads) if evaluate else None
     comp_acc = encdec.token_accuracy(composed, data, threads) if evaluate else None
     model_params = model.parameter_count()
     entries = []
@@ -585,7 +589,7 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
     """``_describe_decomposition`` plus the test split's accuracies, δ, and each module's answers."""
     report = _describe_decomposition(model, data, concerns, modules, composed, threads)
     x, y = data.x_test, data.y_test
-    mono = ev.predict(model.original, x, threads=threads)
+    mono = ev.predict(model.runnable, x, threads=threads)
     comp, scores = ev.predict_composed(composed, x, threads=threads)
     mono_pc = ev.per_class_accuracy(mono, y, model.num_classes)
     comp_pc = ev.per_class_accuracy(comp, y, model.num_classes)

@@ -127,14 +127,25 @@ def _print_inspect(d: dict) -> None:
         for k, v in d["metadata"].items():
             print(f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}")
         return
-    print(f"{d['source']}: {d['shape']} model, {d['num_classes']} classes, {d['parameters']:,} parameters")
-    print(f"  input  {d['input']['name']} {d['input']['dtype']} {d['input']['shape']}")
-    print(f"  output {d['output']['name']} {d['output']['dtype']} {d['output']['shape']}")
-    for op in d["recurrent_ops"]:
+    if d["decompose"]["ok"]:
+        print(f"{d['source']}: {d['shape']} model, {d['num_classes']} classes, {d['parameters']:,} parameters")
+        print(f"  input  {d['input']['name']} {d['input']['dtype']} {d['input']['shape']}")
+        print(f"  output {d['output']['name']} {d['output']['dtype']} {d['output']['shape']}")
+    else:
+        print(f"{d['source']}: model, {d['parameters']:,} parameters")
+        for t in d["inputs"]:
+            print(f"  input  {t['name']} {t['dtype']} {t['shape']}")
+        for t in d["outputs"]:
+            print(f"  output {t['name']} {t['dtype']} {t['shape']}")
+    for op in d["recurrences"]:
         attrs = ", ".join(f"{k}={v}" for k, v in sorted(op["attributes"].items()))
-        print(f"  [{op['index']}] {op['op_type']} {op['name']!r}: hidden {op['hidden_size']} x {op['directions']} "
-              f"dir, input {op['input_size']}, rule {op['rule']} ({attrs})")
-    print(f"  head {d['head']['op_type']} {d['head']['name']!r}")
+        print(f"  [{op.get('index', '-')}] {op['op_type']} {op['name']!r} ({op['form']}): hidden "
+              f"{op.get('hidden_size', '?')} x {op.get('directions', '?')} dir, input {op.get('input_size')}, "
+              f"rule {op.get('rule', '?')} ({attrs})")
+    if d["decompose"]["ok"]:
+        print(f"  head {d['head']['op_type']} {d['head']['name']!r}")
+    else:
+        print(f"  decompose would refuse it: {d['decompose']['why_not']}")
 
 
 def run(argv=None) -> int:

@@ -113,7 +113,7 @@ def _side(model: Model) -> list[str]:
         if depth > 64 or isinstance(t, gs.Constant) or not t.inputs:
             return False
         return any(reaches(x, depth + 1) for x in t.inputs[0].inputs)
-    return ["tgt" if reaches(op.node.inputs[0]) else "src" for op in model.recurrent]
+    return ["tgt" if reaches(op.x) else "src" for op in model.recurrent]
 
 
 def score_languages(model: Model, data: TranslationData, cfg: ConcernConfig, threads=None) -> list[ClassScores]:

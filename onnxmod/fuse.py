@@ -53,9 +53,9 @@ def why_not_fusable(model: Model, concerns: list[Concern], compensated: bool) ->
     if model.opset.get("", model.opset.get("ai.onnx", 0)) < 13:
         return "opset below 13"
     for op in model.recurrent:
-        if op.handler.silencer(op.node) is None:
-            return (f"{op.name} ({op.op_type} with activations "
-                    f"{[a[0] for a in op.handler.activations(op.node)[0]]}) cannot silence a unit from its input")
+        if op.silencer() is None:
+            return (f"{op.name} ({op.op_type} with activations {[a[0] for a in op.activations()[0]]}) "
+                    f"cannot silence a unit from its input")
     return None
 
 
@@ -87,8 +87,8 @@ def _group_code(g: gs.Graph, x: gs.Variable, K: int) -> gs.Variable:
 
 def _feed_code(g: gs.Graph, op, code: gs.Variable, concerns: list[Concern]) -> None:
     """Op ``op`` reads ``[X, code]`` and its W gets one silencing column per module."""
-    node, K = op.node, len(concerns)
-    x = node.inputs[0]
+    K = len(concerns)
+    x = op.x
     p = f"onnxmod_fused/{op.index}"
     tsteps, target, code3, tiled, joined = (gs.Variable(f"{p}/{n}", dtype=d) for n, d in (
         ("steps", np.int64), ("code_target", np.int64), ("code_1", np.float32),
@@ -104,19 +104,18 @@ def _feed_code(g: gs.Graph, op, code: gs.Variable, concerns: list[Concern]) -> N
         gs.Node("Expand", f"{p}/code_t", inputs=[code3, target], outputs=[tiled]),
         gs.Node("Concat", f"{p}/x_coded", attrs={"axis": 2}, inputs=[x, tiled], outputs=[joined]),
     ]
-    node.inputs[0] = joined
-    W = np.asarray(node.inputs[1].values)
+    W = op.weights()[0]
     D, GH, _ = W.shape
     H = op.hidden_size
     cols = np.zeros((D, GH, K), dtype=W.dtype)
-    gates = op.handler.gates
-    for gate, offset in op.handler.silencer(node).items():
+    gates = op.cell.gates
+    for gate, offset in op.silencer().items():
         gi = gates.index(gate)
         for k, c in enumerate(concerns):
             removed = ~c.keep[op.index].reshape(D, H)
             for d in range(D):
                 cols[d, gi * H + np.flatnonzero(removed[d]), k] = offset
-    node.inputs[1] = gs.Constant(f"{node.name}/W_fused", np.ascontiguousarray(np.concatenate([W, cols], axis=2)))
+    op.widen_input(joined, cols)
 
 
 def _vote(g: gs.Graph, logits: gs.Variable, code: gs.Variable, K: int, rank: int, class_ids) -> tuple:

@@ -3,7 +3,8 @@
 Three nouns, as in onnx-graphsurgeon: the *graph* (``gs.Graph``), its *nodes* and *tensors*.
 onnxmod adds:
 
-* ``RecurrentOp`` — one ``LSTM``/``GRU``/``RNN`` node (a *layer*), its handler, and its *sites*:
+* ``Recurrence`` (``onnxmod.recurrence``) — one recurrent layer, in whatever form a front-end
+  recognized it, and its *sites*:
   every constant that is indexed by its hidden units downstream (the next layer's ``W`` columns,
   a ``Gemm``/``MatMul`` weight's rows, a ``Reshape`` target's literal width).
 * ``Head`` — the output layer (``Gemm``, or ``MatMul`` [+ ``Add``]) whose columns are the classes.
@@ -17,7 +18,6 @@ node's name, so a rewrite is exact or does not happen.
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 
@@ -26,15 +26,13 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import OnnxmodError, UnsupportedModelError, UsageError
-from .ops import handler_for, recurrent_op_types
-from .ops.base import RecurrentOpHandler, UnitSelection
+from .normalize import normalize
+from .recurrence import Recurrence, recognize
+from .units import UnitSelection
 
 # Ops that pass hidden units through unchanged, elementwise.
 _ELEMENTWISE = {"Identity", "Dropout", "Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu", "Softsign",
                 "Softplus", "HardSigmoid", "Cast", "Abs", "Neg"}
-# Ops allowed between a zero constant and an initial state input.
-_ZERO_PRESERVING = {"Slice", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Cast", "Tile",
-                    "Gather", "Transpose", "Concat"}
 _POST_HEAD = {"Softmax", "LogSoftmax", "Identity"}
 
 SHAPES = ("1:1", "1:N", "M:1", "M:N")
@@ -54,54 +52,7 @@ class Site:
     input_index: int
     axis: int
     labels: np.ndarray
-
-
-@dataclass
-class RecurrentOp:
-    what = "hidden units"  # what the unit flow follows from this op (in refusals)
-
-    index: int
-    node: gs.Node
-    handler: RecurrentOpHandler
-    sites: list[Site] = field(default_factory=list)
-    source: int | None = None  # index of the recurrent op feeding X, if any
-    state_from: int | None = None  # index of the op whose final state initialises this one
-
-    @property
-    def name(self) -> str:
-        return self.node.name
-
-    @property
-    def op_type(self) -> str:
-        return self.node.op
-
-    @property
-    def hidden_size(self) -> int:
-        return self.handler.hidden_size(self.node)
-
-    @property
-    def directions(self) -> int:
-        return self.handler.directions(self.node)
-
-    @property
-    def units(self) -> int:
-        return self.hidden_size * self.directions
-
-    @property
-    def rule(self) -> str:
-        """``relu`` for vanilla ReLU layers, ``logistic`` for tanh/sigmoid ones (SPEC §3)."""
-        return "relu" if self.handler.output_activation(self.node) == "Relu" else "logistic"
-
-    def describe(self) -> dict:
-        n = self.node
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in n.attrs.items()}
-        for k, v in attrs.items():
-            if isinstance(v, list):
-                attrs[k] = [x.decode() if isinstance(x, bytes) else x for x in v]
-        return {"index": self.index, "name": self.name, "op_type": self.op_type,
-                "hidden_size": self.hidden_size, "directions": self.directions,
-                "input_size": int(np.asarray(n.inputs[1].values).shape[2]), "rule": self.rule,
-                "attributes": attrs}
+    recurrence: Recurrence | None = None  # the consuming recurrence (recurrent_input, state)
 
 
 @dataclass
@@ -126,41 +77,6 @@ class Head:
 
 def _const_values(t) -> np.ndarray | None:
     return np.asarray(t.values) if isinstance(t, gs.Constant) else None
-
-
-def _is_zero(t, depth: int = 0) -> bool:
-    """True when tensor ``t`` is provably all zeros (constant, or ConstantOfShape(0) reshaped)."""
-    if depth > 32:
-        return False
-    if t is None or t.name == "":
-        return True
-    if isinstance(t, gs.Constant):
-        return not np.any(np.asarray(t.values))
-    if not t.inputs:
-        return False
-    p = t.inputs[0]
-    if p.op == "ConstantOfShape":
-        v = p.attrs.get("value")
-        return v is None or not np.any(np.asarray(v.values if isinstance(v, gs.Constant) else v))
-    if p.op == "Constant":
-        v = p.attrs.get("value")
-        return v is not None and not np.any(np.asarray(v.values if isinstance(v, gs.Constant) else v))
-    if p.op in _ZERO_PRESERVING:
-        data = p.inputs[:] if p.op == "Concat" else p.inputs[:1]
-        return all(_is_zero(x, depth + 1) for x in data)
-    return False
-
-
-def _state_producer(t, depth: int = 0):
-    """The recurrent node whose final state (Y_h / Y_c) ``t`` is, through reshapes; else None."""
-    if depth > 16 or isinstance(t, gs.Constant) or not t.inputs:
-        return None
-    p = t.inputs[0]
-    if handler_for(p.op) is not None:
-        return p if any(o is t for o in p.outputs[1:3]) else None
-    if p.op in ("Identity", "Reshape", "Squeeze", "Unsqueeze"):
-        return _state_producer(p.inputs[0], depth + 1)
-    return None
 
 
 def _concrete(shape, fill: int) -> list[int] | None:
@@ -202,21 +118,15 @@ class Model:
         if _normalized is not None:
             graph = _normalized
         else:
-            inferred = onnx.shape_inference.infer_shapes(copy.deepcopy(proto), data_prop=True)
-            graph = gs.import_onnx(inferred)
-            self._reject_subgraph_recurrence(graph)
-            try:
-                graph.fold_constants(error_ok=True).cleanup().toposort()
-            except Exception as exc:  # graphsurgeon folding is best-effort
-                raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+            graph, self.rewrites = normalize(proto, source)
             self._pristine = graph.copy()
         self.graph = graph
         if not graph.inputs:
             raise UnsupportedModelError(f"{source}: the graph has no input")
         self.inputs = list(graph.inputs)
         self.input = graph.inputs[0]
-        self.output = self._pick_output()
         self.recurrent = self._find_recurrent_ops()
+        self.output = self._pick_output()
         self.head = self._find_head()
         for op in self.recurrent:
             op.sites = self._unit_sites(op)
@@ -233,21 +143,19 @@ class Model:
     def fresh(self) -> "Model":
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
         m = Model(self.original, source=self.source, _normalized=self._pristine.copy())
-        m._pristine = self._pristine
+        m._pristine, m.rewrites = self._pristine, self.rewrites
         return m
 
-    def _reject_subgraph_recurrence(self, graph: gs.Graph) -> None:
-        for node in graph.nodes:
-            if node.op in ("Loop", "Scan", "If"):
-                for v in node.attrs.values():
-                    if isinstance(v, gs.Graph):
-                        ops = {n.op for n in v.nodes}
-                        if ops & set(recurrent_op_types()) or node.op in ("Loop", "Scan"):
-                            raise UnsupportedModelError(
-                                f"{self.source}: node {node.name!r} ({node.op}) computes a recurrence inside a "
-                                f"subgraph (as tf2onnx emits for Keras GRU/SimpleRNN); this is not supported yet "
-                                f"because onnxmod slices only native LSTM/GRU/RNN ops, not loop bodies: re-export "
-                                f"with native recurrent ops")
+    @property
+    def runnable(self) -> onnx.ModelProto:
+        """A proto onnxruntime runs that computes what the model computes: the original, unless
+        normalization or a front-end rewrote forms onnxruntime cannot run or onnxmod cannot slice
+        (then the normalized graph, exported once)."""
+        if not self.rewrites and not any(op.form != "native" for op in self.recurrent):
+            return self.original
+        if getattr(self, "_runnable", None) is None:
+            self._runnable = self.fresh().export(metadata=self.metadata)
+        return self._runnable
 
     def _pick_output(self) -> gs.Variable:
         outs = self.graph.outputs
@@ -261,58 +169,43 @@ class Model:
         raise UnsupportedModelError(
             f"{self.source}: {len(outs)} graph outputs and none named 'logits'; onnxmod needs the class scores output")
 
-    def _find_recurrent_ops(self) -> list[RecurrentOp]:
-        ops = []
-        for node in self.graph.nodes:
-            h = handler_for(node.op)
-            if h is None:
-                continue
-            if not node.name:
-                node.name = f"{node.op}_{len(ops)}"
-            try:
-                h.check(node)
-            except OnnxmodError as exc:  # name the file too
-                raise type(exc)(f"{self.source}: {exc}") from None
-            coupled = None
-            for i in h.state_inputs:
-                if len(node.inputs) > i and node.inputs[i].name:
-                    if _is_zero(node.inputs[i]):
-                        node.inputs[i] = gs.Variable.empty()
-                        continue
-                    src = _state_producer(node.inputs[i])
-                    if src is None:
-                        which = "initial_h" if i == 5 else "initial_c"
-                        raise UnsupportedModelError(
-                            f"{self.source}: node {node.name!r} ({node.op}): {which} is neither provably zero nor "
-                            f"the final state of another recurrent op; other initial states are not supported")
-                    coupled = src
-            ops.append(RecurrentOp(len(ops), node, h))
-            ops[-1].state_from_node = coupled
+    def _find_recurrent_ops(self) -> list[Recurrence]:
+        ops, misses = recognize(self.graph, self.source)
+        if misses:  # a candidate no front-end could take: refuse with its reason
+            m = misses[0]
+            raise m.error(f"{self.source}: {m}")
         if not ops:
             raise UnsupportedModelError(
-                f"{self.source}: no recurrent op (LSTM, GRU or RNN) found; nothing to decompose")
+                f"{self.source}: no recurrent op found (no LSTM, GRU or RNN op, and no Loop, Scan or unrolled cell "
+                f"that a front-end recognizes); nothing to decompose")
         self.graph.cleanup()
-        by_node = {id(op.node): op for op in ops}
+        by_node = {id(op.node): op for op in ops if getattr(op, "node", None) is not None}
+        produced = {id(t): op for op in ops for t, _ in op.unit_outputs()}
         for op in ops:
-            op.source = self._upstream_recurrent(op.node.inputs[0], by_node)
+            op.source = self._upstream_recurrent(op.x, produced)
             src = getattr(op, "state_from_node", None)
-            op.state_from = by_node[id(src)].index if src is not None else None
-            if src is not None:
-                enc = by_node[id(src)]
+            enc = by_node.get(id(src)) if src is not None else None
+            op.state_from = enc.index if enc is not None else None
+            if enc is not None:
                 if (enc.op_type, enc.directions, enc.hidden_size) != (op.op_type, op.directions, op.hidden_size):
                     raise UnsupportedModelError(
                         f"{self.source}: node {op.name!r} takes its initial state from {enc.name!r}, which has a "
                         f"different type, direction or hidden size")
+        self._reader = {}  # id(node) -> the recurrence that node is (the unit flow's recurrent consumers)
+        for op in ops:
+            for node in op.reader_nodes():
+                self._reader[id(node)] = op
         return ops
 
-    def _upstream_recurrent(self, t, by_node, depth=0) -> int | None:
-        if depth > 64 or isinstance(t, gs.Constant) or not t.inputs:
+    def _upstream_recurrent(self, t, produced, depth=0) -> int | None:
+        if depth > 64 or isinstance(t, gs.Constant):
             return None
-        p = t.inputs[0]
-        if id(p) in by_node:
-            return by_node[id(p)].index
-        for x in p.inputs:
-            r = self._upstream_recurrent(x, by_node, depth + 1)
+        if id(t) in produced:
+            return produced[id(t)].index
+        if not t.inputs:
+            return None
+        for x in t.inputs[0].inputs:
+            r = self._upstream_recurrent(x, produced, depth + 1)
             if r is not None:
                 return r
         return None
@@ -344,17 +237,11 @@ class Model:
             f"expected Gemm or MatMul(+Add) with constant weights")
 
     # ---- unit flow --------------------------------------------------------------------------
-    def _unit_sites(self, op: RecurrentOp) -> list[Site]:
+    def _unit_sites(self, op: Recurrence) -> list[Site]:
         self._pending = {}
-        D, H = op.directions, op.hidden_size
-        ids = np.arange(D * H).reshape(D, H)
         sites: list[Site] = []
-        outs = op.node.outputs
-        starts = [(outs[0], ids.reshape(1, D, 1, H))]
-        starts += [(o, ids.reshape(D, 1, H)) for o in outs[1:3]]
-        for t, lab in starts:
-            if t is not None and t.name:
-                self._follow(op, t, lab, sites)
+        for t, lab in op.unit_outputs():
+            self._follow(op, t, lab, sites)
         self._check_concats(op, "concatenates hidden units with a tensor that is not from the same layer")
         if not sites:
             raise UnsupportedModelError(f"{self.source}: node {op.name!r} ({op.op_type}): its hidden states reach no layer")
@@ -368,11 +255,11 @@ class Model:
             if len(pend) < len(node.inputs):
                 self._refuse(op, node, why)
 
-    def _refuse(self, op: RecurrentOp, node: gs.Node, why: str):
+    def _refuse(self, op: Recurrence, node: gs.Node, why: str):
         raise UnsupportedModelError(
             f"{self.source}: node {node.name!r} ({node.op}) consumes the {op.what} of {op.name!r}: {why}")
 
-    def _follow(self, op: RecurrentOp, t: gs.Variable, lab: np.ndarray, sites: list[Site]) -> None:
+    def _follow(self, op: Recurrence, t: gs.Variable, lab: np.ndarray, sites: list[Site]) -> None:
         if t in self.graph.outputs:
             raise UnsupportedModelError(
                 f"{self.source}: graph output {t.name!r} exposes the {op.what} of {op.name!r}; remove that output")
@@ -389,18 +276,20 @@ class Model:
         o = node.op
         if o in _ELEMENTWISE:
             return self._follow(op, node.outputs[0], lab, sites)
-        if handler_for(o) is not None:
-            idx = [i for i, x in enumerate(node.inputs) if x is t]
-            if idx and idx[0] in handler_for(o).state_inputs:
+        reader = self._reader.get(id(node)) if hasattr(self, "_reader") else None
+        if reader is not None:
+            role = reader.reads(node, t)
+            if role == "state":
                 if lab.ndim != 3 or lab.shape[1] != 1:
                     self._refuse(op, node, "a state input must be [directions, batch, hidden]")
-                sites.append(Site("state", node, idx[0], 2, lab.reshape(-1)))
+                sites.append(Site("state", node, reader.state_input_index(node, t), 2, lab.reshape(-1),
+                                  recurrence=reader))
                 return
-            if node.inputs[0] is not t:
+            if role != "x":
                 self._refuse(op, node, "hidden states feed an input other than X or the initial state")
             if lab.ndim != 3 or lab.shape[0] != 1 or lab.shape[1] != 1:
                 self._refuse(op, node, "units must be on the feature axis of X")
-            sites.append(Site("recurrent_input", node, 1, 2, lab.reshape(-1)))
+            sites.append(Site("recurrent_input", node, 1, 2, lab.reshape(-1), recurrence=reader))
             return
         if o in ("Gemm", "MatMul"):
             if node.inputs[0] is not t or not isinstance(node.inputs[1], gs.Constant):
@@ -544,7 +433,7 @@ class Model:
     def _detect_shape(self) -> str:
         if any(op.state_from is not None for op in self.recurrent):
             return "enc-dec"
-        first = self.recurrent[0].node.inputs[0]
+        first = self.recurrent[0].x
         one_input = self._merges_sequence(first)
         if one_input:
             return "1:1" if self.one_output else "1:N"
@@ -587,7 +476,7 @@ class Model:
         return {"source": self.source, "shape": self.shape, "input": _tensor_desc(self.input),
                 "output": _tensor_desc(self.output), "num_classes": self.num_classes,
                 "parameters": self.parameter_count(),
-                "recurrent_ops": [op.describe() for op in self.recurrent],
+                "recurrences": [op.describe() for op in self.recurrent],
                 "head": {"name": self.head.node.name, "op_type": self.head.node.op}}
 
     def embedding(self) -> gs.Node | None:
@@ -647,7 +536,7 @@ class Model:
             kept_ids, inert_ids = sel.global_ids("kept"), sel.global_ids("inert")
             if means is not None and op.index in means:
                 self._compensate(op, sel, *means[op.index])
-            op.handler.slice_units(op.node, sel)
+            op.slice_units(sel)
             for s in op.sites:
                 if s.kind == "state":
                     continue  # bridged below, once every op is sliced
@@ -659,7 +548,7 @@ class Model:
                 pos = np.flatnonzero(np.isin(s.labels, kept_ids))
                 zero = np.isin(s.labels[pos], inert_ids)
                 if s.kind == "recurrent_input":
-                    handler_for(s.node.op).slice_input(s.node, pos, zero)
+                    s.recurrence.slice_input(pos, zero)
                 elif s.kind == "weight":
                     w = np.take(np.asarray(s.node.inputs[s.input_index].values), pos, axis=s.axis)
                     if zero.any():
@@ -674,7 +563,7 @@ class Model:
         for op in self.recurrent:
             for s in op.sites:
                 if s.kind == "state":
-                    dst = next(o for o in self.recurrent if o.node is s.node)
+                    dst = s.recurrence
                     self._bridge(op, selections.get(op.index), dst, selections.get(dst.index), s)
 
     def prune_vocabulary(self, keep: np.ndarray) -> None:
@@ -752,13 +641,14 @@ class Model:
                 target[s.axis] = target[s.axis] // d * rank
                 s.node.inputs[1] = gs.Constant(f"{s.node.name}/shape_reduced", target)
                 continue
-            wt = np.asarray(s.node.inputs[1].values)
             if s.kind == "recurrent_input":
+                wt = s.recurrence.weights()[0]
                 new = (b @ A).reshape(*wt.shape[:2], -1)
+                s.recurrence.set_input_weights(np.ascontiguousarray(new.astype(dtype)))
             else:  # weight: features along s.axis
-                moved = np.moveaxis(wt, s.axis, -1)
+                moved = np.moveaxis(np.asarray(s.node.inputs[1].values), s.axis, -1)
                 new = np.moveaxis((b @ A).reshape(*moved.shape[:-1], -1), -1, s.axis)
-            s.node.inputs[1] = gs.Constant(f"{s.node.name}/W_reduced", np.ascontiguousarray(new.astype(dtype)))
+                s.node.inputs[1] = gs.Constant(f"{s.node.name}/W_reduced", np.ascontiguousarray(new.astype(dtype)))
             self._site_bias(s, (b @ mean).sum(axis=1).reshape(new.shape[:-1] if s.kind == "recurrent_input"
                                                               else -1))
         return (mean + (E - mean) @ B @ A.T).astype(dtype)
@@ -804,16 +694,16 @@ class Model:
         if s.kind == "shape":
             return None
         if s.kind == "recurrent_input":
-            Wt = np.asarray(s.node.inputs[1].values).astype(np.float64)
+            Wt = s.recurrence.weights()[0].astype(np.float64)
             return Wt.reshape(Wt.shape[0] * Wt.shape[1], -1, d)
         wt = np.moveaxis(np.asarray(s.node.inputs[1].values).astype(np.float64), s.axis, -1)
         return wt.reshape(-1, wt.shape[-1] // d, d)
 
-    def _compensate(self, op: RecurrentOp, sel: UnitSelection, mean_all: np.ndarray, mean_out: np.ndarray) -> None:
+    def _compensate(self, op: Recurrence, sel: UnitSelection, mean_all: np.ndarray, mean_out: np.ndarray) -> None:
         removed = np.setdiff1d(np.arange(op.units), np.setdiff1d(sel.global_ids("kept"), sel.global_ids("inert")))
         if removed.size == 0:
             return
-        op.handler.absorb(op.node, own={int(u): float(mean_all[u]) for u in removed})
+        op.absorb(own={int(u): float(mean_all[u]) for u in removed})
         for s in op.sites:
             if s.kind not in ("recurrent_input", "weight"):
                 continue
@@ -821,7 +711,7 @@ class Model:
             if pos.size == 0:
                 continue
             if s.kind == "recurrent_input":
-                W2 = np.asarray(s.node.inputs[1].values).astype(np.float64)
+                W2 = s.recurrence.weights()[0].astype(np.float64)
                 self._site_bias(s, W2[:, :, pos] @ mean_all[s.labels[pos]])
             else:
                 w = np.take(np.asarray(s.node.inputs[s.input_index].values).astype(np.float64), pos, axis=s.axis)
@@ -831,7 +721,7 @@ class Model:
         """Add ``delta`` to what a site's consumer computes: a recurrent op's input bias ``Wb``
         (``[D, G*H]``), or the bias of a Gemm/MatMul."""
         if s.kind == "recurrent_input":
-            handler_for(s.node.op).absorb(s.node, input_delta=delta)
+            s.recurrence.absorb(input_delta=delta)
         else:
             self._add_bias(s.node, delta)
 
@@ -876,7 +766,7 @@ class Model:
         s.node.attrs = {"axis": int(s.axis)}
         s.node.inputs = [data, gs.Constant(f"{s.node.name}/units", idx)]
 
-    def _bridge(self, enc: RecurrentOp, es: UnitSelection | None, dec: RecurrentOp, ds: UnitSelection | None,
+    def _bridge(self, enc: Recurrence, es: UnitSelection | None, dec: Recurrence, ds: UnitSelection | None,
                 site: Site) -> None:
         """Map the encoder's kept units onto the decoder's: ``init[d, b, q] = state[d, b, p]`` when
         decoder unit q is encoder unit p, else 0 (a removed unit's state is 0). A per-direction 0/1
@@ -948,6 +838,21 @@ class Model:
             proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         return proto
+
+
+def describe_leniently(proto: onnx.ModelProto, source: str) -> dict:
+    """What ``inspect`` can say of a model that ``Model`` refuses: its I/O, every recurrence the
+    front-ends recognize (before any check that decomposition needs) and every miss."""
+    from .recurrence.native import describe_node
+
+    graph, _ = normalize(proto, source)
+    found, misses = recognize(graph, source)
+    recs = [r.describe() for r in found]
+    recs += [describe_node(n) for n in graph.nodes
+             if n.op in {"LSTM", "GRU", "RNN"} and not any(getattr(r, "node", None) is n for r in found)]
+    return {"source": source, "inputs": [_tensor_desc(t) for t in graph.inputs],
+            "outputs": [_tensor_desc(t) for t in graph.outputs], "parameters": count_parameters(graph),
+            "recurrences": recs, "not_recognized": [str(m) for m in misses]}
 
 
 def _tensor_desc(t) -> dict:

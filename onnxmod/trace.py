@@ -31,18 +31,9 @@ class Trace:
 def trace_model(model: Model, inputs: bool = False) -> "onnx.ModelProto":  # noqa: F821
     """The model up to its recurrent ops, with every op's ``Y`` ``[T, D, N, H]`` (and ``X``
     ``[T, N, I]``) as its outputs."""
-    import onnx_graphsurgeon as gs
-
     m = model.fresh()
-    outs, xs = [], []
-    for op in m.recurrent:
-        y = op.node.outputs[0]
-        if not y.name:
-            y = gs.Variable(f"{op.name}/Y", dtype=np.float32)
-            op.node.outputs[0] = y
-        outs.append(y)
-        if inputs:
-            xs.append(op.node.inputs[0])
+    outs = [op.y for op in m.recurrent]
+    xs = [op.x for op in m.recurrent] if inputs else []
     return m.export(outputs=[*outs, *xs])
 
 
@@ -81,7 +72,7 @@ def gate_activations(model: Model, tr: Trace) -> list[np.ndarray]:
     """Per op, every gate's activation ``[N, T, G, D*H]`` rebuilt exactly from the traced X and Y."""
     out = []
     for op, x, y in zip(model.recurrent, tr.inputs, tr.hidden):
-        g = op.handler.gates_from_trace(op.node, x.transpose(1, 0, 2), y.transpose(1, 2, 0, 3))  # [T, D, G, N, H]
+        g = op.gates_from_trace(x.transpose(1, 0, 2), y.transpose(1, 2, 0, 3))  # [T, D, G, N, H]
         T, D, G, N, H = g.shape
         out.append(g.transpose(3, 0, 2, 1, 4).reshape(N, T, G, D * H).astype(np.float32))
     return out

@@ -75,7 +75,7 @@ def test_compose_subset_reuses_modules(math_lstm1, tmp_path):
 def test_inspect_reports_shape_and_ops(math_lstm1):
     d = api.inspect(math_lstm1[0])
     assert d["kind"] == "model" and d["shape"] == "1:1"
-    assert d["recurrent_ops"][0]["op_type"] == "LSTM"
+    assert d["recurrences"][0]["op_type"] == "LSTM"
 
 
 def test_keep_all_composition_reproduces_the_model_exactly(tmp_path):

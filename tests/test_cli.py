@@ -40,8 +40,8 @@ def _peephole_model(path):
     spec = random_stack(np.random.default_rng(0), "LSTM", 1, 3, 1)
     proto = build(spec)
     node = next(n for n in proto.graph.node if n.op_type == "LSTM")
-    proto.graph.initializer.append(numpy_helper.from_array(np.ones((1, 9), np.float32), "P0"))
-    node.input.extend([""] * (7 - len(node.input)) + ["P0"])
+    proto.graph.input.append(helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, None, 3]))
+    node.input.extend([""] * (5 - len(node.input)) + ["h_in"])
     onnx.save(proto, str(path))
 
 
@@ -59,7 +59,7 @@ def _tree_digest(root):
 def test_bad_input_gives_one_line_error_and_writes_nothing(case, tmp_path, math_lstm1):
     model, data = math_lstm1
     want = {"not_onnx": (3, ["not an ONNX model"]), "no_recurrent": (4, ["no recurrent op"]),
-            "peepholes": (4, ["peephole", "LSTM"]), "bad_data_shape": (3, ["x_train", "shape", "40"]),
+            "peepholes": (4, ["initial_h", "graph input", "LSTM"]), "bad_data_shape": (3, ["x_train", "shape", "40"]),
             "missing_key": (3, ["missing key", "y_test"]), "label_out_of_range": (3, ["y_train", "label"])}
     if case == "not_onnx":
         model = tmp_path / "notes.onnx"

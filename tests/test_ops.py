@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onnxmod import runtime
+from onnxmod.cells.backend import Numpy
 from onnxmod.graph import Model
 from onnxmod.ops import handler_for
 from onnxmod.ops.base import UnitSelection
@@ -89,35 +90,6 @@ def test_unit_selection_pads_directions_with_inert_units():
     assert sel.width == 2
     assert sel.kept[1].tolist() == [0, 4] and sel.inert[1].tolist() == [0]
     assert sel.global_ids("kept").tolist() == [0, 3, 5, 9]
-
-
-@pytest.mark.parametrize("feature,attrs,extra", [
-    ("peepholes", {}, "P"),
-    ("clip", {"clip": 1.0}, None),
-    ("input_forget", {"input_forget": 1}, None),
-    ("layout", {"layout": 1}, None),
-])
-def test_unsupported_lstm_features_are_refused(feature, attrs, extra):
-    from onnxmod.errors import UnsupportedModelError
-
-    rng = np.random.default_rng(0)
-    spec = random_stack(rng, "LSTM", 1, 3, 1)
-    spec.layers[0].attrs.update(attrs)
-    proto = build(spec) if extra is None else _with_peepholes(spec)
-    with pytest.raises(UnsupportedModelError, match=feature if feature != "peepholes" else "peephole"):
-        Model(proto, source="m.onnx")
-
-
-def _with_peepholes(spec):
-    from onnx import numpy_helper
-
-    proto = build(spec)
-    node = next(n for n in proto.graph.node if n.op_type == "LSTM")
-    proto.graph.initializer.append(numpy_helper.from_array(np.ones((1, 9), np.float32), "P0"))
-    while len(node.input) < 7:
-        node.input.append("")
-    node.input.append("P0")
-    return proto
 
 
 @pytest.mark.parametrize("op,lbr,relu", CELLS)
@@ -227,9 +199,10 @@ def test_mean_compensation_equals_units_emitting_their_mean(cell, layers, direct
             m = means[i][d * H:(d + 1) * H]
             xp = seq @ Wt[d].T + Bt[d][:G * H]
             h, c = np.where(gone, m, 0.0) * np.ones((B, H)), np.zeros((B, H))
+            p = h_.params(node)[d]
             for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
-                h, c, _ = h_.step(xp[t], h, c, Rt[d], Bt[d][G * H:], h_.activations(node)[d], node.attrs)
-                h = np.where(gone, m, h)
+                new, _ = h_.cell.step(Numpy(), xp[t], {"h": h, "c": c}, p)
+                h, c = np.where(gone, m, new["h"]), new.get("c", c)
                 Y[t, d] = h
         seq = Y.transpose(0, 2, 1, 3).reshape(T, B, -1)
     bf = seq.transpose(1, 0, 2)

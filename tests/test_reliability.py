@@ -303,8 +303,20 @@ def _input_forget(proto, node):
 
 
 def _initial_h(proto, node):
+    """A learned initial state: a constant [1, 1, H] broadcast over the batch by Expand."""
     proto.graph.initializer.append(numpy_helper.from_array(np.full((1, 1, 3), 0.5, np.float32), "h0"))
-    node.input.extend(["", "h0"])
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), "two"))
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([3], np.int64), "H3"))
+    nodes = list(proto.graph.node)
+    at = nodes.index(node)
+    nodes[at:at] = [helper.make_node("Shape", [node.input[0]], ["x_shape"]),
+                    helper.make_node("Slice", ["x_shape", "one", "two"], ["batch"]),
+                    helper.make_node("Concat", ["one", "batch", "H3"], ["h0_shape"], axis=0),
+                    helper.make_node("Expand", ["h0", "h0_shape"], ["h0_b"])]
+    node.input.extend(["", "h0_b"])
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 def _sequence_lens(proto, node):
@@ -313,22 +325,39 @@ def _sequence_lens(proto, node):
 
 
 def _layout(proto, node):
+    """The same LSTM written batch-major: it reads x [B, T, F] as is, and Y is [B, T, D, H]."""
     node.attribute.append(helper.make_attribute("layout", 1))
+    node.input[0] = "x"
+    ax = next(i for i in proto.graph.initializer if i.name == "ax0")
+    ax.CopyFrom(numpy_helper.from_array(np.array([2], np.int64), "ax0"))
+    for n in proto.graph.node:
+        if n.op_type == "Transpose" and n.input[0] == "S0":
+            n.attribute[0].CopyFrom(helper.make_attribute("perm", [0, 1, 2]))
 
 
-@pytest.mark.parametrize("edit, words", [
-    (_peepholes, ["peephole"]),
-    (_clip, ["'clip'"]),
-    (_input_forget, ["input_forget=1"]),
-    (_initial_h, ["initial_h", "not supported"]),
-    (_sequence_lens, ["sequence_lens"]),
-    (_layout, ["layout=1"]),
-], ids=["peepholes", "clip", "input_forget", "initial_h", "sequence_lens", "layout"])
-def test_unsupported_recurrent_feature(tmp_path, edit, words):
+def _streaming_h(proto, node):
+    proto.graph.input.append(helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, None, 3]))
+    node.input.extend(["", "h_in"])
+
+
+@pytest.mark.parametrize("edit", [_peepholes, _clip, _input_forget, _initial_h, _layout],
+                         ids=["peepholes", "clip", "input_forget", "initial_h", "layout"])
+def test_the_whole_lstm_spec_decomposes(tmp_path, edit):
+    """Peepholes, clip, a coupled forget gate, a constant non-zero initial state and the
+    batch-major layout are part of the op's spec: the model decomposes (exactness is in
+    tests/test_cells.py)."""
     model = edited_lstm(tmp_path / "feature.onnx", edit)
     data = float_data(tmp_path / "d.npz")
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "composed.onnx").exists()
+
+
+def test_streaming_state_input_is_refused_naming_it(tmp_path):
+    model = edited_lstm(tmp_path / "feature.onnx", _streaming_h)
+    data = float_data(tmp_path / "d.npz")
     refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"],
-           4, "feature.onnx", "'rnn0'", "LSTM", *words)
+           4, "feature.onnx", "'rnn0'", "LSTM", "initial_h", "graph input", "not supported")
 
 
 def test_recurrence_inside_scan(tmp_path):

@@ -13,67 +13,31 @@ defaults, unsupported features, and the numpy step.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import InputError, UnsupportedModelError
+from ..units import UnitSelection  # noqa: F401  (re-exported: onnxmod.ops.base.UnitSelection)
 from . import activations as act
 
 # ONNX input positions shared by the three ops.
 X, W, R, B, SEQUENCE_LENS, INITIAL_H = 0, 1, 2, 3, 4, 5
 
 
-@dataclass(frozen=True)
-class UnitSelection:
-    """Which units of one recurrent op survive, per direction.
-
-    ``kept[d]`` is sorted and every direction keeps the same number of units (one ``hidden_size``
-    serves all directions). When the concern keeps fewer units in one direction, that direction is
-    padded with ``inert[d]``: removed units whose weights are all zero. With a zero initial state an
-    all-zero unit outputs exactly 0 at every step (LSTM: c stays 0; GRU: h~ = 0 so h stays 0; RNN:
-    f(0) = 0 for tanh/relu), so padding changes no output.
-    """
-
-    hidden_size: int
-    kept: tuple[np.ndarray, ...]
-    inert: tuple[np.ndarray, ...]
-
-    @classmethod
-    def from_keep(cls, hidden_size: int, keep: list[np.ndarray]) -> "UnitSelection":
-        keep = [np.unique(np.asarray(k, dtype=np.int64)) for k in keep]
-        for k in keep:
-            if k.size and (k[0] < 0 or k[-1] >= hidden_size):
-                raise ValueError(f"unit index out of range 0..{hidden_size - 1}")
-        width = max(1, max(k.size for k in keep))
-        kept, inert = [], []
-        for k in keep:
-            missing = width - k.size
-            removed = np.setdiff1d(np.arange(hidden_size), k)
-            pad = removed[:missing]
-            kept.append(np.sort(np.concatenate([k, pad])))
-            inert.append(pad)
-        return cls(hidden_size, tuple(kept), tuple(inert))
-
-    @property
-    def width(self) -> int:
-        return int(self.kept[0].size)
-
-    def global_ids(self, which: str = "kept") -> np.ndarray:
-        """Unit ids as ``d * H + j`` — the labels the graph layer propagates."""
-        arrs = self.kept if which == "kept" else self.inert
-        return np.concatenate([d * self.hidden_size + a for d, a in enumerate(arrs)])
-
-
 class RecurrentOpHandler:
     op_type: str = ""
-    gates: tuple[str, ...] = ()
-    default_activations: tuple[str, ...] = ()
     state_inputs: tuple[int, ...] = (INITIAL_H,)  # positions of initial_h (and initial_c)
     num_outputs: int = 2  # Y, Y_h (and Y_c)
 
     # ---- attributes -------------------------------------------------------------------------
+    @property
+    def gates(self) -> tuple[str, ...]:
+        return self.cell.gates
+
+    @property
+    def default_activations(self) -> tuple[str, ...]:
+        return self.cell.default_activations
+
     @property
     def num_gates(self) -> int:
         return len(self.gates)
@@ -131,12 +95,11 @@ class RecurrentOpHandler:
     def check(self, node: gs.Node) -> None:
         """Refuse what onnxmod cannot rewrite exactly, naming the node and the feature."""
         where = f"node {node.name!r} ({self.op_type})"
-        if int(node.attrs.get("layout", 0)) != 0:
-            raise UnsupportedModelError(f"{where}: layout=1 (batch-major) is not supported; re-export with layout=0")
-        if "clip" in node.attrs:
-            raise UnsupportedModelError(f"{where}: 'clip' is not supported (clipped cells cannot be sliced exactly)")
-        if self._has_input(node, SEQUENCE_LENS):
-            raise UnsupportedModelError(f"{where}: 'sequence_lens' input is not supported; pad sequences instead")
+        if int(node.attrs.get("layout", 0)) != 0:  # normalization turns layout=1 into layout=0
+            raise UnsupportedModelError(f"{where}: layout=1 (batch-major) was not normalized")
+        clip = node.attrs.get("clip")
+        if clip is not None and not (isinstance(clip, (float, int)) and clip > 0):
+            raise InputError(f"{where}: 'clip' is {clip!r}; it must be a positive number")
         for i in (W, R):
             if len(node.inputs) <= i or not isinstance(node.inputs[i], gs.Constant):
                 raise UnsupportedModelError(f"{where}: weight input {i} is not a constant initializer")
@@ -161,6 +124,23 @@ class RecurrentOpHandler:
             if name in want and (tuple(arr.shape) != want[name] or not np.issubdtype(arr.dtype, np.floating)):
                 raise InputError(f"{where}: {name} has shape {list(arr.shape)} ({arr.dtype}), expected "
                                  f"{list(want[name])} floats for hidden_size={H}, {D} direction(s)")
+
+    def constant_state(self, node: gs.Node, i: int) -> tuple[gs.Node | None, int]:
+        """Where initial state ``i`` is a constant ``[D, N or 1, H]`` — read directly, or broadcast over
+        the batch by ``Expand``/``Tile`` (a learned initial state): (the node holding it, input position),
+        else (None, -1)."""
+        if not self._has_input(node, i):
+            return None, -1
+        t = node.inputs[i]
+        if isinstance(t, gs.Constant):
+            return node, i
+        p = t.inputs[0] if len(t.inputs) == 1 else None
+        if p is not None and p.op in ("Expand", "Tile") and isinstance(p.inputs[0], gs.Constant) \
+                and len(t.outputs) == 1:  # read by this op only: slicing its source changes nothing else
+            v = np.asarray(p.inputs[0].values)
+            if v.shape == (self.directions(node), 1, self.hidden_size(node)):
+                return p, 0
+        return None, -1
 
     @staticmethod
     def _has_input(node: gs.Node, i: int) -> bool:
@@ -205,6 +185,14 @@ class RecurrentOpHandler:
         self._set(node, W, np.stack(Ws), "W")
         self._set(node, R, np.stack(Rs), "R")
         self._set(node, B, np.stack(Bs), "B")
+        for i in self.state_inputs:  # constant initial states [D, N, H]: the kept units', inert ones 0
+            holder, pos = self.constant_state(node, i)
+            if holder is not None:
+                s0 = np.asarray(holder.inputs[pos].values)
+                new = np.stack([s0[d][..., k] for d, k in enumerate(sel.kept)])
+                for d, k in enumerate(sel.kept):
+                    new[d][..., np.isin(k, sel.inert[d])] = 0
+                holder.inputs[pos] = gs.Constant(f"{node.name}/initial_{i}", np.ascontiguousarray(new))
         node.attrs["hidden_size"] = sel.width
 
     def absorb(self, node: gs.Node, input_delta: np.ndarray | None = None, own: dict | None = None) -> None:
@@ -235,65 +223,91 @@ class RecurrentOpHandler:
             Wt[:, :, zero] = 0
         self._set(node, W, Wt, "W")
 
-    # ---- numpy reference --------------------------------------------------------------------
-    def step(self, x_proj, h, c, Rd, Rbd, acts, node_attrs):  # pragma: no cover - abstract
-        raise NotImplementedError
+    # ---- numbers (the cell's equations live in ``onnxmod.cells``) -------------------------------
+    @property
+    def cell(self):
+        from ..cells import cell_for
 
-    def run_numpy(self, node: gs.Node, x: np.ndarray, masks=None) -> dict[str, np.ndarray]:
-        """Run the op in numpy on ``x`` [T, B, I] from a zero state.
-
-        ``masks`` (optional, per direction ``[T, H]`` of 0/1) multiplies the state after every step:
-        the unrolled mode's per-step concerns. Returns ``Y`` [T, D, B, H] and the per-step gate
-        activations ``gates`` {name: [T, D, B, H]} (LSTM also ``c``).
-        """
-        Wt, Rt, Bt = self.weights(node)
-        H, G = self.hidden_size(node), self.num_gates
-        T, Bn, _ = x.shape
-        D = self.directions(node)
-        acts = self.activations(node)
-        Y = np.zeros((T, D, Bn, H), dtype=np.float64)
-        gate_out = {g: np.zeros((T, D, Bn, H)) for g in self.gate_names()}
-        for d in range(D):
-            xp = x.astype(np.float64) @ Wt[d].T.astype(np.float64) + Bt[d][: G * H]
-            h = np.zeros((Bn, H))
-            c = np.zeros((Bn, H))
-            order = range(T) if d == 0 else range(T - 1, -1, -1)
-            for t in order:
-                h, c, gv = self.step(xp[t], h, c, Rt[d].astype(np.float64), Bt[d][G * H:].astype(np.float64),
-                                     acts[d], node.attrs)
-                if masks is not None:
-                    h = h * masks[d][t]
-                    c = c * masks[d][t]
-                Y[t, d] = h
-                for k, v in gv.items():
-                    gate_out[k][t, d] = v
-        return {"Y": Y, "gates": gate_out}
+        return cell_for(self.op_type)
 
     def gate_names(self) -> tuple[str, ...]:
-        return self.gates
+        return self.cell.monitored()
+
+    def reversed_directions(self, node: gs.Node) -> list[bool]:
+        """Per direction, whether it reads the sequence backwards."""
+        return [d == 1 or self.direction(node) == "reverse" for d in range(self.directions(node))]
+
+    def params(self, node: gs.Node) -> list:
+        """Per direction, the cell's ``CellParams`` (float64) read from the node."""
+        from ..cells import CellParams
+
+        Wt, Rt, Bt = self.weights(node)
+        G, H = self.num_gates, self.hidden_size(node)
+        P = self.peepholes(node)
+        clip = node.attrs.get("clip")
+        return [CellParams(R=Rt[d].astype(np.float64), Rb=Bt[d][G * H:].astype(np.float64), acts=a,
+                           P=None if P is None else P[d].astype(np.float64),
+                           clip=None if clip is None else float(clip),
+                           input_forget=bool(int(node.attrs.get("input_forget", 0))),
+                           linear_before_reset=bool(int(node.attrs.get("linear_before_reset", 0))))
+                for d, a in enumerate(self.activations(node))]
+
+    def peepholes(self, node: gs.Node) -> np.ndarray | None:
+        return None
+
+    def run_numpy(self, node: gs.Node, x: np.ndarray, masks=None, sequence_lens=None, initial=None) -> dict:
+        """Run the op in numpy (float64) on ``x`` ``[T, B, I]`` (``layout=0``).
+
+        ``initial`` {``h``/``c``: ``[D, B, H]``} (zero when absent); ``sequence_lens`` ``[B]``;
+        ``masks`` (optional, per direction ``[T, H]`` of 0/1) multiplies the state after every step:
+        the unrolled mode's per-step concerns. Returns ``Y`` [T, D, B, H], the final states
+        ``Y_h``/``Y_c`` [D, B, H] and the per-step gate activations ``gates`` {name: [T, D, B, H]}.
+        """
+        from ..cells import run
+
+        Wt, Rt, Bt = self.weights(node)
+        out = run(self.cell, Wt, Rt, Bt, x, self.params(node), self.reversed_directions(node),
+                  sequence_lens=sequence_lens, initial=initial, masks=masks)
+        res = {"Y": out["Y"], "Y_h": out["final"]["h"], "gates": out["monitored"]}
+        if "c" in out["final"]:
+            res["Y_c"] = out["final"]["c"]
+        return res
 
     def gates_from_trace(self, node: gs.Node, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Every gate's activation rebuilt from traced ``x`` [T, B, I] and ``Y`` [T, D, B, H].
 
-        h_{t-1} comes from Y (the previous step in each direction's order), so the gates of all
-        steps need one batched product; only LSTM's cell state needs a (cheap, elementwise)
-        recursion. Returns ``[T, D, G, B, H]`` in ``self.gates`` order.
+        h_{t-1} comes from Y (the previous step in each direction's order), so the cell runs on
+        every step at once; a cell with more state than h (LSTM's c) recurs over that state only,
+        with the recurrent product computed once for every step. Returns ``[T, D, G, B, H]`` in
+        ``self.gates`` order.
         """
-        Wt, Rt, Bt = (a.astype(np.float64) for a in self.weights(node))
+        from ..cells.backend import Numpy
+
+        be, cell = Numpy(), self.cell
+        Wt, _, Bt = (a.astype(np.float64) for a in self.weights(node))
         H, G = self.hidden_size(node), self.num_gates
-        T, D = y.shape[0], y.shape[1]
-        acts = self.activations(node)
-        out = np.zeros((T, D, G, y.shape[2], H))
-        for d in range(D):
+        T, D, N = y.shape[0], y.shape[1], y.shape[2]
+        out = np.zeros((T, D, G, N, H))
+        for d, (p, rev) in enumerate(zip(self.params(node), self.reversed_directions(node))):
             yd = y[:, d].astype(np.float64)
             prev = np.zeros_like(yd)
-            if d == 0 and self.direction(node) != "reverse":
-                prev[1:] = yd[:-1]
-            else:
+            if rev:
                 prev[:-1] = yd[1:]
+            else:
+                prev[1:] = yd[:-1]
             xp = x.astype(np.float64) @ Wt[d].T + Bt[d][:G * H]
-            out[:, d] = self.gate_values(xp, prev, Rt[d], Bt[d][G * H:], acts[d], node.attrs)
+            if cell.states == ("h",):
+                _, vals = cell.step(be, xp, {"h": prev}, p)
+            else:  # the extra state recurs: one elementwise step per time step
+                hr = prev @ p.R.T + p.Rb
+                state = {k: np.zeros((N, H)) for k in cell.states}
+                per = []
+                for t in (range(T - 1, -1, -1) if rev else range(T)):
+                    state, v = cell.step(be, xp[t], dict(state, h=prev[t]), p, hr=hr[t])
+                    per.append((t, v))
+                vals = {k: np.zeros((T, N, H)) for k in cell.gates}
+                for t, v in per:
+                    for k in cell.gates:
+                        vals[k][t] = v[k]
+            out[:, d] = np.stack([vals[k] for k in cell.gates], axis=1)
         return out
-
-    def gate_values(self, xp, prev, Rd, Rb, acts, attrs):  # pragma: no cover - abstract
-        raise NotImplementedError

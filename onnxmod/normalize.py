@@ -1,0 +1,29 @@
+"""Graph normalization: what every model goes through before its recurrences are recognized.
+
+Shapes are inferred (with data propagation), batch-major recurrent ops become time-major ones
+(``ops.layout``), constants are folded and the graph is cleaned and sorted. The proto given is
+never modified.
+"""
+from __future__ import annotations
+
+import copy
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from .errors import UnsupportedModelError
+from .ops import recurrent_op_types
+from .ops.layout import to_time_major
+
+
+def normalize(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
+    """The normalized graph, and what normalization rewrote (one line each; none: the graph
+    computes as the proto does, node for node)."""
+    inferred = onnx.shape_inference.infer_shapes(copy.deepcopy(proto), data_prop=True)
+    graph = gs.import_onnx(inferred)
+    rewrites = [f"{name}: layout=1 -> layout=0" for name in to_time_major(graph, recurrent_op_types())]
+    try:
+        graph.fold_constants(error_ok=True).cleanup().toposort()
+    except Exception as exc:  # graphsurgeon folding is best-effort
+        raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+    return graph, rewrites
