@@ -95,7 +95,8 @@ MONITORS = ("hidden", "gates")
 def _gates(model: Model, tr, mode: str, one_output: bool) -> list[np.ndarray]:
     gates = gate_activations(model, tr)
     if one_output and mode == "rolled":
-        gates = [final_step(g, op.directions)[:, None] for g, op in zip(gates, model.recurrent)]
+        gates = [final_step(g, op.reversed_directions(), n)[:, None]
+                 for g, op, n in zip(gates, model.recurrent, tr.lengths)]
     return gates
 
 
@@ -118,12 +119,13 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         position = {int(r): i for i, r in enumerate(rows)}
         tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
         means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
-                            _final(h).mean(axis=0).astype(np.float64)) for op, h in zip(model.recurrent, tr.hidden)}
+                            _final(h, op, n).mean(axis=0).astype(np.float64))
+                 for op, h, n in zip(model.recurrent, tr.hidden, tr.lengths)}
         if gates:
             hidden = _gates(model, tr, mode, True)
         else:
-            hidden = [_final(h)[:, None] if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
-                      for h in tr.hidden]
+            hidden = [_final(h, op, n)[:, None] if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
+                      for h, op, n in zip(tr.hidden, model.recurrent, tr.lengths)]
         T = hidden[0].shape[1]
         obs = {c: tuple(np.array([position[int(r)] for r in a], dtype=np.int64) for a in pn)
                for c, pn in observations_one_output(per_class, cfg).items()}
@@ -176,9 +178,9 @@ def _token_counts(model: Model, x: np.ndarray, class_rows: dict) -> np.ndarray |
     return out
 
 
-def _final(h: np.ndarray) -> np.ndarray:
-    """``[N, T, D, H]`` -> ``[N, D*H]``: each direction's state after the whole sequence."""
-    return final_step(h.reshape(h.shape[0], h.shape[1], -1), h.shape[2])
+def _final(h: np.ndarray, op, lengths=None) -> np.ndarray:
+    """``[N, T, D, H]`` -> ``[N, D*H]``: each direction's state after the whole (real) sequence."""
+    return final_step(h.reshape(h.shape[0], h.shape[1], -1), op.reversed_directions(), lengths)
 
 
 UNIT_STEPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

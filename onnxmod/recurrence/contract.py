@@ -79,6 +79,11 @@ class Recurrence:
     x: gs.Variable
     y: gs.Variable
 
+    lengths: gs.Variable | None  # sequence_lens [N]: row n's steps past it are padding (None: none)
+
+    def reversed_directions(self) -> list[bool]:
+        """Per direction, whether it reads the sequence backwards."""
+
     def output_activation(self) -> str: ...
 
     def activations(self) -> list: ...

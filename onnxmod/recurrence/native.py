@@ -89,6 +89,13 @@ class NativeRecurrence(Recurrence):
                 self.node.outputs.append(y)
         return y
 
+    @property
+    def lengths(self):
+        return self.node.inputs[SEQUENCE_LENS] if self.handler._has_input(self.node, SEQUENCE_LENS) else None
+
+    def reversed_directions(self):
+        return self.handler.reversed_directions(self.node)
+
     def output_activation(self) -> str:
         return self.handler.output_activation(self.node)
 
