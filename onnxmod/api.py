@@ -31,6 +31,7 @@ from .graph import Model, count_parameters_proto, describe_leniently
 from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
                  token_limit, write_bytes_atomic)
 from .modularize import build_module, model_digest
+from .recurrence import verify_forms
 from .sampling import (held_out, observations_many_output, observations_one_output, trace_rows_many_output,
                        trace_rows_one_output)
 from .trace import final_step, gate_activations, run_trace
@@ -118,6 +119,7 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         rows = np.unique(np.concatenate(list(per_class.values())))
         position = {int(r): i for i, r in enumerate(rows)}
         tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
+        forms = verify_forms(model, data.x_train[rows], threads)
         means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
                             _final(h, op, n).mean(axis=0).astype(np.float64))
                  for op, h, n in zip(model.recurrent, tr.hidden, tr.lengths)}
@@ -137,6 +139,7 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
         rows = trace_rows_many_output(data.y_train, cfg)
         y = data.y_train[rows]
         tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
+        forms = verify_forms(model, data.x_train[rows], threads)
         valid = y >= 0
         means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
                             (h[valid] if valid.any() else h.reshape(-1, *h.shape[2:])).mean(axis=0).reshape(-1)
@@ -162,7 +165,8 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
     t2 = time.perf_counter()
     counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
     return scores, {"traced_rows": int(len(rows)), "trace_s": t1 - t0, "identify_s": t2 - t1,
-                    "train_counts": counts.tolist(), "class_names": names, "means": means, "token_counts": tokens}
+                    "train_counts": counts.tolist(), "class_names": names, "means": means, "token_counts": tokens,
+                    "forms": forms}
 
 
 def _token_counts(model: Model, x: np.ndarray, class_rows: dict) -> np.ndarray | None:
@@ -467,7 +471,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
         model, data, concerns, modules, composed, threads)
     report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
-                   "skipped": skipped, "size_search": size,
+                   "skipped": skipped, "size_search": size, "recurrence_forms": info["forms"],
                    "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,

@@ -10,6 +10,7 @@ import copy
 
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import UnsupportedModelError
 from .ops import recurrent_op_types
@@ -23,7 +24,11 @@ def normalize(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]
     graph = gs.import_onnx(inferred)
     rewrites = [f"{name}: layout=1 -> layout=0" for name in to_time_major(graph, recurrent_op_types())]
     try:
-        graph.fold_constants(error_ok=True).cleanup().toposort()
+        severity, G_LOGGER.severity = G_LOGGER.severity, G_LOGGER.ERROR  # its warnings are not the user's
+        try:
+            graph.fold_constants(error_ok=True).cleanup().toposort()
+        finally:
+            G_LOGGER.severity = severity
     except Exception as exc:  # graphsurgeon folding is best-effort
         raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
     return graph, rewrites

@@ -7,13 +7,15 @@ line in ``FRONTENDS``.
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
 from .contract import FrontEnd, NoMatch, Recurrence, UnitSelection
+from .loop import LoopCells
 from .native import NativeOps, NativeRecurrence
 
-FRONTENDS: list[FrontEnd] = [NativeOps()]
+FRONTENDS: list[FrontEnd] = [LoopCells(), NativeOps()]  # lifting front-ends first: they make native ops
 
 
 def register(frontend: FrontEnd) -> FrontEnd:
@@ -26,11 +28,63 @@ def recognize(graph, source: str) -> tuple[list[Recurrence], list[NoMatch]]:
     including control flow that holds a recurrence no front-end took."""
     found: list[Recurrence] = []
     misses: list[NoMatch] = []
+    claimed: set[int] = set()
     for fe in FRONTENDS:
-        for r in fe.find(graph, source, len(found)):
-            (found if isinstance(r, Recurrence) else misses).append(r)
+        for r in fe.find(graph, source, len(found), claimed):
+            if isinstance(r, Recurrence):
+                found.append(r)
+                claimed.update(id(n) for n in r.reader_nodes())
+            else:
+                misses.append(r)
     misses += unclaimed_control_flow(graph)
+    graph.toposort()  # recurrences are numbered in graph order, whichever front-end found them
+    position = {id(n): i for i, n in enumerate(graph.nodes)}
+    found.sort(key=lambda r: position.get(id(r.reader_nodes()[0]), len(position)))
+    for i, r in enumerate(found):
+        r.index = i
     return found, misses
+
+
+TOLERANCE = 1e-5
+
+
+def verify_forms(model, x, threads=None) -> dict | None:
+    """A recurrence a front-end lifted (``form`` other than ``native``) must compute what the model's
+    own graph computes: its states (the tensors the front-end watched) and the model's outputs, run
+    in onnxruntime on ``x`` (the traced rows), within ``TOLERANCE``. Returns what was compared (None
+    when every recurrence is native); raises ``UnsupportedModelError`` with the gap otherwise."""
+    import onnx
+
+    from .. import runtime
+    from ..errors import UnsupportedModelError
+
+    lifted = [r for r in model.recurrent if r.form != "native"]
+    if not lifted:
+        return None
+    names = [n for r in lifted for n in getattr(r, "watch", [])]
+
+    def run(proto):
+        p = onnx.ModelProto()
+        p.CopyFrom(proto)
+        have = {o.name for o in p.graph.output}
+        for n in names:
+            if n not in have:
+                p.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+                p.graph.output[-1].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        sess = runtime.session(p, threads=threads)
+        outs = [o.name for o in sess.get_outputs()]
+        feeds = {model.input.name: x}
+        return dict(zip(outs, sess.run(None, feeds)))
+
+    want, got = run(model.original), run(model.runnable)
+    gap = max(float(np.abs(np.asarray(want[k], np.float64) - np.asarray(got[k], np.float64)).max())
+              for k in want if k in got and np.asarray(want[k]).size)
+    if gap > TOLERANCE:
+        forms = ", ".join(f"{r.name!r} ({r.form} -> {r.op_type})" for r in lifted)
+        raise UnsupportedModelError(f"{model.source}: the recognized recurrence(s) {forms} differ from the model's own "
+                                    f"states by {gap:.3g} on {len(x)} traced rows (tolerance {TOLERANCE:g})")
+    return {"recurrences": [f"{r.name} ({r.form} -> {r.op_type})" for r in lifted], "rows": int(len(x)),
+            "max_abs_difference": gap, "compared": sorted(k for k in want if k in got)}
 
 
 def _subgraphs(node):
@@ -82,5 +136,5 @@ def unclaimed_control_flow(graph) -> list[NoMatch]:
     return out
 
 
-__all__ = ["FRONTENDS", "FrontEnd", "NativeRecurrence", "NoMatch", "Recurrence", "UnitSelection", "recognize",
+__all__ = ["TOLERANCE", "verify_forms", "FRONTENDS", "FrontEnd", "NativeRecurrence", "NoMatch", "Recurrence", "UnitSelection", "recognize",
            "register"]

@@ -125,10 +125,10 @@ class Recurrence:
 class FrontEnd:
     """Recognizes one form of recurrence. ``find`` yields a ``Recurrence`` for each layer it
     recognizes (rewriting the graph into the form it hands over, if it must) and a ``NoMatch`` for
-    each candidate it looked at and could not take. ``candidates`` names the nodes it would claim
-    (so a model none of whose candidates match is refused with every front-end's reasons)."""
+    each candidate it looked at and could not take; it leaves alone the nodes in ``claimed`` (read
+    by recurrences that an earlier front-end found)."""
 
     name = ""
 
-    def find(self, graph: gs.Graph, source: str, first_index: int):  # pragma: no cover - abstract
+    def find(self, graph: gs.Graph, source: str, first_index: int, claimed: set):  # pragma: no cover
         raise NotImplementedError

@@ -191,11 +191,11 @@ class NativeOps(FrontEnd):
 
     name = "native"
 
-    def find(self, graph, source, first_index):
+    def find(self, graph, source, first_index, claimed):
         found = []
         for node in graph.nodes:
             h = handler_for(node.op)
-            if h is None:
+            if h is None or id(node) in claimed:
                 continue
             if not node.name:
                 node.name = f"{node.op}_{first_index + len(found)}"

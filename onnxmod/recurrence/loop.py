@@ -1,0 +1,540 @@
+"""Front-end: a known cell inside a ``Loop`` body (tf2onnx's Keras GRU and SimpleRNN, scripted
+torch loops), lifted into the native op that computes the same thing.
+
+Recognition reads the loop's plumbing, then the cell:
+
+1. **Plumbing.** Loop-carried values are classified: pass-through (loop invariants such as the
+   weights tf2onnx threads through), the step counter, sequences of per-step outputs
+   (``SequenceInsert``, stacked after the loop by ``ConcatFromSequence``) and the state (h, and c).
+   The input step is a ``Gather`` of an outer tensor by the step index (time on axis 0 or 1).
+2. **Cell.** The state update is read as affine forms ``x A + h B + c`` (``MatMul`` by constants,
+   ``Add``/``Sub`` of constants or forms, ``Mul`` by a scalar, ``Split``/``Slice`` of the last axis)
+   joined by activations (``Sigmoid``, ``Tanh``, ``Relu``, ``HardSigmoid``, and ``Min``/``Max`` or
+   ``Clip`` to [0, 1], a hard sigmoid written by hand). A vanilla RNN is ``act(form)``; a GRU is two
+   gates (sigmoid-like, on forms) and a candidate ``act(form_x + r * form_h)``, blended with h.
+3. **Check.** The cell's parameters are run through onnxmod's own equations (``onnxmod.cells``) and
+   compared with the body itself in onnxruntime on random inputs and states: the lift happens only
+   when they agree within 1e-5; otherwise the reason says how far apart they were.
+
+The loop is then replaced by the native op (and Squeeze/Transpose to the loop's output layouts);
+the recurrence's ``form`` stays ``loop``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..cells import CellParams, cell_for
+from ..cells.backend import Numpy
+from .contract import FrontEnd, NoMatch
+from .native import NativeRecurrence, _is_zero
+
+TOL = 1e-5
+
+
+class Lin:
+    """``x @ A + h @ B + c`` (columns = the tensor's last axis)."""
+
+    def __init__(self, A, B, c):
+        self.A, self.B, self.c = A, B, c
+
+    @property
+    def width(self):
+        return self.c.shape[-1]
+
+    def cols(self, a, b):
+        return Lin(self.A[:, a:b], self.B[:, a:b], self.c[a:b])
+
+    def __add__(self, o):
+        if isinstance(o, Lin):
+            return Lin(self.A + o.A, self.B + o.B, self.c + o.c)
+        return Lin(self.A, self.B, self.c + o)
+
+    def scale(self, s):
+        return Lin(self.A * s, self.B * s, self.c * s)
+
+    @property
+    def only_x(self):
+        return not np.any(self.B)
+
+    @property
+    def only_h(self):
+        return not np.any(self.A)
+
+
+class Act:
+    """``name(alpha, beta)`` applied to a ``Lin`` (an ONNX recurrent activation)."""
+
+    def __init__(self, name, lin, alpha=None, beta=None):
+        self.name, self.lin, self.alpha, self.beta = name, lin, alpha, beta
+
+    @property
+    def spec(self):
+        return (self.name, self.alpha, self.beta)
+
+
+class Opaque:
+    """Any other value: the node that made it and its operands' values."""
+
+    def __init__(self, node, args):
+        self.node, self.args = node, args
+
+
+def _const(t):
+    if isinstance(t, gs.Constant):
+        return np.asarray(t.values, dtype=np.float64)
+    if t.inputs and t.inputs[0].op == "Constant":
+        v = t.inputs[0].attrs.get("value")
+        return np.asarray(v.values if isinstance(v, gs.Constant) else v, dtype=np.float64)
+    return None
+
+
+class _Cell:
+    """Reads a body's state update as forms and activations (``values[tensor] = Lin | Act | ...``)."""
+
+    def __init__(self, x, I, states, H, consts):
+        self.I, self.H = I, H
+        self.values = {id(x): Lin(np.eye(I), np.zeros((H, I)), np.zeros(I))}
+        for k, s in enumerate(states):
+            self.values[id(s)] = ("state", k)
+        self.consts = consts  # id(tensor) -> ndarray: loop invariants bound to their outer constants
+
+    def const(self, t):
+        v = self.consts.get(id(t))
+        return v if v is not None else _const(t)
+
+    def value(self, t, depth=0):
+        if id(t) in self.values:
+            return self.values[id(t)]
+        c = self.const(t)
+        if c is not None:
+            return c
+        if depth > 200 or not t.inputs:
+            return None
+        node = t.inputs[0]
+        v = self._eval(node, t, depth)
+        self.values[id(t)] = v
+        return v
+
+    def _lin(self, v):
+        if isinstance(v, tuple) and v[0] == "state":  # the state itself: h (as a form) — c stays opaque
+            if v[1] == 0:
+                return Lin(np.zeros((self.I, self.H)), np.eye(self.H), np.zeros(self.H))
+            return None
+        return v if isinstance(v, Lin) else None
+
+    def _eval(self, node, t, depth):
+        op = node.op
+        args = [self.value(i, depth + 1) if i.name else None for i in node.inputs]
+        if args and all(isinstance(a, np.ndarray) or (a is None and not i.name) for a, i in zip(args, node.inputs)) \
+                and not any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+            folded = _fold(node, t, node.inputs, args)
+            if folded is not None:
+                return folded
+        lins = [self._lin(a) for a in args]
+        if op in ("Identity", "Dropout") and args:
+            return args[0]
+        if op == "MatMul" and lins[0] is not None and isinstance(args[1], np.ndarray) and args[1].ndim == 2:
+            w = args[1]
+            L = lins[0]
+            return Lin(L.A @ w, L.B @ w, L.c @ w)
+        if op == "Gemm" and lins[0] is not None and isinstance(args[1], np.ndarray):
+            if int(node.attrs.get("transA", 0)):
+                return Opaque(node, args)
+            w = args[1].T if int(node.attrs.get("transB", 0)) else args[1]
+            a, b = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+            L = lins[0]
+            out = Lin(L.A @ w * a, L.B @ w * a, L.c @ w * a)
+            return out + (b * args[2] if len(args) > 2 and isinstance(args[2], np.ndarray) else 0)
+        if op in ("Add", "Sub"):
+            sign = 1.0 if op == "Add" else -1.0
+            if lins[0] is not None and lins[1] is not None:
+                return lins[0] + lins[1].scale(sign)
+            if lins[0] is not None and isinstance(args[1], np.ndarray) and args[1].size in (1, lins[0].width):
+                return lins[0] + sign * np.broadcast_to(args[1].reshape(-1), (lins[0].width,))
+            if lins[1] is not None and isinstance(args[0], np.ndarray) and args[0].size in (1, lins[1].width):
+                return lins[1].scale(sign) + np.broadcast_to(args[0].reshape(-1), (lins[1].width,))
+        if op == "Mul":  # by a scalar, or by a vector along the last axis (an element-wise recurrence)
+            for a, b in ((0, 1), (1, 0)):
+                if lins[a] is not None and isinstance(args[b], np.ndarray) and args[b].size in (1, lins[a].width) \
+                        and args[b].shape[-1:] in ((1,), (lins[a].width,), ()):
+                    return lins[a].scale(np.broadcast_to(args[b].reshape(-1), (lins[a].width,)))
+        if op == "Neg" and lins[0] is not None:
+            return lins[0].scale(-1.0)
+        if op == "Split" and lins[0] is not None:
+            axis = int(node.attrs.get("axis", 0))
+            if axis not in (-1, 1):
+                return Opaque(node, args)
+            W = lins[0].width
+            sizes = (args[1].astype(int).tolist() if len(args) > 1 and isinstance(args[1], np.ndarray)
+                     else node.attrs.get("split") or [W // len(node.outputs)] * len(node.outputs))
+            edges = np.cumsum([0, *sizes])
+            k = next(i for i, o in enumerate(node.outputs) if o is t)
+            return lins[0].cols(int(edges[k]), int(edges[k + 1]))
+        if op == "Slice" and lins[0] is not None and all(isinstance(a, np.ndarray) for a in args[1:]):
+            axes = args[3].astype(int).tolist() if len(args) > 3 else [-1]
+            if [a % 2 for a in axes] != [1]:
+                return Opaque(node, args)
+            step = int(args[4][0]) if len(args) > 4 else 1
+            a, b = int(args[1][0]), int(min(args[2][0], lins[0].width))
+            if step != 1 or a < 0 or b < 0:
+                return Opaque(node, args)
+            return lins[0].cols(a, b)
+        if op in ("Sigmoid", "Tanh", "Relu") and lins[0] is not None:
+            return Act(op, lins[0])
+        if op == "HardSigmoid" and lins[0] is not None:
+            return Act("HardSigmoid", lins[0], float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5)))
+        if op == "Clip" and lins[0] is not None:
+            lo = args[1] if len(args) > 1 else None
+            hi = args[2] if len(args) > 2 else None
+            if isinstance(lo, np.ndarray) and isinstance(hi, np.ndarray) and float(lo) == 0 and float(hi) == 1:
+                return Act("HardSigmoid", lins[0], 1.0, 0.0)
+        if op in ("Min", "Max") and len(args) == 2:  # clip to [0, 1] written as Min(.., 1) then Max(.., 0)
+            bound = 1.0 if op == "Min" else 0.0
+            inner = next((a for a in args if not isinstance(a, np.ndarray)), None)
+            k = next((a for a in args if isinstance(a, np.ndarray)), None)
+            if k is not None and k.size == 1 and float(k.reshape(-1)[0]) == bound:
+                if isinstance(inner, Lin):
+                    return ("half_clip", op, inner)
+                if isinstance(inner, tuple) and inner[0] == "half_clip" and inner[1] != op:
+                    return Act("HardSigmoid", inner[2], 1.0, 0.0)
+        return Opaque(node, args)
+
+
+def _fold(node, t, inputs, args):
+    """The value of ``t`` when every input of ``node`` is a constant (ONNX's reference evaluator);
+    None when it cannot say (the tensor then stays opaque)."""
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{i}" if i_.name else "" for i, i_ in enumerate(inputs)]
+    dtypes = [np.asarray(i_.values).dtype if isinstance(i_, gs.Constant) else
+              (i_.dtype if i_.dtype is not None else np.float32) for i_ in inputs]
+    feeds = {n: np.asarray(a).astype(d) for n, a, d in zip(names, args, dtypes) if n}
+    outs = [f"out{i}" for i in range(len(node.outputs))]
+    attrs = {k: v for k, v in node.attrs.items()}
+    try:
+        proto = onnx.helper.make_node(node.op, names, outs, domain=node.domain or "", **{
+            k: (v.values if isinstance(v, gs.Constant) else v) for k, v in attrs.items()})
+        g = onnx.helper.make_graph([proto], "fold", [onnx.helper.make_tensor_value_info(
+            n, onnx.helper.np_dtype_to_tensor_dtype(feeds[n].dtype), feeds[n].shape) for n in names if n],
+            [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outs])
+        m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        res = ReferenceEvaluator(m).run(None, feeds)
+        k = next(i for i, o in enumerate(node.outputs) if o is t)
+        return np.asarray(res[k], dtype=np.float64) if np.issubdtype(np.asarray(res[k]).dtype, np.number) else None
+    except Exception:  # noqa: BLE001 - an op the evaluator does not know: not folded
+        return None
+
+
+class LoopCells(FrontEnd):
+    """``Loop`` nodes whose body is a vanilla RNN or GRU cell (lifted to the native op)."""
+
+    name = "loop"
+
+    def find(self, graph, source, first_index, claimed):
+        k = 0
+        for node in list(graph.nodes):
+            if node.op != "Loop":
+                continue
+            res = self._lift(graph, node, first_index + k)
+            if isinstance(res, NoMatch):
+                yield res
+                continue
+            k += 1
+            yield res
+
+    # ---- plumbing ---------------------------------------------------------------------------
+    def _lift(self, graph, loop, index):
+        name = loop.name or f"Loop_{index}"
+        body = loop.attrs.get("body")
+
+        def miss(why):
+            return NoMatch(self.name, name, "Loop", why)
+
+        if not isinstance(body, gs.Graph):
+            return miss("has no body graph")
+        n_carried = len(loop.inputs) - 2
+        b_in, b_out = body.inputs, body.outputs
+        if len(b_in) != n_carried + 2 or len(b_out) < n_carried + 1:
+            return miss("its body's inputs and outputs do not match its loop-carried values")
+        it_var = b_in[0]
+        counters, passes, seqs, states = [], {}, [], []
+        for j in range(n_carried):
+            vin, vout, init = b_in[2 + j], b_out[1 + j], loop.inputs[2 + j]
+            src = vout
+            while src.inputs and src.inputs[0].op == "Identity":
+                src = src.inputs[0].inputs[0]
+            if src is vin:
+                passes[id(vin)] = init
+            elif (src.inputs and src.inputs[0].op == "Add" and any(x is vin for x in src.inputs[0].inputs)
+                  and any((c := _const(x)) is not None and c.size == 1 and float(c.reshape(-1)[0]) == 1
+                          for x in src.inputs[0].inputs if x is not vin)):
+                counters.append((j, vin))
+            elif src.inputs and src.inputs[0].op == "SequenceInsert" and src.inputs[0].inputs[0] is vin:
+                seqs.append((j, src.inputs[0].inputs[1]))
+            else:
+                states.append((j, vin, vout, init))
+        if not states:
+            return miss("carries no state from one step to the next")
+        if len(states) > 1:
+            return miss(f"carries {len(states)} state tensors; the loop front-end knows one-state cells "
+                        f"(vanilla RNN, GRU)")
+        j, h_in, h_out, h_init = states[0]
+        if not _is_zero(h_init):
+            return miss("its initial state is not provably zero")
+        step_vars = [it_var] + [v for _, v in counters]
+        consts = {}
+        for vid, init in passes.items():
+            c = _const(init)
+            if c is not None:
+                consts[vid] = c
+        # the input step: a Gather by the step index of an outer tensor (maybe through a no-op Slice)
+        gathers = [n for n in body.nodes if n.op == "Gather" and len(n.inputs) == 2
+                   and any(n.inputs[1] is v for v in step_vars)]
+        if len(gathers) != 1:
+            return miss(f"reads {len(gathers)} tensors by the step index; a cell reads one input step")
+        ga = gathers[0]
+        axis = int(ga.attrs.get("axis", 0))
+        x_t = ga.outputs[0]
+        H = next((t.shape[-1] for t in (h_in, h_init, h_out, loop.outputs[j])
+                  if t.shape is not None and len(t.shape) and isinstance(t.shape[-1], (int, np.integer))), None)
+        if H is None:
+            return miss("the state's width is not known")
+        X = ga.inputs[0]
+        if X.inputs and X.inputs[0] in body.nodes:
+            s = X.inputs[0]
+            vals = [_Cell(x_t, 1, [h_in], H, consts).value(i) for i in s.inputs[1:]]
+            if s.op != "Slice" or any(not isinstance(v, np.ndarray) for v in vals) or vals[0].reshape(-1)[0] != 0 \
+                    or vals[1].reshape(-1)[0] < 2 ** 30 or (len(vals) > 3 and vals[3].reshape(-1)[0] != 1):
+                return miss(f"its input step is read from {s.op} {s.name!r} computed inside the body")
+            X = s.inputs[0]
+        if axis not in (0, 1) or X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], int):
+            return miss("its input step is not a slice of a [T, N, I] or [N, T, I] tensor with a known I")
+        I = int(X.shape[2])
+        reader = _Cell(x_t, I, [h_in], H, consts)
+        upd = reader.value(h_out)
+        cell = self._identify(reader, upd, h_in, H)
+        if isinstance(cell, str):
+            return miss(cell)
+        op_type, W, R, Bv, attrs = cell
+        known = {t.name: (reader.consts[id(t)] if id(t) in reader.consts else reader.values.get(id(t)))
+                 for t in body.tensors().values()}
+        known = {k: v for k, v in known.items() if isinstance(v, np.ndarray)}
+        gap = self._check(body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H)
+        if gap is None or gap > TOL:
+            what = "cannot be run on its own" if gap is None else f"differs from it by {gap:.2g}"
+            return miss(f"its body looks like a {op_type} cell, but that cell {what} on random inputs (tolerance "
+                        f"{TOL:g})")
+        # per-step outputs: a scan output, or a sequence stacked after the loop
+        scan_outs = [(k, b_out[1 + n_carried + k]) for k in range(len(b_out) - 1 - n_carried)]
+        outs = {"final": loop.outputs[j], "stacked": [], "concat": []}
+        for k, t in scan_outs:
+            if self._same(t, h_out):
+                outs["stacked"].append(loop.outputs[n_carried + k])
+            elif loop.outputs[n_carried + k].outputs:
+                return miss(f"emits a per-step output {t.name!r} other than the state")
+        for js, val in seqs:
+            seq_out = loop.outputs[js]
+            if not self._same(val, h_out):
+                if seq_out.outputs:
+                    return miss(f"collects per-step values {val.name!r} other than the state")
+                continue
+            for c in list(seq_out.outputs):
+                if c.op != "ConcatFromSequence" or not int(c.attrs.get("new_axis", 0)) \
+                        or int(c.attrs.get("axis", 0)) not in (0, 1):
+                    return miss(f"its per-step outputs are read by {c.op} {c.name!r}, not stacked by ConcatFromSequence")
+                outs["concat"].append(c)
+        for k, t in enumerate(loop.outputs):
+            used = bool(t.outputs) or t in graph.outputs
+            if used and t is not outs["final"] and t not in outs["stacked"] and not any(
+                    t is loop.outputs[js] for js, _ in seqs):
+                return miss(f"its loop output {t.name!r} (not the state) is used after the loop")
+        watch = [t.name for t in outs["stacked"]] + [c.outputs[0].name for c in outs["concat"]]
+        if outs["final"].outputs or outs["final"] in graph.outputs:
+            watch.append(outs["final"].name)
+        node = self._replace(graph, loop, name, X, axis, op_type, W, R, Bv, attrs, H, outs)
+        rec = NativeRecurrence(index, node, form="loop")
+        rec.watch = watch  # the model's own tensors of this recurrence's states (checked on traced rows)
+        rec.state_from_node = None
+        return rec
+
+    @staticmethod
+    def _same(a, b):
+        while a.inputs and a.inputs[0].op == "Identity":
+            a = a.inputs[0].inputs[0]
+        while b.inputs and b.inputs[0].op == "Identity":
+            b = b.inputs[0].inputs[0]
+        return a is b
+
+    # ---- the cell ---------------------------------------------------------------------------
+    def _identify(self, reader, upd, h_in, H):
+        if isinstance(upd, Act):  # vanilla RNN: h' = act(x A + h B + c)
+            L = upd.lin
+            if L.width != H:
+                return "its state update has the wrong width"
+            W, R = L.A.T[None], L.B.T[None]
+            B = np.concatenate([L.c, np.zeros(H)])[None]
+            return "RNN", W, R, B, {"activations": [upd.name], **self._ab([upd])}
+        gates = [v for v in reader.values.values() if isinstance(v, Act) and v.name in ("Sigmoid", "HardSigmoid")]
+        if len(gates) >= 2:
+            return self._gru(reader, gates, H)
+        names = sorted({type(v).__name__ if not isinstance(v, Opaque) else v.node.op for v in [upd]})
+        return f"its state update ({', '.join(names)}) is not a vanilla RNN or GRU cell onnxmod recognizes"
+
+    @staticmethod
+    def _ab(acts):
+        alphas = [a.alpha for a in acts if a.alpha is not None]
+        betas = [a.beta for a in acts if a.beta is not None]
+        return {**({"activation_alpha": alphas} if alphas else {}), **({"activation_beta": betas} if betas else {})}
+
+    def _gru(self, reader, gates, H):
+        """Two gates on forms; a candidate act(form_x + r * form_h) (linear_before_reset) or
+        act(form_x + (r * h) U + c) (not); z found as the gate that is not r."""
+        # find the candidate activation: an Opaque Tanh/Relu whose input is Add(Lin_x, Mul(r, Lin_h))
+        for t_id, v in list(reader.values.items()):
+            if not isinstance(v, Opaque) or v.node.op not in ("Tanh", "Relu"):
+                continue
+            pre = v.args[0]
+            parts = self._terms(pre)
+            if parts is None:
+                continue
+            lin_x, gated = parts
+            if gated is None:
+                continue
+            r_act, inner, lbr = gated
+            z_acts = [g for g in gates if g is not r_act and g.lin.width == H]
+            if r_act not in gates or not z_acts or r_act.name != z_acts[0].name:
+                continue
+            z = z_acts[0]
+            W = np.concatenate([z.lin.A.T, r_act.lin.A.T, lin_x.A.T])[None]
+            Rn = inner.B.T
+            R = np.concatenate([z.lin.B.T, r_act.lin.B.T, Rn])[None]
+            Wb = np.concatenate([z.lin.c, r_act.lin.c, lin_x.c])
+            Rb = np.concatenate([np.zeros(H), np.zeros(H), inner.c])
+            acts = [z.name, v.node.op]
+            extra = self._ab([z])
+            return "GRU", W, R, np.concatenate([Wb, Rb])[None], {"activations": acts, "linear_before_reset": lbr,
+                                                                    **extra, "_z_neg": False}
+        return "its body has gates but no GRU candidate act(x W + r * (h U + c)) onnxmod recognizes"
+
+    def _terms(self, pre):
+        """``pre`` as (form in x, (r gate, form in h, linear_before_reset)) or None."""
+        if isinstance(pre, Lin):
+            return None
+        if not isinstance(pre, Opaque) or pre.node.op != "Add":
+            return None
+        a, b = pre.args
+        for lx, other in ((a, b), (b, a)):
+            if isinstance(lx, Lin) and lx.only_x and isinstance(other, Opaque) and other.node.op == "Mul":
+                m0, m1 = other.args
+                for g, inner in ((m0, m1), (m1, m0)):
+                    if isinstance(g, Act) and isinstance(inner, Lin) and inner.only_h:
+                        return lx, (g, inner, 1)
+            if isinstance(lx, Lin) and lx.only_x:  # act(x W + (r * h) U + c): linear_before_reset = 0
+                hit = self._reset_product(other)
+                if hit is not None:
+                    return lx, hit
+        return None
+
+    def _reset_product(self, v, bias=None):
+        """``(r * h) U [+ c]`` as (r, form of h with U and c, 0), else None."""
+        if isinstance(v, Opaque) and v.node.op == "Add" and bias is None:
+            for a, b in (v.args, v.args[::-1]):
+                if isinstance(b, np.ndarray):
+                    return self._reset_product(a, b.reshape(-1))
+        if isinstance(v, Opaque) and v.node.op == "MatMul" and isinstance(v.args[1], np.ndarray):
+            m = v.args[0]
+            if isinstance(m, Opaque) and m.node.op == "Mul":
+                for g, h in (m.args, m.args[::-1]):
+                    if isinstance(g, Act) and isinstance(h, tuple) and h == ("state", 0):
+                        U = v.args[1]
+                        c = np.zeros(U.shape[1]) if bias is None else np.broadcast_to(bias, (U.shape[1],))
+                        return g, Lin(np.zeros((0, U.shape[1])), U, c), 0
+        return None
+
+    def _check(self, body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H):
+        """Largest difference between the body (onnxruntime) and onnxmod's cell on random steps.
+        ``known``: the values (by tensor name) the cell reader worked out: loop invariants and
+        what the graph computes from constants before the loop."""
+        from .. import runtime
+
+        g = body.copy()
+        tmap = g.tensors()
+        xv, hv, hov = tmap[x_t.name], tmap[h_in.name], tmap[h_out.name]
+        for n in g.nodes:
+            for i, t in enumerate(n.inputs):
+                if isinstance(t, gs.Variable) and t.name in known and not t.inputs:
+                    v = known[t.name]
+                    dt = t.dtype if t.dtype is not None else np.float32
+                    n.inputs[i] = gs.Constant(f"{t.name}__bound", np.asarray(v).astype(dt))
+        for n in list(xv.inputs):
+            n.outputs = [gs.Variable(f"{o.name}__unused") if o is xv else o for o in n.outputs]
+        xv.inputs.clear()
+        xv.dtype, xv.shape = np.float32, ["P", I]
+        hv.dtype, hv.shape = np.float32, ["P", H]
+        out = gs.Variable(f"{hov.name}__probe", dtype=np.float32)
+        g.nodes.append(gs.Node("Identity", "probe_out", inputs=[hov], outputs=[out]))
+        g.inputs, g.outputs = [xv, hv], [out]
+        try:
+            g.cleanup().toposort()
+            m = gs.export_onnx(g)
+            del m.opset_import[:]
+            m.opset_import.append(onnx.helper.make_opsetid("", 17))
+            m.ir_version = 8
+            rng = np.random.default_rng(0)
+            P = 64
+            x = rng.normal(0, 1, (P, I)).astype(np.float32)
+            h = rng.uniform(-1, 1, (P, H)).astype(np.float32)
+            want = runtime.session(m).run(None, {xv.name: x, hv.name: h})[0]
+        except Exception:  # noqa: BLE001 - a body that cannot run alone is not lifted
+            return None
+        cell = cell_for(op_type)
+        acts = self._resolve(attrs, op_type)
+        p = CellParams(R=R[0], Rb=Bv[0][cell.num_gates * H:], acts=acts,
+                       linear_before_reset=bool(attrs.get("linear_before_reset", 0)))
+        xp = x.astype(np.float64) @ W[0].T + Bv[0][:cell.num_gates * H]
+        new, _ = cell.step(Numpy(), xp, {"h": h.astype(np.float64)}, p)
+        return float(np.abs(new["h"] - want).max())
+
+    @staticmethod
+    def _resolve(attrs, op_type):
+        from ..ops import activations as act
+
+        return act.resolve(attrs["activations"], attrs.get("activation_alpha", []), attrs.get("activation_beta", []),
+                           f"lifted {op_type}")
+
+    # ---- the rewrite ------------------------------------------------------------------------
+    def _replace(self, graph, loop, name, X, axis, op_type, W, R, Bv, attrs, H, outs):
+        p = f"{name}/lifted"
+        x = X
+        if axis == 1:  # batch-major input: the native op reads time-major
+            x = gs.Variable(f"{p}/x_time_major", dtype=np.float32)
+            graph.nodes.append(gs.Node("Transpose", f"{p}/to_time_major", attrs={"perm": [1, 0, 2]},
+                                       inputs=[X], outputs=[x]))
+        Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
+        a = {k: v for k, v in attrs.items() if not k.startswith("_")}
+        a["hidden_size"] = int(H)
+        native = gs.Node(op_type, f"{name}/{op_type}", attrs=a, inputs=[
+            x, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
+            gs.Constant(f"{p}/B", Bv.astype(np.float32))], outputs=[Y, Yh])
+        graph.nodes.append(native)
+        ax0 = gs.Constant(f"{p}/axis0", np.array([0], dtype=np.int64))
+        ax1 = gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))
+        final, stacked, concat = outs["final"], outs["stacked"], outs["concat"]
+        loop.outputs.clear()
+        loop.inputs.clear()
+        graph.nodes.append(gs.Node("Squeeze", f"{p}/final", inputs=[Yh, ax0], outputs=[final]))
+        seq_tm = gs.Variable(f"{p}/steps", dtype=np.float32)  # [T, N, H]
+        graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[Y, ax1], outputs=[seq_tm]))
+        for t in stacked:
+            graph.nodes.append(gs.Node("Identity", f"{t.name}/lifted", inputs=[seq_tm], outputs=[t]))
+        for c in concat:
+            out = c.outputs[0]
+            c.outputs.clear()
+            c.inputs.clear()
+            perm = [0, 1, 2] if int(c.attrs.get("axis", 0)) == 0 else [1, 0, 2]
+            graph.nodes.append(gs.Node("Transpose", f"{out.name}/lifted", attrs={"perm": perm},
+                                       inputs=[seq_tm], outputs=[out]))
+        graph.cleanup().toposort()
+        return native
