@@ -26,7 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import OnnxmodError, UnsupportedModelError, UsageError
-from .normalize import normalize
+from .prepare import prepare_graph
 from .recurrence import Recurrence, recognize
 from .units import UnitSelection
 
@@ -118,7 +118,8 @@ class Model:
         if _normalized is not None:
             graph = _normalized
         else:
-            graph, self.rewrites = normalize(proto, source)
+            graph, self.layout_rewrites = prepare_graph(proto, source)
+            self.rewrites = normalize(graph)  # exporters' readouts -> forms the unit flow follows
             self._pristine = graph.copy()
         self.graph = graph
         if not graph.inputs:
@@ -143,7 +144,7 @@ class Model:
     def fresh(self) -> "Model":
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
         m = Model(self.original, source=self.source, _normalized=self._pristine.copy())
-        m._pristine, m.rewrites = self._pristine, self.rewrites
+        m._pristine, m.rewrites, m.layout_rewrites = self._pristine, self.rewrites, self.layout_rewrites
         return m
 
     @property
@@ -151,7 +152,7 @@ class Model:
         """A proto onnxruntime runs that computes what the model computes: the original, unless
         normalization or a front-end rewrote forms onnxruntime cannot run or onnxmod cannot slice
         (then the normalized graph, exported once)."""
-        if not self.rewrites and not any(op.form != "native" for op in self.recurrent):
+        if not self.rewrites and not self.layout_rewrites and not any(op.form != "native" for op in self.recurrent):
             return self.original
         if getattr(self, "_runnable", None) is None:
             self._runnable = self.fresh().export(metadata=self.metadata)
@@ -845,7 +846,8 @@ def describe_leniently(proto: onnx.ModelProto, source: str) -> dict:
     front-ends recognize (before any check that decomposition needs) and every miss."""
     from .recurrence.native import describe_node
 
-    graph, _ = normalize(proto, source)
+    graph, _ = prepare_graph(proto, source)
+    normalize(graph)
     found, misses = recognize(graph, source)
     recs = [r.describe() for r in found]
     recs += [describe_node(n) for n in graph.nodes

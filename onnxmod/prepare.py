@@ -1,4 +1,5 @@
-"""Graph normalization: what every model goes through before its recurrences are recognized.
+"""Graph preparation: what every model goes through before its readouts are normalized
+(``onnxmod.rewrite``) and its recurrences recognized (``onnxmod.recurrence``).
 
 Shapes are inferred (with data propagation), batch-major recurrent ops become time-major ones
 (``ops.layout``), constants are folded and the graph is cleaned and sorted. The proto given is
@@ -17,9 +18,9 @@ from .ops import recurrent_op_types
 from .ops.layout import to_time_major
 
 
-def normalize(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
-    """The normalized graph, and what normalization rewrote (one line each; none: the graph
-    computes as the proto does, node for node)."""
+def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
+    """The prepared graph, and what preparation rewrote (one line each; none: the graph computes
+    as the proto does, node for node)."""
     inferred = onnx.shape_inference.infer_shapes(copy.deepcopy(proto), data_prop=True)
     graph = gs.import_onnx(inferred)
     rewrites = [f"{name}: layout=1 -> layout=0" for name in to_time_major(graph, recurrent_op_types())]
