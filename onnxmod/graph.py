@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 from .errors import OnnxmodError, UnsupportedModelError, UsageError
 from .ops import handler_for, recurrent_op_types
 from .ops.base import RecurrentOpHandler, UnitSelection
+from .rewrite import normalize
 
 # Ops that pass hidden units through unchanged, elementwise.
 _ELEMENTWISE = {"Identity", "Dropout", "Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu", "Softsign",
@@ -209,6 +210,7 @@ class Model:
                 graph.fold_constants(error_ok=True).cleanup().toposort()
             except Exception as exc:  # graphsurgeon folding is best-effort
                 raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+            self.rewrites = normalize(graph)  # exporters' readouts -> forms the unit flow follows
             self._pristine = graph.copy()
         self.graph = graph
         if not graph.inputs:
