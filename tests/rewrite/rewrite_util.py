@@ -61,9 +61,10 @@ class Builder:
         self.nodes.append(helper.make_node(op, ins, outs, name=name, **attrs))
         return outs
 
-    def model(self, out, out_shape, F, opset=17, x_shape=("batch", "time", None)):
+    def model(self, out, out_shape, F, opset=17, x_shape=("batch", "time", None), extra_inputs=()):
         shape = [F if d is None else d for d in x_shape]
-        g = helper.make_graph(self.nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape), *extra_inputs]
+        g = helper.make_graph(self.nodes, "m", inputs,
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)], self.inits)
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
         onnx.checker.check_model(m)
@@ -126,9 +127,10 @@ def accepted(proto) -> Model:
     return m
 
 
-def check_rule(proto, F, monkeypatch, expect: set[str], lengths=(4, 7)):
-    """The whole contract of a rule test: refused before, exact after, accepted after, fixpoint."""
-    reason = refused_without_rules(proto, monkeypatch)
+def check_rule(proto, F, monkeypatch, expect: set[str], lengths=(4, 7), refused=True):
+    """The whole contract of a rule test: refused before (unless ``refused=False``: the rule only
+    makes the graph plainer), exact after, accepted after, and a fixpoint."""
+    reason = refused_without_rules(proto, monkeypatch) if refused else None
     out, applied = rewritten(proto)
     assert {a.rule for a in applied} == expect, applied
     assert_exact(proto, out, F, lengths=lengths)
