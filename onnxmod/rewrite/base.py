@@ -162,6 +162,24 @@ def slice_params(node: gs.Node, rank: int | None):
     return starts, ends, axes, steps
 
 
+_ELEMENTWISE = {"Identity", "Relu", "Tanh", "Sigmoid", "Softsign", "Softplus", "Elu", "Selu", "LeakyRelu",
+                "HardSigmoid", "Abs", "Neg", "Exp"}
+
+
+def rowwise(node: gs.Node) -> dict | None:
+    """The attributes to re-create ``node`` on a tensor of any rank, when it acts on each row of
+    the last axis alone (an elementwise activation, or Softmax/LogSoftmax over the last axis);
+    else None."""
+    if node.op in _ELEMENTWISE and len(node.inputs) == 1:
+        return dict(node.attrs)
+    if node.op in ("Softmax", "LogSoftmax"):
+        r = rank_of(node.inputs[0])
+        axis = int(node.attrs.get("axis", -1))
+        if r is not None and axis % r == r - 1:
+            return {**node.attrs, "axis": -1}
+    return None
+
+
 def rank_of(t) -> int | None:
     return None if t.shape is None else len(t.shape)
 

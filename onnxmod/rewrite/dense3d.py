@@ -2,10 +2,12 @@
 
 Pattern::
 
-    Reshape(x, [-1, H]) -> MatMul(., W[H, C]) -> Reshape(., t) [-> Add(b)]
+    Reshape(x, [n, H]) -> MatMul(., W[H, C]) -> Reshape(., t) [-> Add(b)]
 
-where ``x`` is ``[..., H]`` and ``t`` evaluates to ``shape(x)[:-1] + [C]`` (a constant, or computed
-from ``Shape``). Rewritten as ``MatMul(x, W)`` producing the second Reshape's output; the ``Add``
+where ``x`` is ``[..., H]``, ``[n, H]`` has two elements the second of which is ``H`` (whatever
+``n`` is, a reshape that succeeds gives the rows of ``x`` in order; tf2onnx computes it with
+``ReduceProd`` of ``Shape``), and ``t`` evaluates to ``shape(x)[:-1] + [C]`` (a constant, or
+computed from ``Shape``). Rewritten as ``MatMul(x, W)`` producing the second Reshape's output; the ``Add``
 that follows is untouched. Exact: ONNX MatMul of ``[..., H]`` by ``[H, C]`` is the row-wise product.
 """
 from __future__ import annotations
@@ -30,12 +32,12 @@ class Dense3D(Rule):
         if flat is None or flat.op != "Reshape":
             return self.no(node, "the MatMul's input is not a Reshape")
         x = flat.inputs[0]
-        ft = const(flat.inputs[1])
+        ft = evaluate(flat.inputs[1])
         H, C = int(w.shape[0]), int(w.shape[1])
         if x.shape is None or len(x.shape) < 3 or dim_of(x, -1) != H:
             return self.no(flat, f"its input is not [..., {H}] of rank 3 or more")
-        if ft is None or [int(v) for v in ft] != [-1, H]:
-            return self.no(flat, f"the target is not the constant [-1, {H}]")
+        if ft is None or len(ft) != 2 or not same_dim(ft[1], H):
+            return self.no(flat, f"the target is not [rows, {H}]")
         dims = evaluate(node.inputs[1])
         want = [dim_of(x, k) for k in range(len(x.shape) - 1)] + [C]
         if dims is None or len(dims) != len(want) or not all(same_dim(a, b) for a, b in zip(dims, want)):

@@ -100,6 +100,14 @@ def evaluate(t, depth: int = 0) -> list | None:
         if data is None or sp is None or sp[2] != [0]:
             return None
         return data[slice(sp[0][0], sp[1][0], sp[3][0])]
+    if o == "ReduceProd":
+        data = evaluate(p.inputs[0], depth + 1)
+        axes = p.attrs.get("axes", const(p.inputs[1]) if len(p.inputs) > 1 and p.inputs[1].name else None)
+        if data is None or (axes is not None and [int(a) for a in np.atleast_1d(axes)] not in ([0], [-1])):
+            return None
+        if all(isinstance(d, int) for d in data):
+            return [int(np.prod(data, dtype=np.int64))]
+        return [data[0]] if len(data) == 1 else [Dyn(None, None, opaque=True)]
     if o in ("Mul", "Add", "Sub", "Div"):
         a, b = evaluate(p.inputs[0], depth + 1), evaluate(p.inputs[1], depth + 1)
         if a is None or b is None:
@@ -115,8 +123,8 @@ def evaluate(t, depth: int = 0) -> list | None:
             if isinstance(x, int) and isinstance(y, int):
                 if o == "Div" and y == 0:
                     return None
-                out.append({"Mul": x * y, "Add": x + y, "Sub": x - y,
-                            "Div": int(np.trunc(x / y)) if y else 0}[o])
+                q = abs(x) // abs(y) * (1 if (x >= 0) == (y > 0) else -1) if o == "Div" else 0  # truncating
+                out.append({"Mul": x * y, "Add": x + y, "Sub": x - y, "Div": q}[o])
             elif o == "Mul" and (x == 1 or y == 1):
                 out.append(y if x == 1 else x)
             else:

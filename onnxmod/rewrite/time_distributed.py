@@ -4,10 +4,11 @@ becomes one ``MatMul`` + ``Add`` over the time axis.
 Pattern, N >= 2 copies, step ``t`` = 0..N-1 in order, all reading the same ``s``::
 
     x_t = Gather(s, t, axis=a)  |  Squeeze(Slice(s, t:t+1, axis=a), a)  |  Slice(s, t:t+1, axis=a)
-    y_t = Add(MatMul(x_t, W), b)  |  Gemm(x_t, W, b)
-    Concat(Unsqueeze(y_t, u), axis=u)   (or Concat(y_t, axis=a) for the Slice form)
+    y_t = Add(MatMul(x_t, W), b)  |  MatMul(x_t, W)  |  Gemm(x_t, W, b)
+    z_t = act(y_t)   (optional, the same per step: elementwise, or Softmax over the last axis)
+    Concat(Unsqueeze(z_t, u), axis=u)   (or Concat(z_t, axis=a) for the Slice form)
 
-Rewritten as ``Add(MatMul(Transpose(s), W), b)`` with the time axis moved from ``a`` to ``u``
+Rewritten as ``act(Add(MatMul(Transpose(s), W), b))`` with the time axis moved from ``a`` to ``u``
 (and ``s`` first cut to its first N steps unless its time axis is statically N, since the copies
 read only those). Refused, with the reason, when the copies' weights or biases differ.
 """
@@ -16,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .base import Match, Namer, Rule, add_node, attr_axes, const, producer, rank_of, register, slice_params
+from .base import (Match, Namer, Rule, add_node, attr_axes, const, producer, rank_of, register, rowwise,
+                   slice_params)
 
 
 def _dense(t):
@@ -110,6 +112,9 @@ class TimeDistributed(Rule):
                 if not axes or len(axes) != 1:
                     return self.no(p, "unsqueezes several axes")
                 unsq, nodes, y = axes[0], [p], p.inputs[0]
+            p, act = producer(y), None
+            if p is not None and rowwise(p) is not None:
+                act, nodes, y = (p.op, rowwise(p)), [p] + nodes, p.inputs[0]
             d = _dense(y)
             if d is None:
                 return self.no(node, f"input {i} is not a Dense (MatMul [+ Add] or Gemm with constant weights)")
@@ -117,10 +122,12 @@ class TimeDistributed(Rule):
             st = _step(graph, x)
             if st is None:
                 return self.no(node, f"input {i}'s Dense does not read one step (Gather/Slice of one index)")
-            copies.append((st, w, b, unsq, st[4] + dn + nodes))
-        (s0, a0, _, keep0, _), w0, b0, u0, _ = copies[0]
+            copies.append((st, w, b, unsq, st[4] + dn + nodes, act))
+        (s0, a0, _, keep0, _), w0, b0, u0, _, act0 = copies[0]
         r = rank_of(s0)
-        for i, ((s, a, t, keep, _), w, b, u, _) in enumerate(copies):
+        for i, ((s, a, t, keep, _), w, b, u, _, act) in enumerate(copies):
+            if act != act0:
+                return self.no(node, f"step {i} applies another activation than step 0")
             if s is not s0 or a != a0 or keep != keep0 or (u is None) != (u0 is None):
                 return self.no(node, f"input {i} reads another tensor, axis or form than input 0")
             if w.shape != w0.shape or not np.array_equal(w, w0):
@@ -146,7 +153,7 @@ class TimeDistributed(Rule):
                 return self.no(node, "the steps are not stacked along a new non-feature axis")
             dest = u
         nodes = [x for c in copies for x in c[4]] + [node]
-        return Match(node, nodes, {"s": s0, "axis": a0, "dest": dest, "n": n, "w": w0, "b": b0})
+        return Match(node, nodes, {"s": s0, "axis": a0, "dest": dest, "n": n, "w": w0, "b": b0, "act": act0})
 
     def rewrite(self, graph, m):
         node, d = m.node, m.data
@@ -165,8 +172,11 @@ class TimeDistributed(Rule):
         out = node.outputs[0]
         node.outputs.clear()
         w = gs.Constant(nm("W"), np.ascontiguousarray(d["w"]))
-        if d["b"] is None:
-            add_node(graph, nm, "MatMul", [s, w], [out])
-            return
-        y = add_node(graph, nm, "MatMul", [s, w], dtype=dtype)
-        add_node(graph, nm, "Add", [y, gs.Constant(nm("B"), np.ascontiguousarray(d["b"]))], [out])
+        last = d["b"] is None and d["act"] is None
+        y = add_node(graph, nm, "MatMul", [s, w], [out] if last else None, dtype=dtype)
+        if d["b"] is not None:
+            last = d["act"] is None
+            y = add_node(graph, nm, "Add", [y, gs.Constant(nm("B"), np.ascontiguousarray(d["b"]))],
+                         [out] if last else None, dtype=dtype)
+        if d["act"] is not None:
+            add_node(graph, nm, d["act"][0], [y], [out], attrs=d["act"][1])

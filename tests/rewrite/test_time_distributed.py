@@ -17,6 +17,9 @@ def unrolled(op, form="gather", differ=False, time_static=False):
     slice:  Slice(s, t:t+1, axis=1) -> Squeeze -> MatMul -> Add -> Unsqueeze(0) -> Concat(axis=0)
             -> Transpose(1, 0, 2) -> Softmax                                            [B, N, C]
     keep:   Slice(s, t:t+1, axis=1) -> MatMul -> Add -> Concat(axis=1)                   [B, N, C]
+    softmax (tf2onnx, Dense(activation="softmax") with a zero bias dropped):
+            Slice(s, t:t+1, axis=1) -> Squeeze -> MatMul -> Softmax -> Unsqueeze(0) -> Concat(axis=0)
+            -> Transpose(1, 0, 2)                                                      [B, N, C]
     """
     b = Builder()
     xt = b.node("Transpose", ["x"], perm=[1, 0, 2])
@@ -30,6 +33,10 @@ def unrolled(op, form="gather", differ=False, time_static=False):
             x = b.node("Gather", [s, b.c(np.array(t, np.int64))], axis=1)
             yt = b.node("Gemm", [x, b.c(np.ascontiguousarray(wt.T)), b.c(bias)], transB=1)
             steps.append(b.node("Unsqueeze", [yt, b.i64(1)]))
+        elif form == "softmax":
+            x = b.node("Squeeze", [b.node("Slice", [s, b.i64(t), b.i64(t + 1), b.i64(1)]), b.i64(1)])
+            yt = b.node("Softmax", [b.node("MatMul", [x, b.c(wt)])], axis=1)
+            steps.append(b.node("Unsqueeze", [yt, b.i64(0)]))
         else:
             x = b.node("Slice", [s, b.i64(t), b.i64(t + 1), b.i64(1)])
             if form == "slice":
@@ -39,6 +46,8 @@ def unrolled(op, form="gather", differ=False, time_static=False):
     if form == "slice":
         cat = b.node("Concat", steps, axis=0)
         b.node("Softmax", [b.node("Transpose", [cat], perm=[1, 0, 2])], ["logits"], axis=-1)
+    elif form == "softmax":
+        b.node("Transpose", [b.node("Concat", steps, axis=0)], ["logits"], perm=[1, 0, 2])
     else:
         b.node("Concat", steps, ["logits"], axis=1)
     return b.model("logits", ["batch", N, C], F, x_shape=("batch", N if time_static else "time", None))
@@ -57,6 +66,14 @@ def test_slice_matmul_copies_then_transpose_and_softmax(monkeypatch):
     reason, applied, m = check_rule(unrolled("LSTM", form="slice"), F, monkeypatch,
                                     {"time_distributed", "head_transpose"}, lengths=(N, N + 2))
     assert [a.rule for a in applied] == ["time_distributed", "head_transpose"]
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_per_step_softmax_without_bias_then_transpose(op, monkeypatch):
+    reason, applied, m = check_rule(unrolled(op, form="softmax"), F, monkeypatch,
+                                    {"time_distributed", "head_transpose"}, lengths=(N, N + 1))
+    assert m.head.bias_node is None and m.head.node.op == "MatMul"
+    assert [n.op for n in m.graph.nodes][-3:] == ["Transpose", "MatMul", "Softmax"]
 
 
 def test_slices_that_keep_the_axis_and_a_static_length(monkeypatch):
