@@ -121,10 +121,6 @@ def producer(t) -> gs.Node | None:
     return t.inputs[0]
 
 
-def consumers(t) -> list[gs.Node]:
-    return list(t.outputs)
-
-
 def opset(graph: gs.Graph) -> int:
     return int(getattr(graph, "opset", None) or 13)
 

@@ -84,9 +84,9 @@ def _step(graph, x):
         if sp is None or len(sp[2]) != 1 or sp[3] != [1]:
             return None
         a, t, e = sp[2][0], sp[0][0], sp[1][0]
-        if t < 0 or e != t + 1:
-            if not (t < 0 and (e == t + 1 or (t == -1 and e >= 2 ** 31 - 1))):
-                return None
+        one = (t >= 0 or t < -1) and e == t + 1 or t == -1 and e >= 2 ** 31 - 1  # exactly step t
+        if not one:
+            return None
         if squeezed is not None and squeezed % r != a:
             return None
         return s, a, t, squeezed is None, [p] + nodes

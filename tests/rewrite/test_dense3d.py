@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 from rewrite_util import Builder, check_rule, normalized
 
