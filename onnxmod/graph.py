@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 from .errors import OnnxmodError, UnsupportedModelError, UsageError
 from .prepare import prepare_graph
 from .recurrence import Recurrence, recognize
+from .rewrite import normalize
 from .units import UnitSelection
 
 # Ops that pass hidden units through unchanged, elementwise.
