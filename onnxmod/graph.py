@@ -111,7 +111,8 @@ class Model:
     ``Model.load(path)`` or ``Model(proto, source=...)``. The proto given is never modified.
     """
 
-    def __init__(self, proto: onnx.ModelProto, source: str = "<model>", _normalized: gs.Graph | None = None):
+    def __init__(self, proto: onnx.ModelProto, source: str = "<model>", _normalized: gs.Graph | None = None,
+                 _lifted: dict | None = None):
         self.source = source
         self.original = proto
         self.metadata = {p.key: p.value for p in proto.metadata_props}
@@ -121,13 +122,25 @@ class Model:
         else:
             graph, self.layout_rewrites = prepare_graph(proto, source)
             self.rewrites = normalize(graph)  # exporters' readouts -> forms the unit flow follows
-            self._pristine = graph.copy()
         self.graph = graph
         if not graph.inputs:
             raise UnsupportedModelError(f"{source}: the graph has no input")
         self.inputs = list(graph.inputs)
         self.input = graph.inputs[0]
         self.recurrent = self._find_recurrent_ops()
+        if _normalized is None:
+            # front-ends that lift a form into native ops (a Loop body, say) leave readouts the rules may
+            # now apply to; the pristine graph keeps the lifted ops, and which form each came from
+            self.lifted = {op.name: (op.form, list(getattr(op, "watch", []))) for op in self.recurrent
+                           if op.form != "native"}
+            if self.lifted:
+                self.rewrites += normalize(graph)
+            self._pristine = graph.copy()
+        else:
+            self.lifted = dict(_lifted or {})
+            for op in self.recurrent:
+                if op.name in self.lifted:
+                    op.form, op.watch = self.lifted[op.name][0], list(self.lifted[op.name][1])
         self.output = self._pick_output()
         self.head = self._find_head()
         for op in self.recurrent:
@@ -144,7 +157,7 @@ class Model:
 
     def fresh(self) -> "Model":
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
-        m = Model(self.original, source=self.source, _normalized=self._pristine.copy())
+        m = Model(self.original, source=self.source, _normalized=self._pristine.copy(), _lifted=self.lifted)
         m._pristine, m.rewrites, m.layout_rewrites = self._pristine, self.rewrites, self.layout_rewrites
         return m
 

@@ -1,0 +1,238 @@
+"""Front-end: a vanilla RNN unrolled step by step (torch's default exporter writes ``nn.RNN`` so),
+lifted into the native ``RNN`` op.
+
+Recognition: the recurrent weight is one constant read by a ``MatMul`` at every step, each step's
+``MatMul`` reading the previous step's state (the first one a provably zero state). Each step
+``s`` is read as ``act(x_s A + h B + c)`` (the affine forms of the Loop front-end), the same at every
+step; ``x_s`` is step ``s`` of one tensor ``P`` (``SequenceAt`` of ``SplitToSequence``, ``Gather`` or
+a one-step ``Slice``), itself an affine form of a time-major input ``X`` (the input projection,
+computed once for every step). The chain becomes ``RNN(X)`` with ``W = (A_P A)^T``, ``R = B^T``, and
+the tensor that stacks the step states (a ``Concat`` along time) reads the op's ``Y``.
+
+The unrolled graph itself only runs at the length it was exported with; the lifted one runs at
+any length. The check on traced rows (``verify_forms``) compares both on the model's own data.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .contract import FrontEnd, NoMatch
+from .loop import Act, Lin, _Cell, _const
+from .native import NativeRecurrence, _is_zero
+
+
+def _step_source(t):
+    """(P, s) when ``t`` is step ``s`` of tensor ``P`` along axis 0, else None."""
+    if not t.inputs:
+        return None
+    p = t.inputs[0]
+    if p.op == "SequenceAt" and p.inputs[0].inputs and p.inputs[0].inputs[0].op == "SplitToSequence":
+        split = p.inputs[0].inputs[0]
+        s = _const(p.inputs[1])
+        if s is not None and int(split.attrs.get("axis", 0)) == 0 and not int(split.attrs.get("keepdims", 1)) \
+                and len(split.inputs) == 1:
+            return split.inputs[0], int(s)
+    if p.op == "Gather" and int(p.attrs.get("axis", 0)) == 0:
+        s = _const(p.inputs[1])
+        if s is not None and s.ndim == 0:
+            return p.inputs[0], int(s)
+    return None
+
+
+class UnrolledRNN(FrontEnd):
+    name = "unrolled"
+
+    def find(self, graph, source, first_index, claimed):
+        groups = defaultdict(list)
+        for n in graph.nodes:
+            if n.op == "MatMul" and len(n.inputs) == 2 and isinstance(n.inputs[1], gs.Constant):
+                w = np.asarray(n.inputs[1].values)
+                if w.ndim == 2 and w.shape[0] == w.shape[1]:
+                    groups[id(n.inputs[1])].append(n)
+        k = 0
+        for nodes in groups.values():
+            if len(nodes) < 2:
+                continue
+            res = self._lift(graph, nodes, first_index + k)
+            if res is None:
+                continue
+            if isinstance(res, NoMatch):
+                yield res
+                continue
+            k += 1
+            yield res
+
+    def _lift(self, graph, mms, index):
+        H = int(np.asarray(mms[0].inputs[1].values).shape[0])
+        by_state = {id(m.inputs[0]): m for m in mms}
+        # the first step reads a state no step computed; follow the chain from there
+        first = [m for m in mms if not self._computed_by_chain(m.inputs[0], mms)]
+        if len(first) != 1:
+            return None  # not one chain: a weight shared some other way
+        name = f"unrolled_{mms[0].name or index}"
+
+        def miss(why):
+            return NoMatch(self.name, mms[0].name or name, "MatMul", why)
+
+        if not _is_zero(first[0].inputs[0]):
+            return miss(f"the unrolled chain reading weight {mms[0].inputs[1].name!r} starts from a state that is not "
+                        f"provably zero")
+        states, steps = [first[0].inputs[0]], []
+        m = first[0]
+        while m is not None:
+            nxt = self._next_state(m, H)
+            if nxt is None:
+                return miss(f"step {len(steps)} of the chain reading weight {m.inputs[1].name!r} does not end in "
+                            f"an activation of width {H}")
+            steps.append((m, nxt))
+            states.append(nxt)
+            m = by_state.get(id(nxt))
+        if len(steps) != len(mms):
+            return miss(f"the weight {mms[0].inputs[1].name!r} is read {len(mms)} times but the chain has "
+                        f"{len(steps)} steps")
+        # each step: act(x_s A + h B + c), the same for every step; x_s step s of one tensor P
+        forms, P = [], None
+        for s, (m, nxt) in enumerate(steps):
+            xs = self._step_input(nxt.inputs[0].inputs[0], m, states[s])  # the activation's input
+            if xs is None:
+                return miss(f"step {s}: its input is not one step of a tensor computed for every step")
+            src = _step_source(xs)
+            if src is None or src[1] != s or (P is not None and src[0] is not P):
+                return miss(f"step {s} reads {xs.name!r}, not step {s} of the input the other steps read")
+            P = src[0]
+            width = xs.shape[-1] if xs.shape else None
+            if not isinstance(width, (int, np.integer)):
+                width = H
+            v = _Cell(xs, int(width), [states[s]], H, {}).value(nxt)
+            if not isinstance(v, Act):
+                return miss(f"step {s} is not a vanilla RNN step act(x W + h R + b)")
+            forms.append(v)
+        f0 = forms[0]
+        for s, f in enumerate(forms[1:], 1):
+            if f.spec != f0.spec or not all(np.allclose(a, b, rtol=0, atol=0) for a, b in
+                                            ((f.lin.A, f0.lin.A), (f.lin.B, f0.lin.B), (f.lin.c, f0.lin.c))):
+                return miss(f"step {s} computes a different cell than step 0")
+        # P as an affine form of a time-major input X
+        X, proj = self._projection(P)
+        if X is None:
+            return miss(f"the steps' input {P.name!r} is not an affine map of one [T, N, I] tensor")
+        A = proj.A @ f0.lin.A
+        W = A.T[None]
+        Wb = proj.c @ f0.lin.A + f0.lin.c
+        R = f0.lin.B.T[None]
+        B = np.concatenate([Wb, np.zeros(H)])[None]
+        return self._replace(graph, name, X, W, R, B, f0, H, states[1:], index)
+
+    @staticmethod
+    def _computed_by_chain(t, mms, depth=0):
+        """Whether ``t`` descends from one of ``mms`` (a state some step computed)."""
+        seen, todo = set(), [t]
+        outs = {id(m.outputs[0]) for m in mms}
+        while todo:
+            u = todo.pop()
+            if id(u) in outs:
+                return True
+            if id(u) in seen or not u.inputs or len(seen) > 200:
+                continue
+            seen.add(id(u))
+            todo.extend(x for x in u.inputs[0].inputs if isinstance(x, gs.Variable))
+        return False
+
+    @staticmethod
+    def _next_state(m, H):
+        """The first activation after ``m`` along single-consumer Adds: the step's new state."""
+        t = m.outputs[0]
+        for _ in range(6):
+            consumers = [c for c in t.outputs]
+            acts = [c for c in consumers if c.op in ("Tanh", "Relu", "Sigmoid")]
+            if acts:
+                return acts[0].outputs[0]
+            adds = [c for c in consumers if c.op == "Add"]
+            if len(adds) != 1:
+                return None
+            t = adds[0].outputs[0]
+        return None
+
+    @staticmethod
+    def _step_input(act_in, m, state):
+        """The leaf of the step's sum of terms that is neither the state's product nor a constant."""
+        todo, found = [act_in], []
+        while todo:
+            t = todo.pop()
+            if t is m.outputs[0] or isinstance(t, gs.Constant) or _const(t) is not None:
+                continue
+            p = t.inputs[0] if t.inputs else None
+            if p is not None and p.op == "Add":
+                todo.extend(p.inputs)
+            else:
+                found.append(t)
+        return found[0] if len(found) == 1 else None
+
+    @staticmethod
+    def _projection(P):
+        """(X, form of P in X) for ``P = affine(X)`` with X ``[T, N, I]`` (I known), else (None, None)."""
+        t = P
+        leaves = []
+        todo = [P]
+        while todo:
+            u = todo.pop()
+            if isinstance(u, gs.Constant) or _const(u) is not None:
+                continue
+            p = u.inputs[0] if u.inputs else None
+            if p is not None and p.op in ("Add", "Sub", "MatMul", "Mul", "Identity"):
+                todo.extend(x for x in p.inputs if x.name)
+            else:
+                leaves.append(u)
+        if len({id(x) for x in leaves}) != 1:
+            return None, None
+        X = leaves[0]
+        if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
+            return None, None
+        I = int(X.shape[2])
+        v = _Cell(X, I, [], 1, {}).value(t)
+        if not isinstance(v, Lin) or v.A.shape[0] != I:
+            return None, None
+        return X, v
+
+    def _replace(self, graph, name, X, W, R, B, act, H, states, index):
+        p = f"{name}/lifted"
+        Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
+        attrs = {"hidden_size": int(H), "activations": [act.name]}
+        native = gs.Node("RNN", f"{name}/RNN", attrs=attrs, inputs=[
+            X, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
+            gs.Constant(f"{p}/B", B.astype(np.float32))], outputs=[Y, Yh])
+        state_ids = {id(s): i for i, s in enumerate(states)}
+        stack = [n for n in graph.nodes if n.op == "Concat" and int(n.attrs.get("axis", 0)) == 0
+                 and [state_ids.get(id(x)) for x in n.inputs] == list(range(len(states)))]
+        for i, s in enumerate(states[:-1]):
+            other = [c for c in s.outputs if c.op != "MatMul" and c not in stack and not (
+                c.op == "Add" or c.op in ("Tanh", "Relu", "Sigmoid"))]
+            if other:
+                return NoMatch(self.name, name, "MatMul", f"the state of step {i} is read by {other[0].op} "
+                                                          f"{other[0].name!r}, not only by the next step and the stacked output")
+        graph.nodes.append(native)
+        watch = []
+        for node in list(graph.nodes):  # a Concat along time of every step's state [1, N, H]: Y without D
+            if node.op == "Concat" and int(node.attrs.get("axis", 0)) == 0 \
+                    and [state_ids.get(id(x)) for x in node.inputs] == list(range(len(states))):
+                out = node.outputs[0]
+                node.outputs.clear()
+                node.inputs.clear()
+                graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
+                    Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[out]))
+                watch.append(out.name)
+        last = states[-1]
+        for c in list(last.outputs):  # the final state read directly: Y_h ([1, N, H], as the step's)
+            if c.op != "MatMul":
+                c.inputs = [Yh if x is last else x for x in c.inputs]
+        graph.cleanup().toposort()
+        left = [s for s in states if s.outputs]
+        if left:
+            return NoMatch(self.name, name, "MatMul", f"an intermediate step state ({left[0].name!r}) is read other "
+                                                      f"than by the stacked output")
+        rec = NativeRecurrence(index, native, form="unrolled")
+        rec.watch = watch
+        return rec
