@@ -321,7 +321,7 @@ class LoopCells(FrontEnd):
         known = {t.name: (reader.consts[id(t)] if id(t) in reader.consts else reader.values.get(id(t)))
                  for t in body.tensors().values()}
         known = {k: v for k, v in known.items() if isinstance(v, np.ndarray)}
-        gap = self._check(body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H)
+        gap = self._check(body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H, graph.opset)
         if gap is None or gap > TOL:
             what = "cannot be run on its own" if gap is None else f"differs from it by {gap:.2g}"
             return miss(f"its body looks like a {op_type} cell, but that cell {what} on random inputs (tolerance "
@@ -453,7 +453,7 @@ class LoopCells(FrontEnd):
                         return g, Lin(np.zeros((0, U.shape[1])), U, c), 0
         return None
 
-    def _check(self, body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H):
+    def _check(self, body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H, opset=17):
         """Largest difference between the body (onnxruntime) and onnxmod's cell on random steps.
         ``known``: the values (by tensor name) the cell reader worked out: loop invariants and
         what the graph computes from constants before the loop."""
@@ -480,7 +480,7 @@ class LoopCells(FrontEnd):
             g.cleanup().toposort()
             m = gs.export_onnx(g)
             del m.opset_import[:]
-            m.opset_import.append(onnx.helper.make_opsetid("", 17))
+            m.opset_import.append(onnx.helper.make_opsetid("", max(int(opset or 17), 13)))
             m.ir_version = 8
             rng = np.random.default_rng(0)
             P = 64
