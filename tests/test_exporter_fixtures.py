@@ -30,6 +30,7 @@ def test_manifest_covers_every_file_and_every_exporter():
     files = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.onnx"))
     assert files == sorted(e["file"] for e in ENTRIES)
     assert not [p for p in ROOT.rglob("*") if p.is_file() and p.suffix not in (".onnx", ".json", ".md")]
+    assert {e["source"] for e in ENTRIES} == {"torch_dynamo", "tf2onnx_keras3", "tf2onnx_tf_keras"}
     assert sum(e["file_bytes"] for e in ENTRIES) < 8_000_000
 
 

@@ -378,15 +378,6 @@ CONTROL = {"Loop", "Scan", "If"}
 NONLIN = {"Tanh", "Sigmoid", "Relu", "HardSigmoid"}
 
 
-def _body_ops(graph) -> list[str]:
-    """Op types of a subgraph in node order, consecutive repeats collapsed."""
-    out = []
-    for n in graph.node:
-        if not out or out[-1] != n.op_type:
-            out.append(n.op_type)
-    return out
-
-
 def describe_graph(proto) -> dict:
     """Recurrence form(s) and readout chain of a model, measured from its graph."""
     import onnx
@@ -420,9 +411,8 @@ def describe_graph(proto) -> dict:
     for n in loops:
         for at in n.attribute:
             if at.type == onnx.AttributeProto.GRAPH:
-                body = _body_ops(at.g)
                 body_ops[n.name] = sorted({o.op_type for o in at.g.node})
-                forms.append(f"{n.op_type} with body: {', '.join(body)}")
+                forms.append(f"{n.op_type} with body: {_collapse([o.op_type for o in at.g.node])}")
     unrolled = 0
     if not rec_nodes and not loops:
         unrolled = max([counts[o] for o in NONLIN] + [0])
@@ -455,13 +445,22 @@ def describe_graph(proto) -> dict:
 
 
 def _collapse(ops: list[str]) -> str:
-    out = []
-    for o in ops:
-        if out and out[-1][0] == o:
-            out[-1][1] += 1
-        else:
-            out.append([o, 1])
-    return " → ".join(o if k == 1 else f"{o}×{k}" for o, k in out)
+    """``A → B×3 → (C → D)×40``: runs of one op and of a repeated block (e.g. a head unrolled
+    per step) written once with their count."""
+    parts, i = [], 0
+    while i < len(ops):
+        best = (1, 1)  # (period, repeats)
+        for p in range(1, (len(ops) - i) // 2 + 1):
+            k = 1
+            while ops[i + k * p: i + (k + 1) * p] == ops[i: i + p]:
+                k += 1
+            if k > 1 and p * k > best[0] * best[1]:
+                best = (p, k)
+        p, k = best
+        block = " → ".join(ops[i:i + p])
+        parts.append(block if k == 1 else (f"{block}×{k}" if p == 1 else f"({block})×{k}"))
+        i += p * k
+    return " → ".join(parts)
 
 
 def ort_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, str, str]:
