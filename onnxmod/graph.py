@@ -131,16 +131,18 @@ class Model:
         if _normalized is None:
             # front-ends that lift a form into native ops (a Loop body, say) leave readouts the rules may
             # now apply to; the pristine graph keeps the lifted ops, and which form each came from
-            self.lifted = {op.name: (op.form, list(getattr(op, "watch", []))) for op in self.recurrent
-                           if op.form != "native"}
-            if self.lifted:
-                self.rewrites += normalize(graph)
+            self.lifted = {op.name: op.form for op in self.recurrent if op.form != "native"}
+            # the model's own tensors that hold lifted recurrences' states (compared on traced rows)
+            self.watched = [w for op in self.recurrent for w in getattr(op, "watch", [])]
+            more = normalize(graph) if self.lifted else []
+            if more:  # the rules rewrote around lifted ops (a reverse direction, a pair merged): recognize again
+                self.rewrites += more
+                self.recurrent = self._find_recurrent_ops()
+                self.lifted = self._restore_forms(self.lifted)
             self._pristine = graph.copy()
         else:
-            self.lifted = dict(_lifted or {})
-            for op in self.recurrent:
-                if op.name in self.lifted:
-                    op.form, op.watch = self.lifted[op.name][0], list(self.lifted[op.name][1])
+            self.lifted = self._restore_forms((_lifted or ({}, []))[0])
+            self.watched = list((_lifted or ({}, []))[1])
         self.output = self._pick_output()
         self.head = self._find_head()
         for op in self.recurrent:
@@ -157,9 +159,20 @@ class Model:
 
     def fresh(self) -> "Model":
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
-        m = Model(self.original, source=self.source, _normalized=self._pristine.copy(), _lifted=self.lifted)
+        m = Model(self.original, source=self.source, _normalized=self._pristine.copy(),
+                  _lifted=(self.lifted, self.watched))
         m._pristine, m.rewrites, m.layout_rewrites = self._pristine, self.rewrites, self.layout_rewrites
         return m
+
+    def _restore_forms(self, lifted: dict) -> dict:
+        """Give recognized native ops the form a front-end lifted them from (``lifted``: node name ->
+        form); an op a rule made from lifted ones (a bidirectional pair) is named after the first."""
+        out = {}
+        for op in self.recurrent:
+            form = next((f for k, f in lifted.items() if op.name == k or op.name.startswith(k + "/")), None)
+            if form is not None:
+                op.form = out[op.name] = form
+        return out
 
     @property
     def runnable(self) -> onnx.ModelProto:

@@ -35,6 +35,13 @@ RECOGNIZED = {
     "exporters/torch_dynamo/brown_pos_lstm1.onnx": (["native"], "brown_pos"),
     "exporters/tf2onnx_tf_keras/brown_genre_gru_hard_sigmoid.onnx": (["loop"], "brown_genre"),
     "exporters/tf2onnx_tf_keras/brown_genre_lstm_hard_sigmoid.onnx": (["native"], "brown_genre"),
+    "exporters/tf2onnx_keras3/brown_genre_lstm.onnx": (["native"], "brown_genre"),
+    "exporters/tf2onnx_keras3/brown_genre_gru.onnx": (["loop"], "brown_genre"),
+    "exporters/tf2onnx_keras3/brown_genre_simplernn.onnx": (["loop"], "brown_genre"),
+    "exporters/tf2onnx_keras3/brown_genre_bilstm.onnx": (["native"], "brown_genre"),
+    "exporters/tf2onnx_keras3/brown_genre_bigru.onnx": (["loop"], "brown_genre"),
+    "exporters/tf2onnx_keras3/brown_pos_lstm_dense.onnx": (["native"], "brown_pos"),
+    "exporters/tf2onnx_keras3/brown_pos_lstm_timedistributed.onnx": (["native"], "brown_pos"),
     "cells/digits/grucell1_loop.onnx": (["loop"], "digits"),
     "cells/digits/indrnn1_loop.onnx": (["loop"], "digits"),
 }
@@ -220,6 +227,23 @@ def test_a_recurrence_inside_if_is_refused_naming_the_construct():
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UnsupportedModelError, match=r"\(If\): holds a LSTM node .* then_branch"):
         Model(proto, source="vad.onnx")
+
+
+def test_a_bidirectional_gru_of_two_loops_becomes_one_layer():
+    """tf2onnx's Bidirectional(GRU): two Loops (the backward one on a reversed input) lifted, the
+    backward one made a reverse op, the pair merged into one bidirectional GRU whose two directions'
+    units the concatenated readout reads as one layer's."""
+    model = Model.load(ROOT / "fixtures/exporters/tf2onnx_keras3/brown_genre_bigru.onnx")
+    (op,) = model.recurrent
+    assert (op.form, op.op_type, op.directions) == ("loop", "GRU", 2)
+    assert {"reversed_input", "bidirectional_pair"} <= {a.rule for a in model.rewrites}
+    assert len(model.watched) == 2  # both loops' own states are compared with the lifted op's
+
+
+@pytest.mark.parametrize("name", ["brown_genre_gru_mask", "brown_genre_lstm_mask"])
+def test_masked_keras_cells_are_refused_saying_so(name):
+    with pytest.raises(UnsupportedModelError, match=r"\(Loop\): reads a per-step mask .* mask_zero"):
+        Model.load(ROOT / f"fixtures/exporters/tf2onnx_keras3/{name}.onnx")
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "fixtures/cells/*/durnn*.onnx"))))

@@ -66,7 +66,7 @@ def verify_forms(model, x, threads=None) -> dict | None:
     lifted = [r for r in model.recurrent if r.form != "native"]
     if not lifted:
         return None
-    names = [n for r in lifted for n in getattr(r, "watch", [])]
+    names = list(getattr(model, "watched", []))
 
     def run(proto):
         p = onnx.ModelProto()

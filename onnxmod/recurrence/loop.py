@@ -173,12 +173,21 @@ class _Cell:
             k = next(i for i, o in enumerate(node.outputs) if o is t)
             return lins[0].cols(int(edges[k]), int(edges[k + 1]))
         if op == "Slice" and lins[0] is not None and all(isinstance(a, np.ndarray) for a in args[1:]):
-            axes = args[3].astype(int).tolist() if len(args) > 3 else [-1]
-            if [a % 2 for a in axes] != [1]:
-                return Opaque(node, args)
-            step = int(args[4][0]) if len(args) > 4 else 1
-            a, b = int(args[1][0]), int(min(args[2][0], lins[0].width))
-            if step != 1 or a < 0 or b < 0:
+            shape = node.inputs[0].shape
+            rank = len(shape) if shape is not None else 2
+            starts, ends = args[1].astype(np.int64).reshape(-1), args[2].astype(np.int64).reshape(-1)
+            axes = args[3].astype(int).reshape(-1).tolist() if len(args) > 3 else list(range(len(starts)))
+            steps = args[4].astype(np.int64).reshape(-1) if len(args) > 4 else np.ones(len(starts), np.int64)
+            last = None
+            for a, b, ax, st in zip(starts, ends, axes, steps):
+                if ax % rank == rank - 1:
+                    last = (int(a), int(min(b, lins[0].width)), int(st))
+                elif not (a == 0 and b >= 2 ** 30 and st == 1):  # any other axis must be kept whole
+                    return Opaque(node, args)
+            if last is None:
+                return lins[0]
+            a, b, st = last
+            if st != 1 or a < 0 or b < 0:
                 return Opaque(node, args)
             return lins[0].cols(a, b)
         if op in ("Sigmoid", "Tanh", "Relu") and lins[0] is not None:
@@ -275,6 +284,15 @@ class LoopCells(FrontEnd):
                 seqs.append((j, src.inputs[0].inputs[1]))
             else:
                 states.append((j, vin, vout, init))
+        step_vars = [it_var] + [v for _, v in counters]
+        read = [n for n in body.nodes if n.op == "Gather" and len(n.inputs) == 2
+                and any(n.inputs[1] is v for v in step_vars)]
+        masks = [n for n in read if n.inputs[0].dtype == np.bool_ or any(
+            c.op in ("Not", "Cast") for c in n.outputs[0].outputs)]
+        if len(read) > 1 and masks:
+            return miss(f"reads a per-step mask ({masks[0].inputs[0].name!r}) besides its input: a masked cell "
+                        f"(Keras mask_zero) holds its state on masked steps; not supported yet: export without "
+                        f"mask_zero, or with native ops and sequence_lens")
         if not states:
             return miss("carries no state from one step to the next")
         if len(states) > 1:
@@ -283,15 +301,13 @@ class LoopCells(FrontEnd):
         j, h_in, h_out, h_init = states[0]
         if not _is_zero(h_init):
             return miss("its initial state is not provably zero")
-        step_vars = [it_var] + [v for _, v in counters]
         consts = {}
         for vid, init in passes.items():
             c = _const(init)
             if c is not None:
                 consts[vid] = c
         # the input step: a Gather by the step index of an outer tensor (maybe through a no-op Slice)
-        gathers = [n for n in body.nodes if n.op == "Gather" and len(n.inputs) == 2
-                   and any(n.inputs[1] is v for v in step_vars)]
+        gathers = read
         if len(gathers) != 1:
             return miss(f"reads {len(gathers)} tensors by the step index; a cell reads one input step")
         ga = gathers[0]

@@ -13,6 +13,7 @@ head_transpose         ``Transpose`` after the output layer moves in front of it
 direction_slice        ``Slice``/``Gather`` of one direction of a bidirectional op (tf2onnx Bidirectional)
 reverse_sequence       full-length ``ReverseSequence`` → ``Slice`` step -1 (go_backwards)
 reversed_input         forward op on a time-reversed input → ``direction="reverse"`` (go_backwards)
+bidirectional_pair     a forward and a reverse op of one cell on one input → one bidirectional op (Bidirectional(GRU))
 reshape_from_shape     ``Reshape`` target computed from ``Shape`` → constant with 0/-1 (torch dynamo)
 =====================  ==========================================================================
 
@@ -31,6 +32,7 @@ from . import head_transpose  # noqa: E402,F401
 from . import direction_slice  # noqa: E402,F401
 from . import reverse_sequence  # noqa: E402,F401
 from . import reversed_input  # noqa: E402,F401
+from . import bidirectional_pair  # noqa: E402,F401  (after reversed_input: it makes the reverse op)
 from . import reshape_from_shape  # noqa: E402,F401
 
 __all__ = ["RULES", "Applied", "Match", "NoMatch", "Rule", "normalize", "why_not"]
