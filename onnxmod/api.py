@@ -28,7 +28,7 @@ from .concern import ConcernConfig, score_units
 from .errors import InputError, UsageError
 from .fuse import fuse, why_not_fusable
 from .graph import Model, count_parameters_proto
-from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
+from .io import (Dataset, atomic_directory, check_output_file, check_output_dir, input_spec, load_data, load_onnx, save_model_atomic,
                  token_limit, write_bytes_atomic)
 from .modularize import build_module, model_digest
 from .sampling import (held_out, observations_many_output, observations_one_output, trace_rows_many_output,
@@ -80,9 +80,29 @@ def vocab_fingerprint(model: Model, data: Dataset | None) -> str | None:
     return None
 
 
-def _safe_name(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+MAX_NAME = 100  # characters of a class name kept in its module's file name
+
+
+def _slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._-")[:MAX_NAME].rstrip("._-")
     return s or "class"
+
+
+def module_file_names(classes) -> list[str]:
+    """File names (without ``.onnx``) for ``(class_index, class_name)`` pairs, unique by
+    construction: the name made safe (runs of anything but ``A-Za-z0-9_.-`` become ``_``, leading
+    and trailing ``._-`` go, at most ``MAX_NAME`` characters, ``class`` if nothing is left) when no
+    other class's safe name equals it ignoring case and it does not start with digits and ``_``;
+    otherwise ``<class_index>_<safe name>``, whose digits before the first ``_`` are the (unique)
+    class index. Checked again here: a repeat is a bug, never a silent overwrite."""
+    slugs = [(int(i), _slug(n)) for i, n in classes]
+    count: dict = {}
+    for _, s in slugs:
+        count[s.lower()] = count.get(s.lower(), 0) + 1
+    names = [s if count[s.lower()] == 1 and not re.match(r"\d+_", s) else f"{i}_{s}" for i, s in slugs]
+    if len({n.lower() for n in names}) != len(names):
+        raise RuntimeError(f"module file names repeat: {names}")
+    return names
 
 
 MONITORS = ("hidden", "gates")
@@ -411,12 +431,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     config = config or ConcernConfig()
     config.sampling.seed = seed
     config.validate()
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise UsageError(f"{out}: already exists (use --force to replace it)")
-    for p in (model_path, data_path):
-        if Path(p).resolve() == out.resolve():
-            raise UsageError(f"{out}: output would overwrite an input")
+    out = check_output_dir(out_dir, force, inputs=(model_path, data_path))
     t_start = time.perf_counter()
     if max_loss is not None and not 0 <= max_loss <= 100:
         raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
@@ -536,14 +551,10 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
 
 
 def _write(out, force, concerns, modules, composed, report, fused=None) -> None:
-    used = set()
-    with atomic_directory(out, force=force) as tmp:
+    names = module_file_names([(c.class_index, c.class_name) for c in concerns])
+    with atomic_directory(out, force=force, inputs=(report["model"], report["data"])) as tmp:
         (tmp / "modules").mkdir()
-        for c, proto, entry in zip(concerns, modules, report["modules"]):
-            name = _safe_name(c.class_name)
-            if name in used:
-                name = f"{c.class_index}_{name}"
-            used.add(name)
+        for name, proto, entry in zip(names, modules, report["modules"]):
             entry["file"] = f"modules/{name}.onnx"
             save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
         save_model_atomic(composed, tmp / "composed.onnx")

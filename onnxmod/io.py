@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import safety
 from .errors import InputError, OutputError, UsageError
 
 DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -92,12 +93,28 @@ def load_onnx(path) -> onnx.ModelProto:
     except Exception as exc:
         raise InputError(f"{p}: invalid ONNX model ({_first_line(exc)})") from None
     _check_constants(p, proto)
+    _weights_not_inputs(proto)
     check_metadata(proto, str(p))
     try:  # strict shape inference: shapes and types must agree (onnxruntime would refuse otherwise)
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise InputError(f"{p}: inconsistent ONNX model (shape inference: {_first_line(exc)})") from None
     return proto
+
+
+def _weights_not_inputs(proto: onnx.ModelProto) -> None:
+    """IR version 3 (opset <= 8 exporters) lists every initializer among the graph's inputs too.
+    Read it as IR 4 does: the weights are constants, the graph's inputs are the data. The graph
+    computes the same; rewriting it then keeps weights constant, as for any newer model."""
+    if proto.ir_version >= 4:
+        return
+    weights = {t.name for t in proto.graph.initializer}
+    data = [i for i in proto.graph.input if i.name not in weights]
+    if len(data) == len(proto.graph.input):
+        return
+    del proto.graph.input[:]
+    proto.graph.input.extend(data)
+    proto.ir_version = 4
 
 
 def _graphs(g: onnx.GraphProto):
@@ -471,10 +488,11 @@ def write_bytes_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling ``.name.*.tmp`` renamed into place."""
     p = Path(path)
     created = _make_parent(p)
+    safety.sweep_stale(p)
     tmp = None
     try:
         with signals_deferred():
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+            fd, tmp = tempfile.mkstemp(prefix=safety.temp_prefix(p.name), suffix=".tmp", dir=str(p.parent))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -498,44 +516,32 @@ def save_model_atomic(proto: onnx.ModelProto, path) -> None:
     write_bytes_atomic(path, proto.SerializeToString(deterministic=True))
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return str(a) == str(b)
-
-
-def check_output_file(path, force: bool, inputs=()) -> Path:
-    p = Path(path)
-    for i in inputs:
-        if _same_file(i, p):
-            raise UsageError(f"{p}: output would overwrite an input")
-    if p.exists() and not force:
-        raise UsageError(f"{p}: already exists (use --force to replace it)")
-    if p.exists() and p.is_dir():
-        raise UsageError(f"{p}: is a directory")
-    return p
+check_output_file = safety.check_output_file
+check_output_dir = safety.check_output_dir
 
 
 @contextlib.contextmanager
-def atomic_directory(path, force: bool = False):
-    """Build a directory under a temporary name (``.name.*.partial``); rename it into place only on
-    success. With ``force`` an existing directory is replaced, and put back if the swap fails."""
-    final = Path(path)
-    if final.exists() and not force:
-        raise UsageError(f"{final}: already exists (use --force to replace it)")
-    if final.exists() and not final.is_dir():
-        raise UsageError(f"{final}: exists and is not a directory")
+def atomic_directory(path, force: bool = False, inputs=()):
+    """Build a directory under a temporary name (``.name.PID.*.partial``); rename it into place only
+    on success, with the ``safety.MARKER`` file listing what it holds. With ``force`` an existing
+    previous onnxmod output is replaced, and put back if the swap fails; anything else is refused
+    (``safety.check_output_dir``)."""
+    final = safety.check_output_dir(path, force, inputs)
     created = _make_parent(final)
+    safety.sweep_stale(final)
     tmp = None
     try:
         with signals_deferred():
             try:
-                tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=str(final.parent)))
+                tmp = Path(tempfile.mkdtemp(prefix=safety.temp_prefix(final.name), suffix=".partial",
+                                            dir=str(final.parent)))
                 os.chmod(tmp, 0o777 & ~_umask())
+                (tmp / safety.MARKER).write_bytes(safety.partial_stamp())
             except OSError as exc:
                 raise OutputError(f"{final}: cannot create a directory next to it ({_os_reason(exc)})") from None
         yield tmp
+        files = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file() and p != tmp / safety.MARKER]
+        write_bytes_atomic(tmp / safety.MARKER, safety.marker_bytes(files))
         with signals_deferred():
             _swap_into_place(tmp, final)
             tmp = None
@@ -551,7 +557,7 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     old = None
     try:
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=str(final.parent)))
+            old = Path(tempfile.mkdtemp(prefix=safety.temp_prefix(final.name), suffix=".old", dir=str(final.parent)))
             os.rmdir(old)
             os.replace(final, old)
         os.replace(tmp, final)

@@ -463,11 +463,77 @@ def test_existing_output_is_refused_unless_forced(tmp_path):
     (tmp_path / "out" / "keep.txt").write_text("precious\n")
     refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"], 2,
            "out", "already exists", "--force", outputs=())
+    # a folder onnxmod did not write is never replaced, --force or not
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out", "--force"], 2,
+           "out", "not a previous onnxmod output", ".onnxmod-output", outputs=())
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious\n"
-    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--force", "--quiet")
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "new", "--quiet")
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
-    assert (tmp_path / "out" / "composed.onnx").exists() and not (tmp_path / "out" / "keep.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "f.onnx", "out"]
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "new", "--force", "--quiet")
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    assert (tmp_path / "new" / "composed.onnx").exists() and (tmp_path / "new" / ".onnxmod-output").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "f.onnx", "new", "out"]
+
+
+def _inputs_in(folder: Path):
+    folder.mkdir()
+    model = float_model(folder / "f.onnx", classes=3)
+    data = float_data(folder / "d.npz", classes=3)
+    (folder / "notes.txt").write_text("unrelated\n")
+    return model, data
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "symlink", "dotdot"])
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_output_folder_holding_the_inputs_is_refused(tmp_path, where, force):
+    """Issue 12 (data loss): --out equal to, or a parent of, the inputs' folder (symlinks and '..'
+    resolved) is refused before anything is touched, --force or not."""
+    model, data = _inputs_in(tmp_path / "IN")
+    (tmp_path / "IN" / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "IN")
+    out = {"same": tmp_path / "IN", "parent": tmp_path, "symlink": tmp_path / "link",
+           "dotdot": tmp_path / "IN" / "sub" / ".."}[where]
+    args = ["decompose", model, "--data", data, "--out", out, "--quiet"] + (["--force"] if force else [])
+    refuse(tmp_path, args, 2, "holds the input", outputs=())
+
+
+def test_force_replaces_a_previous_output_only_if_it_holds_nothing_else(tmp_path):
+    model, data = _inputs_in(tmp_path / "IN")
+    out = tmp_path / "out"
+    api.decompose(model, data, out, progress=False, evaluate=False)
+    (out / "modules" / "mine.txt").write_text("mine\n")
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", out, "--force"], 2,
+           "modules/mine.txt", "did not write", outputs=())
+    (out / "modules" / "mine.txt").unlink()
+    (out / "extra").mkdir()
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", out, "--force"], 2, "'extra'", outputs=())
+    (out / "extra").rmdir()
+    api.decompose(model, data, out, force=True, progress=False, evaluate=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["IN", "out"]
+
+
+@pytest.mark.parametrize("target", ["module", "hardlink", "symlink", "foreign", "foreign-force"])
+def test_compose_never_writes_over_an_input_or_a_foreign_file(tmp_path, decomposed, target):
+    for k in (0, 1):
+        shutil.copy(decomposed / "out" / "modules" / f"{k}.onnx", tmp_path / f"m{k}.onnx")
+    (tmp_path / "notes.onnx").write_text("not ours\n")
+    os.link(tmp_path / "m0.onnx", tmp_path / "hard.onnx")
+    (tmp_path / "sym.onnx").symlink_to(tmp_path / "m1.onnx")
+    out, code, words = {"module": (tmp_path / "m1.onnx", 2, ["overwrite the input"]),
+                        "hardlink": (tmp_path / "hard.onnx", 2, ["overwrite the input"]),
+                        "symlink": (tmp_path / "sym.onnx", 2, ["overwrite the input"]),
+                        "foreign": (tmp_path / "notes.onnx", 2, ["already exists"]),
+                        "foreign-force": (tmp_path / "notes.onnx", 2, ["not an ONNX file written by onnxmod"])}[target]
+    args = ["compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", out]
+    refuse(tmp_path, args + ["--force"] if target != "foreign" else args, code, *words, outputs=())
+
+
+def test_replace_never_writes_over_its_inputs(tmp_path, decomposed):
+    shutil.copy(decomposed / "out" / "composed.onnx", tmp_path / "c.onnx")
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    for out in ("c.onnx", "m1.onnx"):
+        refuse(tmp_path, ["replace", tmp_path / "c.onnx", "--with", tmp_path / "m1.onnx", "--out", tmp_path / out,
+                          "--force"], 2, "overwrite the input", outputs=())
 
 
 def test_output_file_in_place_of_directory(tmp_path):
@@ -763,3 +829,38 @@ def test_failed_forced_replacement_keeps_the_previous_output(tmp_path, monkeypat
     with pytest.raises(OutputError, match="No space left on device"):
         api.decompose(model, data, tmp_path / "out", force=True, progress=False)
     assert snapshot(tmp_path) == before
+
+
+# ---- module file names (issue 12) ------------------------------------------------------------
+
+NASTY_NAMES = ["x", "2_x", "x", ".", "", "数学", "a/../b", "X"]
+
+
+def test_module_file_names_are_unique_whatever_the_class_names(tmp_path):
+    """Names that collide once made safe (x, 2_x, x; '.', '', unicode, path separators, case)
+    give one file per class, and report.json points each class at its own file."""
+    import json
+
+    model = float_model(tmp_path / "f.onnx", classes=len(NASTY_NAMES))
+    data = float_data(tmp_path / "d.npz", n=120, classes=len(NASTY_NAMES), class_names=np.array(NASTY_NAMES))
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--quiet", "--no-guard")
+    assert res.returncode == 0, res.stderr
+    files = sorted(p.name for p in (tmp_path / "out" / "modules").iterdir())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(files) == len(NASTY_NAMES) == len(report["modules"])
+    pointed = [m["file"] for m in report["modules"]]
+    assert len({p.lower() for p in pointed}) == len(pointed)
+    assert sorted(Path(p).name for p in pointed) == files
+    for m in report["modules"]:  # each file holds its class's module
+        meta = {e.key: e.value for e in onnx.load(str(tmp_path / "out" / m["file"])).metadata_props}
+        assert int(meta["onnxmod.class_index"]) == m["class"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "f.onnx", "out"]
+
+
+def test_module_file_name_rule():
+    from onnxmod.api import module_file_names
+
+    names = module_file_names(list(enumerate(NASTY_NAMES + ["7", "algebra", "y" * 300])))
+    assert names[:2] == ["0_x", "1_2_x"] and names[8:10] == ["7", "algebra"] and names[3] == "3_class"
+    assert len(names[10]) == 100 and all("/" not in n and not n.startswith(".") for n in names)
+    assert len({n.lower() for n in names}) == len(names)
