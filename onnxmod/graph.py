@@ -26,6 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import OnnxmodError, UnsupportedModelError, UsageError
+from .fold import fold_bounded
 from .ops import handler_for, recurrent_op_types
 from .ops.base import RecurrentOpHandler, UnitSelection
 
@@ -206,7 +207,9 @@ class Model:
             graph = gs.import_onnx(inferred)
             self._reject_subgraph_recurrence(graph)
             try:
-                graph.fold_constants(error_ok=True).cleanup().toposort()
+                fold_bounded(graph, source).cleanup().toposort()
+            except OnnxmodError:
+                raise
             except Exception as exc:  # graphsurgeon folding is best-effort
                 raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
             self._pristine = graph.copy()
@@ -328,6 +331,9 @@ class Model:
             axis = 0 if int(node.attrs.get("transB", 0)) else 1
             c = int(np.asarray(node.inputs[1].values).shape[axis])
             bias = 2 if len(node.inputs) > 2 and node.inputs[2].name else None
+            if bias and not isinstance(node.inputs[2], gs.Constant):
+                raise UnsupportedModelError(f"{self.source}: output layer {node.name!r} (Gemm): its bias "
+                                            f"{node.inputs[2].name!r} is computed, not a constant")
             return Head(node, axis, node if bias else None, bias, t, c)
         bias_node, bias_index = None, None
         if node.op == "Add":

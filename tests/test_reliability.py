@@ -864,3 +864,115 @@ def test_module_file_name_rule():
     assert names[:2] == ["0_x", "1_2_x"] and names[8:10] == ["7", "algebra"] and names[3] == "3_class"
     assert len(names[10]) == 100 and all("/" not in n and not n.startswith(".") for n in names)
     assert len({n.lower() for n in names}) == len(names)
+
+
+# ---- metadata read strictly, nested too (issue 12) ------------------------------------------
+
+
+def _set_meta(proto, **changes):
+    meta = {e.key: e.value for e in proto.metadata_props}
+    meta.update({k.replace("__", "."): v for k, v in changes.items()})
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in sorted(meta.items()))
+    return proto
+
+
+def _nested(src: Path, dst: Path, key: str, value: str) -> Path:
+    import json
+
+    proto = onnx.load(str(src))
+    mods = json.loads({e.key: e.value for e in proto.metadata_props}["onnxmod.modules"])
+    mods[1][key] = value
+    onnx.save(_set_meta(proto, onnxmod__modules=json.dumps(mods)), str(dst))
+    return dst
+
+
+NESTED = [("onnxmod.input_signature", "5"), ("onnxmod.input_signature", "[{\"name\": 1}]"),
+          ("onnxmod.class_index", "1" * 30), ("onnxmod.class_index", "-7"), ("onnxmod.class_index", "1_000"),
+          ("onnxmod.class_index", " 3 "), ("onnxmod.class_index", "+1"), ("onnxmod.class_index", "01"),
+          ("onnxmod.kind", "model"), ("onnxmod.max_steps", "0"), ("onnxmod.lang_token", "9" * 40)]
+
+
+@pytest.mark.parametrize("key, value", NESTED, ids=[f"{k[8:]}={v[:12]}" for k, v in NESTED])
+@pytest.mark.parametrize("command", ["replace", "evaluate", "inspect"])
+def test_damaged_nested_module_metadata_is_refused(tmp_path, decomposed, key, value, command):
+    """A composition whose nested onnxmod.modules entry is damaged: exit 3 naming the entry and the
+    key, for every command that reads it (replace used to crash or write a file evaluate refused)."""
+    comp = _nested(decomposed / "out" / "composed.onnx", tmp_path / "c.onnx", key, value)
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    data = float_data(tmp_path / "d.npz", classes=3)
+    args = {"replace": ["replace", comp, "--with", tmp_path / "m1.onnx", "--out", tmp_path / "new.onnx"],
+            "evaluate": ["evaluate", comp, "--data", data], "inspect": ["inspect", comp]}[command]
+    refuse(tmp_path, args, 3, "c.onnx", "onnxmod.modules", "entry 1", key, outputs=("new.onnx",))
+
+
+@pytest.mark.parametrize("value", ["1_000", " 3 ", "1" * 30, "-7", "+2", "02", "٣"])
+def test_module_class_index_must_be_a_plain_decimal(tmp_path, decomposed, value):
+    proto = onnx.load(str(decomposed / "out" / "modules" / "0.onnx"))
+    onnx.save(_set_meta(proto, onnxmod__class_index=value), str(tmp_path / "m0.onnx"))
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    refuse(tmp_path, ["compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", tmp_path / "pair.onnx"],
+           3, "m0.onnx", "onnxmod.class_index", "plain decimal", outputs=("pair.onnx",))
+
+
+# ---- models that used to crash (issue 12) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_ir_version_3_model_decomposes_like_its_ir_8_twin(tmp_path, op):
+    """IR 3 / opset 7 (weights also listed as graph inputs) used to crash in build_module (exit 70).
+    It is read as IR 4: its composition computes what the IR 8 twin's composition computes."""
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fuzz
+
+    proto = build(random_stack(np.random.default_rng(0), op, 1, 6, 1, features=5, classes=4))
+    onnx.save(proto, str(tmp_path / "ir8.onnx"))
+    onnx.save(fuzz.ir3(proto), str(tmp_path / "ir3.onnx"))
+    data = float_data(tmp_path / "d.npz")
+    for name in ("ir8", "ir3"):
+        res = cli("decompose", tmp_path / f"{name}.onnx", "--data", data, "--out", tmp_path / name, "--quiet",
+                  "--no-guard", "--mode", "rolled")
+        assert res.returncode == 0, res.stderr
+    x = _read_npz(data)["x_test"]
+    got = [ort.InferenceSession(str(tmp_path / n / "composed.onnx")).run(None, {"x": x}) for n in ("ir8", "ir3")]
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_allclose(got[0][1], got[1][1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("command", ["inspect", "decompose"])
+def test_gemm_head_with_a_computed_bias(tmp_path, command):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fuzz
+
+    onnx.save(fuzz.computed_head(lstm_proto(), "ReduceSum"), str(tmp_path / "m.onnx"))
+    data = float_data(tmp_path / "d.npz")
+    args = ["inspect", tmp_path / "m.onnx"] if command == "inspect" else \
+        ["decompose", tmp_path / "m.onnx", "--data", data, "--out", tmp_path / "out"]
+    refuse(tmp_path, args, 4, "m.onnx", "'head'", "bias", "computed", outputs=("out",))
+
+
+@pytest.mark.parametrize("n", [20000, 60000])
+@pytest.mark.parametrize("command", ["inspect", "decompose"])
+def test_folding_bomb_is_refused_before_it_runs(tmp_path, command, n):
+    """ConstantOfShape [n, n] -> ReduceSum -> Add into the head's bias: folding used to take 1.7 GB
+    (n = 20000), or fail silently (n = 60000: inspect 0, decompose 70). Refused with the node named;
+    the memory bound itself is measured by tools/fuzz.py --memory."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fuzz
+
+    onnx.save(fuzz.folding_bomb(lstm_proto(), n), str(tmp_path / "m.onnx"))
+    data = float_data(tmp_path / "d.npz")
+    args = ["inspect", tmp_path / "m.onnx"] if command == "inspect" else \
+        ["decompose", tmp_path / "m.onnx", "--data", data, "--out", tmp_path / "out"]
+    refuse(tmp_path, args, 4, "m.onnx", "'fz_big'", "ConstantOfShape", f"{4 * n * n:,} bytes", outputs=("out",))
+
+
+def test_small_folded_constant_still_folds(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fuzz
+    from onnxmod.graph import Model
+
+    m = Model(fuzz.folding_bomb(lstm_proto(), 100))
+    assert m.head.bias_node is not None and m.head.node.op == "Gemm"

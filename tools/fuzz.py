@@ -420,6 +420,80 @@ def byte_edit(rng, raw: bytes) -> tuple[str, bytes]:
     return f"{n} bytes inserted at {i}", bytes(b)
 
 
+# ---- model shapes that used to crash or exhaust memory (issue 12) --------------------------------
+
+
+def ir3(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` as an opset-7 exporter wrote it: IR version 3, every initializer also listed as a
+    graph input, Squeeze's axes an attribute."""
+    p = copy.deepcopy(proto)
+    g = p.graph
+    inits = {t.name: t for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Squeeze" and len(n.input) == 2 and n.input[1] in inits:
+            axes = numpy_helper.to_array(inits[n.input[1]]).tolist()
+            del n.input[1]
+            n.attribute.append(helper.make_attribute("axes", axes))
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in keep)
+    del p.opset_import[:]
+    p.opset_import.append(helper.make_opsetid("", 7))
+    p.ir_version = 3
+    return p
+
+
+def _head(g: onnx.GraphProto) -> onnx.NodeProto:
+    return next(n for n in g.node if n.op_type == "Gemm")
+
+
+def computed_head(proto: onnx.ModelProto, op: str = "ReduceSum") -> onnx.ModelProto:
+    """The Gemm head's bias replaced by a tensor computed from the head's input (``[N, 1]``)."""
+    p = copy.deepcopy(proto)
+    g = p.graph
+    head = _head(g)
+    at = list(g.node).index(head)
+    if op == "ReduceSum":
+        g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "fz_axes"))
+        node = helper.make_node("ReduceSum", [head.input[0], "fz_axes"], ["fz_bias"], keepdims=1, name="fz_bias")
+    else:  # an elementwise op of the features: [N, K] does not broadcast to [N, C] unless K == C or 1
+        node = helper.make_node(op, [head.input[0]], ["fz_bias0"], name="fz_bias0")
+        g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "fz_axes"))
+        g.node.insert(at, node)
+        at += 1
+        node = helper.make_node("ReduceMax", [head.input[0]], ["fz_bias"], axes=[1], keepdims=1, name="fz_bias")
+    g.node.insert(at, node)
+    head.input[2] = "fz_bias"
+    return p
+
+
+def folding_bomb(proto: onnx.ModelProto, n: int, op: str = "ConstantOfShape") -> onnx.ModelProto:
+    """``ConstantOfShape [n, n]`` (or ``Expand``/``Tile`` to it) -> ``ReduceSum`` -> ``Add`` into
+    the head's bias: a constant only folding computes, of 4 n^2 bytes."""
+    p = copy.deepcopy(proto)
+    g = p.graph
+    head = _head(g)
+    g.initializer.append(numpy_helper.from_array(np.array([n, n], np.int64), "fz_shape"))
+    if op == "ConstantOfShape":
+        big = [helper.make_node("ConstantOfShape", ["fz_shape"], ["fz_big"], name="fz_big",
+                                value=numpy_helper.from_array(np.array([1e-9], np.float32)))]
+    elif op == "Expand":
+        g.initializer.append(numpy_helper.from_array(np.array([[1e-9]], np.float32), "fz_one"))
+        big = [helper.make_node("Expand", ["fz_one", "fz_shape"], ["fz_big"], name="fz_big")]
+    else:
+        g.initializer.append(numpy_helper.from_array(np.array([[1e-9]], np.float32), "fz_one"))
+        big = [helper.make_node("Tile", ["fz_one", "fz_shape"], ["fz_big"], name="fz_big")]
+    nodes = big + [helper.make_node("ReduceSum", ["fz_big"], ["fz_sum"], keepdims=0, name="fz_sum"),
+                   helper.make_node("Add", [head.input[2], "fz_sum"], ["fz_b"], name="fz_add")]
+    at = list(g.node).index(head)
+    for k, nd in enumerate(nodes):
+        g.node.insert(at + k, nd)
+    head.input[2] = "fz_b"
+    return p
+
+
 def gen_model(rng, pool: Pool) -> tuple[str, bytes]:
     desc, proto = pool.pick(rng)
     how = float(rng.random())
