@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -50,10 +51,10 @@ def _onnx_dtype(model: Model):
     return np.dtype(model.input.dtype) if model.input.dtype is not None else np.dtype(np.int64)
 
 
-def load_dataset_for(model: Model, data_path) -> Dataset:
+def load_dataset_for(model: Model, data_path, train: bool = True) -> Dataset:
     return load_data(data_path, num_classes=model.num_classes, many_output=not model.one_output,
                      input_dtype=_onnx_dtype(model), input_shape=list(model.input.shape or []) or None,
-                     max_token=token_limit(model.original))
+                     max_token=token_limit(model.original), train=train)
 
 
 def inspect(path) -> dict:
@@ -424,6 +425,26 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     units and embedding rows are removed while the validation split says the module's AUC and the
     composition's accuracy stay within ``max_loss`` points of keeping everything.
     """
+    with _files_named(model_path, data_path):
+        return _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor,
+                          max_loss, evaluate)
+
+
+@contextlib.contextmanager
+def _files_named(model_path, data_path):
+    """onnxruntime's refusals (``runtime``) and a few checks do not know which files they ran on:
+    name the model (and the data) in front of any InputError that names neither."""
+    try:
+        yield
+    except InputError as exc:
+        msg = str(exc)
+        if not msg.startswith((str(model_path), str(data_path))):
+            raise InputError(f"{model_path} (on {data_path}): {msg}") from None
+        raise
+
+
+def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor, max_loss,
+               evaluate) -> dict:
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if monitor not in MONITORS:
@@ -671,18 +692,16 @@ def evaluate(model_path, data_path, threads: int | None = None) -> dict:
                                "support": int((data.lang_test == i).sum())} for i, lang in enumerate(data.languages)]}
     if k == "model":
         model = Model(proto, source=str(model_path))
-        data = load_dataset_for(model, data_path)
+        data = load_dataset_for(model, data_path, train=False)
         C = model.num_classes
         names = model.class_names(data.class_names)
     else:
-        data = load_data(data_path, **input_spec(proto))  # float-input modules too
+        data = load_data(data_path, train=False, **input_spec(proto))  # float-input modules too
         classes = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
         C = int(max([c["class_index"] for c in classes] + [int(data.y_test.max())]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
-    try:
+    with _files_named(model_path, data_path):
         pred = ev.predict(proto, data.x_test, threads=threads)
-    except InputError as exc:  # onnxruntime's refusals do not know the file: name it
-        raise InputError(exc if str(exc).startswith(str(model_path)) else f"{model_path}: {exc}") from None
     y = data.y_test
     if k == "module":
         ci = module_info(proto, str(model_path))["class_index"]

@@ -67,6 +67,12 @@ def _check_external_data(p: Path, proto: onnx.ModelProto) -> None:
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
         if not loc:
             raise InputError(f"{p}: tensor {t.name!r} is stored externally but names no data file")
+        # inside the model's folder (symlinks resolved) before anything is asked of the file system
+        # about it: a missing and an existing path outside give the same answer (no existence oracle)
+        folder = safety.real(p.parent)
+        if os.path.isabs(loc) or folder not in safety.real(p.parent / loc).parents:
+            raise InputError(f"{p}: tensor {t.name!r} is stored externally at {loc!r}, outside the model's folder; "
+                             f"onnxmod reads external data only from the model's folder")
         f = p.parent / loc
         if not f.is_file():
             raise InputError(f"{p}: external data file {loc} is missing (needed by tensor {t.name!r}; "
@@ -324,8 +330,8 @@ class Dataset:
     """
 
     path: str
-    x_train: np.ndarray
-    y_train: np.ndarray
+    x_train: np.ndarray | None  # None when loaded with train=False
+    y_train: np.ndarray | None
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str] | None = None
@@ -335,21 +341,25 @@ class Dataset:
 
     @property
     def many_output(self) -> bool:
-        return self.y_train.ndim == 2
+        return (self.y_train if self.y_train is not None else self.y_test).ndim == 2
 
 
 def load_data(path, num_classes: int | None = None, many_output: bool | None = None,
-              input_dtype=np.int64, input_shape: list | None = None, max_token: int | None = None) -> Dataset:
+              input_dtype=np.int64, input_shape: list | None = None, max_token: int | None = None,
+              train: bool = True) -> Dataset:
     """Load and validate a data file against what the model expects (``max_token``: token ids must
-    be below it, see ``token_limit``)."""
+    be below it, see ``token_limit``). ``train=False`` reads the test split only (``evaluate``):
+    the training and validation arrays are then never read, and are None. Only the keys needed are
+    ever decompressed (``NpzArrays``)."""
     p = _input_path(path, "an .npz data file")
     arrays = _read_npz(p)
-    missing = [k for k in DATA_KEYS if k not in arrays]
+    needed = DATA_KEYS if train else ("x_test", "y_test")
+    missing = [k for k in needed if k not in arrays]
     if missing:
-        raise InputError(f"{p}: missing key(s) {', '.join(missing)} (need {', '.join(DATA_KEYS)})")
+        raise InputError(f"{p}: missing key(s) {', '.join(missing)} (need {', '.join(needed)})")
     out = {}
-    splits = ["train", "test"]
-    if "x_val" in arrays or "y_val" in arrays:
+    splits = ["train", "test"] if train else ["test"]
+    if train and ("x_val" in arrays or "y_val" in arrays):
         if not ("x_val" in arrays and "y_val" in arrays):
             raise InputError(f"{p}: has only one of x_val, y_val (give both or neither)")
         splits.append("val")
@@ -362,35 +372,98 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
         if x.shape[0] == 0:
             raise InputError(f"{p}: x_{split} is empty")
         out[f"x_{split}"], out[f"y_{split}"] = x, y
-    if out["y_train"].ndim != out["y_test"].ndim:
+    if train and out["y_train"].ndim != out["y_test"].ndim:
         raise InputError(f"{p}: y_train and y_test have different ranks")
     names = _strings(p, "class_names", arrays.get("class_names"))
-    vocab = _strings(p, "vocab", arrays.get("vocab"))
+    vocab = _strings(p, "vocab", arrays.get("vocab")) if train else None
+    out.setdefault("x_train", None)
+    out.setdefault("y_train", None)
     return Dataset(str(p), class_names=names, vocab=vocab, **out)
 
 
-def _read_npz(p: Path) -> dict:
-    try:
-        z = np.load(str(p), allow_pickle=False)
-    except Exception as exc:  # zip, pickle and format errors of every kind
-        if "pickle" in str(exc):
-            raise InputError(f"{p}: holds pickled Python objects, which onnxmod never loads; save plain arrays "
-                             f"with numpy.savez") from None
-        raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__}: {_first_line(exc, 120)})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        what = f"a single {z.dtype} array" if isinstance(z, np.ndarray) else type(z).__name__
-        raise InputError(f"{p}: not an .npz file (it holds {what}; save with numpy.savez)")
-    arrays = {}
-    with z:
-        for k in z.files:
-            try:
-                arrays[k] = z[k]
-            except Exception as exc:
-                if "allow_pickle" in str(exc):
-                    raise InputError(f"{p}: key {k!r} holds Python objects (pickled), which onnxmod never loads; "
-                                     f"store numbers or strings") from None
-                raise InputError(f"{p}: key {k!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
-    return arrays
+MAX_ARRAY_BYTES = 1 << 30  # per .npz member, uncompressed: read from the zip header before anything
+
+
+class NpzArrays:
+    """The arrays of an ``.npz``, read lazily: listing it reads the zip directory only; each key is
+    read when asked for, after its uncompressed size (zip header) and its declared shape and
+    dtype (``.npy`` header) are checked against ``MAX_ARRAY_BYTES`` and each other, so an unused
+    key is never decompressed and a zip bomb is refused before it is inflated."""
+
+    def __init__(self, p: Path):
+        import zipfile
+
+        self.p = p
+        try:
+            with open(p, "rb") as f:
+                magic = f.read(6)
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        if magic.startswith(b"\x93NUMPY"):
+            raise InputError(f"{p}: not an .npz file (it holds a single array; save with numpy.savez)")
+        if not magic.startswith(b"PK"):
+            if magic[:1] == b"\x80":
+                raise InputError(f"{p}: holds pickled Python objects, which onnxmod never loads; save plain arrays "
+                                 f"with numpy.savez")
+            raise InputError(f"{p}: not a readable .npz file (not a zip archive)")
+        try:
+            with zipfile.ZipFile(p) as z:
+                infos = z.infolist()
+        except Exception as exc:  # zip format errors of every kind
+            raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+        self.members = {}
+        for i in infos:
+            key = i.filename[:-4] if i.filename.endswith(".npy") else i.filename
+            self.members.setdefault(key, i)
+
+    def __contains__(self, key) -> bool:
+        return key in self.members
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def keys(self):
+        return self.members.keys()
+
+    def get(self, key, default=None):
+        return self[key] if key in self.members else default
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        import zipfile
+
+        p, info = self.p, self.members[key]
+        if info.file_size > MAX_ARRAY_BYTES:
+            raise InputError(f"{p}: key {key!r} holds {info.file_size:,} bytes uncompressed, above onnxmod's limit "
+                             f"of {MAX_ARRAY_BYTES:,} bytes per array")
+        try:
+            with zipfile.ZipFile(p) as z, z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f, max_header_size=10000)
+                header = f.tell() if f.seekable() else None
+                if dtype.hasobject:
+                    raise InputError(f"{p}: key {key!r} holds Python objects (pickled), which onnxmod never loads; "
+                                     f"store numbers or strings")
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                room = info.file_size - (header or 0)
+                if declared > MAX_ARRAY_BYTES or declared > room:
+                    raise InputError(f"{p}: key {key!r} declares shape {list(shape)} of {dtype} ({declared:,} bytes) "
+                                     f"but " + (f"onnxmod's limit is {MAX_ARRAY_BYTES:,} bytes per array"
+                                                if declared > MAX_ARRAY_BYTES else f"holds {room:,} bytes"))
+            with np.load(str(p), allow_pickle=False) as z:
+                return z[key]
+        except InputError:
+            raise
+        except Exception as exc:
+            if "allow_pickle" in str(exc) or "pickle" in str(exc):
+                raise InputError(f"{p}: key {key!r} holds Python objects (pickled), which onnxmod never loads; "
+                                 f"store numbers or strings") from None
+            raise InputError(f"{p}: key {key!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+
+
+def _read_npz(p: Path) -> NpzArrays:
+    return NpzArrays(p)
 
 
 def _strings(p: Path, key: str, a) -> list[str] | None:

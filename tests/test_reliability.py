@@ -976,3 +976,162 @@ def test_small_folded_constant_still_folds(tmp_path):
 
     m = Model(fuzz.folding_bomb(lstm_proto(), 100))
     assert m.head.bias_node is not None and m.head.node.op == "Gemm"
+
+
+# ---- the smaller ones (issue 12) ----------------------------------------------------------------
+
+
+def _external_at(tmp_path: Path, location: str) -> Path:
+    proto = build(random_stack(np.random.default_rng(0), "LSTM", 1, 8, 1, features=16))
+    (tmp_path / "ext").mkdir(exist_ok=True)
+    onnx.save(proto, str(tmp_path / "ext" / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    proto = onnx.load(str(tmp_path / "ext" / "m.onnx"), load_external_data=False)
+    for t in proto.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save(proto, str(tmp_path / "ext" / "m.onnx"))
+    return tmp_path / "ext" / "m.onnx"
+
+
+def test_external_data_outside_the_model_folder_is_no_existence_oracle(tmp_path):
+    """A missing and an existing path outside the model's folder get the same answer."""
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
+    answers = []
+    for loc in ("../secret.bin", "../nothing-here.bin", str(tmp_path / "secret.bin"), "/nonexistent/x.bin"):
+        model = _external_at(tmp_path, loc)
+        res = refuse(tmp_path, ["inspect", model], 3, "m.onnx", "outside the model's folder", outputs=())
+        answers.append(res.stderr.replace(loc, "LOC"))
+    assert len(set(answers)) == 1, answers
+
+
+def test_control_characters_in_class_names_are_escaped(tmp_path):
+    """Class names with ANSI escapes, line breaks and carriage returns are printed escaped by
+    decompose, compose and inspect: no raw control character, no forged error line on stdout."""
+    import json
+
+    names = np.array(["\x1b[31mred", "a\nonnxmod: error: forged", "b\rc", "\u202eevil"])
+    model = float_model(tmp_path / "f.onnx", classes=4)
+    data = float_data(tmp_path / "d.npz", classes=4, class_names=names)
+    runs = [cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--quiet", "--no-guard")]
+    assert runs[0].returncode == 0, runs[0].stderr
+    files = [m["file"] for m in json.loads((tmp_path / "out" / "report.json").read_text())["modules"]]
+    runs.append(cli("compose", *[tmp_path / "out" / f for f in files], "--out", tmp_path / "c.onnx"))
+    runs.append(cli("inspect", tmp_path / "out" / files[1]))
+    runs.append(cli("inspect", tmp_path / "c.onnx"))
+    runs.append(cli("evaluate", tmp_path / "c.onnx", "--data", data))
+    for res in runs:
+        assert res.returncode == 0, res.stderr
+        for stream in (res.stdout, res.stderr):
+            assert not any(c in stream for c in "\x1b\r\u202e"), stream
+            assert not any(line.startswith("onnxmod: error") for line in stream.splitlines()), stream
+    assert "\\x1b[31mred" in runs[1].stdout and "a\\x0aonnxmod: error: forged" in runs[2].stdout
+
+
+def test_control_characters_in_a_path_are_escaped_in_errors(tmp_path):
+    res = cli("inspect", tmp_path / "no\x1b[2Jsuch\n.onnx")
+    assert_refused(res, 3, "no\\x1b[2Jsuch .onnx", "no such file")  # line breaks in messages become spaces
+
+
+def test_stale_leftovers_of_a_killed_run_are_removed(tmp_path):
+    """A killed decompose leaves .out.PID.*.partial, a killed compose .c.onnx.PID.*.tmp: the next run
+    into the same folder removes those whose pid is dead, and nothing that merely looks alike."""
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    data = float_data(tmp_path / "d.npz", classes=3)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid = dead.pid
+    code = ("import os, sys, time; from onnxmod import api; import onnxmod.io as io; "
+            "io.os.fsync = lambda fd: os.kill(os.getpid(), 9); "
+            f"api.decompose({str(model)!r}, {str(data)!r}, {str(tmp_path / 'out')!r}, progress=False)")
+    killed = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True)
+    assert killed.returncode == -9
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert left and all(p.endswith(".partial") for p in left), left
+    stale_tmp = tmp_path / f".c.onnx.{pid}.abc123.tmp"
+    stale_tmp.write_bytes(b"half a model")
+    alike = [tmp_path / f".out.{os.getpid()}.live.partial", tmp_path / f".out.{pid}.nomark.partial",
+             tmp_path / ".out.notapid.x.partial", tmp_path / f".c.onnx.{os.getpid()}.live1.tmp"]
+    for p in alike:
+        p.mkdir() if p.suffix == ".partial" else p.write_bytes(b"x")
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert not [n for n in left if (tmp_path / n).exists()]
+    assert all(p.exists() for p in alike)
+    for k in (0, 1):
+        shutil.copy(tmp_path / "out" / "modules" / f"{k}.onnx", tmp_path / f"m{k}.onnx")
+    res = cli("compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", tmp_path / "c.onnx")
+    assert res.returncode == 0, res.stderr
+    assert not stale_tmp.exists() and all(p.exists() for p in alike)
+
+
+def test_onnxruntime_failure_names_the_files(tmp_path):
+    """A model that fixes its sequence length in a Reshape, fed longer sequences: onnxruntime fails
+    mid-run; decompose and evaluate name the model and the data (decompose used to name nothing)."""
+    proto = lstm_proto()
+    g = proto.graph
+    g.initializer.append(numpy_helper.from_array(np.array([-1, 7, 5], np.int64), "fixed"))
+    for n in g.node:
+        n.input[:] = ["x_fixed" if v == "x" else v for v in n.input]
+    g.node.insert(0, helper.make_node("Reshape", ["x", "fixed"], ["x_fixed"], name="fixed_len"))
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    data = float_data(tmp_path / "d.npz", steps=9)
+    refuse(tmp_path, ["decompose", tmp_path / "m.onnx", "--data", data, "--out", tmp_path / "out"], 3,
+           "m.onnx", "d.npz", "onnxruntime", "fixed_len")
+    refuse(tmp_path, ["evaluate", tmp_path / "m.onnx", "--data", data], 3, "m.onnx", "d.npz", "onnxruntime",
+           outputs=())
+
+
+def test_closed_stdout_exits_quietly(tmp_path, decomposed):
+    """`onnxmod evaluate ... | head -2`: the reader went away; exit 141 (SIGPIPE's), nothing on stderr."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        res = subprocess.run([sys.executable, "-m", "onnxmod", "evaluate", decomposed / "out" / "composed.onnx",
+                              "--data", decomposed / "d.npz"], stdout=w, stderr=subprocess.PIPE, text=True,
+                             env=_env(), timeout=300)
+    finally:
+        os.close(w)
+    assert res.returncode == 141 and res.stderr == "", (res.returncode, res.stderr)
+
+
+def _zip_bomb(path: Path, base: dict, key: str, n: int, declared: int | None = None):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fuzz
+
+    fuzz.write_npz_bomb(path, base, key, n, declared)
+    return path
+
+
+def test_unused_npz_key_is_never_decompressed(tmp_path, monkeypatch):
+    """An unused key of 2 GB of zeros (2 MB compressed) is never read: evaluate reads x_test and
+    y_test only, and decompose never asks for the key."""
+    from onnxmod import io
+
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    base = _read_npz(float_data(tmp_path / "d0.npz", classes=3))
+    data = _zip_bomb(tmp_path / "d.npz", base, "junk", 150_000_000)
+    read = []
+    real_get = io.NpzArrays.__getitem__
+
+    def spy(self, key):
+        read.append(key)
+        return real_get(self, key)
+
+    monkeypatch.setattr(io.NpzArrays, "__getitem__", spy)
+    api.evaluate(model, data)
+    assert sorted(read) == ["x_test", "y_test"]
+    read.clear()
+    api.decompose(model, data, tmp_path / "out", progress=False, evaluate=False)
+    assert "junk" not in read and {"x_train", "y_train", "x_test", "y_test"} <= set(read)
+
+
+@pytest.mark.parametrize("declared", [None, 10 ** 12], ids=["inflates", "lying-header"])
+def test_npz_member_above_the_cap_is_refused_before_it_is_read(tmp_path, declared):
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    base = _read_npz(float_data(tmp_path / "d0.npz", classes=3))
+    base.pop("x_test")
+    n = 140_000_000 if declared is None else 1000
+    data = _zip_bomb(tmp_path / "d.npz", base, "x_test", n, declared)
+    refuse(tmp_path, ["evaluate", model, "--data", data], 3, "d.npz", "'x_test'", "bytes", outputs=())

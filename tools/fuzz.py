@@ -712,6 +712,24 @@ def gen_data(rng) -> tuple[str, bytes | None, dict]:
     return f"{kind} [{'; '.join(edits) or 'valid arrays'}] expect {expect}", raw, expect
 
 
+def write_npz_bomb(path, base: dict, key: str, n: int, declared: int | None = None, dtype=np.int64) -> None:
+    """``base`` saved as an .npz plus member ``key``: ``n`` zeros of ``dtype``, deflated (a few MB
+    for gigabytes), written in chunks so that building it takes no memory. ``declared`` elements in
+    its .npy header (default ``n``; a lying header declares more than the member holds)."""
+    from numpy.lib import format as npy
+
+    np.savez(path, **base)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open(key + ".npy", "w", force_zip64=True) as f:
+            npy.write_array_header_1_0(f, {"descr": npy.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                                           "shape": (declared if declared is not None else n,)})
+            chunk = bytes(1 << 22)
+            left = n * np.dtype(dtype).itemsize
+            while left > 0:
+                f.write(chunk[:min(left, len(chunk))])
+                left -= len(chunk)
+
+
 def run_data(raw: bytes, expect: dict, workdir: Path) -> None:
     path = workdir / "case.npz"
     path.write_bytes(raw)
