@@ -381,7 +381,15 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
     return Dataset(str(p), class_names=names, vocab=vocab, **out)
 
 
-MAX_ARRAY_BYTES = 1 << 30  # per .npz member, uncompressed: read from the zip header before anything
+def _max_array_bytes() -> int:
+    try:
+        return max(int(os.environ.get("ONNXMOD_MAX_ARRAY_BYTES", "")), 1)
+    except ValueError:
+        return 256 << 20
+
+
+# per .npz member, uncompressed (zip header) and declared (.npy header), checked before reading
+MAX_ARRAY_BYTES = _max_array_bytes()
 
 
 class NpzArrays:
