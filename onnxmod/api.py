@@ -29,8 +29,8 @@ from .concern import ConcernConfig, score_units
 from .errors import InputError, UsageError
 from .fuse import fuse, why_not_fusable
 from .graph import Model, count_parameters_proto
-from .io import (Dataset, atomic_directory, check_output_file, check_output_dir, input_spec, load_data, load_onnx, save_model_atomic,
-                 token_limit, write_bytes_atomic)
+from .io import (Dataset, atomic_directory, check_output_dir, check_output_file, input_spec, load_data, load_onnx,
+                 save_model_atomic, token_limit, write_bytes_atomic)
 from .modularize import build_module, model_digest
 from .sampling import (held_out, observations_many_output, observations_one_output, trace_rows_many_output,
                        trace_rows_one_output)
@@ -438,7 +438,7 @@ def _files_named(model_path, data_path):
         yield
     except InputError as exc:
         msg = str(exc)
-        if not msg.startswith((str(model_path), str(data_path))):
+        if not msg.startswith(tuple({str(p) for f in (model_path, data_path) for p in (f, Path(f))})):
             raise InputError(f"{model_path} (on {data_path}): {msg}") from None
         raise
 

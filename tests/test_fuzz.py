@@ -421,5 +421,8 @@ def test_issue12_lying_npz_headers(workdir, seed):
     n = int(rng.integers(0, 50))
     path = workdir / "bomb.npz"
     fuzz.write_npz_bomb(path, {k: v for k, v in z.items() if k != key}, key, n, n + 1 + int(rng.integers(0, 10**12)))
+    from onnxmod.io import NpzArrays
+
     with pytest.raises(OnnxmodError, match=f"'{key}' declares"):
-        load_data(path, **expect)
+        NpzArrays(path)[key]
+    refused_or_ok(lambda: load_data(path, **expect), "bomb.npz")

@@ -131,6 +131,14 @@ def float_data(path: Path, n=60, steps=7, features=5, classes=4, many_output=Fal
     return path
 
 
+def _fuzz():
+    """tools/fuzz.py, whose generators (IR 3, computed heads, folding and zip bombs) these tests reuse."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fuzz
+
+    return fuzz
+
+
 def lstm_proto(hidden=3):
     return build(random_stack(np.random.default_rng(0), "LSTM", 1, hidden, 1))
 
@@ -924,9 +932,7 @@ def test_ir_version_3_model_decomposes_like_its_ir_8_twin(tmp_path, op):
     It is read as IR 4: its composition computes what the IR 8 twin's composition computes."""
     import onnxruntime as ort
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import fuzz
-
+    fuzz = _fuzz()
     proto = build(random_stack(np.random.default_rng(0), op, 1, 6, 1, features=5, classes=4))
     onnx.save(proto, str(tmp_path / "ir8.onnx"))
     onnx.save(fuzz.ir3(proto), str(tmp_path / "ir3.onnx"))
@@ -943,8 +949,7 @@ def test_ir_version_3_model_decomposes_like_its_ir_8_twin(tmp_path, op):
 
 @pytest.mark.parametrize("command", ["inspect", "decompose"])
 def test_gemm_head_with_a_computed_bias(tmp_path, command):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import fuzz
+    fuzz = _fuzz()
 
     onnx.save(fuzz.computed_head(lstm_proto(), "ReduceSum"), str(tmp_path / "m.onnx"))
     data = float_data(tmp_path / "d.npz")
@@ -959,8 +964,7 @@ def test_folding_bomb_is_refused_before_it_runs(tmp_path, command, n):
     """ConstantOfShape [n, n] -> ReduceSum -> Add into the head's bias: folding used to take 1.7 GB
     (n = 20000), or fail silently (n = 60000: inspect 0, decompose 70). Refused with the node named;
     the memory bound itself is measured by tools/fuzz.py --memory."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import fuzz
+    fuzz = _fuzz()
 
     onnx.save(fuzz.folding_bomb(lstm_proto(), n), str(tmp_path / "m.onnx"))
     data = float_data(tmp_path / "d.npz")
@@ -970,8 +974,7 @@ def test_folding_bomb_is_refused_before_it_runs(tmp_path, command, n):
 
 
 def test_small_folded_constant_still_folds(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import fuzz
+    fuzz = _fuzz()
     from onnxmod.graph import Model
 
     m = Model(fuzz.folding_bomb(lstm_proto(), 100))
@@ -1097,10 +1100,7 @@ def test_closed_stdout_exits_quietly(tmp_path, decomposed):
 
 
 def _zip_bomb(path: Path, base: dict, key: str, n: int, declared: int | None = None):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import fuzz
-
-    fuzz.write_npz_bomb(path, base, key, n, declared)
+    _fuzz().write_npz_bomb(path, base, key, n, declared)
     return path
 
 

@@ -16,8 +16,16 @@ Three targets, each input generated from ``(seed, case index)`` so any finding i
   ``.npy``, pickles, random bytes) and random expectations (classes, rank, dtype, static dims).
 * ``slice`` — ``Model.apply_selection`` (rolled), ``unrolled.apply_unrolled`` (per step) and the
   whole module builder with random keep sets on generated stacks, then the ONNX checker.
-* ``module`` — ``api.inspect``/``api.compose``/``api.evaluate`` on real modules and compositions
-  whose ``onnxmod.*`` metadata (and sometimes graph) was edited; no temporary output may remain.
+* ``module`` — ``api.inspect``/``api.compose``/``api.evaluate``/``api.replace`` on real modules and
+  compositions whose ``onnxmod.*`` metadata (nested ``onnxmod.modules`` entries included) and
+  sometimes graph was edited; no temporary output may remain.
+
+Issue 12's generators run inside these targets (counted apart in the summary): IR 3 stacks
+(weights also graph inputs), Gemm heads with a computed bias, folding bombs (``ConstantOfShape``
+/ ``Expand`` / ``Tile`` up to ``[2^31, 2^31]`` into the head's bias), zip bombs (a member, used or
+not, inflating past the cap, or an ``.npy`` header declaring more than it holds) and damaged
+nested metadata. The summary gives each worker's peak RSS after each kind of case: an upper bound
+of any one case's peak memory.
 
 Outcome of a case: ``ok``, the ``OnnxmodError`` subclass raised, ``UNCAUGHT <type>`` (any other
 exception: a bug) or ``HANG`` (over ``--timeout`` seconds). An ``OnnxmodError`` whose message does
