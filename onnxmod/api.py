@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -28,8 +29,8 @@ from .concern import ConcernConfig, score_units
 from .errors import InputError, UnsupportedModelError, UsageError
 from .fuse import fuse, why_not_fusable
 from .graph import Model, count_parameters_proto, describe_leniently
-from .io import (Dataset, atomic_directory, check_output_file, input_spec, load_data, load_onnx, save_model_atomic,
-                 token_limit, write_bytes_atomic)
+from .io import (Dataset, atomic_directory, check_output_dir, check_output_file, input_spec, load_data, load_onnx,
+                 save_model_atomic, token_limit, write_bytes_atomic)
 from .modularize import build_module, model_digest
 from .recurrence import verify_forms
 from .sampling import (held_out, observations_many_output, observations_one_output, trace_rows_many_output,
@@ -51,10 +52,10 @@ def _onnx_dtype(model: Model):
     return np.dtype(model.input.dtype) if model.input.dtype is not None else np.dtype(np.int64)
 
 
-def load_dataset_for(model: Model, data_path) -> Dataset:
+def load_dataset_for(model: Model, data_path, train: bool = True) -> Dataset:
     return load_data(data_path, num_classes=model.num_classes, many_output=not model.one_output,
                      input_dtype=_onnx_dtype(model), input_shape=list(model.input.shape or []) or None,
-                     max_token=token_limit(model.original))
+                     max_token=token_limit(model.original), train=train)
 
 
 def inspect(path) -> dict:
@@ -85,9 +86,29 @@ def vocab_fingerprint(model: Model, data: Dataset | None) -> str | None:
     return None
 
 
-def _safe_name(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+MAX_NAME = 100  # characters of a class name kept in its module's file name
+
+
+def _slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._-")[:MAX_NAME].rstrip("._-")
     return s or "class"
+
+
+def module_file_names(classes) -> list[str]:
+    """File names (without ``.onnx``) for ``(class_index, class_name)`` pairs, unique by
+    construction: the name made safe (runs of anything but ``A-Za-z0-9_.-`` become ``_``, leading
+    and trailing ``._-`` go, at most ``MAX_NAME`` characters, ``class`` if nothing is left) when no
+    other class's safe name equals it ignoring case and it does not start with digits and ``_``;
+    otherwise ``<class_index>_<safe name>``, whose digits before the first ``_`` are the (unique)
+    class index. Checked again here: a repeat is a bug, never a silent overwrite."""
+    slugs = [(int(i), _slug(n)) for i, n in classes]
+    count: dict = {}
+    for _, s in slugs:
+        count[s.lower()] = count.get(s.lower(), 0) + 1
+    names = [s if count[s.lower()] == 1 and not re.match(r"\d+_", s) else f"{i}_{s}" for i, s in slugs]
+    if len({n.lower() for n in names}) != len(names):
+        raise RuntimeError(f"module file names repeat: {names}")
+    return names
 
 
 MONITORS = ("hidden", "gates")
@@ -414,6 +435,26 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     units and embedding rows are removed while the validation split says the module's AUC and the
     composition's accuracy stay within ``max_loss`` points of keeping everything.
     """
+    with _files_named(model_path, data_path):
+        return _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor,
+                          max_loss, evaluate)
+
+
+@contextlib.contextmanager
+def _files_named(model_path, data_path):
+    """onnxruntime's refusals (``runtime``) and a few checks do not know which files they ran on:
+    name the model (and the data) in front of any InputError that names neither."""
+    try:
+        yield
+    except InputError as exc:
+        msg = str(exc)
+        if not msg.startswith(tuple({str(p) for f in (model_path, data_path) for p in (f, Path(f))})):
+            raise InputError(f"{model_path} (on {data_path}): {msg}") from None
+        raise
+
+
+def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor, max_loss,
+               evaluate) -> dict:
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if monitor not in MONITORS:
@@ -421,12 +462,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     config = config or ConcernConfig()
     config.sampling.seed = seed
     config.validate()
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise UsageError(f"{out}: already exists (use --force to replace it)")
-    for p in (model_path, data_path):
-        if Path(p).resolve() == out.resolve():
-            raise UsageError(f"{out}: output would overwrite an input")
+    out = check_output_dir(out_dir, force, inputs=(model_path, data_path))
     t_start = time.perf_counter()
     if max_loss is not None and not 0 <= max_loss <= 100:
         raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
@@ -546,14 +582,10 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
 
 
 def _write(out, force, concerns, modules, composed, report, fused=None) -> None:
-    used = set()
-    with atomic_directory(out, force=force) as tmp:
+    names = module_file_names([(c.class_index, c.class_name) for c in concerns])
+    with atomic_directory(out, force=force, inputs=(report["model"], report["data"])) as tmp:
         (tmp / "modules").mkdir()
-        for c, proto, entry in zip(concerns, modules, report["modules"]):
-            name = _safe_name(c.class_name)
-            if name in used:
-                name = f"{c.class_index}_{name}"
-            used.add(name)
+        for name, proto, entry in zip(names, modules, report["modules"]):
             entry["file"] = f"modules/{name}.onnx"
             save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
         save_model_atomic(composed, tmp / "composed.onnx")
@@ -670,18 +702,16 @@ def evaluate(model_path, data_path, threads: int | None = None) -> dict:
                                "support": int((data.lang_test == i).sum())} for i, lang in enumerate(data.languages)]}
     if k == "model":
         model = Model(proto, source=str(model_path))
-        data = load_dataset_for(model, data_path)
+        data = load_dataset_for(model, data_path, train=False)
         C = model.num_classes
         names = model.class_names(data.class_names)
     else:
-        data = load_data(data_path, **input_spec(proto))  # float-input modules too
+        data = load_data(data_path, train=False, **input_spec(proto))  # float-input modules too
         classes = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
         C = int(max([c["class_index"] for c in classes] + [int(data.y_test.max())]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
-    try:
+    with _files_named(model_path, data_path):
         pred = ev.predict(proto, data.x_test, threads=threads)
-    except InputError as exc:  # onnxruntime's refusals do not know the file: name it
-        raise InputError(exc if str(exc).startswith(str(model_path)) else f"{model_path}: {exc}") from None
     y = data.y_test
     if k == "module":
         ci = module_info(proto, str(model_path))["class_index"]

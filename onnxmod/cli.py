@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -16,8 +17,9 @@ import warnings
 from . import __version__, api
 from . import report as rep
 from .concern import ConcernConfig
-from .errors import EXIT_INTERNAL, Interrupted, OnnxmodError, UsageError
+from .errors import EXIT_INTERNAL, EXIT_PIPE, Interrupted, OnnxmodError, UsageError
 from .sampling import SamplingConfig
+from .text import escape, printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,7 +154,7 @@ def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "inspect":
         d = api.inspect(args.model)
-        print(json.dumps(d, indent=2, default=str)) if args.json else _print_inspect(d)
+        print(json.dumps(d, indent=2, default=str)) if args.json else _print_inspect(printable(d))
     elif args.command == "decompose":
         cfg = ConcernConfig(removal_cap=args.removal_cap, mad_cutoff=args.mad_cutoff, relu_rule=args.relu_rule,
                             relu_threshold=args.relu_threshold, tangling=args.tangling,
@@ -165,15 +167,17 @@ def run(argv=None) -> int:
         if args.json:
             print(rep.dumps(r), end="")
         else:
+            r = printable(r)
             print(rep.table(r))
             fused = "fused.onnx, " if (r.get("fused") or {}).get("file") else ""
-            print(f"wrote {args.out}/ (modules/, composed.onnx, {fused}report.json, report.md)")
+            print(f"wrote {escape(args.out)}/ (modules/, composed.onnx, {fused}report.json, report.md)")
     elif args.command == "compose":
         r = api.compose(args.modules, args.out, force=args.force, allow_mismatch=args.allow_mismatch,
                         prefer=args.prefer)
         if args.json:
             print(json.dumps(r, indent=2, default=str))
         else:
+            r = printable(r)
             names = ", ".join(m["class_name"] for m in r["modules"])
             print(f"wrote {r['output']}: {len(r['modules'])} modules ({names}), {r['parameters']:,} parameters")
     elif args.command == "replace":
@@ -182,6 +186,7 @@ def run(argv=None) -> int:
         if args.json:
             print(json.dumps(r, indent=2, default=str))
         else:
+            r = printable(r)
             print(f"wrote {r['output']}: module of class {r['replaced']!r} replaced; "
                   f"{len(r['modules'])} modules, {r['parameters']:,} parameters")
     elif args.command == "evaluate":
@@ -189,6 +194,7 @@ def run(argv=None) -> int:
         if args.json:
             print(json.dumps(r, indent=2))
         else:
+            r = printable(r)
             print(f"{r['model']} ({r['kind']}): accuracy {100 * r['accuracy']:.2f} % on {r['samples']} test samples")
             for c in r["per_class"]:
                 if "bleu" in c:
@@ -211,7 +217,7 @@ def _on_signal(signum, frame):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"onnxmod: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"onnxmod: warning: {escape(' '.join(str(message).split()))}", file=sys.stderr)
 
 
 def _quiet_libraries() -> None:
@@ -239,16 +245,22 @@ def main(argv=None) -> int:
             # onnxmod's own warnings (e.g. a class skipped for lack of training samples) are part of
             # its output contract: shown even under PYTHONWARNINGS=ignore, once each.
             warnings.filterwarnings("always", module=r"onnxmod(\.|$)")
-            return run(argv)
+            code = run(argv)
+            sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
+            return code
     except OnnxmodError as exc:
-        print(f"onnxmod: error: {exc}", file=sys.stderr)
+        print(f"onnxmod: error: {escape(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Interrupted (SIGINT/SIGTERM) or a bare KeyboardInterrupt
         msg = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT; no partial output was kept"
-        print(f"onnxmod: error: {msg}", file=sys.stderr)
+        print(f"onnxmod: error: {escape(msg)}", file=sys.stderr)
         return Interrupted.exit_code
+    except BrokenPipeError:  # the reader went away (`onnxmod evaluate ... | head -2`): stop quietly, as
+        with contextlib.suppress(OSError, ValueError):  # Unix tools do (killed by SIGPIPE: 128 + 13)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except Exception as exc:  # a bug: still one line, distinct code
-        msg = " ".join(str(exc).split())[:400]
+        msg = escape(" ".join(str(exc).split())[:400])
         print(f"onnxmod: internal error: {type(exc).__name__}: {msg} (please report this)", file=sys.stderr)
         return EXIT_INTERNAL
     finally:

@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 
 from . import __version__
 from .errors import IncompatibleError, InputError
+from .io import check_metadata_map, parse_index
 
 LABEL, SCORES = "label", "scores"
 
@@ -26,17 +27,15 @@ def module_info(proto: onnx.ModelProto, where: str) -> dict:
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("onnxmod.kind") != "module":
         raise InputError(f"{where}: not an onnxmod module (metadata 'onnxmod.kind' is {meta.get('onnxmod.kind')!r})")
-    try:
-        return {"class_index": int(meta["onnxmod.class_index"]), "class_name": meta["onnxmod.class_name"],
-                "input_signature": json.loads(meta["onnxmod.input_signature"]),
-                "vocab_sha256": meta.get("onnxmod.vocab_sha256", ""), "shape": meta.get("onnxmod.shape", ""),
-                "source_sha256": meta.get("onnxmod.source_sha256", ""), "mode": meta.get("onnxmod.mode", ""),
-                "max_steps": int(meta["onnxmod.max_steps"]) if meta.get("onnxmod.max_steps") else None,
-                "lang_token": int(meta["onnxmod.lang_token"]) if meta.get("onnxmod.lang_token") else None,
-                "output_vocab_sha256": meta.get("onnxmod.output_vocab_sha256", ""),
-                "where": where}
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"{where}: module metadata is incomplete ({exc})")
+    check_metadata_map(meta, where, nested=True)  # every field read below, checked where it is read
+    return {"class_index": parse_index(meta["onnxmod.class_index"]), "class_name": meta["onnxmod.class_name"],
+            "input_signature": json.loads(meta["onnxmod.input_signature"]),
+            "vocab_sha256": meta.get("onnxmod.vocab_sha256", ""), "shape": meta.get("onnxmod.shape", ""),
+            "source_sha256": meta.get("onnxmod.source_sha256", ""), "mode": meta.get("onnxmod.mode", ""),
+            "max_steps": parse_index(meta["onnxmod.max_steps"]) if meta.get("onnxmod.max_steps") else None,
+            "lang_token": parse_index(meta["onnxmod.lang_token"]) if meta.get("onnxmod.lang_token") else None,
+            "output_vocab_sha256": meta.get("onnxmod.output_vocab_sha256", ""),
+            "where": where}
 
 
 def _signature_key(sig) -> tuple:

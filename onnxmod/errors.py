@@ -13,6 +13,7 @@ class                       code  meaning
 ``OutputError``             73    an output cannot be created (no permission, not a directory,
                                   disk full); nothing partial was left behind
 ``Interrupted``             130   SIGINT/SIGTERM; nothing partial was left behind
+(``BrokenPipeError``)       141   stdout's reader went away (``| head``); nothing printed
 (any other exception)       70    an internal error (a bug): please report it
 ==========================  ====  ==========================================================
 
@@ -24,6 +25,7 @@ while the atomic writers, which clean up on ``BaseException``, still do.
 from __future__ import annotations
 
 EXIT_INTERNAL = 70
+EXIT_PIPE = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, as a Unix tool killed by it
 
 
 class OnnxmodError(Exception):

@@ -249,6 +249,9 @@ class Model:
             axis = 0 if int(node.attrs.get("transB", 0)) else 1
             c = int(np.asarray(node.inputs[1].values).shape[axis])
             bias = 2 if len(node.inputs) > 2 and node.inputs[2].name else None
+            if bias and not isinstance(node.inputs[2], gs.Constant):
+                raise UnsupportedModelError(f"{self.source}: output layer {node.name!r} (Gemm): its bias "
+                                            f"{node.inputs[2].name!r} is computed, not a constant")
             return Head(node, axis, node if bias else None, bias, t, c)
         bias_node, bias_index = None, None
         if node.op == "Add":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import stat
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import safety
 from .errors import InputError, OutputError, UsageError
 
 DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -65,6 +67,12 @@ def _check_external_data(p: Path, proto: onnx.ModelProto) -> None:
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
         if not loc:
             raise InputError(f"{p}: tensor {t.name!r} is stored externally but names no data file")
+        # inside the model's folder (symlinks resolved) before anything is asked of the file system
+        # about it: a missing and an existing path outside give the same answer (no existence oracle)
+        folder = safety.real(p.parent)
+        if os.path.isabs(loc) or folder not in safety.real(p.parent / loc).parents:
+            raise InputError(f"{p}: tensor {t.name!r} is stored externally at {loc!r}, outside the model's folder; "
+                             f"onnxmod reads external data only from the model's folder")
         f = p.parent / loc
         if not f.is_file():
             raise InputError(f"{p}: external data file {loc} is missing (needed by tensor {t.name!r}; "
@@ -92,12 +100,28 @@ def load_onnx(path) -> onnx.ModelProto:
     except Exception as exc:
         raise InputError(f"{p}: invalid ONNX model ({_first_line(exc)})") from None
     _check_constants(p, proto)
+    _weights_not_inputs(proto)
     check_metadata(proto, str(p))
     try:  # strict shape inference: shapes and types must agree (onnxruntime would refuse otherwise)
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise InputError(f"{p}: inconsistent ONNX model (shape inference: {_first_line(exc)})") from None
     return proto
+
+
+def _weights_not_inputs(proto: onnx.ModelProto) -> None:
+    """IR version 3 (opset <= 8 exporters) lists every initializer among the graph's inputs too.
+    Read it as IR 4 does: the weights are constants, the graph's inputs are the data. The graph
+    computes the same; rewriting it then keeps weights constant, as for any newer model."""
+    if proto.ir_version >= 4:
+        return
+    weights = {t.name for t in proto.graph.initializer}
+    data = [i for i in proto.graph.input if i.name not in weights]
+    if len(data) == len(proto.graph.input):
+        return
+    del proto.graph.input[:]
+    proto.graph.input.extend(data)
+    proto.ir_version = 4
 
 
 def _graphs(g: onnx.GraphProto):
@@ -168,12 +192,21 @@ def _is_int(v, lo: int, hi: int | None = None) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v < hi)
 
 
+_INDEX = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+def parse_index(text) -> int | None:
+    """A metadata integer as onnxmod writes it: plain decimal digits, no sign, no leading zero,
+    no spaces or underscores (``int()`` would take ``" 3 "``, ``"1_000"``, 30 digits)."""
+    return int(text) if isinstance(text, str) and _INDEX.fullmatch(text) else None
+
+
 def _json(where: str, key: str, text: str):
     import json
 
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InputError(f"{where}: metadata {key!r} is not valid JSON ({text[:40]!r})") from None
 
 
@@ -189,24 +222,33 @@ def check_metadata(proto: onnx.ModelProto, where: str) -> None:
     """The ``onnxmod.*`` metadata that modules and compositions carry, checked once at the door so
     composing, splitting and evaluating can trust it (hand-edited or damaged files are refused here
     with the key named, instead of failing somewhere later)."""
-    meta = {e.key: e.value for e in proto.metadata_props}
+    check_metadata_map({e.key: e.value for e in proto.metadata_props}, where)
+
+
+def check_metadata_map(meta: dict, where: str, nested: bool = False) -> None:
+    """``check_metadata`` on a key/value map: a file's, or one module's inside a composition's
+    ``onnxmod.modules`` (``nested``: it must then be a module's, with its identity complete)."""
     kind = meta.get("onnxmod.kind")
     if kind is not None and kind not in KINDS:
-        raise InputError(f"{where}: metadata 'onnxmod.kind' is {kind!r}, expected one of {', '.join(KINDS)}")
+        raise InputError(f"{where}: metadata 'onnxmod.kind' is {str(kind)[:40]!r}, expected one of {', '.join(KINDS)}")
+    if nested:
+        if kind != "module":
+            raise InputError(f"{where}: metadata 'onnxmod.kind' is {kind!r}, expected 'module'")
+        for key in ("onnxmod.class_index", "onnxmod.class_name", "onnxmod.input_signature"):
+            if key not in meta:
+                raise InputError(f"{where}: metadata {key!r} is missing")
 
     def integer(key, lo, hi=None):
         if key in meta:
-            try:
-                v = int(meta[key])
-            except ValueError:
-                v = None
+            v = parse_index(meta[key])
             if v is None or not _is_int(v, lo, hi):
                 bound = f"{lo}..{hi - 1}" if hi else f">= {lo}"
-                raise InputError(f"{where}: metadata {key!r} is {meta[key][:40]!r}, expected an integer {bound}")
+                raise InputError(f"{where}: metadata {key!r} is {meta[key][:40]!r}, expected a plain decimal "
+                                 f"integer {bound}")
 
     integer("onnxmod.class_index", 0, MAX_CLASS_INDEX)
-    integer("onnxmod.max_steps", 1)
-    integer("onnxmod.lang_token", 0)
+    integer("onnxmod.max_steps", 1, 1 << 31)
+    integer("onnxmod.lang_token", 0, 1 << 31)
     if "onnxmod.input_signature" in meta:
         if not _signature_ok(_json(where, "onnxmod.input_signature", meta["onnxmod.input_signature"])):
             raise InputError(f"{where}: metadata 'onnxmod.input_signature' is malformed (expected name, dtype and "
@@ -220,10 +262,12 @@ def check_metadata(proto: onnx.ModelProto, where: str) -> None:
                              f"class_index/class_name entries)")
     if "onnxmod.modules" in meta:
         mods = _json(where, "onnxmod.modules", meta["onnxmod.modules"])
-        if not isinstance(mods, list) or not all(
+        if nested or not isinstance(mods, list) or not all(
                 isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
                 for m in mods):
             raise InputError(f"{where}: metadata 'onnxmod.modules' is malformed (expected one key/value map per module)")
+        for k, m in enumerate(mods):
+            check_metadata_map(m, f"{where}: metadata 'onnxmod.modules' entry {k}", nested=True)
     if "onnxmod.module_outputs" in meta:
         outs = _json(where, "onnxmod.module_outputs", meta["onnxmod.module_outputs"])
         if not isinstance(outs, list) or not all(
@@ -286,8 +330,8 @@ class Dataset:
     """
 
     path: str
-    x_train: np.ndarray
-    y_train: np.ndarray
+    x_train: np.ndarray | None  # None when loaded with train=False
+    y_train: np.ndarray | None
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str] | None = None
@@ -297,21 +341,25 @@ class Dataset:
 
     @property
     def many_output(self) -> bool:
-        return self.y_train.ndim == 2
+        return (self.y_train if self.y_train is not None else self.y_test).ndim == 2
 
 
 def load_data(path, num_classes: int | None = None, many_output: bool | None = None,
-              input_dtype=np.int64, input_shape: list | None = None, max_token: int | None = None) -> Dataset:
+              input_dtype=np.int64, input_shape: list | None = None, max_token: int | None = None,
+              train: bool = True) -> Dataset:
     """Load and validate a data file against what the model expects (``max_token``: token ids must
-    be below it, see ``token_limit``)."""
+    be below it, see ``token_limit``). ``train=False`` reads the test split only (``evaluate``):
+    the training and validation arrays are then never read, and are None. Only the keys needed are
+    ever decompressed (``NpzArrays``)."""
     p = _input_path(path, "an .npz data file")
     arrays = _read_npz(p)
-    missing = [k for k in DATA_KEYS if k not in arrays]
+    needed = DATA_KEYS if train else ("x_test", "y_test")
+    missing = [k for k in needed if k not in arrays]
     if missing:
-        raise InputError(f"{p}: missing key(s) {', '.join(missing)} (need {', '.join(DATA_KEYS)})")
+        raise InputError(f"{p}: missing key(s) {', '.join(missing)} (need {', '.join(needed)})")
     out = {}
-    splits = ["train", "test"]
-    if "x_val" in arrays or "y_val" in arrays:
+    splits = ["train", "test"] if train else ["test"]
+    if train and ("x_val" in arrays or "y_val" in arrays):
         if not ("x_val" in arrays and "y_val" in arrays):
             raise InputError(f"{p}: has only one of x_val, y_val (give both or neither)")
         splits.append("val")
@@ -324,35 +372,106 @@ def load_data(path, num_classes: int | None = None, many_output: bool | None = N
         if x.shape[0] == 0:
             raise InputError(f"{p}: x_{split} is empty")
         out[f"x_{split}"], out[f"y_{split}"] = x, y
-    if out["y_train"].ndim != out["y_test"].ndim:
+    if train and out["y_train"].ndim != out["y_test"].ndim:
         raise InputError(f"{p}: y_train and y_test have different ranks")
     names = _strings(p, "class_names", arrays.get("class_names"))
-    vocab = _strings(p, "vocab", arrays.get("vocab"))
+    vocab = _strings(p, "vocab", arrays.get("vocab")) if train else None
+    out.setdefault("x_train", None)
+    out.setdefault("y_train", None)
     return Dataset(str(p), class_names=names, vocab=vocab, **out)
 
 
-def _read_npz(p: Path) -> dict:
+def _max_array_bytes() -> int:
     try:
-        z = np.load(str(p), allow_pickle=False)
-    except Exception as exc:  # zip, pickle and format errors of every kind
-        if "pickle" in str(exc):
-            raise InputError(f"{p}: holds pickled Python objects, which onnxmod never loads; save plain arrays "
-                             f"with numpy.savez") from None
-        raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__}: {_first_line(exc, 120)})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        what = f"a single {z.dtype} array" if isinstance(z, np.ndarray) else type(z).__name__
-        raise InputError(f"{p}: not an .npz file (it holds {what}; save with numpy.savez)")
-    arrays = {}
-    with z:
-        for k in z.files:
-            try:
-                arrays[k] = z[k]
-            except Exception as exc:
-                if "allow_pickle" in str(exc):
-                    raise InputError(f"{p}: key {k!r} holds Python objects (pickled), which onnxmod never loads; "
-                                     f"store numbers or strings") from None
-                raise InputError(f"{p}: key {k!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
-    return arrays
+        return max(int(os.environ.get("ONNXMOD_MAX_ARRAY_BYTES", "")), 1)
+    except ValueError:
+        return 256 << 20
+
+
+# per .npz member, uncompressed (zip header) and declared (.npy header), checked before reading
+MAX_ARRAY_BYTES = _max_array_bytes()
+
+
+class NpzArrays:
+    """The arrays of an ``.npz``, read lazily: listing it reads the zip directory only; each key is
+    read when asked for, after its uncompressed size (zip header) and its declared shape and
+    dtype (``.npy`` header) are checked against ``MAX_ARRAY_BYTES`` and each other, so an unused
+    key is never decompressed and a zip bomb is refused before it is inflated."""
+
+    def __init__(self, p: Path):
+        import zipfile
+
+        self.p = p
+        try:
+            with open(p, "rb") as f:
+                magic = f.read(6)
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        if magic.startswith(b"\x93NUMPY"):
+            raise InputError(f"{p}: not an .npz file (it holds a single array; save with numpy.savez)")
+        if not magic.startswith(b"PK"):
+            if magic[:1] == b"\x80":
+                raise InputError(f"{p}: holds pickled Python objects, which onnxmod never loads; save plain arrays "
+                                 f"with numpy.savez")
+            raise InputError(f"{p}: not a readable .npz file (not a zip archive)")
+        try:
+            with zipfile.ZipFile(p) as z:
+                infos = z.infolist()
+        except Exception as exc:  # zip format errors of every kind
+            raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+        self.members = {}
+        for i in infos:
+            key = i.filename[:-4] if i.filename.endswith(".npy") else i.filename
+            self.members.setdefault(key, i)
+
+    def __contains__(self, key) -> bool:
+        return key in self.members
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def keys(self):
+        return self.members.keys()
+
+    def get(self, key, default=None):
+        return self[key] if key in self.members else default
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        import zipfile
+
+        p, info = self.p, self.members[key]
+        if info.file_size > MAX_ARRAY_BYTES:
+            raise InputError(f"{p}: key {key!r} holds {info.file_size:,} bytes uncompressed, above onnxmod's limit "
+                             f"of {MAX_ARRAY_BYTES:,} bytes per array")
+        try:
+            with zipfile.ZipFile(p) as z, z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f, max_header_size=10000)
+                header = f.tell() if f.seekable() else None
+                if dtype.hasobject:
+                    raise InputError(f"{p}: key {key!r} holds Python objects (pickled), which onnxmod never loads; "
+                                     f"store numbers or strings")
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                room = info.file_size - (header or 0)
+                if declared > MAX_ARRAY_BYTES or declared > room:
+                    raise InputError(f"{p}: key {key!r} declares shape {list(shape)} of {dtype} ({declared:,} bytes) "
+                                     f"but " + (f"onnxmod's limit is {MAX_ARRAY_BYTES:,} bytes per array"
+                                                if declared > MAX_ARRAY_BYTES else f"holds {room:,} bytes"))
+            with np.load(str(p), allow_pickle=False) as z:
+                return z[key]
+        except InputError:
+            raise
+        except Exception as exc:
+            if "allow_pickle" in str(exc) or "pickle" in str(exc):
+                raise InputError(f"{p}: key {key!r} holds Python objects (pickled), which onnxmod never loads; "
+                                 f"store numbers or strings") from None
+            raise InputError(f"{p}: key {key!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+
+
+def _read_npz(p: Path) -> NpzArrays:
+    return NpzArrays(p)
 
 
 def _strings(p: Path, key: str, a) -> list[str] | None:
@@ -471,10 +590,11 @@ def write_bytes_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling ``.name.*.tmp`` renamed into place."""
     p = Path(path)
     created = _make_parent(p)
+    safety.sweep_stale(p)
     tmp = None
     try:
         with signals_deferred():
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+            fd, tmp = tempfile.mkstemp(prefix=safety.temp_prefix(p.name), suffix=".tmp", dir=str(p.parent))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -498,44 +618,32 @@ def save_model_atomic(proto: onnx.ModelProto, path) -> None:
     write_bytes_atomic(path, proto.SerializeToString(deterministic=True))
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return str(a) == str(b)
-
-
-def check_output_file(path, force: bool, inputs=()) -> Path:
-    p = Path(path)
-    for i in inputs:
-        if _same_file(i, p):
-            raise UsageError(f"{p}: output would overwrite an input")
-    if p.exists() and not force:
-        raise UsageError(f"{p}: already exists (use --force to replace it)")
-    if p.exists() and p.is_dir():
-        raise UsageError(f"{p}: is a directory")
-    return p
+check_output_file = safety.check_output_file
+check_output_dir = safety.check_output_dir
 
 
 @contextlib.contextmanager
-def atomic_directory(path, force: bool = False):
-    """Build a directory under a temporary name (``.name.*.partial``); rename it into place only on
-    success. With ``force`` an existing directory is replaced, and put back if the swap fails."""
-    final = Path(path)
-    if final.exists() and not force:
-        raise UsageError(f"{final}: already exists (use --force to replace it)")
-    if final.exists() and not final.is_dir():
-        raise UsageError(f"{final}: exists and is not a directory")
+def atomic_directory(path, force: bool = False, inputs=()):
+    """Build a directory under a temporary name (``.name.PID.*.partial``); rename it into place only
+    on success, with the ``safety.MARKER`` file listing what it holds. With ``force`` an existing
+    previous onnxmod output is replaced, and put back if the swap fails; anything else is refused
+    (``safety.check_output_dir``)."""
+    final = safety.check_output_dir(path, force, inputs)
     created = _make_parent(final)
+    safety.sweep_stale(final)
     tmp = None
     try:
         with signals_deferred():
             try:
-                tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=str(final.parent)))
+                tmp = Path(tempfile.mkdtemp(prefix=safety.temp_prefix(final.name), suffix=".partial",
+                                            dir=str(final.parent)))
                 os.chmod(tmp, 0o777 & ~_umask())
+                (tmp / safety.MARKER).write_bytes(safety.partial_stamp())
             except OSError as exc:
                 raise OutputError(f"{final}: cannot create a directory next to it ({_os_reason(exc)})") from None
         yield tmp
+        files = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file() and p != tmp / safety.MARKER]
+        write_bytes_atomic(tmp / safety.MARKER, safety.marker_bytes(files))
         with signals_deferred():
             _swap_into_place(tmp, final)
             tmp = None
@@ -551,7 +659,7 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     old = None
     try:
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=str(final.parent)))
+            old = Path(tempfile.mkdtemp(prefix=safety.temp_prefix(final.name), suffix=".old", dir=str(final.parent)))
             os.rmdir(old)
             os.replace(final, old)
         os.replace(tmp, final)

@@ -13,7 +13,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from .errors import UnsupportedModelError
+from .errors import OnnxmodError, UnsupportedModelError
+from .fold import fold_bounded
 from .ops import recurrent_op_types
 from .ops.layout import to_time_major
 
@@ -27,9 +28,11 @@ def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[s
     try:
         severity, G_LOGGER.severity = G_LOGGER.severity, G_LOGGER.ERROR  # its warnings are not the user's
         try:
-            graph.fold_constants(error_ok=True).cleanup().toposort()
+            fold_bounded(graph, source).cleanup().toposort()  # refuses a folding bomb, naming the node
         finally:
             G_LOGGER.severity = severity
+    except OnnxmodError:
+        raise
     except Exception as exc:  # graphsurgeon folding is best-effort
         raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
     return graph, rewrites

@@ -371,3 +371,58 @@ def test_composing_two_graph_identical_modules_gives_a_valid_graph(workdir, modu
         if e.key == "onnxmod.class_name":
             e.value = "relabelled"
     onnx.checker.check_model(compose([a, b], ["a.onnx", "b.onnx"]), full_check=True)
+
+
+# ---- issue 12: nested metadata, computed heads, IR 3, folding bombs, zip bombs -----------------------
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_issue12_model_shapes(workdir, seed):
+    """IR 3 stacks, computed head biases and folding bombs (tools/fuzz.py gen_shape): accepted or
+    refused with the file named; a refused folding bomb names its node."""
+    rng = np.random.default_rng(seed)
+    desc, proto = fuzz.gen_shape(rng)
+    path = workdir / "shape.onnx"
+    path.write_bytes(proto.SerializeToString())
+    try:
+        fuzz.run_model(rng, path.read_bytes(), workdir)
+    except OnnxmodError as exc:
+        _one_line_refusal(exc, "case.onnx")
+        if "folding bomb" in desc and "folding limit" in str(exc):
+            assert "'fz_big'" in str(exc), str(exc)
+    except fuzz.RuntimeInvalid:
+        pass
+    if "IR 3" in desc:  # unedited IR 3 stacks are read as IR 4 and decompose like any other
+        Model(load_onnx(workdir / "case.onnx"))
+    if "computed head" in desc:
+        with pytest.raises(OnnxmodError, match="computed"):
+            Model(load_onnx(workdir / "case.onnx"))
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_issue12_nested_metadata_and_replace(workdir, modules, seed):
+    """Damaged nested onnxmod.modules entries, through inspect/compose/evaluate/replace."""
+    rng = np.random.default_rng(seed)
+    proto = modules.pick(rng, composition=True)
+    desc = fuzz.nested_edit(rng, proto)
+    mod = modules.pick(rng, composition=False)
+    payload = ("replace" if rng.random() < 0.5 else "evaluate", [proto.SerializeToString(), mod.SerializeToString()])
+    refused_or_ok(lambda: fuzz.run_module(payload, modules, workdir), ("case", "modules-data.npz"))
+
+
+@settings(max_examples=12, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_issue12_lying_npz_headers(workdir, seed):
+    """.npy headers declaring more than the member holds: refused before any allocation."""
+    rng = np.random.default_rng(seed)
+    z, expect = fuzz._valid_arrays(rng)
+    key = str(rng.choice(["x_train", "y_train", "x_test", "y_test"]))
+    n = int(rng.integers(0, 50))
+    path = workdir / "bomb.npz"
+    fuzz.write_npz_bomb(path, {k: v for k, v in z.items() if k != key}, key, n, n + 1 + int(rng.integers(0, 10**12)))
+    from onnxmod.io import NpzArrays
+
+    with pytest.raises(OnnxmodError, match=f"'{key}' declares"):
+        NpzArrays(path)[key]
+    refused_or_ok(lambda: load_data(path, **expect), "bomb.npz")

@@ -131,6 +131,14 @@ def float_data(path: Path, n=60, steps=7, features=5, classes=4, many_output=Fal
     return path
 
 
+def _fuzz():
+    """tools/fuzz.py, whose generators (IR 3, computed heads, folding and zip bombs) these tests reuse."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fuzz
+
+    return fuzz
+
+
 def lstm_proto(hidden=3):
     return build(random_stack(np.random.default_rng(0), "LSTM", 1, hidden, 1))
 
@@ -492,11 +500,77 @@ def test_existing_output_is_refused_unless_forced(tmp_path):
     (tmp_path / "out" / "keep.txt").write_text("precious\n")
     refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"], 2,
            "out", "already exists", "--force", outputs=())
+    # a folder onnxmod did not write is never replaced, --force or not
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out", "--force"], 2,
+           "out", "not a previous onnxmod output", ".onnxmod-output", outputs=())
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious\n"
-    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--force", "--quiet")
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "new", "--quiet")
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
-    assert (tmp_path / "out" / "composed.onnx").exists() and not (tmp_path / "out" / "keep.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "f.onnx", "out"]
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "new", "--force", "--quiet")
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    assert (tmp_path / "new" / "composed.onnx").exists() and (tmp_path / "new" / ".onnxmod-output").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "f.onnx", "new", "out"]
+
+
+def _inputs_in(folder: Path):
+    folder.mkdir()
+    model = float_model(folder / "f.onnx", classes=3)
+    data = float_data(folder / "d.npz", classes=3)
+    (folder / "notes.txt").write_text("unrelated\n")
+    return model, data
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "symlink", "dotdot"])
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_output_folder_holding_the_inputs_is_refused(tmp_path, where, force):
+    """Issue 12 (data loss): --out equal to, or a parent of, the inputs' folder (symlinks and '..'
+    resolved) is refused before anything is touched, --force or not."""
+    model, data = _inputs_in(tmp_path / "IN")
+    (tmp_path / "IN" / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "IN")
+    out = {"same": tmp_path / "IN", "parent": tmp_path, "symlink": tmp_path / "link",
+           "dotdot": tmp_path / "IN" / "sub" / ".."}[where]
+    args = ["decompose", model, "--data", data, "--out", out, "--quiet"] + (["--force"] if force else [])
+    refuse(tmp_path, args, 2, "holds the input", outputs=())
+
+
+def test_force_replaces_a_previous_output_only_if_it_holds_nothing_else(tmp_path):
+    model, data = _inputs_in(tmp_path / "IN")
+    out = tmp_path / "out"
+    api.decompose(model, data, out, progress=False, evaluate=False)
+    (out / "modules" / "mine.txt").write_text("mine\n")
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", out, "--force"], 2,
+           "modules/mine.txt", "did not write", outputs=())
+    (out / "modules" / "mine.txt").unlink()
+    (out / "extra").mkdir()
+    refuse(tmp_path, ["decompose", model, "--data", data, "--out", out, "--force"], 2, "'extra'", outputs=())
+    (out / "extra").rmdir()
+    api.decompose(model, data, out, force=True, progress=False, evaluate=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["IN", "out"]
+
+
+@pytest.mark.parametrize("target", ["module", "hardlink", "symlink", "foreign", "foreign-force"])
+def test_compose_never_writes_over_an_input_or_a_foreign_file(tmp_path, decomposed, target):
+    for k in (0, 1):
+        shutil.copy(decomposed / "out" / "modules" / f"{k}.onnx", tmp_path / f"m{k}.onnx")
+    (tmp_path / "notes.onnx").write_text("not ours\n")
+    os.link(tmp_path / "m0.onnx", tmp_path / "hard.onnx")
+    (tmp_path / "sym.onnx").symlink_to(tmp_path / "m1.onnx")
+    out, code, words = {"module": (tmp_path / "m1.onnx", 2, ["overwrite the input"]),
+                        "hardlink": (tmp_path / "hard.onnx", 2, ["overwrite the input"]),
+                        "symlink": (tmp_path / "sym.onnx", 2, ["overwrite the input"]),
+                        "foreign": (tmp_path / "notes.onnx", 2, ["already exists"]),
+                        "foreign-force": (tmp_path / "notes.onnx", 2, ["not an ONNX file written by onnxmod"])}[target]
+    args = ["compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", out]
+    refuse(tmp_path, args + ["--force"] if target != "foreign" else args, code, *words, outputs=())
+
+
+def test_replace_never_writes_over_its_inputs(tmp_path, decomposed):
+    shutil.copy(decomposed / "out" / "composed.onnx", tmp_path / "c.onnx")
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    for out in ("c.onnx", "m1.onnx"):
+        refuse(tmp_path, ["replace", tmp_path / "c.onnx", "--with", tmp_path / "m1.onnx", "--out", tmp_path / out,
+                          "--force"], 2, "overwrite the input", outputs=())
 
 
 def test_output_file_in_place_of_directory(tmp_path):
@@ -792,3 +866,301 @@ def test_failed_forced_replacement_keeps_the_previous_output(tmp_path, monkeypat
     with pytest.raises(OutputError, match="No space left on device"):
         api.decompose(model, data, tmp_path / "out", force=True, progress=False)
     assert snapshot(tmp_path) == before
+
+
+# ---- module file names (issue 12) ------------------------------------------------------------
+
+NASTY_NAMES = ["x", "2_x", "x", ".", "", "数学", "a/../b", "X"]
+
+
+def test_module_file_names_are_unique_whatever_the_class_names(tmp_path):
+    """Names that collide once made safe (x, 2_x, x; '.', '', unicode, path separators, case)
+    give one file per class, and report.json points each class at its own file."""
+    import json
+
+    model = float_model(tmp_path / "f.onnx", classes=len(NASTY_NAMES))
+    data = float_data(tmp_path / "d.npz", n=120, classes=len(NASTY_NAMES), class_names=np.array(NASTY_NAMES))
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--quiet", "--no-guard")
+    assert res.returncode == 0, res.stderr
+    files = sorted(p.name for p in (tmp_path / "out" / "modules").iterdir())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(files) == len(NASTY_NAMES) == len(report["modules"])
+    pointed = [m["file"] for m in report["modules"]]
+    assert len({p.lower() for p in pointed}) == len(pointed)
+    assert sorted(Path(p).name for p in pointed) == files
+    for m in report["modules"]:  # each file holds its class's module
+        meta = {e.key: e.value for e in onnx.load(str(tmp_path / "out" / m["file"])).metadata_props}
+        assert int(meta["onnxmod.class_index"]) == m["class"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "f.onnx", "out"]
+
+
+def test_module_file_name_rule():
+    from onnxmod.api import module_file_names
+
+    names = module_file_names(list(enumerate(NASTY_NAMES + ["7", "algebra", "y" * 300])))
+    assert names[:2] == ["0_x", "1_2_x"] and names[8:10] == ["7", "algebra"] and names[3] == "3_class"
+    assert len(names[10]) == 100 and all("/" not in n and not n.startswith(".") for n in names)
+    assert len({n.lower() for n in names}) == len(names)
+
+
+# ---- metadata read strictly, nested too (issue 12) ------------------------------------------
+
+
+def _set_meta(proto, **changes):
+    meta = {e.key: e.value for e in proto.metadata_props}
+    meta.update({k.replace("__", "."): v for k, v in changes.items()})
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in sorted(meta.items()))
+    return proto
+
+
+def _nested(src: Path, dst: Path, key: str, value: str) -> Path:
+    import json
+
+    proto = onnx.load(str(src))
+    mods = json.loads({e.key: e.value for e in proto.metadata_props}["onnxmod.modules"])
+    mods[1][key] = value
+    onnx.save(_set_meta(proto, onnxmod__modules=json.dumps(mods)), str(dst))
+    return dst
+
+
+NESTED = [("onnxmod.input_signature", "5"), ("onnxmod.input_signature", "[{\"name\": 1}]"),
+          ("onnxmod.class_index", "1" * 30), ("onnxmod.class_index", "-7"), ("onnxmod.class_index", "1_000"),
+          ("onnxmod.class_index", " 3 "), ("onnxmod.class_index", "+1"), ("onnxmod.class_index", "01"),
+          ("onnxmod.kind", "model"), ("onnxmod.max_steps", "0"), ("onnxmod.lang_token", "9" * 40)]
+
+
+@pytest.mark.parametrize("key, value", NESTED, ids=[f"{k[8:]}={v[:12]}" for k, v in NESTED])
+@pytest.mark.parametrize("command", ["replace", "evaluate", "inspect"])
+def test_damaged_nested_module_metadata_is_refused(tmp_path, decomposed, key, value, command):
+    """A composition whose nested onnxmod.modules entry is damaged: exit 3 naming the entry and the
+    key, for every command that reads it (replace used to crash or write a file evaluate refused)."""
+    comp = _nested(decomposed / "out" / "composed.onnx", tmp_path / "c.onnx", key, value)
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    data = float_data(tmp_path / "d.npz", classes=3)
+    args = {"replace": ["replace", comp, "--with", tmp_path / "m1.onnx", "--out", tmp_path / "new.onnx"],
+            "evaluate": ["evaluate", comp, "--data", data], "inspect": ["inspect", comp]}[command]
+    refuse(tmp_path, args, 3, "c.onnx", "onnxmod.modules", "entry 1", key, outputs=("new.onnx",))
+
+
+@pytest.mark.parametrize("value", ["1_000", " 3 ", "1" * 30, "-7", "+2", "02", "٣"])
+def test_module_class_index_must_be_a_plain_decimal(tmp_path, decomposed, value):
+    proto = onnx.load(str(decomposed / "out" / "modules" / "0.onnx"))
+    onnx.save(_set_meta(proto, onnxmod__class_index=value), str(tmp_path / "m0.onnx"))
+    shutil.copy(decomposed / "out" / "modules" / "1.onnx", tmp_path / "m1.onnx")
+    refuse(tmp_path, ["compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", tmp_path / "pair.onnx"],
+           3, "m0.onnx", "onnxmod.class_index", "plain decimal", outputs=("pair.onnx",))
+
+
+# ---- models that used to crash (issue 12) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_ir_version_3_model_decomposes_like_its_ir_8_twin(tmp_path, op):
+    """IR 3 / opset 7 (weights also listed as graph inputs) used to crash in build_module (exit 70).
+    It is read as IR 4: its composition computes what the IR 8 twin's composition computes."""
+    import onnxruntime as ort
+
+    fuzz = _fuzz()
+    proto = build(random_stack(np.random.default_rng(0), op, 1, 6, 1, features=5, classes=4))
+    onnx.save(proto, str(tmp_path / "ir8.onnx"))
+    onnx.save(fuzz.ir3(proto), str(tmp_path / "ir3.onnx"))
+    data = float_data(tmp_path / "d.npz")
+    for name in ("ir8", "ir3"):
+        res = cli("decompose", tmp_path / f"{name}.onnx", "--data", data, "--out", tmp_path / name, "--quiet",
+                  "--no-guard", "--mode", "rolled")
+        assert res.returncode == 0, res.stderr
+    x = _read_npz(data)["x_test"]
+    got = [ort.InferenceSession(str(tmp_path / n / "composed.onnx")).run(None, {"x": x}) for n in ("ir8", "ir3")]
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_allclose(got[0][1], got[1][1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("command", ["inspect", "decompose"])
+def test_gemm_head_with_a_computed_bias(tmp_path, command):
+    fuzz = _fuzz()
+
+    onnx.save(fuzz.computed_head(lstm_proto(), "ReduceSum"), str(tmp_path / "m.onnx"))
+    data = float_data(tmp_path / "d.npz")
+    args = ["inspect", tmp_path / "m.onnx"] if command == "inspect" else \
+        ["decompose", tmp_path / "m.onnx", "--data", data, "--out", tmp_path / "out"]
+    refuse(tmp_path, args, 4, "m.onnx", "'head'", "bias", "computed", outputs=("out",))
+
+
+@pytest.mark.parametrize("n", [20000, 60000])
+@pytest.mark.parametrize("command", ["inspect", "decompose"])
+def test_folding_bomb_is_refused_before_it_runs(tmp_path, command, n):
+    """ConstantOfShape [n, n] -> ReduceSum -> Add into the head's bias: folding used to take 1.7 GB
+    (n = 20000), or fail silently (n = 60000: inspect 0, decompose 70). Refused with the node named;
+    the memory bound itself is measured by tools/fuzz.py --memory."""
+    fuzz = _fuzz()
+
+    onnx.save(fuzz.folding_bomb(lstm_proto(), n), str(tmp_path / "m.onnx"))
+    data = float_data(tmp_path / "d.npz")
+    args = ["inspect", tmp_path / "m.onnx"] if command == "inspect" else \
+        ["decompose", tmp_path / "m.onnx", "--data", data, "--out", tmp_path / "out"]
+    refuse(tmp_path, args, 4, "m.onnx", "'fz_big'", "ConstantOfShape", f"{4 * n * n:,} bytes", outputs=("out",))
+
+
+def test_small_folded_constant_still_folds(tmp_path):
+    fuzz = _fuzz()
+    from onnxmod.graph import Model
+
+    m = Model(fuzz.folding_bomb(lstm_proto(), 100))
+    assert m.head.bias_node is not None and m.head.node.op == "Gemm"
+
+
+# ---- the smaller ones (issue 12) ----------------------------------------------------------------
+
+
+def _external_at(tmp_path: Path, location: str) -> Path:
+    proto = build(random_stack(np.random.default_rng(0), "LSTM", 1, 8, 1, features=16))
+    (tmp_path / "ext").mkdir(exist_ok=True)
+    onnx.save(proto, str(tmp_path / "ext" / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    proto = onnx.load(str(tmp_path / "ext" / "m.onnx"), load_external_data=False)
+    for t in proto.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save(proto, str(tmp_path / "ext" / "m.onnx"))
+    return tmp_path / "ext" / "m.onnx"
+
+
+def test_external_data_outside_the_model_folder_is_no_existence_oracle(tmp_path):
+    """A missing and an existing path outside the model's folder get the same answer."""
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
+    answers = []
+    for loc in ("../secret.bin", "../nothing-here.bin", str(tmp_path / "secret.bin"), "/nonexistent/x.bin"):
+        model = _external_at(tmp_path, loc)
+        res = refuse(tmp_path, ["inspect", model], 3, "m.onnx", "outside the model's folder", outputs=())
+        answers.append(res.stderr.replace(loc, "LOC"))
+    assert len(set(answers)) == 1, answers
+
+
+def test_control_characters_in_class_names_are_escaped(tmp_path):
+    """Class names with ANSI escapes, line breaks and carriage returns are printed escaped by
+    decompose, compose and inspect: no raw control character, no forged error line on stdout."""
+    import json
+
+    names = np.array(["\x1b[31mred", "a\nonnxmod: error: forged", "b\rc", "\u202eevil"])
+    model = float_model(tmp_path / "f.onnx", classes=4)
+    data = float_data(tmp_path / "d.npz", classes=4, class_names=names)
+    runs = [cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--quiet", "--no-guard")]
+    assert runs[0].returncode == 0, runs[0].stderr
+    files = [m["file"] for m in json.loads((tmp_path / "out" / "report.json").read_text())["modules"]]
+    runs.append(cli("compose", *[tmp_path / "out" / f for f in files], "--out", tmp_path / "c.onnx"))
+    runs.append(cli("inspect", tmp_path / "out" / files[1]))
+    runs.append(cli("inspect", tmp_path / "c.onnx"))
+    runs.append(cli("evaluate", tmp_path / "c.onnx", "--data", data))
+    for res in runs:
+        assert res.returncode == 0, res.stderr
+        for stream in (res.stdout, res.stderr):
+            assert not any(c in stream for c in "\x1b\r\u202e"), stream
+            assert not any(line.startswith("onnxmod: error") for line in stream.splitlines()), stream
+    assert "\\x1b[31mred" in runs[1].stdout and "a\\x0aonnxmod: error: forged" in runs[2].stdout
+
+
+def test_control_characters_in_a_path_are_escaped_in_errors(tmp_path):
+    res = cli("inspect", tmp_path / "no\x1b[2Jsuch\n.onnx")
+    assert_refused(res, 3, "no\\x1b[2Jsuch .onnx", "no such file")  # line breaks in messages become spaces
+
+
+def test_stale_leftovers_of_a_killed_run_are_removed(tmp_path):
+    """A killed decompose leaves .out.PID.*.partial, a killed compose .c.onnx.PID.*.tmp: the next run
+    into the same folder removes those whose pid is dead, and nothing that merely looks alike."""
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    data = float_data(tmp_path / "d.npz", classes=3)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid = dead.pid
+    code = ("import os, sys, time; from onnxmod import api; import onnxmod.io as io; "
+            "io.os.fsync = lambda fd: os.kill(os.getpid(), 9); "
+            f"api.decompose({str(model)!r}, {str(data)!r}, {str(tmp_path / 'out')!r}, progress=False)")
+    killed = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True)
+    assert killed.returncode == -9
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert left and all(p.endswith(".partial") for p in left), left
+    stale_tmp = tmp_path / f".c.onnx.{pid}.abc123.tmp"
+    stale_tmp.write_bytes(b"half a model")
+    alike = [tmp_path / f".out.{os.getpid()}.live.partial", tmp_path / f".out.{pid}.nomark.partial",
+             tmp_path / ".out.notapid.x.partial", tmp_path / f".c.onnx.{os.getpid()}.live1.tmp"]
+    for p in alike:
+        p.mkdir() if p.suffix == ".partial" else p.write_bytes(b"x")
+    res = cli("decompose", model, "--data", data, "--out", tmp_path / "out", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert not [n for n in left if (tmp_path / n).exists()]
+    assert all(p.exists() for p in alike)
+    for k in (0, 1):
+        shutil.copy(tmp_path / "out" / "modules" / f"{k}.onnx", tmp_path / f"m{k}.onnx")
+    res = cli("compose", tmp_path / "m0.onnx", tmp_path / "m1.onnx", "--out", tmp_path / "c.onnx")
+    assert res.returncode == 0, res.stderr
+    assert not stale_tmp.exists() and all(p.exists() for p in alike)
+
+
+def test_onnxruntime_failure_names_the_files(tmp_path):
+    """A model that fixes its sequence length in a Reshape, fed longer sequences: onnxruntime fails
+    mid-run; decompose and evaluate name the model and the data (decompose used to name nothing)."""
+    proto = lstm_proto()
+    g = proto.graph
+    g.initializer.append(numpy_helper.from_array(np.array([-1, 7, 5], np.int64), "fixed"))
+    for n in g.node:
+        n.input[:] = ["x_fixed" if v == "x" else v for v in n.input]
+    g.node.insert(0, helper.make_node("Reshape", ["x", "fixed"], ["x_fixed"], name="fixed_len"))
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    data = float_data(tmp_path / "d.npz", steps=9)
+    refuse(tmp_path, ["decompose", tmp_path / "m.onnx", "--data", data, "--out", tmp_path / "out"], 3,
+           "m.onnx", "d.npz", "onnxruntime", "fixed_len")
+    refuse(tmp_path, ["evaluate", tmp_path / "m.onnx", "--data", data], 3, "m.onnx", "d.npz", "onnxruntime",
+           outputs=())
+
+
+def test_closed_stdout_exits_quietly(tmp_path, decomposed):
+    """`onnxmod evaluate ... | head -2`: the reader went away; exit 141 (SIGPIPE's), nothing on stderr."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        res = subprocess.run([sys.executable, "-m", "onnxmod", "evaluate", decomposed / "out" / "composed.onnx",
+                              "--data", decomposed / "d.npz"], stdout=w, stderr=subprocess.PIPE, text=True,
+                             env=_env(), timeout=300)
+    finally:
+        os.close(w)
+    assert res.returncode == 141 and res.stderr == "", (res.returncode, res.stderr)
+
+
+def _zip_bomb(path: Path, base: dict, key: str, n: int, declared: int | None = None):
+    _fuzz().write_npz_bomb(path, base, key, n, declared)
+    return path
+
+
+def test_unused_npz_key_is_never_decompressed(tmp_path, monkeypatch):
+    """An unused key of 1.2 GB of zeros (5 MB compressed) is never read: evaluate reads x_test and
+    y_test only, and decompose never asks for the key."""
+    from onnxmod import io
+
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    base = _read_npz(float_data(tmp_path / "d0.npz", classes=3))
+    data = _zip_bomb(tmp_path / "d.npz", base, "junk", 150_000_000)
+    read = []
+    real_get = io.NpzArrays.__getitem__
+
+    def spy(self, key):
+        read.append(key)
+        return real_get(self, key)
+
+    monkeypatch.setattr(io.NpzArrays, "__getitem__", spy)
+    api.evaluate(model, data)
+    assert sorted(read) == ["x_test", "y_test"]
+    read.clear()
+    api.decompose(model, data, tmp_path / "out", progress=False, evaluate=False)
+    assert "junk" not in read and {"x_train", "y_train", "x_test", "y_test"} <= set(read)
+
+
+@pytest.mark.parametrize("declared", [None, 10 ** 12], ids=["inflates", "lying-header"])
+def test_npz_member_above_the_cap_is_refused_before_it_is_read(tmp_path, declared):
+    model = float_model(tmp_path / "f.onnx", classes=3)
+    base = _read_npz(float_data(tmp_path / "d0.npz", classes=3))
+    base.pop("x_test")
+    n = 40_000_000 if declared is None else 1000
+    data = _zip_bomb(tmp_path / "d.npz", base, "x_test", n, declared)
+    refuse(tmp_path, ["evaluate", model, "--data", data], 3, "d.npz", "'x_test'", "bytes", outputs=())

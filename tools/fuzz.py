@@ -16,8 +16,16 @@ Three targets, each input generated from ``(seed, case index)`` so any finding i
   ``.npy``, pickles, random bytes) and random expectations (classes, rank, dtype, static dims).
 * ``slice`` — ``Model.apply_selection`` (rolled), ``unrolled.apply_unrolled`` (per step) and the
   whole module builder with random keep sets on generated stacks, then the ONNX checker.
-* ``module`` — ``api.inspect``/``api.compose``/``api.evaluate`` on real modules and compositions
-  whose ``onnxmod.*`` metadata (and sometimes graph) was edited; no temporary output may remain.
+* ``module`` — ``api.inspect``/``api.compose``/``api.evaluate``/``api.replace`` on real modules and
+  compositions whose ``onnxmod.*`` metadata (nested ``onnxmod.modules`` entries included) and
+  sometimes graph was edited; no temporary output may remain.
+
+Issue 12's generators run inside these targets (counted apart in the summary): IR 3 stacks
+(weights also graph inputs), Gemm heads with a computed bias, folding bombs (``ConstantOfShape``
+/ ``Expand`` / ``Tile`` up to ``[2^31, 2^31]`` into the head's bias), zip bombs (a member, used or
+not, inflating past the cap, or an ``.npy`` header declaring more than it holds) and damaged
+nested metadata. The summary gives each worker's peak RSS after each kind of case: an upper bound
+of any one case's peak memory.
 
 Outcome of a case: ``ok``, the ``OnnxmodError`` subclass raised, ``UNCAUGHT <type>`` (any other
 exception: a bug) or ``HANG`` (over ``--timeout`` seconds). An ``OnnxmodError`` whose message does
@@ -33,6 +41,7 @@ import concurrent.futures as cf
 import copy
 import io as _io
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -420,7 +429,110 @@ def byte_edit(rng, raw: bytes) -> tuple[str, bytes]:
     return f"{n} bytes inserted at {i}", bytes(b)
 
 
+# ---- model shapes that used to crash or exhaust memory (issue 12) --------------------------------
+
+
+def ir3(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` as an opset-7 exporter wrote it: IR version 3, every initializer also listed as a
+    graph input, Squeeze's axes an attribute."""
+    p = copy.deepcopy(proto)
+    g = p.graph
+    inits = {t.name: t for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Squeeze" and len(n.input) == 2 and n.input[1] in inits:
+            axes = numpy_helper.to_array(inits[n.input[1]]).tolist()
+            del n.input[1]
+            n.attribute.append(helper.make_attribute("axes", axes))
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in keep)
+    del p.opset_import[:]
+    p.opset_import.append(helper.make_opsetid("", 7))
+    p.ir_version = 3
+    return p
+
+
+def _head(g: onnx.GraphProto) -> onnx.NodeProto:
+    return next(n for n in g.node if n.op_type == "Gemm")
+
+
+def computed_head(proto: onnx.ModelProto, op: str = "ReduceSum") -> onnx.ModelProto:
+    """The Gemm head's bias replaced by a tensor computed from the head's input (``[N, 1]``)."""
+    p = copy.deepcopy(proto)
+    g = p.graph
+    head = _head(g)
+    at = list(g.node).index(head)
+    if op == "ReduceSum":
+        g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "fz_axes"))
+        node = helper.make_node("ReduceSum", [head.input[0], "fz_axes"], ["fz_bias"], keepdims=1, name="fz_bias")
+    else:  # an elementwise op of the features: [N, K] does not broadcast to [N, C] unless K == C or 1
+        node = helper.make_node(op, [head.input[0]], ["fz_bias0"], name="fz_bias0")
+        g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "fz_axes"))
+        g.node.insert(at, node)
+        at += 1
+        node = helper.make_node("ReduceMax", [head.input[0]], ["fz_bias"], axes=[1], keepdims=1, name="fz_bias")
+    g.node.insert(at, node)
+    head.input[2] = "fz_bias"
+    return p
+
+
+def folding_bomb(proto: onnx.ModelProto, n: int, op: str = "ConstantOfShape") -> onnx.ModelProto:
+    """``ConstantOfShape [n, n]`` (or ``Expand``/``Tile`` to it) -> ``ReduceSum`` -> ``Add`` into
+    the head's bias: a constant only folding computes, of 4 n^2 bytes."""
+    p = copy.deepcopy(proto)
+    g = p.graph
+    head = _head(g)
+    g.initializer.append(numpy_helper.from_array(np.array([n, n], np.int64), "fz_shape"))
+    if op == "ConstantOfShape":
+        big = [helper.make_node("ConstantOfShape", ["fz_shape"], ["fz_big"], name="fz_big",
+                                value=numpy_helper.from_array(np.array([1e-9], np.float32)))]
+    elif op == "Expand":
+        g.initializer.append(numpy_helper.from_array(np.array([[1e-9]], np.float32), "fz_one"))
+        big = [helper.make_node("Expand", ["fz_one", "fz_shape"], ["fz_big"], name="fz_big")]
+    else:
+        g.initializer.append(numpy_helper.from_array(np.array([[1e-9]], np.float32), "fz_one"))
+        big = [helper.make_node("Tile", ["fz_one", "fz_shape"], ["fz_big"], name="fz_big")]
+    nodes = big + [helper.make_node("ReduceSum", ["fz_big"], ["fz_sum"], keepdims=0, name="fz_sum"),
+                   helper.make_node("Add", [head.input[2], "fz_sum"], ["fz_b"], name="fz_add")]
+    at = list(g.node).index(head)
+    for k, nd in enumerate(nodes):
+        g.node.insert(at + k, nd)
+    head.input[2] = "fz_b"
+    return p
+
+
+FAMILIES = ("IR 3", "computed head", "folding bomb", "zip bomb", "nested")
+BOMB_SIZES = [10, 1000, 4000, 5000, 20000, 60000, 10 ** 6, 2 ** 31]
+BOMB_OPS = ["ConstantOfShape", "Expand", "Tile"]
+HEAD_OPS = ["ReduceSum", "Relu", "Tanh"]
+
+
+def gen_shape(rng) -> tuple[str, onnx.ModelProto]:
+    """One of the model shapes issue 12 found crashing or exhausting memory, on a generated
+    one-output stack (a Gemm head): IR 3, a computed head bias, a folding bomb."""
+    op, lbr, relu = CELLS[rng.integers(len(CELLS))]
+    layers, hidden, dirs = int(rng.integers(1, 3)), int(rng.integers(1, 6)), int(rng.integers(1, 3))
+    proto = build(random_stack(np.random.default_rng(int(rng.integers(2**31))), op, layers, hidden, dirs,
+                               features=int(rng.integers(1, 6)), classes=int(rng.integers(1, 5)), relu=relu,
+                               linear_before_reset=lbr))
+    desc = f"{layers}x{op} H={hidden} D={dirs} M:1"
+    kind = _pick(rng, ["ir3", "head", "bomb", "bomb"])
+    if kind == "ir3":
+        return f"{desc} IR 3", ir3(proto)
+    if kind == "head":
+        head = _pick(rng, HEAD_OPS)
+        return f"{desc} computed head bias ({head})", computed_head(proto, head)
+    n, op = int(_pick(rng, BOMB_SIZES)), _pick(rng, BOMB_OPS)
+    return f"{desc} folding bomb {op} [{n}, {n}]", folding_bomb(proto, n, op)
+
+
 def gen_model(rng, pool: Pool) -> tuple[str, bytes]:
+    if rng.random() < 0.15:
+        desc, proto = gen_shape(rng)
+        edits = [field_edit(rng, proto) for _ in range(int(_pick(rng, [0, 0, 0, 1, 2])))]
+        return f"{desc}: " + ("; ".join(edits) or "unedited"), proto.SerializeToString()
     desc, proto = pool.pick(rng)
     how = float(rng.random())
     if how < 0.3:
@@ -607,6 +719,8 @@ def gen_data(rng) -> tuple[str, bytes | None, dict]:
         elif key in z:
             z[key], what = _mutate_array(rng, z[key])
             edits.append(f"{key}: {what}")
+    if rng.random() < 0.04:
+        return gen_bomb(rng, z, edits, expect)
     buf = _io.BytesIO()
     container = rng.random()
     if container < 0.6:
@@ -636,6 +750,57 @@ def gen_data(rng) -> tuple[str, bytes | None, dict]:
         what, raw = byte_edit(rng, raw)
         kind += f" + {what}"
     return f"{kind} [{'; '.join(edits) or 'valid arrays'}] expect {expect}", raw, expect
+
+
+def write_npz_bomb(path, base: dict, key: str, n: int, declared: int | None = None, dtype=np.int64) -> None:
+    """``base`` saved as an .npz plus member ``key``: ``n`` zeros of ``dtype``, deflated (a few MB
+    for gigabytes), written in chunks so that building it takes no memory. ``declared`` elements in
+    its .npy header (default ``n``; a lying header declares more than the member holds)."""
+    from numpy.lib import format as npy
+
+    np.savez(path, **base)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open(key + ".npy", "w", force_zip64=True) as f:
+            npy.write_array_header_1_0(f, {"descr": npy.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                                           "shape": (declared if declared is not None else n,)})
+            chunk = bytes(1 << 22)
+            left = n * np.dtype(dtype).itemsize
+            while left > 0:
+                f.write(chunk[:min(left, len(chunk))])
+                left -= len(chunk)
+
+
+_BOMBS: dict = {}  # (key, n) -> the member's bytes: each inflating bomb is built once per process
+
+
+def gen_bomb(rng, z: dict, edits: list, expect: dict):
+    """A zip bomb: a member (used or unused key) that inflates above the 256 MiB cap (320 MB of
+    zeros, 1.4 MB deflated; built once per key and process), or whose .npy header declares far more
+    than it holds."""
+    inflate = rng.random() < 0.5
+    key = _pick(rng, ["x_test", "y_train", "junk"] if inflate else
+                ["x_train", "y_train", "x_test", "y_test", "x_val", "class_names", "junk"])
+    base = {k: v for k, v in z.items() if k != key}
+    if inflate:
+        n, declared, what = 40_000_000, None, "inflates to 320 MB"
+    else:
+        n = int(rng.integers(0, 100))
+        declared = int(_pick(rng, [10 ** 9, 10 ** 12, 2 ** 62, n + 1]))
+        what = f"declares {declared} elements, holds {n}"
+    if declared is None:
+        if key not in _BOMBS:
+            b = _io.BytesIO()
+            write_npz_bomb(b, {}, key, n)
+            _BOMBS[key] = b.getvalue()
+        buf = _io.BytesIO(_BOMBS[key])  # the other arrays appended: the bomb member is never inflated
+        with zipfile.ZipFile(buf, "a") as zf:
+            for k, v in base.items():
+                with zf.open(k + ".npy", "w") as f:
+                    np.lib.format.write_array(f, np.asanyarray(v), allow_pickle=True)
+    else:
+        buf = _io.BytesIO()
+        write_npz_bomb(buf, base, key, n, declared)
+    return f"zip bomb {key} {what} [{'; '.join(edits) or 'valid arrays'}] expect {expect}", buf.getvalue(), expect
 
 
 def run_data(raw: bytes, expect: dict, workdir: Path) -> None:
@@ -689,9 +854,13 @@ class Modules:
                 api.decompose(m, self.data, out, mode=mode, progress=False)
             self.files += [f.read_bytes() for f in sorted(out.glob("modules/*.onnx"))]
             self.files.append((out / "composed.onnx").read_bytes())
+        self.kinds = [any(e.key == "onnxmod.kind" and e.value == "composition"
+                          for e in onnx.ModelProto.FromString(f).metadata_props) for f in self.files]
 
-    def pick(self, rng) -> onnx.ModelProto:
-        return onnx.ModelProto.FromString(self.files[int(rng.integers(len(self.files)))])
+    def pick(self, rng, composition: bool | None = None) -> onnx.ModelProto:
+        """A module or composition (``composition``: True for a composition, None for either)."""
+        files = self.files if composition is None else [f for f, c in zip(self.files, self.kinds) if c == composition]
+        return onnx.ModelProto.FromString(files[int(rng.integers(len(files)))])
 
 
 def meta_edit(rng, proto: onnx.ModelProto) -> str:
@@ -709,14 +878,47 @@ def meta_edit(rng, proto: onnx.ModelProto) -> str:
     return what
 
 
+INDEX_VALUES = ["1_000", " 3 ", "-7", "+1", "01", "1" * 30, "\u0663", "0x1", "1.0", "", "65536", "2"]
+
+
+def nested_edit(rng, proto: onnx.ModelProto) -> str:
+    """Damage one field of one module's identity inside a composition's ``onnxmod.modules``."""
+    import json
+
+    meta = {e.key: e.value for e in proto.metadata_props}
+    try:
+        mods = json.loads(meta["onnxmod.modules"])
+        entry = mods[int(rng.integers(len(mods)))]
+    except (KeyError, ValueError, TypeError, IndexError):
+        return "no nested metadata"
+    key = _pick(rng, list(entry) + META_KEYS)
+    how = rng.random()
+    if how < 0.15:
+        entry.pop(key, None)
+        what = f"del {key}"
+    elif how < 0.25:
+        entry[key] = _pick(rng, [5, None, [1], {"a": 1}, 1.5])
+        what = f"{key}={entry[key]!r} (not a string)"
+    else:
+        entry[key] = _pick(rng, META_VALUES + INDEX_VALUES + [entry.get(key, "")[:-1], entry.get(key, "") + "]"])
+        what = f"{key}={entry[key][:40]!r}"
+    meta["onnxmod.modules"] = json.dumps(mods)
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    return f"nested {what}"
+
+
 def gen_module(rng, mods: Modules):
     protos, edits = [], []
-    for _ in range(int(rng.integers(1, 4))):
-        proto = mods.pick(rng)
+    op = _pick(rng, ["inspect", "compose", "compose", "compose", "evaluate", "replace", "replace"])
+    for i in range(int(rng.integers(1, 4)) if op != "replace" else 2):
+        proto = mods.pick(rng, composition=True if op == "replace" and i == 0 else None)
         for _ in range(int(_pick(rng, [0, 1, 1, 2, 3]))):
-            edits.append(meta_edit(rng, proto) if rng.random() < 0.8 else field_edit(rng, proto))
+            how = rng.random()
+            edits.append(nested_edit(rng, proto) if how < 0.35 else meta_edit(rng, proto) if how < 0.85
+                         else field_edit(rng, proto))
         protos.append(proto.SerializeToString())
-    op = _pick(rng, ["inspect", "compose", "compose", "compose", "evaluate"])
     return f"{op} of {len(protos)} file(s): {'; '.join(edits) or 'unedited'}", (op, protos)
 
 
@@ -734,6 +936,8 @@ def run_module(payload, mods: Modules, workdir: Path) -> None:
             api.inspect(paths[0])
         elif op == "compose":
             api.compose(paths, out, force=True)
+        elif op == "replace":
+            api.replace(paths[0], paths[1], out, force=True)
         else:  # one onnxruntime session: only for this fifth of the module cases
             api.evaluate(paths[0], mods.data)
     finally:
@@ -853,17 +1057,27 @@ def worker(args):
     pool = Pool(seed)
     counts = collections.Counter()
     failures, seen = [], set()
+    memory = {}  # (target, "refused" | "accepted") -> (peak RSS in MB after such a case, its index)
     with tempfile.TemporaryDirectory(prefix="onnxmod-fuzz-") as d:
         workdir = Path(d)
         for i in indices:
             target, outcome, desc, detail = run_case(seed, i, targets, pool, workdir, timeout)
             counts[(target, outcome)] += 1
+            # the process's peak RSS so far bounds this case's peak from above
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            kind = (target, "accepted" if outcome.startswith("ok") else "refused")
+            for fam in FAMILIES:
+                if fam in desc:
+                    memory[("family", fam, outcome.split(" at ")[0])] = memory.get(
+                        ("family", fam, outcome.split(" at ")[0]), 0) + 1
+            if rss > memory.get(kind, (0, None))[0]:
+                memory[kind] = (rss, i)
             if messages is not None and detail and not failed(outcome):
                 messages[(target, _gist(detail))] += 1
             if failed(outcome) and outcome not in seen:  # first example of each distinct failure
                 seen.add(outcome)
                 failures.append((i, target, outcome, desc, detail))
-    return counts, failures, messages
+    return counts, failures, messages, memory
 
 
 def _gist(message: str) -> str:
@@ -908,9 +1122,15 @@ def main(argv=None) -> int:
             results = list(ex.map(worker, work))
     seen = set()
     messages = collections.Counter()
-    for c, f, m in results:
+    memory, families = {}, collections.Counter()
+    for c, f, m, mem in results:
         counts.update(c)
         messages.update(m or {})
+        for k, v in mem.items():
+            if k[0] == "family":
+                families[k[1:]] += v
+            else:
+                memory[k] = max(memory.get(k, v), v)
         for item in f:
             if item[2] not in seen:
                 seen.add(item[2])
@@ -930,6 +1150,15 @@ def main(argv=None) -> int:
             print(f"  most common refusals ({target}):")
             for n, msg in top:
                 print(f"      {n:>6}  {msg}")
+    print("  issue-12 generators (inside the targets above):")
+    for fam in FAMILIES:
+        sub = {o: n for (f, o), n in families.items() if f == fam}
+        print(f"      {fam:<14} {sum(sub.values()):>5}: " + ", ".join(f"{o} {n}" for o, n in
+                                                              sorted(sub.items(), key=lambda kv: -kv[1])))
+    print("  peak RSS of the worker process after each kind of case (an upper bound for every case of that "
+          "kind, the workers' start-up included):")
+    for (t, k), (mb, i) in sorted(memory.items()):
+        print(f"      {t:<6} {k:<8} {mb:7.0f} MB (reached at case {i})")
     bad = sum(n for (t, o), n in counts.items() if failed(o))
     total = collections.Counter()
     for (t, o), n in counts.items():

@@ -216,6 +216,10 @@ def _fold(node, t, inputs, args):
     None when it cannot say (the tensor then stays opaque)."""
     from onnx.reference import ReferenceEvaluator
 
+    if node.op in ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Pad", "OneHot"):
+        want = args[0] if node.op == "ConstantOfShape" else (args[1] if len(args) > 1 else None)
+        if want is None or np.prod(np.abs(np.asarray(want, dtype=np.float64)).clip(1, None)) > 2 ** 22:
+            return None  # could be a large tensor: left opaque (never folded here)
     names = [f"in{i}" if i_.name else "" for i, i_ in enumerate(inputs)]
     dtypes = [np.asarray(i_.values).dtype if isinstance(i_, gs.Constant) else
               (i_.dtype if i_.dtype is not None else np.float32) for i_ in inputs]
