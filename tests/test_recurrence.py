@@ -198,13 +198,40 @@ def test_an_unknown_cell_in_a_loop_is_refused_naming_the_loop_and_why():
         Model(proto, source="odd.onnx")
 
 
-def test_a_two_state_loop_says_how_many_states_it_carries():
+def test_a_two_state_loop_that_is_no_lstm_says_so():
     H, I = 3, 2
     nodes = [helper.make_node("MatMul", ["x_t", "W"], ["xw"]), helper.make_node("Add", ["xw", "c"], ["s"]),
              helper.make_node("Tanh", ["s"], ["h_new"]), helper.make_node("Identity", ["s"], ["c_new"])]
     proto = _loop_model(nodes, [_w("W", (I, H), 1)], H, I, extra_state=True)
-    with pytest.raises(UnsupportedModelError, match="carries 2 state tensors"):
+    with pytest.raises(UnsupportedModelError, match=r"\(Loop\): its cell state update is not f \* c \+ i \* g"):
         Model(proto, source="two.onnx")
+
+
+def test_a_keras_style_lstm_loop_is_lifted_and_exact():
+    """Keras' LSTM cell written in a loop (gates i, f, c, o in Keras' order; h and c carried): lifted
+    to a native LSTM (ONNX order i, o, f, c) that equals the loop, and slicing it = zeroing."""
+    H, I = 3, 2
+    nodes = [helper.make_node("MatMul", ["x_t", "Wk"], ["xw"]), helper.make_node("MatMul", ["h", "Uk"], ["hu"]),
+             helper.make_node("Add", ["xw", "hu"], ["s"]), helper.make_node("Add", ["s", "bk"], ["z"]),
+             helper.make_node("Split", ["z"], ["zi", "zf", "zc", "zo"], axis=1, num_outputs=4),
+             helper.make_node("Sigmoid", ["zi"], ["i"]), helper.make_node("Sigmoid", ["zf"], ["f"]),
+             helper.make_node("Tanh", ["zc"], ["g"]), helper.make_node("Sigmoid", ["zo"], ["o"]),
+             helper.make_node("Mul", ["f", "c"], ["fc"]), helper.make_node("Mul", ["i", "g"], ["ig"]),
+             helper.make_node("Add", ["fc", "ig"], ["c_new"]), helper.make_node("Tanh", ["c_new"], ["tc"]),
+             helper.make_node("Mul", ["o", "tc"], ["h_new"])]
+    inits = [_w("Wk", (I, 4 * H), 1), _w("Uk", (H, 4 * H), 2), _w("bk", (4 * H,), 3)]
+    proto = _loop_model(nodes, inits, H, I, extra_state=True)
+    model = Model(proto, source="keras_lstm.onnx")
+    (op,) = model.recurrent
+    assert (op.form, op.op_type, op.hidden_size) == ("loop", "LSTM", H)
+    x = np.random.default_rng(9).normal(0, 1, (5, 4, I)).astype(np.float32)  # [T, N, I]
+    want = runtime.session(proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(runtime.session(model.runnable).run(None, {"x": x})[0], want, atol=1e-5)
+    keep = {0: [np.array([0, 2])]}
+    m = model.fresh()
+    m.apply_selection({0: UnitSelection.from_keep(H, keep[0])})
+    np.testing.assert_allclose(runtime.session(m.export()).run(None, {"x": x})[0],
+                               runtime.session(_zeroed(model, keep)).run(None, {"x": x})[0], atol=1e-5)
 
 
 def test_a_recurrence_inside_if_is_refused_naming_the_construct():

@@ -1,5 +1,5 @@
 """Front-end: a known cell inside a ``Loop`` body (tf2onnx's Keras GRU and SimpleRNN, scripted
-torch loops), lifted into the native op that computes the same thing.
+torch loops; vanilla RNN, GRU or LSTM), lifted into the native op that computes the same thing.
 
 Recognition reads the loop's plumbing, then the cell:
 
@@ -11,7 +11,8 @@ Recognition reads the loop's plumbing, then the cell:
    ``Add``/``Sub`` of constants or forms, ``Mul`` by a scalar, ``Split``/``Slice`` of the last axis)
    joined by activations (``Sigmoid``, ``Tanh``, ``Relu``, ``HardSigmoid``, and ``Min``/``Max`` or
    ``Clip`` to [0, 1], a hard sigmoid written by hand). A vanilla RNN is ``act(form)``; a GRU is two
-   gates (sigmoid-like, on forms) and a candidate ``act(form_x + r * form_h)``, blended with h.
+   gates (sigmoid-like, on forms) and a candidate ``act(form_x + r * form_h)``, blended with h; an
+   LSTM carries h and c with ``c' = f c + i g`` and ``h' = o act(c')``.
 3. **Check.** The cell's parameters are run through onnxmod's own equations (``onnxmod.cells``) and
    compared with the body itself in onnxruntime on random inputs and states: the lift happens only
    when they agree within 1e-5; otherwise the reason says how far apart they were.
@@ -299,11 +300,15 @@ class LoopCells(FrontEnd):
                         f"mask_zero, or with native ops and sequence_lens")
         if not states:
             return miss("carries no state from one step to the next")
-        if len(states) > 1:
-            return miss(f"carries {len(states)} state tensors; the loop front-end knows one-state cells "
-                        f"(vanilla RNN, GRU)")
+        if len(states) > 2:
+            return miss(f"carries {len(states)} state tensors; the loop front-end knows cells with h (vanilla RNN, "
+                        f"GRU) or h and c (LSTM)")
+        emitted = [v for _, v in seqs] + list(b_out[1 + n_carried:])
+        if len(states) == 2 and any(self._same(t, states[1][2]) for t in emitted):
+            states = states[::-1]  # h is the state the loop emits at every step; c the other
         j, h_in, h_out, h_init = states[0]
-        if not _is_zero(h_init):
+        c_state = states[1] if len(states) == 2 else None
+        if not _is_zero(h_init) or (c_state is not None and not _is_zero(c_state[3])):
             return miss("its initial state is not provably zero")
         consts = {}
         for vid, init in passes.items():
@@ -332,23 +337,26 @@ class LoopCells(FrontEnd):
         if axis not in (0, 1) or X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], int):
             return miss("its input step is not a slice of a [T, N, I] or [N, T, I] tensor with a known I")
         I = int(X.shape[2])
-        reader = _Cell(x_t, I, [h_in], H, consts)
+        reader = _Cell(x_t, I, [h_in] + ([c_state[1]] if c_state else []), H, consts)
         upd = reader.value(h_out)
-        cell = self._identify(reader, upd, h_in, H)
+        cell = (self._lstm(reader, upd, reader.value(c_state[2]), H) if c_state
+                else self._identify(reader, upd, h_in, H))
         if isinstance(cell, str):
             return miss(cell)
         op_type, W, R, Bv, attrs = cell
         known = {t.name: (reader.consts[id(t)] if id(t) in reader.consts else reader.values.get(id(t)))
                  for t in body.tensors().values()}
         known = {k: v for k, v in known.items() if isinstance(v, np.ndarray)}
-        gap = self._check(body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H, graph.opset)
+        gap = self._check(body, x_t, [(h_in, h_out)] + ([(c_state[1], c_state[2])] if c_state else []), known,
+                          op_type, W, R, Bv, attrs, I, H, graph.opset)
         if gap is None or gap > TOL:
             what = "cannot be run on its own" if gap is None else f"differs from it by {gap:.2g}"
             return miss(f"its body looks like a {op_type} cell, but that cell {what} on random inputs (tolerance "
                         f"{TOL:g})")
         # per-step outputs: a scan output, or a sequence stacked after the loop
         scan_outs = [(k, b_out[1 + n_carried + k]) for k in range(len(b_out) - 1 - n_carried)]
-        outs = {"final": loop.outputs[j], "stacked": [], "concat": []}
+        outs = {"final": loop.outputs[j], "final_c": loop.outputs[c_state[0]] if c_state else None,
+                "stacked": [], "concat": []}
         for k, t in scan_outs:
             if self._same(t, h_out):
                 outs["stacked"].append(loop.outputs[n_carried + k])
@@ -367,12 +375,13 @@ class LoopCells(FrontEnd):
                 outs["concat"].append(c)
         for k, t in enumerate(loop.outputs):
             used = bool(t.outputs) or t in graph.outputs
-            if used and t is not outs["final"] and t not in outs["stacked"] and not any(
+            if used and t is not outs["final"] and t is not outs["final_c"] and t not in outs["stacked"] and not any(
                     t is loop.outputs[js] for js, _ in seqs):
                 return miss(f"its loop output {t.name!r} (not the state) is used after the loop")
         watch = [t.name for t in outs["stacked"]] + [c.outputs[0].name for c in outs["concat"]]
-        if outs["final"].outputs or outs["final"] in graph.outputs:
-            watch.append(outs["final"].name)
+        for t in (outs["final"], outs["final_c"]):
+            if t is not None and (t.outputs or t in graph.outputs):
+                watch.append(t.name)
         node = self._replace(graph, loop, name, X, axis, op_type, W, R, Bv, attrs, H, outs)
         rec = NativeRecurrence(index, node, form="loop")
         rec.watch = watch  # the model's own tensors of this recurrence's states (checked on traced rows)
@@ -401,6 +410,40 @@ class LoopCells(FrontEnd):
             return self._gru(reader, gates, H)
         names = sorted({type(v).__name__ if not isinstance(v, Opaque) else v.node.op for v in [upd]})
         return f"its state update ({', '.join(names)}) is not a vanilla RNN or GRU cell onnxmod recognizes"
+
+    def _lstm(self, reader, upd_h, upd_c, H):
+        """c' = f c + i g and h' = o act(c'), gates on forms (ONNX order i, o, f, c)."""
+        def mul_of(v):
+            return v.args if isinstance(v, Opaque) and v.node.op == "Mul" and len(v.args) == 2 else None
+
+        if not (isinstance(upd_c, Opaque) and upd_c.node.op == "Add"):
+            return "its cell state update is not f * c + i * g"
+        f = i = g = None
+        for term in upd_c.args:
+            pair = mul_of(term)
+            if pair is None:
+                return "its cell state update is not f * c + i * g"
+            if any(isinstance(a, tuple) and a == ("state", 1) for a in pair):
+                f = next((a for a in pair if isinstance(a, Act)), None)
+            else:
+                acts = [a for a in pair if isinstance(a, Act)]
+                if len(acts) == 2:
+                    i, g = sorted(acts, key=lambda a: a.name not in ("Sigmoid", "HardSigmoid"))
+        pair = mul_of(upd_h)
+        o = hact = None
+        if pair is not None:
+            o = next((a for a in pair if isinstance(a, Act)), None)
+            hact = next((a for a in pair if isinstance(a, Opaque) and a.node.op in ("Tanh", "Relu", "Sigmoid")
+                         and a.args and a.args[0] is upd_c), None)
+        if None in (f, i, g, o, hact):
+            return "its state updates are not an LSTM cell (c' = f * c + i * g, h' = o * act(c')) onnxmod recognizes"
+        if not (f.spec == i.spec == o.spec) or any(a.lin.width != H for a in (f, i, g, o)):
+            return "its LSTM gates use different activations or widths"
+        gates = (i, o, f, g)  # ONNX order
+        W = np.concatenate([a.lin.A.T for a in gates])[None]
+        R = np.concatenate([a.lin.B.T for a in gates])[None]
+        B = np.concatenate([np.concatenate([a.lin.c for a in gates]), np.zeros(4 * H)])[None]
+        return "LSTM", W, R, B, {"activations": [f.name, g.name, hact.node.op], **self._ab([f, g])}
 
     @staticmethod
     def _ab(acts):
@@ -473,15 +516,18 @@ class LoopCells(FrontEnd):
                         return g, Lin(np.zeros((0, U.shape[1])), U, c), 0
         return None
 
-    def _check(self, body, x_t, h_in, h_out, known, op_type, W, R, Bv, attrs, I, H, opset=17):
-        """Largest difference between the body (onnxruntime) and onnxmod's cell on random steps.
-        ``known``: the values (by tensor name) the cell reader worked out: loop invariants and
-        what the graph computes from constants before the loop."""
+    def _check(self, body, x_t, states, known, op_type, W, R, Bv, attrs, I, H, opset=17):
+        """Largest difference between the body (onnxruntime) and onnxmod's cell on random steps:
+        every new state (``states``: (state in, state out) pairs, h first). ``known``: the values (by
+        tensor name) the cell reader worked out: loop invariants and what the graph computes from
+        constants before the loop."""
         from .. import runtime
 
         g = body.copy()
         tmap = g.tensors()
-        xv, hv, hov = tmap[x_t.name], tmap[h_in.name], tmap[h_out.name]
+        xv = tmap[x_t.name]
+        ins = [tmap[a.name] for a, _ in states]
+        outs_in_body = [tmap[b.name] for _, b in states]
         for n in g.nodes:
             for i, t in enumerate(n.inputs):
                 if isinstance(t, gs.Variable) and t.name in known and not t.inputs:
@@ -492,21 +538,25 @@ class LoopCells(FrontEnd):
             n.outputs = [gs.Variable(f"{o.name}__unused") if o is xv else o for o in n.outputs]
         xv.inputs.clear()
         xv.dtype, xv.shape = np.float32, ["P", I]
-        hv.dtype, hv.shape = np.float32, ["P", H]
-        out = gs.Variable(f"{hov.name}__probe", dtype=np.float32)
-        g.nodes.append(gs.Node("Identity", "probe_out", inputs=[hov], outputs=[out]))
-        g.inputs, g.outputs = [xv, hv], [out]
+        for v in ins:
+            v.dtype, v.shape = np.float32, ["P", H]
+        probes = []
+        for k, o in enumerate(outs_in_body):
+            out = gs.Variable(f"{o.name}__probe{k}", dtype=np.float32)
+            g.nodes.append(gs.Node("Identity", f"probe_out{k}", inputs=[o], outputs=[out]))
+            probes.append(out)
+        g.inputs, g.outputs = [xv, *ins], probes
+        rng = np.random.default_rng(0)
+        P = 64
+        x = rng.normal(0, 1, (P, I)).astype(np.float32)
+        st = [rng.uniform(-1, 1, (P, H)).astype(np.float32) for _ in states]
         try:
             g.cleanup().toposort()
             m = gs.export_onnx(g)
             del m.opset_import[:]
             m.opset_import.append(onnx.helper.make_opsetid("", max(int(opset or 17), 13)))
             m.ir_version = 8
-            rng = np.random.default_rng(0)
-            P = 64
-            x = rng.normal(0, 1, (P, I)).astype(np.float32)
-            h = rng.uniform(-1, 1, (P, H)).astype(np.float32)
-            want = runtime.session(m).run(None, {xv.name: x, hv.name: h})[0]
+            want = runtime.session(m).run(None, {xv.name: x, **{v.name: a for v, a in zip(ins, st)}})
         except Exception:  # noqa: BLE001 - a body that cannot run alone is not lifted
             return None
         cell = cell_for(op_type)
@@ -514,8 +564,8 @@ class LoopCells(FrontEnd):
         p = CellParams(R=R[0], Rb=Bv[0][cell.num_gates * H:], acts=acts,
                        linear_before_reset=bool(attrs.get("linear_before_reset", 0)))
         xp = x.astype(np.float64) @ W[0].T + Bv[0][:cell.num_gates * H]
-        new, _ = cell.step(Numpy(), xp, {"h": h.astype(np.float64)}, p)
-        return float(np.abs(new["h"] - want).max())
+        new, _ = cell.step(Numpy(), xp, {k: a.astype(np.float64) for k, a in zip(cell.states, st)}, p)
+        return max(float(np.abs(new[k] - w).max()) for k, w in zip(cell.states, want))
 
     @staticmethod
     def _resolve(attrs, op_type):
@@ -533,11 +583,12 @@ class LoopCells(FrontEnd):
             graph.nodes.append(gs.Node("Transpose", f"{p}/to_time_major", attrs={"perm": [1, 0, 2]},
                                        inputs=[X], outputs=[x]))
         Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
+        Yc = gs.Variable(f"{p}/Y_c", dtype=np.float32) if op_type == "LSTM" else None
         a = {k: v for k, v in attrs.items() if not k.startswith("_")}
         a["hidden_size"] = int(H)
         native = gs.Node(op_type, f"{name}/{op_type}", attrs=a, inputs=[
             x, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
-            gs.Constant(f"{p}/B", Bv.astype(np.float32))], outputs=[Y, Yh])
+            gs.Constant(f"{p}/B", Bv.astype(np.float32))], outputs=[Y, Yh] + ([Yc] if Yc is not None else []))
         graph.nodes.append(native)
         ax0 = gs.Constant(f"{p}/axis0", np.array([0], dtype=np.int64))
         ax1 = gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))
@@ -545,6 +596,8 @@ class LoopCells(FrontEnd):
         loop.outputs.clear()
         loop.inputs.clear()
         graph.nodes.append(gs.Node("Squeeze", f"{p}/final", inputs=[Yh, ax0], outputs=[final]))
+        if outs["final_c"] is not None:
+            graph.nodes.append(gs.Node("Squeeze", f"{p}/final_c", inputs=[Yc, ax0], outputs=[outs["final_c"]]))
         seq_tm = gs.Variable(f"{p}/steps", dtype=np.float32)  # [T, N, H]
         graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[Y, ax1], outputs=[seq_tm]))
         for t in stacked:
