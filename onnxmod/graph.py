@@ -27,7 +27,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import OnnxmodError, UnsupportedModelError, UsageError
 from .prepare import prepare_graph
-from .recurrence import Recurrence, recognize
+from .recurrence import Recurrence, describe_unrecognized, recognize
 from .rewrite import normalize
 from .units import UnitSelection
 
@@ -874,14 +874,10 @@ class Model:
 def describe_leniently(proto: onnx.ModelProto, source: str) -> dict:
     """What ``inspect`` can say of a model that ``Model`` refuses: its I/O, every recurrence the
     front-ends recognize (before any check that decomposition needs) and every miss."""
-    from .recurrence.native import describe_node
-
     graph, _ = prepare_graph(proto, source)
     normalize(graph)
     found, misses = recognize(graph, source)
-    recs = [r.describe() for r in found]
-    recs += [describe_node(n) for n in graph.nodes
-             if n.op in {"LSTM", "GRU", "RNN"} and not any(getattr(r, "node", None) is n for r in found)]
+    recs = [r.describe() for r in found] + describe_unrecognized(graph, found)
     return {"source": source, "inputs": [_tensor_desc(t) for t in graph.inputs],
             "outputs": [_tensor_desc(t) for t in graph.outputs], "parameters": count_parameters(graph),
             "recurrences": recs, "not_recognized": [str(m) for m in misses]}

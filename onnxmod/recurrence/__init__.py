@@ -95,6 +95,15 @@ def verify_forms(model, x, threads=None) -> dict | None:
             "max_scaled_difference": gap, "compared": sorted(k for k in want if k in got)}
 
 
+def describe_unrecognized(graph, found) -> list[dict]:
+    """What ``inspect`` says of the native recurrent nodes no front-end took (weights given as graph
+    inputs, say): read leniently, so a user sees them with the reason ``decompose`` refuses."""
+    from .native import describe_node
+
+    taken = {id(n) for r in found for n in r.reader_nodes()}
+    return [describe_node(n) for n in graph.nodes if handler_for(n.op) is not None and id(n) not in taken]
+
+
 def _subgraphs(node):
     for k, v in node.attrs.items():
         if isinstance(v, gs.Graph):
@@ -144,5 +153,5 @@ def unclaimed_control_flow(graph) -> list[NoMatch]:
     return out
 
 
-__all__ = ["TOLERANCE", "verify_forms", "FRONTENDS", "FrontEnd", "NativeRecurrence", "NoMatch", "Recurrence", "UnitSelection", "recognize",
+__all__ = ["TOLERANCE", "describe_unrecognized", "verify_forms", "FRONTENDS", "FrontEnd", "NativeRecurrence", "NoMatch", "Recurrence", "UnitSelection", "recognize",
            "register"]
