@@ -29,6 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import progress as _progress
+
 __all__ = [
     "PAD",
     "UNK",
@@ -160,6 +162,13 @@ def greedy_decode(
     n = src_ids.shape[0]
     langs = np.broadcast_to(np.asarray(lang_token_ids, dtype=np.int64), (n,))
     result = np.zeros((n, max_len), dtype=np.int64)
+    with _progress.bar(n, unit="sentences", desc="decode") as bar:
+        _decode(sess, src_ids, langs, result, in_src, in_tgt, out_name, max_len, eos_id, batch_size, bar)
+    return result
+
+
+def _decode(sess, src_ids, langs, result, in_src, in_tgt, out_name, max_len, eos_id, batch_size, bar) -> None:
+    n = src_ids.shape[0]
     for start in range(0, n, batch_size):
         src = src_ids[start : start + batch_size]
         b = src.shape[0]
@@ -174,7 +183,7 @@ def greedy_decode(
             if done.all():
                 break
             prefix = np.concatenate([prefix, nxt[:, None]], axis=1)
-    return result
+        bar.update(b)
 
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
