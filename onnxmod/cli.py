@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import logging
 import signal
@@ -426,9 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the version and exit")
     _logging_args(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
-                           title="commands")
+                           title="commands", help="the subcommand to run (each has --help)")
     for c in COMMANDS:
-        doc = (c.__doc__ or "").strip()
+        doc = inspect.cleandoc(c.__doc__ or "")
         s = sub.add_parser(c.name, help=doc.splitlines()[0] if doc else c.name, description=doc,
                            epilog=c.examples or None, formatter_class=_Formatter)
         c.parser = s

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 
 from tqdm.auto import tqdm
@@ -45,7 +46,16 @@ def step(name: str):
 def bar(total: int, unit: str = "rows", desc: str | None = None):
     """A bar that appears after one second (never, when bars are off)."""
     return tqdm(total=total, unit=unit, desc=desc or _state["step"], delay=1.0, disable=not _state["on"],
-                leave=False, file=sys.stderr, dynamic_ncols=True)
+                leave=False, file=sys.stderr, **(_size() if _state["on"] else {}))
+
+
+def _size() -> dict:
+    """The terminal's size; 80 x 24 where it reports none (tqdm draws nothing on a 0 x 0 terminal)."""
+    try:
+        cols, rows = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        cols, rows = 0, 0
+    return {"ncols": cols or 80, "nrows": rows or 24}
 
 
 def labelled(name: str):

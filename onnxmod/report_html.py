@@ -18,7 +18,7 @@ from . import report as rep
 NO_PLOTS = ("Plots need matplotlib: <code>pip install 'onnxmod[report]'</code> "
             "(the tables below are complete without it).")
 
-_CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:72em;color:#222}
+_CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;padding:0 1.2em;max-width:72em;color:#222}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0}th,td{padding:.25em .7em;border-bottom:1px solid #e4e4e4}
 th{background:#f4f4f4;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -55,7 +55,8 @@ def _table(head, rows, last=None, numeric_from=2, caption=None) -> str:
         out.append(f"<caption>{_e(caption)}</caption>")
     out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
     for r, cls in [(r, "") for r in rows] + ([(last, ' class="all"')] if last else []):
-        cells = "".join(f'<td class="n">{_e(c)}</td>' if i >= numeric_from or i == 0 else f"<td>{_e(c)}</td>"
+        cells = "".join(f'<td class="n">{_e(c)}</td>' if i >= numeric_from or i == 0 < numeric_from - 1
+                        else f"<td>{_e(c)}</td>"
                         for i, c in enumerate(r))
         out.append(f"<tr{cls}>{cells}</tr>")
     out.append("</table>")
@@ -123,6 +124,9 @@ def _delta_plot(Figure, report: dict) -> list[str]:
     ax = fig.add_subplot()
     ax.bar(range(len(mods)), y, color=["#c0392b" if v < 0 else "#2e86c1" for v in y])
     ax.axhline(0, color="#444", lw=0.8)
+    if not any(y):
+        ax.text(0.5, 0.6, "δ = 0 for every " + ("language" if translator else "class"), transform=ax.transAxes,
+                ha="center", color="#444")
     ax.set_xticks(range(len(mods)), [m["name"] for m in mods], rotation=30, ha="right")
     ax.set_ylabel("δ BLEU" if translator else "δ (points)")
     ax.set_title("composed minus model, per " + ("language" if translator else "class"))
@@ -139,7 +143,8 @@ def _delta_plot(Figure, report: dict) -> list[str]:
             ax.set_xticks(list(xs), langs)
             ax.set_ylabel("BLEU")
             ax.set_title("BLEU per target language")
-            ax.legend()
+            ax.set_ylim(0, 1.25 * max([mono[k] for k in langs] + [comp[k] for k in langs] + [1.0]))
+            ax.legend(loc="upper center", ncol=2, fontsize=8)
             out.append(_img(fig, "BLEU per language"))
     return out
 
@@ -159,6 +164,9 @@ def _search_plot(Figure, report: dict) -> list[str]:
         base = s["heldout_model_bleu"] if translator else 100 * s["heldout_model_accuracy"]
         ax.axhline(base, ls="--", color="#2e86c1", lw=1, label="model")
         ax.axhline(base - s["tolerance_points"], ls=":", color="#c0392b", lw=1, label="tolerance")
+        top = max(caps) or 1.0
+        ax.set_xlim(-0.1 * top, 1.15 * top)
+        ax.set_xticks(sorted(set(caps)), [f"{c:g}" for c in sorted(set(caps))])
         ax.set_xlabel("removal cap")
         ax.set_ylabel("validation " + ("mean BLEU" if translator else "accuracy %"))
         ax.set_title("guard: caps tried (green accepted)")
