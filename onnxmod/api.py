@@ -243,7 +243,7 @@ def _holdout(data: Dataset, seed: int, guard: bool = False) -> tuple[Dataset, np
 
 
 def _build(model, concerns, vocab, digest, unrolled="output", means=None):
-    modules = [build_module(model, c, vocab, digest, unrolled, means) for c in concerns]
+    modules = [build_module(model, c, vocab, digest, unrolled, means) for c in _progress.each(concerns, "modules")]
     return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
 
 
@@ -348,8 +348,10 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     trail = []
     path = [states]  # every accepted state, in order
     open_knobs = {(j, k) for j in range(len(scores)) for k, ladder in enumerate(ladders) if len(ladder) > 1}
+    bar = _progress.bar(len(scores) * sum(len(ladder) for ladder in ladders if len(ladder) > 1), unit="steps")
     while open_knobs:
         for j, k in sorted(open_knobs):
+            bar.update()
             step = tuple(i + (n == k) for n, i in enumerate(states[j]))
             if step[k] >= len(ladders[k]):
                 open_knobs.discard((j, k))
@@ -372,6 +374,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
                 path.append(states)
             else:
                 open_knobs.discard((j, k))
+    bar.close()
     certified = []
     for steps in range(len(path) - 1, -1, -1):  # the half the search never saw decides: undo steps until it holds
         states = path[steps]
@@ -532,7 +535,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     base = None if val is None else encdec.mean_bleu(encdec.bleu(model.original, val))
     for cap in caps:
         concerns = [s.concern(config, cap) for s in scores]
-        modules = [encdec.build_translator(model, c, data, digest) for c in concerns]
+        modules = [encdec.build_translator(model, c, data, digest) for c in _progress.each(concerns, "modules")]
         composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
         if val is None:
             break

@@ -36,6 +36,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 import warnings
 
 from . import __version__, api
@@ -363,7 +364,7 @@ def print_evaluation(r: dict) -> None:
         print(r["classes_note"])
     bleu = "bleu" in r
     metric = "BLEU" if bleu else f"{r.get('metric', 'accuracy')} %"
-    rows = [("class", "name", metric, "samples")]
+    rows = [("class", "language" if bleu else "name", metric, "sentences" if bleu else "samples")]
     for c in r["per_class"]:
         v = rep._bleu(c.get("bleu")) if bleu else rep._pct(c["accuracy"])
         rows.append((str(c["class"]), c["name"][:20], v, f"{c['support']:,}"))
@@ -398,6 +399,8 @@ def print_inspect(d: dict) -> None:
             line += f", {m['mode']}"
         if m.get("kept_units"):
             line += f"; kept {_units(m['kept_units'], m.get('units'))}"
+            if m.get("unrolled"):
+                line += " (mean over steps)"
         print(line)
     if d.get("modules"):
         print("  (--json prints the full metadata)")
@@ -444,10 +447,13 @@ def run(argv=None) -> int:
     level = _configure_logging(args.verbose, args.quiet)
     show = sys.stderr.isatty() and not getattr(args, "json", False) and level <= logging.WARNING
     log.debug("arguments: %s", {k: v for k, v in vars(args).items() if not k.startswith("_")})
+    t0 = time.perf_counter()
     with _progress.shown(show), warnings.catch_warnings():
         if args.quiet:
             warnings.simplefilter("ignore")
-        return args._command.run(args)
+        code = args._command.run(args)
+    log.info("%s finished in %.2f s", args.command, time.perf_counter() - t0)
+    return code
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -49,6 +49,15 @@ def bar(total: int, unit: str = "rows", desc: str | None = None):
                 leave=False, file=sys.stderr, **(_size() if _state["on"] else {}))
 
 
+def each(items, unit: str):
+    """``items``, one bar step each (e.g. the modules being built)."""
+    items = list(items)
+    with bar(len(items), unit=unit) as b:
+        for x in items:
+            yield x
+            b.update()
+
+
 def _size() -> dict:
     """The terminal's size; 80 x 24 where it reports none (tqdm draws nothing on a 0 x 0 terminal)."""
     try:

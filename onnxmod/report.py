@@ -70,7 +70,7 @@ def per_class_rows(report: dict) -> tuple[list[str], list[list[str]], list[str]]
 def caption(report: dict) -> str:
     """One line saying what the table's numbers are."""
     if report.get("shape") == "enc-dec":
-        s = "BLEU per target language (sacrebleu corpus BLEU, greedy decoding, test split)"
+        s = "BLEU per target language (test split, greedy decoding)"
         if report.get("monolithic_accuracy") is not None:
             s += (f"; teacher-forced next-token accuracy: model {_pct(report['monolithic_accuracy'])} %, "
                   f"composed {_pct(report['composed_accuracy'])} %")

@@ -59,7 +59,7 @@ class Tracer:
         n = next(iter(x.values())).shape[0] if isinstance(x, dict) else x.shape[0]
         K = len(self.model.recurrent)
         hidden, xs = None, [None] * (K if self.inputs else 0)
-        with tqdm(total=n, desc="trace", unit="seq", disable=None if progress is None else not progress,
+        with tqdm(total=n, desc="trace", unit="seq", delay=1.0, disable=None if progress is None else not progress,
                   leave=False) as bar:
             for s, e, res in runtime.batches(self.session, x, self.names, batch_size, bar.update):
                 if hidden is None:
