@@ -131,7 +131,7 @@ def markdown(report: dict) -> str:
         lines.append(f"- {metric_name(report).replace(' %', '')}: model **{_pct(report['monolithic_accuracy'])} %**, "
                      f"composed **{_pct(report['composed_accuracy'])} %**, δ **{_delta(report['delta'])}** points")
     lines += [f"- parameters: model {report['model_params']:,}, composed {report['composed_params']:,}", "",
-              f"{caption(report)}:", ""]
+              f"{caption(report).split(';')[0]}:", ""]
     head, rows, last = per_class_rows(report)
     extra = [] if translator else ["module binary acc %", "module AUC"]
     lines += ["| " + " | ".join(head + extra) + " |", "|" + "|".join(["---:", "---"] + ["---:"] * (len(head) + len(extra) - 2)) + "|"]

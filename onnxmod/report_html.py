@@ -204,7 +204,8 @@ def _search_plot(Figure, report: dict) -> list[str]:
     if removed:
         fig = Figure(figsize=(5, 3))
         ax = fig.add_subplot()
-        ax.plot(removed, bounds, "o-", color="#555", ms=3)
+        sc = ax.scatter(removed, bounds, c=range(len(removed)), cmap="viridis", s=14)
+        fig.colorbar(sc, ax=ax, fraction=0.05, label="accepted step")
         if 0 < kept <= len(removed):
             ax.plot([removed[kept - 1]], [bounds[kept - 1]], "o", ms=10, mfc="none", mec="#2e86c1", mew=2,
                     label="certified choice")
@@ -214,6 +215,10 @@ def _search_plot(Figure, report: dict) -> list[str]:
         ax.set_title("size vs loss (accepted steps)")
         out.append(_img(fig, "size vs loss"))
     return out
+
+
+def s_kind(report: dict) -> str | None:
+    return (report.get("size_search") or {}).get("kind")
 
 
 def decomposition(report: dict) -> str:
@@ -229,7 +234,8 @@ def decomposition(report: dict) -> str:
     words = rep.guard_sentences(report)
     if words:
         cls = "warn" if any("whole model" in w or "bigger" in w for w in words) else "note"
-        body += ["<h2>What the guard decided</h2>"] + [f'<p class="{cls}">{_e(w)}</p>' for w in words]
+        title = "What the size search decided" if s_kind(report) == "size search" else "What the guard decided"
+        body += [f"<h2>{title}</h2>"] + [f'<p class="{cls}">{_e(w)}</p>' for w in words]
     head, rows, last = rep.per_class_rows(report)
     if not translator:
         head = head + ["module binary acc %", "module AUC"]

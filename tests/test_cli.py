@@ -331,3 +331,10 @@ def test_module_evaluation_reports_auc(math_lstm1, tmp_path):
     assert abs(got["auc"] - ev.roc_auc(score, z["y_test"] == 2)) < 1e-12
     r = json.loads((tmp_path / "o" / "report.json").read_text())
     assert abs(got["auc"] - r["modules"][2]["auc"]) < 1e-6
+    res = onnxmod("evaluate", mod, "--data", data, "--report", tmp_path / "calculus.md")
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "calculus.md").read_text()
+    assert f"ROC AUC {got['auc']:.4f}" in md and "| 1 | calculus |" in md
+    again = onnxmod("evaluate", mod, "--data", data, "--report", tmp_path / "calculus.md")
+    assert_one_line_error(again, 2, "calculus.md", "already exists")
+    assert_one_line_error(onnxmod("evaluate", mod, "--data", data, "--report", tmp_path / "r.txt"), 2, ".html", ".md")
