@@ -29,8 +29,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import progress as _progress
-
 __all__ = [
     "PAD",
     "UNK",
@@ -143,6 +141,7 @@ def greedy_decode(
     *,
     eos_id: int = 2,
     batch_size: int = 256,
+    progress=None,
 ) -> np.ndarray:
     """Greedy translation of ``src_ids`` ``[N, S]`` with an ONNX encoder-decoder model.
 
@@ -153,7 +152,8 @@ def greedy_decode(
     fixtures). Sentences are decoded ``batch_size`` at a time; the result does not depend on it.
 
     Returns int64 ``[N, max_len]``: the generated tokens without the language token; after a
-    sentence's ``<eos>`` every position is 0 (``<pad>``).
+    sentence's ``<eos>`` every position is 0 (``<pad>``). ``progress``: an optional callable
+    receiving the number of sentences just decoded.
     """
     sess = _session(session_or_path)
     in_src, in_tgt = (i.name for i in sess.get_inputs()[:2])
@@ -162,13 +162,6 @@ def greedy_decode(
     n = src_ids.shape[0]
     langs = np.broadcast_to(np.asarray(lang_token_ids, dtype=np.int64), (n,))
     result = np.zeros((n, max_len), dtype=np.int64)
-    with _progress.bar(n, unit="sentences", desc="decode") as bar:
-        _decode(sess, src_ids, langs, result, in_src, in_tgt, out_name, max_len, eos_id, batch_size, bar)
-    return result
-
-
-def _decode(sess, src_ids, langs, result, in_src, in_tgt, out_name, max_len, eos_id, batch_size, bar) -> None:
-    n = src_ids.shape[0]
     for start in range(0, n, batch_size):
         src = src_ids[start : start + batch_size]
         b = src.shape[0]
@@ -183,7 +176,9 @@ def _decode(sess, src_ids, langs, result, in_src, in_tgt, out_name, max_len, eos
             if done.all():
                 break
             prefix = np.concatenate([prefix, nxt[:, None]], axis=1)
-        bar.update(b)
+        if progress is not None:
+            progress(b)
+    return result
 
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
