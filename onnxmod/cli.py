@@ -66,8 +66,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Defaults shown after every option's help; descriptions and examples keep their lines."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0 and action.default is False:
-            return action.help
+        d = action.default
+        if (d is None or d is argparse.SUPPRESS or d == [] or action.nargs == 0  # flags take no value
+                or (action.required and action.option_strings)):
+            return action.help  # nothing worth showing
         return super()._get_help_string(action)
 
 
