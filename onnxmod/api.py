@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from . import evaluate as ev
+from . import progress as _progress
 from . import runtime
 from . import report as rep
 from .ablation import concern_by_effect, unit_effects
@@ -71,11 +72,38 @@ def inspect(path) -> dict:
         return {"kind": "model", **described, "metadata": meta}
     out = {"kind": k, "source": str(path), "parameters": count_parameters_proto(proto), "metadata": {}}
     for key, v in meta.items():
-        try:
-            out["metadata"][key] = json.loads(v) if v[:1] in "[{" else v
-        except ValueError:
-            out["metadata"][key] = v
+        out["metadata"][key] = _json_value(v)
+    if k == "module":
+        out["modules"] = [_module_summary(meta)]
+    elif isinstance(out["metadata"].get("onnxmod.modules"), list):
+        out["modules"] = [_module_summary(m) for m in out["metadata"]["onnxmod.modules"] if isinstance(m, dict)]
+        # a composition's per-module metadata holds JSON strings: decoded, --json prints no escaped JSON
+        out["metadata"]["onnxmod.modules"] = [{key: _json_value(v) for key, v in m.items()} if isinstance(m, dict)
+                                              else m for m in out["metadata"]["onnxmod.modules"]]
     return out
+
+
+def _json_value(v):
+    try:
+        return json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+    except ValueError:
+        return v
+
+
+def _module_summary(meta: dict) -> dict:
+    """One module's identity for ``inspect``: class, source model, mode, kept/total units per layer."""
+    concern = _json_value(meta.get("onnxmod.concern", "{}"))
+    layers = concern.get("layers", []) if isinstance(concern, dict) else []
+    kept = {}
+    for layer in layers:
+        k = layer.get("kept")
+        kept[layer.get("op")] = round(sum(k) / len(k), 1) if isinstance(k, list) and k else k
+    digest = meta.get("onnxmod.source_sha256") or ""
+    idx = meta.get("onnxmod.class_index")
+    return {"class_index": int(idx) if str(idx).isdigit() else idx, "class_name": meta.get("onnxmod.class_name"),
+            "source_model": f"sha256 {digest[:12]}" if digest else None, "mode": meta.get("onnxmod.mode"),
+            "kept_units": kept, "units": {layer.get("op"): layer.get("units") for layer in layers},
+            "unrolled": any(isinstance(layer.get("kept"), list) for layer in layers)}
 
 
 def vocab_fingerprint(model: Model, data: Dataset | None) -> str | None:
@@ -246,7 +274,7 @@ def _holdout(data: Dataset, seed: int, guard: bool = False) -> tuple[Dataset, np
 
 
 def _build(model, concerns, vocab, digest, unrolled="output", means=None):
-    modules = [build_module(model, c, vocab, digest, unrolled, means) for c in concerns]
+    modules = [build_module(model, c, vocab, digest, unrolled, means) for c in _progress.each(concerns, "modules")]
     return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
 
 
@@ -281,6 +309,7 @@ def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: n
     return (int(per_sequence.sum()) + z * np.sqrt(float((per_sequence ** 2).sum()))) / n
 
 
+@_progress.labelled("size search")
 def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None,
                  token_counts=None):
     """Per class, the smallest module the validation split allows (SPEC: size option).
@@ -350,8 +379,10 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     trail = []
     path = [states]  # every accepted state, in order
     open_knobs = {(j, k) for j in range(len(scores)) for k, ladder in enumerate(ladders) if len(ladder) > 1}
+    bar = _progress.bar(len(scores) * sum(len(ladder) for ladder in ladders if len(ladder) > 1), unit="steps")
     while open_knobs:
         for j, k in sorted(open_knobs):
+            bar.update()
             step = tuple(i + (n == k) for n, i in enumerate(states[j]))
             if step[k] >= len(ladders[k]):
                 open_knobs.discard((j, k))
@@ -374,6 +405,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
                 path.append(states)
             else:
                 open_knobs.discard((j, k))
+    bar.close()
     certified = []
     for steps in range(len(path) - 1, -1, -1):  # the half the search never saw decides: undo steps until it holds
         states = path[steps]
@@ -399,6 +431,12 @@ def _knobs(ladders, state) -> dict:
                     (ladder[i] for ladder, i in zip(ladders, state))))
 
 
+def _warn_cap0(why: str) -> None:
+    warnings.warn(f"the guard backed off to removal cap 0 ({why} at every larger cap): modules are the whole "
+                  f"model (Jaccard 1.000); --no-guard or a larger --guard removes units anyway")
+
+
+@_progress.labelled("guard")
 def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None):
     """The reference removal cap, backed off (cap, cap/2, 0) while the validation accuracy of the
     composition drops more than ``config.guard`` points below the model's."""
@@ -414,6 +452,8 @@ def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=No
         trail.append({"cap": cap, "heldout_accuracy": acc, "accepted": bool(base - acc <= config.guard / 100)})
         if ok:
             break
+    if cap == 0.0 and config.removal_cap > 0:
+        _warn_cap0(f"the composition lost more than {config.guard} points of validation accuracy")
     return concerns, modules, composed, {"kind": "guard", "tolerance_points": config.guard, "cap": cap,
                                          "heldout_rows": int(len(y_val)), "heldout_model_accuracy": base,
                                          "trail": trail}
@@ -500,6 +540,13 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                                                          vocab, digest, threads, means, info["token_counts"])
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
         size["max_loss_points"] = max_loss
+        _, reference = _build(model, [s.concern(config) for s in scores], vocab, digest, config.unrolled, means)
+        size["reference_cap_params"] = count_parameters_proto(reference)
+        if count_parameters_proto(composed) > size["reference_cap_params"]:
+            warnings.warn(f"--max-loss {max_loss}: the composition ({count_parameters_proto(composed):,} parameters) "
+                          f"is bigger than the default removal cap's ({size['reference_cap_params']:,}): the search "
+                          f"starts from modules that keep every unit and removes only what the validation split "
+                          f"certifies within {max_loss} points")
     reason = why_not_fusable(model, concerns, compensated=means is not None)
     fused = None if reason else fuse(model, concerns, vocab, digest)
     t_build = time.perf_counter()
@@ -534,7 +581,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     base = None if val is None else encdec.mean_bleu(encdec.bleu(model.runnable, val))
     for cap in caps:
         concerns = [s.concern(config, cap) for s in scores]
-        modules = [encdec.build_translator(model, c, data, digest) for c in concerns]
+        modules = [encdec.build_translator(model, c, data, digest) for c in _progress.each(concerns, "modules")]
         composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
         if val is None:
             break
@@ -543,6 +590,8 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
         trail.append({"cap": cap, "heldout_bleu": got, "accepted": bool(ok)})
         if ok:
             break
+    if val is not None and cap == 0.0 and config.removal_cap > 0:
+        _warn_cap0(f"the composition lost more than {config.guard} mean BLEU on the validation pairs")
     if val is not None:
         guard = {"kind": "guard", "metric": "mean BLEU over languages", "tolerance_points": config.guard,
                  "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
@@ -565,7 +614,8 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
                         "params": params, "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
                         "monolithic_accuracy": None, "composed_accuracy": None, "delta": None,
                         "binary_accuracy": None, "auc": None,
-                        "kept_units": {op.name: int(c.keep[op.index].sum()) for op in model.recurrent}})
+                        "kept_units": {op.name: int(c.keep[op.index].sum()) for op in model.recurrent},
+                        **_unit_counts(model, c)})
     report = {"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "shape": "enc-dec",
               "monitor": "hidden", "config": config.as_dict(), "languages": data.languages,
               "monolithic_accuracy": mono_acc, "composed_accuracy": comp_acc,
@@ -593,6 +643,9 @@ def _write(out, force, concerns, modules, composed, report, fused=None) -> None:
             save_model_atomic(fused, tmp / "fused.onnx")
         write_bytes_atomic(tmp / "report.json", rep.dumps(_stable(report)).encode())
         write_bytes_atomic(tmp / "report.md", rep.markdown(report).encode())
+        from . import report_html
+
+        write_bytes_atomic(tmp / "report.html", report_html.decomposition(report).encode())
 
 
 def _stable(report: dict) -> dict:
@@ -612,7 +665,8 @@ def _describe_decomposition(model: Model, data: Dataset, concerns, modules, comp
         entries.append({"class": c.class_index, "name": c.class_name, "monolithic_accuracy": None,
                         "composed_accuracy": None, "delta": None, "params": params,
                         "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
-                        "binary_accuracy": None, "auc": None, "kept_units": _kept_units(model, c)})
+                        "binary_accuracy": None, "auc": None, "kept_units": _kept_units(model, c),
+                        **_unit_counts(model, c)})
     return {"monolithic_accuracy": None, "composed_accuracy": None, "delta": None,
             "num_classes": model.num_classes, "model_params": model_params,
             "composed_params": count_parameters_proto(composed), "modules": entries}
@@ -623,6 +677,16 @@ def _kept_units(model: Model, c) -> dict:
                       float(c.keep[op.index].sum(axis=1).mean())) for op in model.recurrent}
 
 
+def _unit_counts(model: Model, c) -> dict:
+    """What the reports draw: every layer's unit count and, unrolled, the units kept at each step."""
+    out = {"units": {op.name: int(c.keep[op.index].shape[-1]) for op in model.recurrent}}
+    if any(c.keep[op.index].ndim == 2 for op in model.recurrent):
+        out["kept_units_per_step"] = {op.name: [int(v) for v in np.atleast_2d(c.keep[op.index]).sum(axis=1)]
+                                      for op in model.recurrent}
+    return out
+
+
+@_progress.labelled("evaluate")
 def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, composed, threads) -> dict:
     """``_describe_decomposition`` plus the test split's accuracies, δ, and each module's answers."""
     report = _describe_decomposition(model, data, concerns, modules, composed, threads)
@@ -683,11 +747,23 @@ def _is_translator(proto: onnx.ModelProto) -> bool:
     return meta.get("onnxmod.kind", "model") == "model" and len(proto.graph.input) == 2
 
 
-def evaluate(model_path, data_path, threads: int | None = None) -> dict:
-    """Test-split accuracy of a model, a composition or a module (overall and per class).
+def evaluate(model_path, data_path, threads: int | None = None, classes=None, report=None,
+             force: bool = False) -> dict:
+    """Test-split scores of a model, a composition or a module (overall and per class).
 
-    Translators (encoder-decoder models, their modules and compositions) report BLEU per target
-    language from greedy decoding, and teacher-forced next-token accuracy."""
+    Classifiers report accuracy, taggers token accuracy (``metric``). A module reports its binary
+    accuracy and the ROC AUC of its dominant score (``auc``). Translators (encoder-decoder models,
+    their modules and compositions) report BLEU per target language from greedy decoding, and
+    teacher-forced next-token accuracy.
+
+    ``classes``: None (a composition that covers only some classes is scored on those classes'
+    test samples, said in ``classes_note``; anything else on every class), ``"all"`` (every
+    class), or a list of class names/indices (only their samples). ``report``: also write the
+    result to this file, self-contained HTML (``.html``) or Markdown (``.md``)."""
+    if report is not None:
+        if Path(report).suffix.lower() not in (".html", ".htm", ".md"):
+            raise UsageError(f"{report}: --report writes .html or .md files")
+        check_output_file(report, force, inputs=[model_path, data_path])
     proto = load_onnx(model_path)
     k = ev.kind(proto)
     if _is_translator(proto):
@@ -695,11 +771,15 @@ def evaluate(model_path, data_path, threads: int | None = None) -> dict:
 
         model = Model(proto, source=str(model_path)) if k == "model" else None
         data = encdec.load_translation_data(data_path, model)
-        b = encdec.bleu(proto, data)
-        return {"model": str(model_path), "kind": k, "accuracy": encdec.token_accuracy(proto, data, threads),
-                "samples": int(data.y_test.shape[0]), "bleu": b,
-                "per_class": [{"class": i, "name": lang, "accuracy": None, "bleu": b.get(lang),
-                               "support": int((data.lang_test == i).sum())} for i, lang in enumerate(data.languages)]}
+        with _progress.step("evaluate"):
+            b = encdec.bleu(proto, data)
+            acc = encdec.token_accuracy(proto, data, threads)
+        r = {"model": str(model_path), "kind": k, "metric": "BLEU", "accuracy": acc,
+             "samples": int(data.y_test.shape[0]), "bleu": b,
+             "per_class": [{"class": i, "name": lang, "accuracy": None, "bleu": b.get(lang),
+                            "support": int((data.lang_test == i).sum())} for i, lang in enumerate(data.languages)]}
+        return _evaluation_report(r, report)
+    covered = None
     if k == "model":
         model = Model(proto, source=str(model_path))
         data = load_dataset_for(model, data_path, train=False)
@@ -707,17 +787,65 @@ def evaluate(model_path, data_path, threads: int | None = None) -> dict:
         names = model.class_names(data.class_names)
     else:
         data = load_data(data_path, train=False, **input_spec(proto))  # float-input modules too
-        classes = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
-        C = int(max([c["class_index"] for c in classes] + [int(data.y_test.max())]) + 1)
+        described = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
+        C = int(max([c["class_index"] for c in described] + [int(data.y_test.max())]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
-    with _files_named(model_path, data_path):
-        pred = ev.predict(proto, data.x_test, threads=threads)
+        if k != "module":
+            covered = sorted({int(c["class_index"]) for c in described})
     y = data.y_test
+    metric = "token accuracy" if y.ndim == 2 else "accuracy"
+    with _files_named(model_path, data_path), _progress.step("evaluate"):
+        if k == "module":
+            score = ev.module_scores(proto, data.x_test, threads=threads)
+            pred = (score > 0.5).astype(np.int64)
+        else:
+            pred = ev.predict(proto, data.x_test, threads=threads)
+    note, selected = None, None
+    if k != "module":
+        if isinstance(classes, (list, tuple)):
+            selected = [_class_id(c, names, C, model_path) for c in classes]
+        elif classes is None and covered is not None and len(covered) < C:
+            selected = covered
+            shown = ", ".join(names[c] if c < len(names) else str(c) for c in covered)
+            note = (f"scored on the test samples of the {len(covered)} of {C} classes this composition covers "
+                    f"({shown}); --all-classes scores every class")
+    if selected is not None:
+        y = np.where(np.isin(y, selected), y, -1)
+    extra = {}
     if k == "module":
         ci = module_info(proto, str(model_path))["class_index"]
         y = np.where(y >= 0, (y == ci).astype(np.int64), -1)
         C, names = 2, ["rest", names[ci] if ci < len(names) else str(ci)]
+        metric = "binary accuracy"
+        extra["auc"] = ev.roc_auc(score[y >= 0], y[y >= 0] == 1)
     pc = ev.per_class_accuracy(pred, y, C)
-    return {"model": str(model_path), "kind": k, "accuracy": ev.accuracy(pred, y), "samples": int(y.shape[0]),
-            "per_class": [{"class": i, "name": names[i] if i < len(names) else str(i), "accuracy": a,
-                           "support": int((y == i).sum())} for i, a in enumerate(pc)]}
+    shown_classes = range(C) if selected is None else sorted(set(selected))
+    scored = (y >= 0) if y.ndim == 1 else (y >= 0).any(axis=tuple(range(1, y.ndim)))
+    r = {"model": str(model_path), "kind": k, "metric": metric, "accuracy": ev.accuracy(pred, y),
+         "samples": int(scored.sum()), **extra,
+         "per_class": [{"class": i, "name": names[i] if i < len(names) else str(i), "accuracy": pc[i],
+                        "support": int((y == i).sum())} for i in shown_classes]}
+    if selected is not None:
+        r["classes"] = [int(c) for c in sorted(set(selected))]
+    if note:
+        r["classes_note"] = note
+    return _evaluation_report(r, report)
+
+
+def _class_id(c, names, C, where) -> int:
+    if str(c) in names:
+        return names.index(str(c))
+    if str(c).isdigit() and int(c) < C:
+        return int(c)
+    raise UsageError(f"{where}: --classes: no class {c!r} (classes: {', '.join(names[:C])})")
+
+
+def _evaluation_report(result: dict, path) -> dict:
+    if path is not None:
+        from . import report_html
+
+        text = (rep.evaluation_markdown(result) if Path(path).suffix.lower() == ".md"
+                else report_html.evaluation(result))
+        write_bytes_atomic(path, text.encode())
+        result["report"] = str(path)
+    return result

@@ -34,6 +34,7 @@ from .errors import InputError, UnsupportedModelError
 from .graph import Model
 from .io import _read_npz, load_data
 from .modularize import module_metadata
+from . import progress as _progress
 from .runtime import run_batched, session
 from .sampling import SamplingConfig, _draw, _rng, held_out
 from .trace import run_trace
@@ -201,7 +202,8 @@ def bleu(model_or_proto, data: TranslationData, limit: int | None = None, thread
     # matches), else the target ids detokenised
     tokens = np.array(data.tokens)[lang]
     eos = data.tgt_vocab.index(seq2seq.EOS)
-    out = seq2seq.greedy_decode(sess, x, tokens, data.max_len, eos_id=eos)
+    with _progress.bar(n, unit="sentences", desc="decode") as bar:
+        out = seq2seq.greedy_decode(sess, x, tokens, data.max_len, eos_id=eos, progress=bar.update)
     hyps = seq2seq.detokenize(out, data.tgt_vocab)
     refs = data.ref_test[:n] if data.ref_test is not None else seq2seq.detokenize(y, data.tgt_vocab)
     return seq2seq.bleu_by_language(hyps, refs, lang, data.languages)

@@ -36,6 +36,14 @@ def predict(proto_or_path, x: np.ndarray, batch_size: int = 512, threads: int | 
     return out.argmax(axis=-1)
 
 
+def module_scores(proto: onnx.ModelProto, x: np.ndarray, batch_size: int = 512, threads: int | None = None):
+    """A module's dominant probability (``score[..., 1]``), from which its decision and AUC follow."""
+    check_length(proto, x, "input")
+    sess = runtime.session(proto, threads=threads)
+    (score,) = runtime.run_batched(sess, x, ["score"], batch_size)
+    return score[..., 1]
+
+
 def predict_composed(proto: onnx.ModelProto, x: np.ndarray, batch_size: int = 512, threads: int | None = None):
     """A composition's ``label`` and ``scores`` (each module's dominant probability) in one pass."""
     check_length(proto, x, "input")

@@ -91,7 +91,7 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
     layers = []
     for op in model.recurrent:
         k = concern.keep[op.index]
-        layers.append({"op": op.name, "units": int(op.units), "kept": int(k.sum()) if k.ndim == 1 else
+        layers.append({"op": op.name, "units": int(k.shape[-1]), "kept": int(k.sum()) if k.ndim == 1 else
                        [int(x) for x in k.sum(axis=1)],
                        # where the model wrote the layer otherwise (a Loop body, an unrolled chain), the module
                        # holds the native op that computes the same: say what it came from

@@ -1,12 +1,14 @@
 """onnxruntime sessions, created once and run in batches."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from . import progress as _progress
 from .errors import InputError
 
 
@@ -38,16 +40,16 @@ def batches(sess: ort.InferenceSession, x, outputs: list[str] | None = None, bat
     """
     feeds = x if isinstance(x, dict) else {sess.get_inputs()[0].name: x}
     n = next(iter(feeds.values())).shape[0]
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        try:
-            res = sess.run(outputs, {k: v[start:stop] for k, v in feeds.items()})
-        except Exception as exc:  # onnxruntime raises its own types; keep one line
-            msg = str(exc).strip().splitlines()[0][:300]
-            raise InputError(f"onnxruntime failed on rows {start}..{stop - 1}: {msg}") from None
-        yield start, stop, res
-        if progress is not None:
-            progress(stop - start)
+    with _progress.bar(n) if progress is None else contextlib.nullcontext() as bar:  # a caller's own bar wins
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            try:
+                res = sess.run(outputs, {k: v[start:stop] for k, v in feeds.items()})
+            except Exception as exc:  # onnxruntime raises its own types; keep one line
+                msg = str(exc).strip().splitlines()[0][:300]
+                raise InputError(f"onnxruntime failed on rows {start}..{stop - 1}: {msg}") from None
+            yield start, stop, res
+            (progress or bar.update)(stop - start)
 
 
 def run_batched(sess: ort.InferenceSession, x, outputs: list[str] | None = None,

@@ -141,6 +141,7 @@ def greedy_decode(
     *,
     eos_id: int = 2,
     batch_size: int = 256,
+    progress=None,
 ) -> np.ndarray:
     """Greedy translation of ``src_ids`` ``[N, S]`` with an ONNX encoder-decoder model.
 
@@ -151,7 +152,8 @@ def greedy_decode(
     fixtures). Sentences are decoded ``batch_size`` at a time; the result does not depend on it.
 
     Returns int64 ``[N, max_len]``: the generated tokens without the language token; after a
-    sentence's ``<eos>`` every position is 0 (``<pad>``).
+    sentence's ``<eos>`` every position is 0 (``<pad>``). ``progress``: an optional callable
+    receiving the number of sentences just decoded.
     """
     sess = _session(session_or_path)
     in_src, in_tgt = (i.name for i in sess.get_inputs()[:2])
@@ -174,6 +176,8 @@ def greedy_decode(
             if done.all():
                 break
             prefix = np.concatenate([prefix, nxt[:, None]], axis=1)
+        if progress is not None:
+            progress(b)
     return result
 
 

@@ -59,7 +59,7 @@ class Tracer:
         X = K if self.inputs else 0
         hidden, xs = None, [None] * X
         lens = [np.empty(n, dtype=np.int64) if has else None for has in self.has_lengths]
-        with tqdm(total=n, desc="trace", unit="seq", disable=None if progress is None else not progress,
+        with tqdm(total=n, desc="trace", unit="seq", delay=1.0, disable=None if progress is None else not progress,
                   leave=False) as bar:
             for s, e, res in runtime.batches(self.session, x, self.names, batch_size, bar.update):
                 if hidden is None:

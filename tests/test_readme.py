@@ -31,5 +31,5 @@ def test_readme_main_command_runs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "onnxmod", *args], cwd=ROOT, capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr
-    assert "composed%" in res.stdout and "all" in res.stdout
+    assert "composed acc%" in res.stdout and "all" in res.stdout
     assert (tmp_path / "out" / "composed.onnx").exists() and (tmp_path / "out" / "report.json").exists()
