@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--data", required=True)
     _runtime_args(s)
+    from . import cli_zoo  # fingerprint, zoo index|find (issue 16)
+    cli_zoo.register(sub)
     return p
 
 
@@ -139,7 +141,9 @@ def _print_inspect(d: dict) -> None:
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "inspect":
+    if getattr(args, "handler", None):  # subcommands registered by their own modules (cli_zoo)
+        args.handler(args)
+    elif args.command == "inspect":
         d = api.inspect(args.model)
         print(json.dumps(d, indent=2, default=str)) if args.json else _print_inspect(d)
     elif args.command == "decompose":

@@ -1,0 +1,85 @@
+"""``onnxmod fingerprint`` and ``onnxmod zoo index|find``: parsing and printing only (the work is in
+``onnxmod.api``, ``onnxmod.fingerprint`` and ``onnxmod.zoo``)."""
+from __future__ import annotations
+
+import json
+
+from . import api
+from .fingerprint import KINDS
+
+
+def _parallel_args(p) -> None:
+    p.add_argument("--ray", action="store_true", help="run the per-file jobs as Ray tasks on a local ray.init() "
+                   "(needs the [ray] extra; same results as the serial default)")
+    p.add_argument("--address", default=None, help="Ray cluster address (implies --ray; default: none, serial)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub) -> None:
+    s = sub.add_parser("fingerprint", help="one row per file: outputs on seeded probes, or weight statistics")
+    s.add_argument("files", nargs="+", metavar="FILE.onnx", help="models, modules or compositions (same input)")
+    s.add_argument("--out", required=True, help="output .npz (one row per file, in the order given)")
+    s.add_argument("--kind", choices=KINDS, default="functional",
+                   help="functional: outputs on probes (default); interactive: probes extended by the file's own "
+                        "answers (token inputs); mechanistic: unit-permutation-invariant weight statistics")
+    s.add_argument("--probes", type=int, default=256, help="number of probes (default 256)")
+    s.add_argument("--probe-data", default=None, metavar="X.npz",
+                   help="draw probes from this file's x_* arrays (default: none, drawn from the input signature)")
+    s.add_argument("--chains", type=int, default=8, help="interactive: independent probe chains (default 8)")
+    s.add_argument("--seed", type=int, default=0, help="probe seed (default 0)")
+    s.add_argument("--force", action="store_true", help="replace an existing output file")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _parallel_args(s)
+    s.set_defaults(handler=run_fingerprint)
+
+    z = sub.add_parser("zoo", help="index a directory of models into fingerprinted modules; find modules")
+    zs = z.add_subparsers(dest="zoo_command", required=True, parser_class=type(z))
+    s = zs.add_parser("index", help="decompose and fingerprint every member of ZOO_DIR")
+    s.add_argument("zoo_dir", metavar="ZOO_DIR", help="directory of members (tools/build_zoo.py)")
+    s.add_argument("--out", required=True, metavar="INDEX", help="index directory to write (atomic)")
+    s.add_argument("--probes", type=int, default=256, help="probes per module (default 256)")
+    s.add_argument("--probe-data", default=None, metavar="X.npz",
+                   help="draw probes from this file's x_* arrays (default: the zoo's data files)")
+    s.add_argument("--seed", type=int, default=0, help="decomposition and probe seed (default 0)")
+    s.add_argument("--force", action="store_true", help="replace an existing index")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _parallel_args(s)
+    s.set_defaults(handler=run_zoo_index)
+    s = zs.add_parser("find", help="rank the index's modules for a class by label-free predicted quality")
+    s.add_argument("--index", required=True, help="index directory (onnxmod zoo index)")
+    s.add_argument("--class", dest="class_name", required=True, help="class name, e.g. 7")
+    s.add_argument("--signature-of", required=True, metavar="FILE.onnx",
+                   help="a model or module whose input signature and vocabulary the modules must share")
+    s.add_argument("--top", type=int, default=5, help="how many to print (default 5)")
+    s.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    s.set_defaults(handler=run_zoo_find)
+
+
+def run_fingerprint(args) -> None:
+    r = api.fingerprint(args.files, args.out, kind=args.kind, probes=args.probes, probe_data=args.probe_data,
+                        seed=args.seed, chains=args.chains, force=args.force, ray=args.ray, address=args.address,
+                        progress=not args.quiet)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"wrote {r['output']}: {len(r['files'])} rows x {r['width']} ({r['kind']}, seed {r['seed']})")
+
+
+def run_zoo_index(args) -> None:
+    r = api.zoo_index(args.zoo_dir, args.out, probes=args.probes, seed=args.seed, probe_data=args.probe_data,
+                      force=args.force, ray=args.ray, address=args.address, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"wrote {r['index']}: {r['modules']} modules from {r['indexed']} of {r['members']} members "
+              f"({len(r['skipped'])} skipped), {r['probes']} probes each")
+
+
+def run_zoo_find(args) -> None:
+    r = api.zoo_find(args.index, args.class_name, args.signature_of, top=args.top)
+    if args.json:
+        print(json.dumps(r["top"], indent=2))
+        return
+    print(f"class {r['class']}: {r['candidates']} compatible modules, best first (score: agreement with the others)")
+    for m in r["top"]:
+        print(f"  {m['rank']:>3}  {m['score']:+.3f}  {m['file']}  ({m['task']})")

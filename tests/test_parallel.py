@@ -1,0 +1,73 @@
+"""onnxmod.parallel.pmap: serial by default, Ray tasks when asked (tests skip without Ray)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onnxmod import fingerprint as fp
+from onnxmod.errors import InputError, UsageError
+from onnxmod.io import load_onnx
+from onnxmod.parallel import pmap, ray_available
+
+ZOO = Path(__file__).resolve().parents[1] / "fixtures" / "zoo"
+
+
+def square(x):
+    return x * x
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise InputError(f"item {x} is bad")
+    return x
+
+
+def test_serial_map_keeps_order_and_raises_the_items_error():
+    assert pmap(square, range(7), progress=False) == [x * x for x in range(7)]
+    assert pmap(square, [], progress=False) == []
+    with pytest.raises(InputError, match="item 3 is bad"):
+        pmap(fail_on_three, range(6), progress=False)
+
+
+@pytest.mark.skipif(ray_available(), reason="Ray is installed")
+def test_asking_for_ray_without_it_is_a_usage_error():
+    with pytest.raises(UsageError, match="onnxmod\\[ray\\]"):
+        pmap(square, [1], ray=True, progress=False)
+
+
+@pytest.mark.skipif(not ray_available(), reason="Ray is not installed (pip install 'onnxmod[ray]')")
+def test_ray_gives_the_serial_results_in_order():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        # Ray workers import functions by module: use library ones (tests/ is not on their path)
+        assert pmap(abs, range(-10, 10), ray=True, progress=False) == [abs(x) for x in range(-10, 10)]
+        with pytest.raises(InputError, match="missing.onnx: no such file"):
+            pmap(load_onnx, [sorted((ZOO / "tomita" / "members").glob("*.onnx"))[0], ZOO / "missing.onnx"], ray=True, progress=False)
+        files = sorted((ZOO / "tomita" / "members").glob("*.onnx"))[:6]
+        data = sorted((ZOO / "tomita" / "data").glob("*.npz"))
+        for kind in ("functional", "interactive", "mechanistic"):
+            a = fp.to_npz(fp.fingerprint_rows(files, kind, probes=16, probe_data=data))
+            b = fp.to_npz(fp.fingerprint_rows(files, kind, probes=16, probe_data=data, ray=True))
+            assert a == b, kind
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.skipif(not ray_available(), reason="Ray is not installed (pip install 'onnxmod[ray]')")
+def test_ray_zoo_index_is_byte_identical(tmp_path):
+    import shutil
+
+    from onnxmod import api
+
+    z = tmp_path / "zoo"
+    (z / "members").mkdir(parents=True)
+    shutil.copytree(ZOO / "digits" / "data", z / "data")
+    for p in sorted((ZOO / "digits" / "members").glob("*.onnx"))[:4]:
+        shutil.copy(p, z / "members" / p.name)
+    api.zoo_index(z, tmp_path / "serial", probes=16)
+    api.zoo_index(z, tmp_path / "ray", probes=16, ray=True)
+    for f in ("index.json", "fingerprints.npz"):
+        assert (tmp_path / "serial" / f).read_bytes() == (tmp_path / "ray" / f).read_bytes()
