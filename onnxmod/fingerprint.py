@@ -63,6 +63,7 @@ def npz_bytes(arrays: dict, compress: bool = False) -> bytes:
             np.lib.format.write_array(b, a if a.flags.c_contiguous else a.copy(order="C"), allow_pickle=False)
             info = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
             z.writestr(info, b.getvalue())
     return buf.getvalue()
 

@@ -1,6 +1,7 @@
 """onnxmod.parallel.pmap: serial by default, Ray tasks when asked (tests skip without Ray)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,8 @@ def test_ray_gives_the_serial_results_in_order():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         # Ray workers import functions by module: use library ones (tests/ is not on their path)
-        assert pmap(abs, range(-10, 10), ray=True, progress=False) == [abs(x) for x in range(-10, 10)]
+        items = [{"i": i, "x": list(range(i))} for i in range(20)]
+        assert pmap(json.dumps, items, ray=True, progress=False) == [json.dumps(x) for x in items]
         with pytest.raises(InputError, match="missing.onnx: no such file"):
             pmap(load_onnx, [sorted((ZOO / "tomita" / "members").glob("*.onnx"))[0], ZOO / "missing.onnx"], ray=True, progress=False)
         files = sorted((ZOO / "tomita" / "members").glob("*.onnx"))[:6]
