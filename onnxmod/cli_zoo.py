@@ -80,6 +80,6 @@ def run_zoo_find(args) -> None:
     if args.json:
         print(json.dumps(r["top"], indent=2))
         return
-    print(f"class {r['class']}: {r['candidates']} compatible modules, best first (score: agreement with the others)")
+    print(f"class {r['class']}: {r['candidates']} compatible modules, best first (score: z(agreement with the others) + z(decisiveness))")
     for m in r["top"]:
         print(f"  {m['rank']:>3}  {m['score']:+.3f}  {m['file']}  ({m['task']})")

@@ -13,10 +13,18 @@ every module functionally on one seeded set of probes drawn from the zoo's unlab
 or take another input signature than the first good member are skipped with one warning line each.
 
 ``find`` ranks the index's modules of class C that are *compatible* with a given file (same input
-signature, same vocabulary fingerprint) by a label-free quality estimate: the agreement of each
-module's log-odds over the probes with the consensus of the *other* candidates for C (Spearman
-correlation with the mean of their rank-normalized log-odds). Modules trained well on C agree
-with each other about which inputs are C; a poor module agrees with nobody. No label of C is read.
+signature, same vocabulary fingerprint) by a label-free quality estimate, the sum of two z-scores
+over the candidates:
+
+* *agreement*: the Spearman correlation of the module's log-odds over the probes with the mean
+  rank profile of the *other* candidates for C. Modules trained well on C agree about which
+  inputs are C; a poor module agrees with nobody;
+* *decisiveness*: the log of the standard deviation of its log-odds over the probes. Under-trained
+  modules answer everything alike.
+
+No label of C is read. On the 500-member digits zoo the sum ranks modules by measured AUC with
+Kendall's tau 0.57 on the classes held out when it was chosen (5-9; agreement alone: 0.30);
+``tools/zoo_search.py`` measures it.
 """
 from __future__ import annotations
 
@@ -228,6 +236,17 @@ def consensus_quality(rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def predicted_quality(rows: np.ndarray) -> np.ndarray:
+    """z(agreement) + z(log std of log-odds) over the candidate rows (module doc)."""
+    def z(v):
+        sd = v.std()
+        return (v - v.mean()) / sd if sd > 0 else np.zeros_like(v)
+
+    if rows.shape[0] < 2:
+        return np.zeros(rows.shape[0])
+    return z(consensus_quality(rows)) + z(np.log(rows.std(axis=1) + 1e-12))
+
+
 def compatible(index: dict, class_name: str, signature_of) -> tuple[list[int], dict]:
     """Indices of the index's modules of ``class_name`` with ``signature_of``'s input and vocabulary."""
     from .compose import _signature_key
@@ -259,7 +278,7 @@ def find(index_dir, class_name: str, signature_of, top: int = 5, exclude_member:
     if not cand:
         raise InputError(f"{index_dir}: no module of class {class_name!r} is compatible with {signature_of} "
                          f"(input {want['input_signature']}, vocabulary {want['vocab_sha256'] or 'none'})")
-    q = consensus_quality(table[cand])
+    q = predicted_quality(table[cand])
     order = sorted(range(len(cand)), key=lambda j: (-q[j], index["modules"][cand[j]]["file"]))
     ranked = [{"rank": r + 1, "file": str(Path(index_dir) / index["modules"][cand[j]]["file"]),
                "member": index["modules"][cand[j]]["member"], "task": index["modules"][cand[j]]["task"],
