@@ -694,7 +694,8 @@ def fingerprint(paths, out, kind: str = "functional", probes: int = 256, probe_d
     from . import fingerprint as _fp
 
     paths = [str(p) for p in paths]
-    check_output_file(out, force, inputs=paths + ([str(probe_data)] if probe_data else []))
+    extra = list(probe_data) if isinstance(probe_data, (list, tuple)) else ([probe_data] if probe_data else [])
+    check_output_file(out, force, inputs=paths + [str(p) for p in extra])
     res = _fp.fingerprint_rows(paths, kind, probes=probes, probe_data=probe_data, seed=seed, chains=chains,
                                progress=progress, ray=ray, address=address)
     write_bytes_atomic(out, _fp.to_npz(res))
