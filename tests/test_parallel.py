@@ -37,29 +37,37 @@ def test_asking_for_ray_without_it_is_a_usage_error():
         pmap(square, [1], ray=True, progress=False)
 
 
-@pytest.mark.skipif(not ray_available(), reason="Ray is not installed (pip install 'onnxmod[ray]')")
-def test_ray_gives_the_serial_results_in_order():
+needs_ray = pytest.mark.skipif(not ray_available(), reason="Ray is not installed (pip install 'onnxmod[ray]')")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module's tests (pmap uses a running Ray instead of starting its own)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        # Ray workers import functions by module: use library ones (tests/ is not on their path)
-        items = [{"i": i, "x": list(range(i))} for i in range(20)]
-        assert pmap(json.dumps, items, ray=True, progress=False) == [json.dumps(x) for x in items]
-        with pytest.raises(InputError, match="missing.onnx: no such file"):
-            pmap(load_onnx, [sorted((ZOO / "tomita" / "members").glob("*.onnx"))[0], ZOO / "missing.onnx"], ray=True, progress=False)
-        files = sorted((ZOO / "tomita" / "members").glob("*.onnx"))[:6]
-        data = sorted((ZOO / "tomita" / "data").glob("*.npz"))
-        for kind in ("functional", "interactive", "mechanistic"):
-            a = fp.to_npz(fp.fingerprint_rows(files, kind, probes=16, probe_data=data))
-            b = fp.to_npz(fp.fingerprint_rows(files, kind, probes=16, probe_data=data, ray=True))
-            assert a == b, kind
-    finally:
-        ray.shutdown()
+    yield ray
+    ray.shutdown()
 
 
-@pytest.mark.skipif(not ray_available(), reason="Ray is not installed (pip install 'onnxmod[ray]')")
-def test_ray_zoo_index_is_byte_identical(tmp_path):
+@needs_ray
+def test_ray_gives_the_serial_results_in_order(ray_session):
+    # Ray workers import functions by module: use library ones (tests/ is not on their path)
+    items = [{"i": i, "x": list(range(i))} for i in range(20)]
+    assert pmap(json.dumps, items, ray=True, progress=False) == [json.dumps(x) for x in items]
+    first = sorted((ZOO / "tomita" / "members").glob("*.onnx"))[0]
+    with pytest.raises(InputError, match="missing.onnx: no such file"):
+        pmap(load_onnx, [first, ZOO / "missing.onnx"], ray=True, progress=False)
+    files = sorted((ZOO / "tomita" / "members").glob("*.onnx"))[:6]
+    data = sorted((ZOO / "tomita" / "data").glob("*.npz"))
+    for kind in ("functional", "interactive", "mechanistic"):
+        a = fp.to_npz(fp.fingerprint_rows(files, kind, probes=16, probe_data=data))
+        b = fp.to_npz(fp.fingerprint_rows(files, kind, probes=16, probe_data=data, ray=True))
+        assert a == b, kind
+
+
+@needs_ray
+def test_ray_zoo_index_is_byte_identical(tmp_path, ray_session):
     import shutil
 
     from onnxmod import api
