@@ -126,3 +126,20 @@ def test_consensus_quality_orders_by_agreement():
     # decisiveness: the same agreement, a larger spread of log-odds ranks higher
     p = zs.predicted_quality(np.vstack([rows[:3], 0.1 * rows[:1]]))
     assert p[0] > p[3]
+
+
+@pytest.mark.skipif(not all(__import__("importlib").util.find_spec(m) for m in ("torch", "sklearn")),
+                    reason="rebuilding members needs torch and scikit-learn (pip install -e '.[zoo]')")
+def test_rebuilt_members_are_byte_identical_to_the_committed_sample():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import build_zoo as bz
+    finally:
+        sys.path.pop(0)
+    for zoo, i in (("digits", 3), ("tomita", 5)):
+        spec = bz.member_spec(zoo, i)
+        data = bz.digits_data() if zoo == "digits" else bz.tomita_data(spec["grammar"])
+        blob = bz._npz_bytes(data)
+        assert blob == (ZOO / zoo / spec["data"]).read_bytes()
+        r = bz.build_member((zoo, i, 0, blob))
+        assert r["onnx"] == (ZOO / zoo / "members" / f"{zoo}-{i:04d}.onnx").read_bytes()
