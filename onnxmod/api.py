@@ -714,11 +714,12 @@ def zoo_index(zoo_dir, out, probes: int = 256, seed: int = 0, probe_data=None, f
                             address=address, progress=progress)
 
 
-def zoo_find(index, class_name, signature_of, top: int = 5) -> dict:
+def zoo_find(index, class_name, signature_of, top: int = 5, task: str | None = None) -> dict:
     """The index's modules of ``class_name`` compatible with ``signature_of`` (same input signature
-    and vocabulary), best first by a label-free quality estimate (``onnxmod.zoo``)."""
+    and vocabulary; of members trained on ``task`` if given), best first by a label-free quality
+    estimate (``onnxmod.zoo``)."""
     from . import zoo as _zoo
 
     if top < 1:
         raise UsageError(f"--top must be at least 1 (got {top})")
-    return _zoo.find(index, str(class_name), signature_of, top=top)
+    return _zoo.find(index, str(class_name), signature_of, top=top, task=task)

@@ -51,6 +51,8 @@ def register(sub) -> None:
     s.add_argument("--signature-of", required=True, metavar="FILE.onnx",
                    help="a model or module whose input signature and vocabulary the modules must share")
     s.add_argument("--top", type=int, default=5, help="how many to print (default 5)")
+    s.add_argument("--task", default=None, help="only modules of members trained on this task (their zoo.task "
+                   "metadata, e.g. tomita3; default: any task)")
     s.add_argument("--json", action="store_true", help="print the ranking as JSON")
     s.set_defaults(handler=run_zoo_find)
 
@@ -76,7 +78,7 @@ def run_zoo_index(args) -> None:
 
 
 def run_zoo_find(args) -> None:
-    r = api.zoo_find(args.index, args.class_name, args.signature_of, top=args.top)
+    r = api.zoo_find(args.index, args.class_name, args.signature_of, top=args.top, task=args.task)
     if args.json:
         print(json.dumps(r["top"], indent=2))
         return

@@ -267,7 +267,10 @@ def compatible(index: dict, class_name: str, signature_of) -> tuple[list[int], d
     return out, {"input_signature": sig, "vocab_sha256": vocab}
 
 
-def find(index_dir, class_name: str, signature_of, top: int = 5, exclude_member: str | None = None) -> dict:
+def find(index_dir, class_name: str, signature_of, top: int = 5, exclude_member: str | None = None,
+         task: str | None = None) -> dict:
+    """``task`` keeps only modules of members trained on that task (``zoo.task``): where a class name
+    means different things in different members (a Tomita acceptor's ``accept``)."""
     index, table = load_index(index_dir)
     if not any(e["class_name"] == str(class_name) for e in index["modules"]):
         names = sorted({e["class_name"] for e in index["modules"]})
@@ -275,9 +278,12 @@ def find(index_dir, class_name: str, signature_of, top: int = 5, exclude_member:
     cand, want = compatible(index, class_name, signature_of)
     if exclude_member:
         cand = [i for i in cand if index["modules"][i]["member"] != exclude_member]
+    if task is not None:
+        cand = [i for i in cand if index["modules"][i]["task"] == task]
     if not cand:
-        raise InputError(f"{index_dir}: no module of class {class_name!r} is compatible with {signature_of} "
-                         f"(input {want['input_signature']}, vocabulary {want['vocab_sha256'] or 'none'})")
+        raise InputError(f"{index_dir}: no module of class {class_name!r}" + (f" of task {task!r}" if task else "")
+                         + f" is compatible with {signature_of} (input {want['input_signature']}, vocabulary "
+                         f"{want['vocab_sha256'] or 'none'})")
     q = predicted_quality(table[cand])
     order = sorted(range(len(cand)), key=lambda j: (-q[j], index["modules"][cand[j]]["file"]))
     ranked = [{"rank": r + 1, "file": str(Path(index_dir) / index["modules"][cand[j]]["file"]),

@@ -112,6 +112,12 @@ def test_find_ranks_compatible_modules_of_the_class(tmp_path, capsys):
     tom = sorted((ZOO / "tomita" / "members").glob("*.onnx"))[0]
     with pytest.raises(InputError, match="compatible"):
         api.zoo_find(tmp_path / "idx", c, tom)
+    task = r["ranking"][0]["task"]
+    t = api.zoo_find(tmp_path / "idx", c, ref, top=50, task=task)
+    assert t["ranking"] and all(m["task"] == task for m in t["ranking"])
+    assert t["candidates"] == sum(m["task"] == task for m in r["ranking"])
+    with pytest.raises(InputError, match="of task 'no-such-task'"):
+        api.zoo_find(tmp_path / "idx", c, ref, task="no-such-task")
 
 
 def test_consensus_quality_orders_by_agreement():

@@ -50,6 +50,30 @@ def log_odds(path, x) -> np.ndarray:
     return lg[:, 1].astype(np.float64) - lg[:, 0]
 
 
+def nearest_same_class(zoo: Path, index_dir: Path, index: dict, probes: int = 256) -> dict:
+    """Probes matter: how often a module's nearest module of *another* member (correlation of
+    fingerprint rows) serves the same class, with probes drawn from the zoo's inputs vs from the
+    input signature alone (standard normal features)."""
+    from onnxmod import fingerprint as fp
+
+    files = [str(index_dir / e["file"]) for e in index["modules"]]
+    cls = np.array([e["class_name"] for e in index["modules"]])
+    mem = np.array([e["member"] for e in index["modules"]])
+    data = sorted({str(zoo / e["data"]) for e in index["modules"]})
+    out = {}
+    for label, pd in (("zoo inputs", data), ("input signature", None)):
+        t = fp.fingerprint_rows(files, "functional", probes=probes, probe_data=pd)["fingerprints"].astype(float)
+        t = t - t.mean(1, keepdims=True)
+        t /= np.linalg.norm(t, axis=1, keepdims=True) + 1e-12
+        sim = t @ t.T
+        sim[mem[:, None] == mem[None, :]] = -np.inf  # another member's module
+        nn = sim.argmax(1)
+        out[label] = float((cls[nn] == cls).mean())
+        print(f"nearest module of another member serves the same class: {out[label]:.3f} "
+              f"({len(files)} modules, {probes} probes from the {label})")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("zoo", type=Path)
@@ -57,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--held-out", default="5,6,7,8,9",
                     help="classes not looked at when the predictor was chosen (default 5,6,7,8,9: it was "
                          "chosen among 5 label-free variants on classes 1-4 of the 500-member digits zoo)")
+    ap.add_argument("--nearest", action="store_true",
+                    help="also: nearest-module class agreement with probes from the zoo vs the signature")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     a = ap.parse_args(argv)
     index, _ = zs.load_index(a.index)
@@ -138,6 +164,8 @@ def main(argv=None) -> int:
     if scen:
         summary["replace_mean_delta_points"] = float(100 * np.mean([s["delta"] for s in scen]))
         print(f"mean delta {summary['replace_mean_delta_points']:+.2f} points over {len(scen)} compositions")
+    if a.nearest:
+        summary["nearest_same_class"] = nearest_same_class(a.zoo, a.index, index)
     if a.json:
         a.json.write_text(json.dumps({"summary": summary, "classes": rows, "replace": scen}, indent=1) + "\n")
     return 0
