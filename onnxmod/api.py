@@ -849,3 +849,44 @@ def _evaluation_report(result: dict, path) -> dict:
         write_bytes_atomic(path, text.encode())
         result["report"] = str(path)
     return result
+
+
+def fingerprint(paths, out, kind: str = "functional", probes: int = 256, probe_data=None, seed: int = 0,
+                chains: int = 8, force: bool = False, ray: bool = False, address: str | None = None,
+                progress: bool = False) -> dict:
+    """One fingerprint row per file of ``paths`` (in order) written to the ``.npz`` ``out``
+    (``fingerprints`` [files, width] float32 NaN-padded, ``widths``, ``files``, ``sha256``, ``kind``,
+    ``seed``, ``probes``, ``signature``); see ``onnxmod.fingerprint`` for the kinds. Same files and
+    seed give the same bytes; ``ray``/``address`` compute rows as Ray tasks (same result)."""
+    from . import fingerprint as _fp
+
+    paths = [str(p) for p in paths]
+    extra = list(probe_data) if isinstance(probe_data, (list, tuple)) else ([probe_data] if probe_data else [])
+    check_output_file(out, force, inputs=paths + [str(p) for p in extra])
+    res = _fp.fingerprint_rows(paths, kind, probes=probes, probe_data=probe_data, seed=seed, chains=chains,
+                               progress=progress, ray=ray, address=address)
+    write_bytes_atomic(out, _fp.to_npz(res))
+    return {"output": str(out), "kind": kind, "files": res["files"], "width": int(res["fingerprints"].shape[1]),
+            "probes": None if res["probes"] is None else int(res["probes"].shape[0]), "seed": seed}
+
+
+def zoo_index(zoo_dir, out, probes: int = 256, seed: int = 0, probe_data=None, force: bool = False,
+              ray: bool = False, address: str | None = None, progress: bool = False) -> dict:
+    """Decompose every member of ``zoo_dir`` into modules and fingerprint them into the index
+    directory ``out`` (``index.json``, ``fingerprints.npz``, ``modules/``); bad members are skipped
+    with one warning each and counted (``skipped``)."""
+    from . import zoo as _zoo
+
+    return _zoo.build_index(zoo_dir, out, probes=probes, seed=seed, probe_data=probe_data, force=force, ray=ray,
+                            address=address, progress=progress)
+
+
+def zoo_find(index, class_name, signature_of, top: int = 5, task: str | None = None) -> dict:
+    """The index's modules of ``class_name`` compatible with ``signature_of`` (same input signature
+    and vocabulary; of members trained on ``task`` if given), best first by a label-free quality
+    estimate (``onnxmod.zoo``)."""
+    from . import zoo as _zoo
+
+    if top < 1:
+        raise UsageError(f"--top must be at least 1 (got {top})")
+    return _zoo.find(index, str(class_name), signature_of, top=top, task=task)

@@ -540,5 +540,8 @@ def main(argv=None) -> int:
             signal.signal(s, h)
 
 
+from . import cli_zoo  # noqa: E402,F401  fingerprint, zoo index|find: registered by importing them
+
 if __name__ == "__main__":
     sys.exit(main())
+
