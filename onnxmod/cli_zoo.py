@@ -62,7 +62,9 @@ class Zoo(Command):
   onnxmod zoo find --index out/digits-index --class 7 --signature-of fixtures/zoo/digits/digits-0000.onnx"""
 
     def add_arguments(self, z):
-        zs = z.add_subparsers(dest="zoo_command", required=True, parser_class=type(z))
+        zs = z.add_subparsers(dest="zoo_command", required=True, parser_class=type(z), metavar="ZOO_COMMAND",
+                              title="zoo commands",
+                              help="index: decompose and fingerprint every member; find: rank modules for a class")
         s = zs.add_parser("index", help="decompose and fingerprint every member of ZOO_DIR")
         s.add_argument("zoo_dir", metavar="ZOO_DIR", help="directory of members (tools/build_zoo.py)")
         s.add_argument("--out", required=True, metavar="INDEX", help="index directory to write (atomic)")

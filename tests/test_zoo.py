@@ -72,13 +72,14 @@ def test_tomita_grammars():
 
 def test_index_skips_bad_members_with_one_warning_each_and_is_deterministic(tmp_path, capsys):
     z = small_zoo(tmp_path)
-    rc = main(["zoo", "index", str(z), "--out", str(tmp_path / "i1"), "--probes", "32", "--quiet"])
+    rc = main(["zoo", "index", str(z), "--out", str(tmp_path / "i1"), "--probes", "32"])  # -q would hide warnings
     assert rc == 0
     out, err = capsys.readouterr()
     warns = [l for l in err.splitlines() if l.startswith("onnxmod: warning:")]
     assert len(warns) == 2 and "zz-corrupt" in warns[0] and "zz-foreign" in warns[1]
     assert "from 8 of 10 members (2 skipped)" in out
-    r = api.zoo_index(z, tmp_path / "i2", probes=32)
+    with pytest.warns(UserWarning, match="skipped zoo member"):
+        r = api.zoo_index(z, tmp_path / "i2", probes=32)
     assert r["indexed"] == 8 and len(r["skipped"]) == 2
     for f in ("index.json", "fingerprints.npz"):
         assert (tmp_path / "i1" / f).read_bytes() == (tmp_path / "i2" / f).read_bytes()
