@@ -416,13 +416,14 @@ class LoopCells(FrontEnd):
         def mul_of(v):
             return v.args if isinstance(v, Opaque) and v.node.op == "Mul" and len(v.args) == 2 else None
 
+        no = "carries two state vectors but is not an LSTM cell (no general cell front-end yet): "
         if not (isinstance(upd_c, Opaque) and upd_c.node.op == "Add"):
-            return "its cell state update is not f * c + i * g"
+            return no + "its cell state update is not f * c + i * g"
         f = i = g = None
         for term in upd_c.args:
             pair = mul_of(term)
             if pair is None:
-                return "its cell state update is not f * c + i * g"
+                return no + "its cell state update is not f * c + i * g"
             if any(isinstance(a, tuple) and a == ("state", 1) for a in pair):
                 f = next((a for a in pair if isinstance(a, Act)), None)
             else:
@@ -436,7 +437,7 @@ class LoopCells(FrontEnd):
             hact = next((a for a in pair if isinstance(a, Opaque) and a.node.op in ("Tanh", "Relu", "Sigmoid")
                          and a.args and a.args[0] is upd_c), None)
         if None in (f, i, g, o, hact):
-            return "its state updates are not an LSTM cell (c' = f * c + i * g, h' = o * act(c')) onnxmod recognizes"
+            return no + "its state updates are not c' = f * c + i * g and h' = o * act(c')"
         if not (f.spec == i.spec == o.spec) or any(a.lin.width != H for a in (f, i, g, o)):
             return "its LSTM gates use different activations or widths"
         gates = (i, o, f, g)  # ONNX order
