@@ -203,7 +203,7 @@ def test_a_two_state_loop_that_is_no_lstm_says_so():
     nodes = [helper.make_node("MatMul", ["x_t", "W"], ["xw"]), helper.make_node("Add", ["xw", "c"], ["s"]),
              helper.make_node("Tanh", ["s"], ["h_new"]), helper.make_node("Identity", ["s"], ["c_new"])]
     proto = _loop_model(nodes, [_w("W", (I, H), 1)], H, I, extra_state=True)
-    with pytest.raises(UnsupportedModelError, match=r"\(Loop\): its cell state update is not f \* c \+ i \* g"):
+    with pytest.raises(UnsupportedModelError, match=r"\(Loop\): carries two state vectors but is not an LSTM cell .* f \* c \+ i \* g"):
         Model(proto, source="two.onnx")
 
 
