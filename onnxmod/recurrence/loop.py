@@ -479,7 +479,7 @@ class LoopCells(FrontEnd):
             acts = [z.name, v.node.op]
             extra = self._ab([z])
             return "GRU", W, R, np.concatenate([Wb, Rb])[None], {"activations": acts, "linear_before_reset": lbr,
-                                                                    **extra, "_z_neg": False}
+                                                                    **extra}
         return "its body has gates but no GRU candidate act(x W + r * (h U + c)) onnxmod recognizes"
 
     def _terms(self, pre):
