@@ -34,6 +34,9 @@ from .native import NativeRecurrence, _is_zero
 TOL = 1e-5
 
 
+MASK, NOT_MASK = ("mask",), ("not_mask",)
+
+
 class Lin:
     """``x @ A + h @ B + c`` (columns = the tensor's last axis)."""
 
@@ -94,9 +97,11 @@ def _const(t):
 class _Cell:
     """Reads a body's state update as forms and activations (``values[tensor] = Lin | Act | ...``)."""
 
-    def __init__(self, x, I, states, H, consts):
+    def __init__(self, x, I, states, H, consts, mask=None):
         self.I, self.H = I, H
         self.values = {id(x): Lin(np.eye(I), np.zeros((H, I)), np.zeros(I))}
+        if mask is not None:  # a per-step mask (1 on real steps): blends are read as ("blend", new, held)
+            self.values[id(mask)] = MASK
         for k, s in enumerate(states):
             self.values[id(s)] = ("state", k)
         self.consts = consts  # id(tensor) -> ndarray: loop invariants bound to their outer constants
@@ -118,6 +123,29 @@ class _Cell:
         self.values[id(t)] = v
         return v
 
+    @staticmethod
+    def _masking(op, args):
+        """The mask through Cast/Not, ``mask * v`` / ``(not mask) * v``, and their sum: a blend."""
+        def tag(v):
+            return v if isinstance(v, tuple) and v and v[0] in ("mask", "not_mask", "masked", "held") else None
+
+        tags = [tag(a) for a in args]
+        if op in ("Cast", "Identity") and args and tags[0] in (MASK, NOT_MASK):
+            return tags[0]
+        if op == "Not" and args and tags[0] in (MASK, NOT_MASK):
+            return NOT_MASK if tags[0] == MASK else MASK
+        if op == "Mul" and len(args) == 2:
+            for a, b in ((0, 1), (1, 0)):
+                if tags[a] == MASK:
+                    return ("masked", args[b])
+                if tags[a] == NOT_MASK:
+                    return ("held", args[b])
+        if op == "Add" and len(args) == 2 and tags[0] and tags[1] and {tags[0][0], tags[1][0]} == {"masked", "held"}:
+            m = tags[0] if tags[0][0] == "masked" else tags[1]
+            h = tags[1] if m is tags[0] else tags[0]
+            return ("blend", m[1], h[1])
+        return None
+
     def _lin(self, v):
         if isinstance(v, tuple) and v[0] == "state":  # the state itself: h (as a form) — c stays opaque
             if v[1] == 0:
@@ -133,6 +161,9 @@ class _Cell:
             folded = _fold(node, t, node.inputs, args)
             if folded is not None:
                 return folded
+        masked = self._masking(op, args)
+        if masked is not None:
+            return masked
         lins = [self._lin(a) for a in args]
         if op in ("Identity", "Dropout") and args:
             return args[0]
@@ -294,21 +325,29 @@ class LoopCells(FrontEnd):
                 and any(n.inputs[1] is v for v in step_vars)]
         masks = [n for n in read if n.inputs[0].dtype == np.bool_ or any(
             c.op in ("Not", "Cast") for c in n.outputs[0].outputs)]
+        mask_gather = None
         if len(read) > 1 and masks:
-            return miss(f"reads a per-step mask ({masks[0].inputs[0].name!r}) besides its input: a masked cell "
-                        f"(Keras mask_zero) holds its state on masked steps; not supported yet: export without "
-                        f"mask_zero, or with native ops and sequence_lens")
+            if len(read) != 2 or len(masks) != 1:
+                return miss(f"reads {len(read)} tensors by the step index, {len(masks)} of them masks")
+            mask_gather = masks[0]
+            read = [n for n in read if n is not mask_gather]
         if not states:
             return miss("carries no state from one step to the next")
+        emitted = [v for _, v in seqs] + list(b_out[1 + n_carried:])
+        alias = None
+        if mask_gather is not None:  # a masked cell (Keras mask_zero) also carries its last output
+            outs_ = [st for st in states if any(self._same(t, st[2]) for t in emitted)]
+            if len(outs_) == 1 and len(states) > 1:
+                alias = outs_[0]
+                states = [st for st in states if st is not alias]
         if len(states) > 2:
             return miss(f"carries {len(states)} state tensors; the loop front-end knows cells with h (vanilla RNN, "
                         f"GRU) or h and c (LSTM)")
-        emitted = [v for _, v in seqs] + list(b_out[1 + n_carried:])
         if len(states) == 2 and any(self._same(t, states[1][2]) for t in emitted):
             states = states[::-1]  # h is the state the loop emits at every step; c the other
         j, h_in, h_out, h_init = states[0]
         c_state = states[1] if len(states) == 2 else None
-        if not _is_zero(h_init) or (c_state is not None and not _is_zero(c_state[3])):
+        if any(not _is_zero(st[3]) for st in states + ([alias] if alias else [])):
             return miss("its initial state is not provably zero")
         consts = {}
         for vid, init in passes.items():
@@ -337,10 +376,28 @@ class LoopCells(FrontEnd):
         if axis not in (0, 1) or X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], int):
             return miss("its input step is not a slice of a [T, N, I] or [N, T, I] tensor with a known I")
         I = int(X.shape[2])
-        reader = _Cell(x_t, I, [h_in] + ([c_state[1]] if c_state else []), H, consts)
+        cell_states = [h_in] + ([c_state[1]] if c_state else [])
+        if mask_gather is not None and c_state is not None:
+            # which of the two is h: the one whose new value the loop also emits as its output
+            probe = _Cell(x_t, I, cell_states + ([alias[1]] if alias else []), H, consts, mask=mask_gather.outputs[0])
+            a_upd = probe.value(alias[2]) if alias else None
+            if a_upd is not None and isinstance(probe.value(c_state[2]), tuple) and \
+                    probe.value(c_state[2])[:2] == ("blend", a_upd[1] if isinstance(a_upd, tuple) else None):
+                j, h_in, h_out, h_init = c_state
+                c_state = states[0]
+                cell_states = [h_in, c_state[1]]
+        reader = _Cell(x_t, I, cell_states + ([alias[1]] if alias else []), H, consts,
+                       mask=None if mask_gather is None else mask_gather.outputs[0])
         upd = reader.value(h_out)
-        cell = (self._lstm(reader, upd, reader.value(c_state[2]), H) if c_state
-                else self._identify(reader, upd, h_in, H))
+        upd_c = reader.value(c_state[2]) if c_state else None
+        if mask_gather is not None:
+            got = self._unblend(upd, 0), (self._unblend(upd_c, 1) if c_state else None)
+            a_upd = self._unblend(reader.value(alias[2]), len(cell_states)) if alias else got[0]
+            if got[0] is None or (c_state and got[1] is None) or a_upd is not got[0]:
+                return miss("reads a per-step mask, but its states are not held on masked steps as Keras' mask_zero "
+                            "holds them (h' = m h_new + (1 - m) h)")
+            upd, upd_c = got
+        cell = (self._lstm(reader, upd, upd_c, H) if c_state else self._identify(reader, upd, h_in, H))
         if isinstance(cell, str):
             return miss(cell)
         op_type, W, R, Bv, attrs = cell
@@ -348,7 +405,8 @@ class LoopCells(FrontEnd):
                  for t in body.tensors().values()}
         known = {k: v for k, v in known.items() if isinstance(v, np.ndarray)}
         gap = self._check(body, x_t, [(h_in, h_out)] + ([(c_state[1], c_state[2])] if c_state else []), known,
-                          op_type, W, R, Bv, attrs, I, H, graph.opset)
+                          op_type, W, R, Bv, attrs, I, H, graph.opset,
+                          mask=None if mask_gather is None else mask_gather.outputs[0])
         if gap is None or gap > TOL:
             what = "cannot be run on its own" if gap is None else f"differs from it by {gap:.2g}"
             return miss(f"its body looks like a {op_type} cell, but that cell {what} on random inputs (tolerance "
@@ -356,15 +414,19 @@ class LoopCells(FrontEnd):
         # per-step outputs: a scan output, or a sequence stacked after the loop
         scan_outs = [(k, b_out[1 + n_carried + k]) for k in range(len(b_out) - 1 - n_carried)]
         outs = {"final": loop.outputs[j], "final_c": loop.outputs[c_state[0]] if c_state else None,
-                "stacked": [], "concat": []}
+                "final_alias": loop.outputs[alias[0]] if alias else None, "stacked": [], "concat": [],
+                "mask": None if mask_gather is None else mask_gather.inputs[0]}
+        def is_h(t):  # the state h, or (masked cells) the last output, which equals h at every step
+            return self._same(t, h_out) or (alias is not None and self._same(t, alias[2]))
+
         for k, t in scan_outs:
-            if self._same(t, h_out):
+            if is_h(t):
                 outs["stacked"].append(loop.outputs[n_carried + k])
             elif loop.outputs[n_carried + k].outputs:
                 return miss(f"emits a per-step output {t.name!r} other than the state")
         for js, val in seqs:
             seq_out = loop.outputs[js]
-            if not self._same(val, h_out):
+            if not is_h(val):
                 if seq_out.outputs:
                     return miss(f"collects per-step values {val.name!r} other than the state")
                 continue
@@ -375,11 +437,12 @@ class LoopCells(FrontEnd):
                 outs["concat"].append(c)
         for k, t in enumerate(loop.outputs):
             used = bool(t.outputs) or t in graph.outputs
-            if used and t is not outs["final"] and t is not outs["final_c"] and t not in outs["stacked"] and not any(
+            kept = [outs["final"], outs["final_c"], outs["final_alias"], *outs["stacked"]]
+            if used and not any(t is o for o in kept) and not any(
                     t is loop.outputs[js] for js, _ in seqs):
                 return miss(f"its loop output {t.name!r} (not the state) is used after the loop")
         watch = [t.name for t in outs["stacked"]] + [c.outputs[0].name for c in outs["concat"]]
-        for t in (outs["final"], outs["final_c"]):
+        for t in (outs["final"], outs["final_c"], outs["final_alias"]):
             if t is not None and (t.outputs or t in graph.outputs):
                 watch.append(t.name)
         node = self._replace(graph, loop, name, X, axis, op_type, W, R, Bv, attrs, H, outs)
@@ -387,6 +450,13 @@ class LoopCells(FrontEnd):
         rec.watch = watch  # the model's own tensors of this recurrence's states (checked on traced rows)
         rec.state_from_node = None
         return rec
+
+    @staticmethod
+    def _unblend(v, k):
+        """``new`` of ``("blend", new, state k)``, else None."""
+        if isinstance(v, tuple) and len(v) == 3 and v[0] == "blend" and v[2] == ("state", k):
+            return v[1]
+        return None
 
     @staticmethod
     def _same(a, b):
@@ -517,7 +587,7 @@ class LoopCells(FrontEnd):
                         return g, Lin(np.zeros((0, U.shape[1])), U, c), 0
         return None
 
-    def _check(self, body, x_t, states, known, op_type, W, R, Bv, attrs, I, H, opset=17):
+    def _check(self, body, x_t, states, known, op_type, W, R, Bv, attrs, I, H, opset=17, mask=None):
         """Largest difference between the body (onnxruntime) and onnxmod's cell on random steps:
         every new state (``states``: (state in, state out) pairs, h first). ``known``: the values (by
         tensor name) the cell reader worked out: loop invariants and what the graph computes from
@@ -535,10 +605,16 @@ class LoopCells(FrontEnd):
                     v = known[t.name]
                     dt = t.dtype if t.dtype is not None else np.float32
                     n.inputs[i] = gs.Constant(f"{t.name}__bound", np.asarray(v).astype(dt))
-        for n in list(xv.inputs):
-            n.outputs = [gs.Variable(f"{o.name}__unused") if o is xv else o for o in n.outputs]
-        xv.inputs.clear()
+        feeds_extra = {}
+        for v in [xv] + ([tmap[mask.name]] if mask is not None else []):
+            for n in list(v.inputs):
+                n.outputs = [gs.Variable(f"{o.name}__unused") if o is v else o for o in n.outputs]
+            v.inputs.clear()
         xv.dtype, xv.shape = np.float32, ["P", I]
+        if mask is not None:  # every step real: the blend passes the cell's new state through
+            mv = tmap[mask.name]
+            mv.dtype, mv.shape = np.bool_, ["P", 1]
+            feeds_extra[mv.name] = np.ones((64, 1), dtype=bool)
         for v in ins:
             v.dtype, v.shape = np.float32, ["P", H]
         probes = []
@@ -546,7 +622,7 @@ class LoopCells(FrontEnd):
             out = gs.Variable(f"{o.name}__probe{k}", dtype=np.float32)
             g.nodes.append(gs.Node("Identity", f"probe_out{k}", inputs=[o], outputs=[out]))
             probes.append(out)
-        g.inputs, g.outputs = [xv, *ins], probes
+        g.inputs, g.outputs = [xv, *ins, *[tmap[k] for k in feeds_extra]], probes
         rng = np.random.default_rng(0)
         P = 64
         x = rng.normal(0, 1, (P, I)).astype(np.float32)
@@ -557,7 +633,7 @@ class LoopCells(FrontEnd):
             del m.opset_import[:]
             m.opset_import.append(onnx.helper.make_opsetid("", max(int(opset or 17), 13)))
             m.ir_version = 8
-            want = runtime.session(m).run(None, {xv.name: x, **{v.name: a for v, a in zip(ins, st)}})
+            want = runtime.session(m).run(None, {xv.name: x, **{v.name: a for v, a in zip(ins, st)}, **feeds_extra})
         except Exception:  # noqa: BLE001 - a body that cannot run alone is not lifted
             return None
         cell = cell_for(op_type)
@@ -576,6 +652,31 @@ class LoopCells(FrontEnd):
                            f"lifted {op_type}")
 
     # ---- the rewrite ------------------------------------------------------------------------
+    @staticmethod
+    def _reversed(graph, name, t, axis, out=None):
+        """``t`` reversed along ``axis`` (a whole-axis Slice with step -1)."""
+        out = out if out is not None else gs.Variable(name, dtype=np.float32)
+        graph.nodes.append(gs.Node("Slice", f"{name}/reverse", inputs=[
+            t, gs.Constant(f"{name}/start", np.array([-1], dtype=np.int64)),
+            gs.Constant(f"{name}/end", np.array([np.iinfo(np.int64).min], dtype=np.int64)), axis,
+            gs.Constant(f"{name}/step", np.array([-1], dtype=np.int64))], outputs=[out]))
+        return out
+
+    @staticmethod
+    def _lengths(graph, p, mask, axis, ax0):
+        """Each row's number of real steps, ``[N]`` int32, from the loop's mask (time on ``axis``)."""
+        as_int = gs.Variable(f"{p}/mask_int", dtype=np.int32)
+        total = gs.Variable(f"{p}/lengths_2d", dtype=np.int32)
+        lengths = gs.Variable(f"{p}/lengths", dtype=np.int32)
+        graph.nodes += [
+            gs.Node("Cast", f"{p}/mask_int", attrs={"to": onnx.TensorProto.INT32}, inputs=[mask], outputs=[as_int]),
+            gs.Node("ReduceSum", f"{p}/lengths_2d", attrs={"keepdims": 0}, inputs=[
+                as_int, gs.Constant(f"{p}/time_axis", np.array([axis], dtype=np.int64))], outputs=[total]),
+            gs.Node("Reshape", f"{p}/lengths", inputs=[total, gs.Constant(f"{p}/flat", np.array([-1], np.int64))],
+                    outputs=[lengths]),
+        ]
+        return lengths
+
     def _replace(self, graph, loop, name, X, axis, op_type, W, R, Bv, attrs, H, outs):
         p = f"{name}/lifted"
         x = X
@@ -587,20 +688,37 @@ class LoopCells(FrontEnd):
         Yc = gs.Variable(f"{p}/Y_c", dtype=np.float32) if op_type == "LSTM" else None
         a = {k: v for k, v in attrs.items() if not k.startswith("_")}
         a["hidden_size"] = int(H)
-        native = gs.Node(op_type, f"{name}/{op_type}", attrs=a, inputs=[
-            x, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
-            gs.Constant(f"{p}/B", Bv.astype(np.float32))], outputs=[Y, Yh] + ([Yc] if Yc is not None else []))
-        graph.nodes.append(native)
+        ins = [x, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
+               gs.Constant(f"{p}/B", Bv.astype(np.float32))]
         ax0 = gs.Constant(f"{p}/axis0", np.array([0], dtype=np.int64))
         ax1 = gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))
+        if outs["mask"] is not None:
+            # A masked cell (state held on masked steps) over pre-padded rows reads only each row's last
+            # `len` steps: the same as a reverse op over the time-reversed input with sequence_lens =
+            # len (it starts at the row's first real step), whose Y reversed back is 0 on the padding,
+            # as the masked loop's output is there. Other mask patterns differ: the traced-rows check
+            # (verify_forms) compares this with the loop on the model's own data.
+            ins[0] = self._reversed(graph, f"{p}/x_reversed", x, ax0)
+            ins.append(self._lengths(graph, p, outs["mask"], axis, ax0))
+            a["direction"] = "reverse"
+        native = gs.Node(op_type, f"{name}/{op_type}", attrs=a, inputs=ins,
+                         outputs=[Y, Yh] + ([Yc] if Yc is not None else []))
+        graph.nodes.append(native)
         final, stacked, concat = outs["final"], outs["stacked"], outs["concat"]
         loop.outputs.clear()
         loop.inputs.clear()
         graph.nodes.append(gs.Node("Squeeze", f"{p}/final", inputs=[Yh, ax0], outputs=[final]))
         if outs["final_c"] is not None:
             graph.nodes.append(gs.Node("Squeeze", f"{p}/final_c", inputs=[Yc, ax0], outputs=[outs["final_c"]]))
+        if outs["final_alias"] is not None:  # the masked loop's last output: its last real state
+            graph.nodes.append(gs.Node("Squeeze", f"{p}/final_out", inputs=[Yh, ax0], outputs=[outs["final_alias"]]))
         seq_tm = gs.Variable(f"{p}/steps", dtype=np.float32)  # [T, N, H]
-        graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[Y, ax1], outputs=[seq_tm]))
+        if outs["mask"] is not None:
+            rev = gs.Variable(f"{p}/steps_reversed", dtype=np.float32)
+            graph.nodes.append(gs.Node("Squeeze", f"{p}/steps_r", inputs=[Y, ax1], outputs=[rev]))
+            self._reversed(graph, f"{p}/steps", rev, ax0, out=seq_tm)
+        else:
+            graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[Y, ax1], outputs=[seq_tm]))
         for t in stacked:
             graph.nodes.append(gs.Node("Identity", f"{t.name}/lifted", inputs=[seq_tm], outputs=[t]))
         for c in concat:
