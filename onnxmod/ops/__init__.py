@@ -1,9 +1,10 @@
-"""Per-op knowledge, one handler per ONNX recurrent ``op_type``.
+"""Per-op knowledge of the native ``LSTM``/``GRU``/``RNN`` ops, one handler per ``op_type``.
 
-A handler knows its op's gate order and weight layout, which of its inputs/outputs carry state,
-which attributes and inputs onnxmod does not support, how to remove hidden units physically and
-how to compute one step in numpy (the reference used by tests, gate monitoring and the unrolled
-mode). ``handler_for(node)`` is the only way the rest of onnxmod reaches them.
+A handler knows its op's weight layout, which of its inputs carry state, how to check and read its
+attributes and how to remove hidden units physically (weights, peepholes, constant initial
+states). The equations are the cell's (``onnxmod.cells``), shared by every form. The native
+front-end (``onnxmod.recurrence.native``) is what reaches handlers; the rest of the pipeline talks
+to recurrences.
 """
 from __future__ import annotations
 

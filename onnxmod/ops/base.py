@@ -8,8 +8,8 @@ ONNX ``LSTM``, ``GRU`` and ``RNN`` (``layout=0``) all store
 
 with ``D`` directions (forward, then reverse), ``H = hidden_size`` and ``G`` gates. Removing unit
 ``j`` of direction ``d`` drops row ``g*H + j`` of W, R and both halves of B for every gate ``g``,
-and column ``j`` of R. A subclass only says what differs: gate order, state inputs/outputs,
-defaults, unsupported features, and the numpy step.
+and column ``j`` of R. A subclass only says what differs: state inputs/outputs, extra inputs
+(LSTM's peepholes) and when a unit can be silenced; gates and equations come from its cell.
 """
 from __future__ import annotations
 
