@@ -46,6 +46,9 @@ RECOGNIZED = {
     "exporters/tf2onnx_keras3/brown_pos_lstm_timedistributed.onnx": (["native"], "brown_pos"),
     "cells/digits/grucell1_loop.onnx": (["loop"], "digits"),
     "cells/digits/indrnn1_loop.onnx": (["loop"], "digits"),
+    "cells/digits/grucell1_unrolled.onnx": (["unrolled"], "digits"),
+    "cells/digits/indrnn1_unrolled.onnx": (["unrolled"], "digits"),
+    "cells/digits_pixels/indrnn1_unrolled.onnx": (["unrolled"], "digits_pixels"),
 }
 
 
@@ -107,7 +110,7 @@ def test_removing_units_through_any_form_equals_zeroing_them(rel):
 
 
 def test_every_front_end_answers_to_the_contract():
-    assert [fe.name for fe in FRONTENDS] == ["loop", "unrolled", "native"]
+    assert [fe.name for fe in FRONTENDS] == ["loop", "unrolled", "unrolled-cell", "native"]
     for name in ("hidden_size", "directions", "x", "y", "lengths", "unit_outputs", "reader_nodes", "reads",
                  "weights", "reference", "gates_from_trace", "silencer", "slice_units", "slice_input", "absorb",
                  "widen_input", "mask_states", "reversed_directions", "describe"):

@@ -14,9 +14,9 @@ from ..ops import handler_for
 from .contract import FrontEnd, NoMatch, Recurrence, UnitSelection
 from .loop import LoopCells
 from .native import NativeOps, NativeRecurrence
-from .unrolled import UnrolledRNN
+from .unrolled import UnrolledCells, UnrolledRNN
 
-FRONTENDS: list[FrontEnd] = [LoopCells(), UnrolledRNN(), NativeOps()]  # lifting front-ends first: they make native ops
+FRONTENDS: list[FrontEnd] = [LoopCells(), UnrolledRNN(), UnrolledCells(), NativeOps()]  # lifting front-ends first: they make native ops
 
 
 def register(frontend: FrontEnd) -> FrontEnd:

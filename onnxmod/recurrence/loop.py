@@ -167,7 +167,8 @@ class _Cell:
         lins = [self._lin(a) for a in args]
         if op in ("Identity", "Dropout") and args:
             return args[0]
-        if op == "MatMul" and lins[0] is not None and isinstance(args[1], np.ndarray) and args[1].ndim == 2:
+        if op == "MatMul" and lins[0] is not None and isinstance(args[1], np.ndarray) and args[1].ndim == 2 \
+                and args[1].shape[0] == lins[0].width:
             w = args[1]
             L = lins[0]
             return Lin(L.A @ w, L.B @ w, L.c @ w)
@@ -175,6 +176,8 @@ class _Cell:
             if int(node.attrs.get("transA", 0)):
                 return Opaque(node, args)
             w = args[1].T if int(node.attrs.get("transB", 0)) else args[1]
+            if w.ndim != 2 or w.shape[0] != lins[0].width:
+                return Opaque(node, args)
             a, b = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
             L = lins[0]
             out = Lin(L.A @ w * a, L.B @ w * a, L.c @ w * a)

@@ -236,3 +236,146 @@ class UnrolledRNN(FrontEnd):
         rec = NativeRecurrence(index, native, form="unrolled")
         rec.watch = watch
         return rec
+
+
+class UnrolledCells(FrontEnd):
+    """Any one-state cell the Loop front-end knows (vanilla RNN, IndRNN, GRU), unrolled step by step
+    on the raw input (torch's default exporter for a cell written in plain ops): step ``s`` reads
+    ``Gather(X, s)`` and the previous state, and a ``Concat`` stacks every step's state. Each step
+    is read as the Loop front-end reads a body; every step must be the same cell with the same
+    parameters, and the chain becomes the native op."""
+
+    name = "unrolled-cell"
+
+    def find(self, graph, source, first_index, claimed):
+        from .loop import LoopCells
+
+        steps = defaultdict(dict)  # X -> {step: gather node}
+        for n in graph.nodes:
+            if n.op == "Gather" and len(n.inputs) == 2 and int(n.attrs.get("axis", 0)) in (0, 1):
+                s = _const(n.inputs[1])
+                if s is not None and s.ndim == 0 and isinstance(n.inputs[0], gs.Variable):
+                    steps[id(n.inputs[0])][int(s)] = n
+        k = 0
+        for reads in steps.values():
+            T = len(reads)
+            if T < 2 or sorted(reads) != list(range(T)):
+                continue
+            res = self._lift(graph, [reads[s] for s in range(T)], first_index + k, LoopCells())
+            if res is None:
+                continue
+            k += not isinstance(res, NoMatch)
+            yield res
+
+    @staticmethod
+    def _stack(gathers):
+        """The Concat stacking every step's state (through Unsqueeze), and the states in order."""
+        n_steps = len(gathers)
+        for g in gathers[:1]:
+            seen, todo = set(), [g.outputs[0]]
+            while todo:  # downstream of step 0's input, the first Concat of T unsqueezed tensors
+                t = todo.pop(0)
+                if id(t) in seen or len(seen) > 5000:
+                    continue
+                seen.add(id(t))
+                for c in t.outputs:
+                    if c.op == "Concat" and len(c.inputs) == n_steps and all(
+                            x.inputs and x.inputs[0].op == "Unsqueeze" for x in c.inputs):
+                        return c, [x.inputs[0].inputs[0] for x in c.inputs]
+                    todo.extend(c.outputs)
+        return None, None
+
+    def _lift(self, graph, gathers, index, loop):
+        from .loop import _Cell
+
+        stack, states = self._stack(gathers)
+        if stack is None:
+            return None  # reads a tensor step by step, but stacks no states: not an unrolled recurrence
+        name = f"unrolled_{gathers[0].name or index}"
+
+        def miss(why):
+            return NoMatch(self.name, stack.name or name, "Concat", why)
+
+        axis = int(gathers[0].attrs.get("axis", 0))
+        X = gathers[0].inputs[0]
+        if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
+            return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
+        I = int(X.shape[2])
+        H = states[0].shape[-1] if states[0].shape else None
+        if not isinstance(H, (int, np.integer)):
+            return miss("the unrolled steps' state width is not known")
+        # the initial state: the one leaf of step 0 that is provably zero
+        h0 = self._zero_leaf(states[0], gathers[0].outputs[0])
+        if h0 is None:
+            return miss("step 0 of the unrolled chain does not start from a provably zero state")
+        found = None
+        prev = h0
+        for s, (g, h) in enumerate(zip(gathers, states)):
+            reader = _Cell(g.outputs[0], I, [prev], int(H), {})
+            try:
+                cell = loop._identify(reader, reader.value(h), prev, int(H))
+            except (ValueError, IndexError) as exc:  # shapes the forms cannot follow
+                cell = f"its step cannot be read as affine forms ({exc})"
+            if isinstance(cell, str):
+                return miss(f"step {s}: {cell} (no general cell front-end yet)")
+            if found is None:
+                found = cell
+            elif cell[0] != found[0] or cell[4] != found[4] or not all(
+                    np.array_equal(a, b) for a, b in zip(cell[1:4], found[1:4])):
+                return miss(f"step {s} computes another cell than step 0")
+            prev = h
+        for s, h in enumerate(states[:-1]):  # a state read by anything but the next step and the stack
+            if any(c.outputs[0] in graph.outputs for c in h.outputs if c.op == "Unsqueeze"):
+                return miss(f"the state of step {s} is a graph output")
+        op_type, W, R, Bv, attrs = found
+        return self._replace(graph, name, X, axis, op_type, W, R, Bv, attrs, int(H), stack, states, index)
+
+    @staticmethod
+    def _zero_leaf(h1, x0):
+        seen, todo, zeros = set(), [h1], []
+        while todo:
+            t = todo.pop()
+            if id(t) in seen or t is x0 or isinstance(t, gs.Constant) or _const(t) is not None:
+                continue
+            seen.add(id(t))
+            if _is_zero(t):
+                zeros.append(t)
+                continue
+            if t.inputs:
+                todo.extend(x for x in t.inputs[0].inputs if x.name)
+        return zeros[0] if len({id(z) for z in zeros}) == 1 else None
+
+    def _replace(self, graph, name, X, axis, op_type, W, R, Bv, attrs, H, stack, states, index):
+        p = f"{name}/lifted"
+        x = X
+        if axis == 1:
+            x = gs.Variable(f"{p}/x_time_major", dtype=np.float32)
+            graph.nodes.append(gs.Node("Transpose", f"{p}/to_time_major", attrs={"perm": [1, 0, 2]},
+                                       inputs=[X], outputs=[x]))
+        Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
+        a = dict(attrs, hidden_size=H)
+        native = gs.Node(op_type, f"{name}/{op_type}", attrs=a, inputs=[
+            x, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
+            gs.Constant(f"{p}/B", Bv.astype(np.float32))], outputs=[Y, Yh])
+        graph.nodes.append(native)
+        steps = gs.Variable(f"{p}/steps", dtype=np.float32)  # [T, N, H]
+        graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
+            Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[steps]))
+        out = stack.outputs[0]
+        stack_axis = int(stack.attrs.get("axis", 0)) % 3
+        stack.outputs.clear()
+        stack.inputs.clear()
+        graph.nodes.append(gs.Node("Transpose", f"{p}/stacked", attrs={"perm": [0, 1, 2] if stack_axis == 0
+                                                                         else [1, 0, 2]},
+                                   inputs=[steps], outputs=[out]))
+        last = states[-1]
+        for c in list(last.outputs):  # the final state read directly: Y_h
+            if c.op != "Unsqueeze":
+                sq = gs.Variable(f"{p}/final", dtype=np.float32)
+                graph.nodes.append(gs.Node("Squeeze", f"{p}/final", inputs=[
+                    Yh, gs.Constant(f"{p}/axis0", np.array([0], dtype=np.int64))], outputs=[sq]))
+                c.inputs = [sq if t is last else t for t in c.inputs]
+        graph.cleanup().toposort()
+        rec = NativeRecurrence(index, native, form="unrolled")
+        rec.watch = [out.name]
+        return rec
