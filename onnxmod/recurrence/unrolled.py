@@ -289,8 +289,8 @@ class UnrolledCells(FrontEnd):
         from .loop import _Cell
 
         stack, states = self._stack(gathers)
-        if stack is None:
-            return None  # reads a tensor step by step, but stacks no states: not an unrolled recurrence
+        if stack is None or not all(self._depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
+            return None  # reads a tensor step by step, but no step reads the previous one's result: no recurrence
         name = f"unrolled_{gathers[0].name or index}"
 
         def miss(why):
@@ -329,6 +329,20 @@ class UnrolledCells(FrontEnd):
                 return miss(f"the state of step {s} is a graph output")
         op_type, W, R, Bv, attrs = found
         return self._replace(graph, name, X, axis, op_type, W, R, Bv, attrs, int(H), stack, states, index)
+
+    @staticmethod
+    def _depends(t, on, limit=5000):
+        """Whether tensor ``t`` is computed from tensor ``on``."""
+        seen, todo = set(), [t]
+        while todo and len(seen) < limit:
+            u = todo.pop()
+            if u is on:
+                return True
+            if id(u) in seen or isinstance(u, gs.Constant) or not u.inputs:
+                continue
+            seen.add(id(u))
+            todo.extend(x for x in u.inputs[0].inputs if x.name)
+        return False
 
     @staticmethod
     def _zero_leaf(h1, x0):
