@@ -286,6 +286,8 @@ class LoopCells(FrontEnd):
             if node.op != "Loop":
                 continue
             res = self._lift(graph, node, first_index + k)
+            if res is None:
+                continue
             if isinstance(res, NoMatch):
                 yield res
                 continue
@@ -335,7 +337,7 @@ class LoopCells(FrontEnd):
             mask_gather = masks[0]
             read = [n for n in read if n is not mask_gather]
         if not states:
-            return miss("carries no state from one step to the next")
+            return None  # no state carried from one step to the next: not a recurrence (left to the graph)
         emitted = [v for _, v in seqs] + list(b_out[1 + n_carried:])
         alias = None
         if mask_gather is not None:  # a masked cell (Keras mask_zero) also carries its last output
