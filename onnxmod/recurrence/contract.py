@@ -130,5 +130,20 @@ class FrontEnd:
 
     name = ""
 
-    def find(self, graph: gs.Graph, source: str, first_index: int, claimed: set):  # pragma: no cover
+    def find(self, graph: gs.Graph, source: str, first_index: int, claimed: set):
+        """Every candidate ``lift``ed in turn; a lift that returns None was no recurrence after all."""
+        k = 0
+        for cand in list(self.candidates(graph)):
+            res = self.lift(graph, cand, first_index + k)
+            if res is None:
+                continue
+            k += isinstance(res, Recurrence)
+            yield res
+
+    def candidates(self, graph: gs.Graph):  # pragma: no cover - abstract
+        """What this front-end looks at (nodes, groups of nodes)."""
+        raise NotImplementedError
+
+    def lift(self, graph: gs.Graph, candidate, index: int):  # pragma: no cover - abstract
+        """A ``Recurrence`` (numbered ``index``), a ``NoMatch``, or None when ``candidate`` is no recurrence."""
         raise NotImplementedError

@@ -29,7 +29,7 @@ import onnx_graphsurgeon as gs
 from ..cells import CellParams, cell_for
 from ..cells.backend import Numpy
 from .contract import FrontEnd, NoMatch
-from .native import NativeRecurrence, _is_zero
+from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 
 TOL = 1e-5
 
@@ -280,22 +280,11 @@ class LoopCells(FrontEnd):
 
     name = "loop"
 
-    def find(self, graph, source, first_index, claimed):
-        k = 0
-        for node in list(graph.nodes):
-            if node.op != "Loop":
-                continue
-            res = self._lift(graph, node, first_index + k)
-            if res is None:
-                continue
-            if isinstance(res, NoMatch):
-                yield res
-                continue
-            k += 1
-            yield res
+    def candidates(self, graph):
+        return [n for n in graph.nodes if n.op == "Loop"]
 
     # ---- plumbing ---------------------------------------------------------------------------
-    def _lift(self, graph, loop, index):
+    def lift(self, graph, loop, index):
         name = loop.name or f"Loop_{index}"
         body = loop.attrs.get("body")
 
@@ -684,31 +673,21 @@ class LoopCells(FrontEnd):
 
     def _replace(self, graph, loop, name, X, axis, op_type, W, R, Bv, attrs, H, outs):
         p = f"{name}/lifted"
-        x = X
-        if axis == 1:  # batch-major input: the native op reads time-major
-            x = gs.Variable(f"{p}/x_time_major", dtype=np.float32)
-            graph.nodes.append(gs.Node("Transpose", f"{p}/to_time_major", attrs={"perm": [1, 0, 2]},
-                                       inputs=[X], outputs=[x]))
-        Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
-        Yc = gs.Variable(f"{p}/Y_c", dtype=np.float32) if op_type == "LSTM" else None
+        x = time_major(graph, p, X) if axis == 1 else X
         a = {k: v for k, v in attrs.items() if not k.startswith("_")}
-        a["hidden_size"] = int(H)
-        ins = [x, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
-               gs.Constant(f"{p}/B", Bv.astype(np.float32))]
         ax0 = gs.Constant(f"{p}/axis0", np.array([0], dtype=np.int64))
         ax1 = gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))
+        extra = []
         if outs["mask"] is not None:
             # A masked cell (state held on masked steps) over pre-padded rows reads only each row's last
             # `len` steps: the same as a reverse op over the time-reversed input with sequence_lens =
             # len (it starts at the row's first real step), whose Y reversed back is 0 on the padding,
             # as the masked loop's output is there. Other mask patterns differ: the traced-rows check
             # (verify_forms) compares this with the loop on the model's own data.
-            ins[0] = self._reversed(graph, f"{p}/x_reversed", x, ax0)
-            ins.append(self._lengths(graph, p, outs["mask"], axis, ax0))
+            x = self._reversed(graph, f"{p}/x_reversed", x, ax0)
+            extra = [self._lengths(graph, p, outs["mask"], axis, ax0)]
             a["direction"] = "reverse"
-        native = gs.Node(op_type, f"{name}/{op_type}", attrs=a, inputs=ins,
-                         outputs=[Y, Yh] + ([Yc] if Yc is not None else []))
-        graph.nodes.append(native)
+        native, Y, Yh, Yc = lifted_op(graph, name, op_type, x, W, R, Bv, a, H, extra)
         final, stacked, concat = outs["final"], outs["stacked"], outs["concat"]
         loop.outputs.clear()
         loop.inputs.clear()

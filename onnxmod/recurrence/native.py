@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 
 from ..cells.backend import Onnx
 from ..errors import OnnxmodError, UnsupportedModelError
-from ..ops import handler_for, recurrent_op_types
+from ..ops import handler_for
 from ..ops.base import SEQUENCE_LENS
 from .contract import FrontEnd, NoMatch, Recurrence, UnitSelection
 
@@ -159,6 +159,26 @@ class NativeRecurrence(Recurrence):
 
     def mask_states(self, graph, masks, prefix, source) -> None:
         _masked_scans(graph, self, masks, prefix, source)
+
+
+def time_major(graph: gs.Graph, p: str, X: gs.Variable) -> gs.Variable:
+    """``X`` ``[N, T, I]`` transposed to the ``[T, N, I]`` a native op reads."""
+    x = gs.Variable(f"{p}/x_time_major", dtype=np.float32)
+    graph.nodes.append(gs.Node("Transpose", f"{p}/to_time_major", attrs={"perm": [1, 0, 2]}, inputs=[X], outputs=[x]))
+    return x
+
+
+def lifted_op(graph: gs.Graph, name: str, op_type: str, x, W, R, B, attrs: dict, hidden: int, extra=()):
+    """The native op a front-end lifts a recurrence into (weights ``[1, G*H, ...]``), appended to
+    ``graph``: returns (node, Y, Y_h, Y_c or None). ``extra``: inputs after B (``sequence_lens``)."""
+    p = f"{name}/lifted"
+    Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
+    Yc = gs.Variable(f"{p}/Y_c", dtype=np.float32) if op_type == "LSTM" else None
+    node = gs.Node(op_type, f"{name}/{op_type}", attrs=dict(attrs, hidden_size=int(hidden)), inputs=[
+        x, *(gs.Constant(f"{p}/{k}", np.asarray(v, dtype=np.float32)) for k, v in (("W", W), ("R", R), ("B", B))),
+        *extra], outputs=[Y, Yh] + ([Yc] if Yc is not None else []))
+    graph.nodes.append(node)
+    return node, Y, Yh, Yc
 
 
 def describe_node(n: gs.Node, index: int | None = None, form: str = "native") -> dict:

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 
 from .contract import FrontEnd, NoMatch
 from .loop import Act, Lin, _Cell, _const
-from .native import NativeRecurrence, _is_zero
+from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 
 
 def _step_source(t):
@@ -45,27 +45,16 @@ def _step_source(t):
 class UnrolledRNN(FrontEnd):
     name = "unrolled"
 
-    def find(self, graph, source, first_index, claimed):
+    def candidates(self, graph):
         groups = defaultdict(list)
         for n in graph.nodes:
             if n.op == "MatMul" and len(n.inputs) == 2 and isinstance(n.inputs[1], gs.Constant):
                 w = np.asarray(n.inputs[1].values)
                 if w.ndim == 2 and w.shape[0] == w.shape[1]:
                     groups[id(n.inputs[1])].append(n)
-        k = 0
-        for nodes in groups.values():
-            if len(nodes) < 2:
-                continue
-            res = self._lift(graph, nodes, first_index + k)
-            if res is None:
-                continue
-            if isinstance(res, NoMatch):
-                yield res
-                continue
-            k += 1
-            yield res
+        return [nodes for nodes in groups.values() if len(nodes) >= 2]
 
-    def _lift(self, graph, mms, index):
+    def lift(self, graph, mms, index):
         H = int(np.asarray(mms[0].inputs[1].values).shape[0])
         by_state = {id(m.inputs[0]): m for m in mms}
         # the first step reads a state no step computed; follow the chain from there
@@ -198,11 +187,6 @@ class UnrolledRNN(FrontEnd):
 
     def _replace(self, graph, name, X, W, R, B, act, H, states, index):
         p = f"{name}/lifted"
-        Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
-        attrs = {"hidden_size": int(H), "activations": [act.name]}
-        native = gs.Node("RNN", f"{name}/RNN", attrs=attrs, inputs=[
-            X, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
-            gs.Constant(f"{p}/B", B.astype(np.float32))], outputs=[Y, Yh])
         state_ids = {id(s): i for i, s in enumerate(states)}
         stack = [n for n in graph.nodes if n.op == "Concat" and int(n.attrs.get("axis", 0)) == 0
                  and [state_ids.get(id(x)) for x in n.inputs] == list(range(len(states)))]
@@ -212,7 +196,7 @@ class UnrolledRNN(FrontEnd):
             if other:
                 return NoMatch(self.name, name, "MatMul", f"the state of step {i} is read by {other[0].op} "
                                                           f"{other[0].name!r}, not only by the next step and the stacked output")
-        graph.nodes.append(native)
+        native, Y, Yh, _ = lifted_op(graph, name, "RNN", X, W, R, B, {"activations": [act.name]}, H)
         watch = []
         for node in list(graph.nodes):  # a Concat along time of every step's state [1, N, H]: Y without D
             if node.op == "Concat" and int(node.attrs.get("axis", 0)) == 0 \
@@ -246,25 +230,15 @@ class UnrolledCells(FrontEnd):
 
     name = "unrolled-cell"
 
-    def find(self, graph, source, first_index, claimed):
-        from .loop import LoopCells
-
+    def candidates(self, graph):
         steps = defaultdict(dict)  # X -> {step: gather node}
         for n in graph.nodes:
             if n.op == "Gather" and len(n.inputs) == 2 and int(n.attrs.get("axis", 0)) in (0, 1):
                 s = _const(n.inputs[1])
                 if s is not None and s.ndim == 0 and isinstance(n.inputs[0], gs.Variable):
                     steps[id(n.inputs[0])][int(s)] = n
-        k = 0
-        for reads in steps.values():
-            T = len(reads)
-            if T < 2 or sorted(reads) != list(range(T)):
-                continue
-            res = self._lift(graph, [reads[s] for s in range(T)], first_index + k, LoopCells())
-            if res is None:
-                continue
-            k += not isinstance(res, NoMatch)
-            yield res
+        return [[reads[s] for s in range(len(reads))] for reads in steps.values()
+                if len(reads) >= 2 and sorted(reads) == list(range(len(reads)))]
 
     @staticmethod
     def _stack(gathers):
@@ -284,9 +258,10 @@ class UnrolledCells(FrontEnd):
                     todo.extend(c.outputs)
         return None, None
 
-    def _lift(self, graph, gathers, index, loop):
-        from .loop import _Cell
+    def lift(self, graph, gathers, index):
+        from .loop import LoopCells, _Cell
 
+        loop = LoopCells()
         stack, states = self._stack(gathers)
         if stack is None or not all(self._depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
             return None  # reads a tensor step by step, but no step reads the previous one's result: no recurrence
@@ -360,17 +335,8 @@ class UnrolledCells(FrontEnd):
 
     def _replace(self, graph, name, X, axis, op_type, W, R, Bv, attrs, H, stack, states, index):
         p = f"{name}/lifted"
-        x = X
-        if axis == 1:
-            x = gs.Variable(f"{p}/x_time_major", dtype=np.float32)
-            graph.nodes.append(gs.Node("Transpose", f"{p}/to_time_major", attrs={"perm": [1, 0, 2]},
-                                       inputs=[X], outputs=[x]))
-        Y, Yh = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/Y_h", dtype=np.float32)
-        a = dict(attrs, hidden_size=H)
-        native = gs.Node(op_type, f"{name}/{op_type}", attrs=a, inputs=[
-            x, gs.Constant(f"{p}/W", W.astype(np.float32)), gs.Constant(f"{p}/R", R.astype(np.float32)),
-            gs.Constant(f"{p}/B", Bv.astype(np.float32))], outputs=[Y, Yh])
-        graph.nodes.append(native)
+        x = time_major(graph, p, X) if axis == 1 else X
+        native, Y, Yh, _ = lifted_op(graph, name, op_type, x, W, R, Bv, attrs, H)
         steps = gs.Variable(f"{p}/steps", dtype=np.float32)  # [T, N, H]
         graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
             Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[steps]))
