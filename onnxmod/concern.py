@@ -92,8 +92,19 @@ def central_tendency(a: np.ndarray, cutoff: float) -> np.ndarray:
     return np.where(n > 0, total / np.maximum(n, 1), med).astype(np.float64)
 
 
-def unit_scores(pos: np.ndarray, neg: np.ndarray, rule: str, cfg: ConcernConfig):
-    """Score every unit; returns (score, candidate mask, negative active rate or None)."""
+def unit_scores(pos: np.ndarray, neg: np.ndarray, rule, cfg: ConcernConfig):
+    """Score every unit; returns (score, candidate mask, negative active rate or None).
+
+    ``rule``: ``logistic`` or ``relu`` for the whole layer, or one of them per unit (a cell whose
+    state vectors use different activations: each unit is scored by its own rule)."""
+    if not isinstance(rule, str):
+        rule = np.asarray(rule)
+        if len(set(rule.tolist())) == 1:
+            return unit_scores(pos, neg, str(rule[0]), cfg)
+        s_l, c_l, _ = unit_scores(pos, neg, "logistic", cfg)
+        s_r, c_r, r_r = unit_scores(pos, neg, "relu", cfg)
+        relu = np.resize(rule == "relu", s_l.shape)  # gate monitoring scores [G*U]: the rule repeats per gate
+        return np.where(relu, s_r, s_l), np.where(relu, c_r, c_l), np.where(relu, r_r, 0.0)
     if rule == "relu":
         rp = (pos > 0).mean(axis=0) if pos.shape[0] else np.zeros(pos.shape[1])
         rn = (neg > 0).mean(axis=0) if neg.shape[0] else np.zeros(neg.shape[1])
@@ -144,8 +155,9 @@ def select(ls: LayerScores, rule: str, cfg: ConcernConfig, cap: float | None = N
     idx = np.arange(ls.units) if cfg.rank_all else np.flatnonzero(ls.candidate)
     idx = idx[np.argsort(ls.score[idx], kind="stable")][:n]
     keep[idx] = False
-    if rule == "relu" and cfg.tangling and ls.neg_rate is not None:
-        keep |= (~keep) & (ls.neg_rate >= cfg.tangling_rate)
+    relu = (rule == "relu") if isinstance(rule, str) else (np.asarray(rule) == "relu")
+    if np.any(relu) and cfg.tangling and ls.neg_rate is not None:
+        keep |= (~keep) & (ls.neg_rate >= cfg.tangling_rate) & relu
     return keep
 
 

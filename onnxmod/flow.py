@@ -202,9 +202,29 @@ class UnitFlow:
             return self._select_units(op, node, lab, axes[0], positions, squeeze=False, sites=sites)
         if o == "Concat":
             return self._concat(op, t, node, lab, sites)
+        if o == "Shape" and self._batch_or_time_only(node, lab):
+            return None  # reads the size of an axis without units (a zero state's batch size): no site
+
         if o in ("Reshape", "Flatten"):
             return self._reshape(op, t, node, lab, sites)
         self._refuse(op, node, f"{o} is not a layer onnxmod can follow")
+
+    @staticmethod
+    def _batch_or_time_only(node, lab) -> bool:
+        """A ``Shape`` whose every reader takes constant entries of axes that carry no unit."""
+        if node.attrs.get("start") is not None or node.attrs.get("end") is not None:
+            return False
+        for c in node.outputs[0].outputs:
+            if c.op == "Slice" and len(c.inputs) in (3, 4) and all(_const_values(i) is not None for i in c.inputs[1:]):
+                a, b = int(_const_values(c.inputs[1]).reshape(-1)[0]), int(_const_values(c.inputs[2]).reshape(-1)[0])
+                picked = range(lab.ndim)[slice(a, b)]
+            elif c.op == "Gather" and _const_values(c.inputs[1]) is not None:
+                picked = [int(i) % lab.ndim for i in np.atleast_1d(_const_values(c.inputs[1]))]
+            else:
+                return False
+            if any(lab.shape[i] != 1 for i in picked):
+                return False
+        return True
 
     def _select_units(self, op, node, lab, axis, positions, squeeze, sites):
         """A Slice/Gather that picks units: becomes a Gather whose indices are recomputed on slicing."""

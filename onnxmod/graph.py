@@ -230,6 +230,8 @@ def count_parameters(graph: gs.Graph) -> int:
             v = t.values
             if np.issubdtype(np.asarray(v).dtype, np.floating):
                 total += int(np.asarray(v).size)
+    for node in graph.nodes:  # a Loop's or Scan's body holds its cell's weights
+        total += sum(count_parameters(v) for v in node.attrs.values() if isinstance(v, gs.Graph))
     return total
 
 

@@ -14,9 +14,10 @@ from ..ops import handler_for
 from .contract import FrontEnd, NoMatch, Recurrence, UnitSelection
 from .loop import LoopCells
 from .native import NativeOps, NativeRecurrence
+from .scan import ScanCells
 from .unrolled import UnrolledCells, UnrolledRNN
 
-FRONTENDS: list[FrontEnd] = [LoopCells(), UnrolledRNN(), UnrolledCells(), NativeOps()]  # lifting front-ends first: they make native ops
+FRONTENDS: list[FrontEnd] = [LoopCells(), UnrolledRNN(), UnrolledCells(), NativeOps(), ScanCells()]  # lifting front-ends first: they make native ops
 
 
 def register(frontend: FrontEnd) -> FrontEnd:
@@ -37,7 +38,7 @@ def recognize(graph, source: str) -> tuple[list[Recurrence], list[NoMatch]]:
                 claimed.update(id(n) for n in r.reader_nodes())
             else:
                 misses.append(r)
-    misses += unclaimed_control_flow(graph)
+    misses += unclaimed_control_flow(graph, claimed)
     graph.toposort()  # recurrences are numbered in graph order, whichever front-end found them
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     found.sort(key=lambda r: position.get(id(r.reader_nodes()[0]), len(position)))
@@ -123,12 +124,14 @@ def _native_inside(g, path=()):
     return None, path
 
 
-def unclaimed_control_flow(graph) -> list[NoMatch]:
+def unclaimed_control_flow(graph, claimed: set = frozenset()) -> list[NoMatch]:
     """``Loop``/``Scan``/``If`` nodes left in the graph once the front-ends ran (a front-end that
     takes one rewrites it away) that hold a recurrence: a native op somewhere inside, or a loop
     that carries state from one iteration to the next."""
     out = []
     for node in graph.nodes:
+        if id(node) in claimed:  # a recurrence a front-end runs as this node (a general cell's Scan)
+            continue
         subs = list(_subgraphs(node))
         if not subs:
             continue

@@ -134,6 +134,8 @@ class FrontEnd:
         """Every candidate ``lift``ed in turn; a lift that returns None was no recurrence after all."""
         k = 0
         for cand in list(self.candidates(graph)):
+            if isinstance(cand, gs.Node) and id(cand) in claimed:
+                continue  # an earlier front-end's recurrence (a general cell's Scan, say)
             res = self.lift(graph, cand, first_index + k)
             if res is None:
                 continue

@@ -29,6 +29,7 @@ import onnx_graphsurgeon as gs
 from ..cells import CellParams, cell_for
 from ..cells.backend import Numpy
 from .contract import FrontEnd, NoMatch
+from .general import from_loop
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 
 TOL = 1e-5
@@ -334,9 +335,7 @@ class LoopCells(FrontEnd):
             if len(outs_) == 1 and len(states) > 1:
                 alias = outs_[0]
                 states = [st for st in states if st is not alias]
-        if len(states) > 2:
-            return miss(f"carries {len(states)} state tensors; the loop front-end knows cells with h (vanilla RNN, "
-                        f"GRU) or h and c (LSTM)")
+        every_state = list(states)
         if len(states) == 2 and any(self._same(t, states[1][2]) for t in emitted):
             states = states[::-1]  # h is the state the loop emits at every step; c the other
         j, h_in, h_out, h_init = states[0]
@@ -370,6 +369,17 @@ class LoopCells(FrontEnd):
         if axis not in (0, 1) or X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], int):
             return miss("its input step is not a slice of a [T, N, I] or [N, T, I] tensor with a known I")
         I = int(X.shape[2])
+
+        def general():  # none of the cells a native op computes: the general cell front-end
+            if mask_gather is not None:
+                return miss("reads a per-step mask and is none of the cells onnxmod lifts (vanilla RNN, GRU, LSTM); "
+                            "masked general cells are not supported")
+            scan_outs_ = [(k, b_out[1 + n_carried + k]) for k in range(len(b_out) - 1 - n_carried)]
+            return from_loop(graph, loop, name, index, X, axis, x_t, every_state, seqs, scan_outs_, n_carried,
+                             self.name)
+
+        if len(states) > 2:
+            return general()
         cell_states = [h_in] + ([c_state[1]] if c_state else [])
         if mask_gather is not None and c_state is not None:
             # which of the two is h: the one whose new value the loop also emits as its output
@@ -393,7 +403,7 @@ class LoopCells(FrontEnd):
             upd, upd_c = got
         cell = (self._lstm(reader, upd, upd_c, H) if c_state else self._identify(reader, upd, h_in, H))
         if isinstance(cell, str):
-            return miss(cell)
+            return general()
         op_type, W, R, Bv, attrs = cell
         known = {t.name: (reader.consts[id(t)] if id(t) in reader.consts else reader.values.get(id(t)))
                  for t in body.tensors().values()}
@@ -401,10 +411,8 @@ class LoopCells(FrontEnd):
         gap = self._check(body, x_t, [(h_in, h_out)] + ([(c_state[1], c_state[2])] if c_state else []), known,
                           op_type, W, R, Bv, attrs, I, H, graph.opset,
                           mask=None if mask_gather is None else mask_gather.outputs[0])
-        if gap is None or gap > TOL:
-            what = "cannot be run on its own" if gap is None else f"differs from it by {gap:.2g}"
-            return miss(f"its body looks like a {op_type} cell, but that cell {what} on random inputs (tolerance "
-                        f"{TOL:g})")
+        if gap is None or gap > TOL:  # looked like a native cell, but is not one: a general cell
+            return general()
         # per-step outputs: a scan output, or a sequence stacked after the loop
         scan_outs = [(k, b_out[1 + n_carried + k]) for k in range(len(b_out) - 1 - n_carried)]
         outs = {"final": loop.outputs[j], "final_c": loop.outputs[c_state[0]] if c_state else None,
@@ -480,7 +488,7 @@ class LoopCells(FrontEnd):
         def mul_of(v):
             return v.args if isinstance(v, Opaque) and v.node.op == "Mul" and len(v.args) == 2 else None
 
-        no = "carries two state vectors but is not an LSTM cell (no general cell front-end yet): "
+        no = "carries two state vectors but is not an LSTM cell: "
         if not (isinstance(upd_c, Opaque) and upd_c.node.op == "Add"):
             return no + "its cell state update is not f * c + i * g"
         f = i = g = None

@@ -1,0 +1,398 @@
+"""General cells: any recurrence whose state is one or more vectors, whatever its equations.
+
+A cell that no ONNX op names (a DuRNN, a cell of one's own) is cut out of its ``Loop`` body or out
+of one step of its unrolled chain as a *step* (``step.py``) and run as one ``Scan``:
+
+    Scan(zero states…, x [T, N, I]) -> (final states…, Y [T, N, U]),  body = the step
+
+The ``Loop`` front-end (``loop.py``) and the unrolled-cell front-end (``unrolled.py``) hand a cell
+here when it is none of the cells a native op computes (those are lifted into the native op).
+Units are positions of the state vectors, found by the cell's unit flow (``cellflow.py``), which
+also says which weight rows and columns, biases and element-wise parameters each unit owns:
+removing a unit slices all of them out of the body, and gives exactly the model whose unit is
+held at 0 after every step (``mask_states`` with a constant mask is that model). Each unit is
+scored by the rule its own activation calls for (``rules``).
+
+What a general cell does not offer, it says: gate monitoring (no named gates), fused compositions
+(no input offset silences a unit of an arbitrary cell), mean compensation and the embedding's
+feature reduction (no single input weight to fold into).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..errors import UnsupportedModelError
+from .cellflow import CellFlow
+from .contract import NoMatch, Recurrence, UnitSelection
+from .native import _is_zero, time_major
+from .step import Step, StepError, extract
+
+
+class CellRecurrence(Recurrence):
+    """A general cell run as a ``Scan`` (``form`` says what the model wrote: ``loop``, ``unrolled``)."""
+
+    cell = None
+
+    def __init__(self, index: int, name: str, scan: gs.Node, y: gs.Variable, form: str, widths_at: list,
+                 finals: list):
+        super().__init__(index, name)
+        self.scan, self._y, self.form = scan, y, form
+        self.widths_at = widths_at  # per state: the Constant node input holding its width (zero initial state)
+        self.finals = finals  # per state: the tensor the model reads its final value from (or None)
+        self.reflow()
+
+    def reflow(self) -> None:
+        self.step = Step(self.scan.attrs["body"], self.name)
+        self.flow = CellFlow(self.step)
+
+    # ---- identity ---------------------------------------------------------------------------
+    @property
+    def op_type(self) -> str:
+        return "Cell"
+
+    @property
+    def hidden_size(self) -> int:
+        return self.flow.units
+
+    directions = 1
+    lengths = None
+
+    @property
+    def rule(self):
+        """Per unit, ``relu`` or ``logistic`` (one string when every unit has the same)."""
+        rules = self.flow.rules()
+        return str(rules[0]) if len(set(rules.tolist())) == 1 else rules
+
+    @property
+    def x(self):
+        return self.scan.inputs[self.step.n_states]
+
+    @property
+    def y(self):
+        return self._y
+
+    def reversed_directions(self):
+        return [False]
+
+    def output_activation(self) -> str:
+        return "+".join(dict.fromkeys(self.flow.activations().tolist()))
+
+    def activations(self):
+        return [[(a, None, None) for a in dict.fromkeys(self.flow.activations().tolist())]]
+
+    def describe(self) -> dict:
+        acts = self.flow.activations()
+        rules = self.flow.rules()
+        states = []
+        for k, w in enumerate(self.step.widths):
+            lab = self.flow.state_labels(k)
+            states.append({"width": int(w), "activation": "+".join(dict.fromkeys(acts[lab].tolist())),
+                           "rule": "+".join(dict.fromkeys(rules[lab].tolist()))})
+        return {"name": self.name, "index": self.index, "form": self.form, "op_type": "Scan", "cell": "general",
+                "hidden_size": self.hidden_size, "directions": 1, "input_size": self.step.input_size,
+                "rule": self.rule if isinstance(self.rule, str) else "mixed", "states": states,
+                "attributes": {"states": " + ".join(f"{s['width']} {s['activation']}" for s in states),
+                               "body_nodes": len(self.step.graph.nodes)}}
+
+    def unit_outputs(self):
+        out = [(self._y, np.arange(self.hidden_size).reshape(1, 1, 1, -1))]
+        for k, t in enumerate(self.finals):
+            if t is not None:
+                out.append((t, self.flow.state_labels(k).reshape(1, -1)))
+        return [(t, lab) for t, lab in out if t is not None and t.name]
+
+    def reader_nodes(self):
+        return [self.scan]
+
+    def reads(self, node, tensor):
+        if node is not self.scan:
+            return None
+        return "x" if tensor is self.x else "other"
+
+    def state_input_index(self, node, tensor) -> int:  # pragma: no cover - no state is read from outside
+        raise UnsupportedModelError(f"node {self.name!r}: a general cell starts from a zero state")
+
+    # ---- what a general cell cannot do ------------------------------------------------------
+    def _cannot(self, what: str):
+        raise UnsupportedModelError(f"node {self.name!r} (a general cell, {self.form}): {what}")
+
+    def weights(self):
+        self._cannot("it has no single input weight (mean compensation and the embedding's feature reduction need one)")
+
+    def reference(self, x, masks=None, sequence_lens=None, initial=None):
+        self._cannot("its equations are its ONNX body; run it in onnxruntime")
+
+    def gates_from_trace(self, x, y):
+        self._cannot("it has no named gates to monitor; use --monitor hidden")
+
+    def silencer(self):
+        return None
+
+    def set_input_weights(self, W):
+        self.weights()
+
+    def absorb(self, input_delta=None, own=None):
+        self.weights()
+
+    def widen_input(self, x, columns):
+        self._cannot("fused compositions cannot silence one of its units from the input")
+
+    # ---- rewrites ---------------------------------------------------------------------------
+    def slice_units(self, sel: UnitSelection) -> None:
+        U = self.hidden_size
+        keep = np.zeros(U, bool)
+        keep[sel.kept[0]] = True
+        self.flow.slice(keep, zero_units=np.isin(np.arange(U), sel.inert[0]))
+        for k, c in enumerate(self.widths_at):
+            c.values = np.array([self.step.states[k].shape[-1]], dtype=np.int64)
+        self.reflow()
+
+    def slice_input(self, positions, zero=None) -> None:
+        I = self.step.input_size
+        keep = np.isin(np.arange(I), positions)
+        z = np.zeros(I, bool)
+        if zero is not None and np.any(zero):
+            z[np.asarray(positions)[np.asarray(zero, bool)]] = True
+        self.flow.slice(np.ones(self.hidden_size, bool), keep, zero_input=z)
+        self.reflow()
+
+    def mask_states(self, graph, masks, prefix, source=None) -> None:
+        """Every new state (and the per-step output) multiplied by the step's row of ``masks[0]``
+        ``[T_max, units]`` (sliced to the input's length): a unit masked at step t is 0 after it."""
+        body = self.scan.attrs["body"]
+        M = np.asarray(masks[0], dtype=np.float32)
+        p = prefix
+        shape, steps = gs.Variable(f"{p}/x_shape", dtype=np.int64), gs.Variable(f"{p}/steps", dtype=np.int64)
+        mask = gs.Variable(f"{p}/mask", dtype=np.float32)
+        graph.nodes += [
+            gs.Node("Shape", f"{p}/shape", inputs=[self.x], outputs=[shape]),
+            gs.Node("Slice", f"{p}/steps", inputs=[shape, gs.Constant(f"{p}/c0", np.array([0])),
+                                                   gs.Constant(f"{p}/c1", np.array([1]))], outputs=[steps]),
+            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", M), gs.Constant(f"{p}/m0", np.array([0])),
+                                                  steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask]),
+        ]
+        m_t = gs.Variable(f"{p}/m_t", dtype=np.float32, shape=[M.shape[1]])
+        outs = list(body.outputs)
+        labels = [self.flow.state_labels(k) for k in range(self.step.n_states)] + [self.flow.labels(self.step.y)]
+        for j, (o, lab) in enumerate(zip(outs, labels)):
+            picked = gs.Variable(f"{p}/m_{j}", dtype=np.float32)
+            masked = gs.Variable(f"{p}/masked_{j}", dtype=np.float32)
+            body.nodes += [gs.Node("Gather", f"{p}/pick_{j}", attrs={"axis": 0}, outputs=[picked],
+                                   inputs=[m_t, gs.Constant(f"{p}/lab_{j}", lab.astype(np.int64))]),
+                           gs.Node("Mul", f"{p}/apply_{j}", inputs=[o, picked], outputs=[masked])]
+            outs[j] = masked
+        body.inputs.append(m_t)
+        body.outputs = outs
+        body.toposort()
+        self.scan.inputs.append(mask)
+        self.scan.attrs["num_scan_inputs"] = 2
+
+
+# ---- building the Scan ----------------------------------------------------------------------
+def _emit_every_unit(step: Step, flow: CellFlow) -> tuple[Step, int]:
+    """Make the step's output carry every unit (those it does not emit appended, from the states'
+    new values): what tracing reads. Returns the step and how many positions the model itself reads."""
+    extra = flow.extra_units()
+    emitted = flow.emitted
+    if not extra:
+        return step, emitted
+    g = step.graph
+    y_node = step.y.inputs[0]
+    parts = [y_node.inputs[0]]
+    for k in range(step.n_states):
+        idx = [i for _, kk, i in extra if kk == k]
+        if idx:
+            t = gs.Variable(f"{step.name}/extra{k}", dtype=np.float32)
+            g.nodes.append(gs.Node("Gather", f"{step.name}/extra{k}", attrs={"axis": 1}, outputs=[t], inputs=[
+                step.new_states[k].inputs[0].inputs[0], gs.Constant(f"{step.name}/extra{k}_idx", np.array(idx, np.int64))]))
+            parts.append(t)
+    cat = gs.Variable(f"{step.name}/y_every_unit", dtype=np.float32)
+    g.nodes.append(gs.Node("Concat", f"{step.name}/y_every_unit", attrs={"axis": 1}, inputs=parts, outputs=[cat]))
+    y_node.inputs[0] = cat
+    g.toposort()
+    return step, emitted
+
+
+def build(graph: gs.Graph, name: str, step: Step, X_tm, form: str, index: int, outs: dict) -> CellRecurrence:
+    """Replace the model's cell by ``Scan`` over ``X_tm`` (``[T, N, I]``). ``outs``: ``steps`` (tensors
+    ``[T, N, W]`` or ``[N, T, W]`` of every step's output: (tensor, time axis)), ``finals`` (per
+    state, the tensor the model reads its final value from, or None)."""
+    p = f"{name}/cell"
+    K = step.n_states
+    zero = gs.Variable(f"{p}/zero_state", dtype=np.float32)
+    graph.nodes.append(gs.Node("ConstantOfShape", f"{p}/zero_state", inputs=[gs.Constant(f"{p}/zero_shape",
+                                                                                     np.array([1, 1], np.int64))],
+                               attrs={"value": gs.Constant(f"{p}/zero", np.zeros(1, np.float32))}, outputs=[zero]))
+    finals = [gs.Variable(f"{p}/state{k}_last", dtype=np.float32) for k in range(K)]
+    Y_tm = gs.Variable(f"{p}/Y_steps", dtype=np.float32)
+    scan = gs.Node("Scan", f"{p}/scan", attrs={"body": step.graph, "num_scan_inputs": 1},
+                   inputs=[zero] * K + [X_tm], outputs=[*finals, Y_tm])
+    graph.nodes.append(scan)
+    for t, axis in outs["steps"]:
+        graph.nodes.append(gs.Node("Transpose", f"{t.name}/cell", attrs={"perm": [0, 1, 2] if axis == 0 else [1, 0, 2]},
+                                   inputs=[Y_tm], outputs=[t]))
+        t.dtype, t.shape = np.float32, None
+    for k, t in enumerate(outs["finals"]):
+        if t is not None:
+            graph.nodes.append(gs.Node("Identity", f"{t.name}/cell", inputs=[finals[k]], outputs=[t]))
+    rec = canonical(graph, scan, form, index)
+    for t, axis in outs["steps"]:
+        t.shape = ["T", "N", rec.emitted] if axis == 0 else ["N", "T", rec.emitted]
+    return rec
+
+
+def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecurrence:
+    """A forward ``Scan`` over one time-major input whose body is a cell, in the form the pipeline
+    works on: zero initial states of the batch's size (``ConstantOfShape``, widths in constants the
+    slicing updates), a body that emits every unit, and ``Y`` ``[T, 1, N, U]`` between the Scan and
+    every reader of its per-step output. Raises ``StepError`` when the body cannot be followed."""
+    body = scan.attrs["body"]
+    K = len(scan.inputs) - 1
+    name = scan.name
+    step = Step(body, name)
+    flow = CellFlow(step)
+    step, emitted = _emit_every_unit(step, flow)
+    p = name.removesuffix("/scan")
+    X_tm = scan.inputs[K]
+    inits, widths_at = list(scan.inputs[:K]), []
+    batch = None
+    for k, init in enumerate(inits):
+        w = step.widths[k]
+        pr = init.inputs[0] if init.inputs else None
+        if pr is not None and pr.name == f"{p}/state{k}_0":  # already canonical
+            widths_at.append(pr.inputs[0].inputs[0].inputs[1])
+            continue
+        if not _is_zero(init):
+            raise StepError(scan, f"its initial state {k} is not provably zero")
+        if batch is None:
+            shape, batch = gs.Variable(f"{p}/x_shape", dtype=np.int64), gs.Variable(f"{p}/batch", dtype=np.int64)
+            graph.nodes += [gs.Node("Shape", f"{p}/shape", inputs=[X_tm], outputs=[shape]),
+                            gs.Node("Slice", f"{p}/batch", inputs=[shape, gs.Constant(f"{p}/b0", np.array([1])),
+                                                                   gs.Constant(f"{p}/b1", np.array([2]))],
+                                    outputs=[batch])]
+        dims, new = gs.Variable(f"{p}/state{k}_shape", dtype=np.int64), gs.Variable(f"{p}/state{k}_0", dtype=np.float32)
+        wc = gs.Constant(f"{p}/state{k}_width", np.array([w], dtype=np.int64))
+        graph.nodes += [gs.Node("Concat", f"{p}/state{k}_shape", attrs={"axis": 0}, inputs=[batch, wc], outputs=[dims]),
+                        gs.Node("ConstantOfShape", f"{p}/state{k}_0", attrs={
+                            "value": gs.Constant(f"{p}/zero{k}", np.zeros(1, np.float32))}, inputs=[dims], outputs=[new])]
+        scan.inputs[k] = new
+        widths_at.append(wc)
+    Y_tm = scan.outputs[K]
+    readers = list(Y_tm.outputs)
+    if len(readers) == 1 and readers[0].op == "Unsqueeze" and readers[0].name == f"{p}/Y":
+        y = readers[0].outputs[0]
+    else:
+        y, steps = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/steps", dtype=np.float32)
+        one = gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))
+        graph.nodes += [gs.Node("Unsqueeze", f"{p}/Y", inputs=[Y_tm, one], outputs=[y]),
+                        gs.Node("Squeeze", f"{p}/steps", inputs=[y, one], outputs=[steps])]
+        read = steps
+        if emitted < flow.units:  # the model reads what the cell emits; the other units are traced only
+            read = gs.Variable(f"{p}/emitted", dtype=np.float32)
+            graph.nodes.append(gs.Node("Slice", f"{p}/emitted", inputs=[
+                steps, gs.Constant(f"{p}/e0", np.array([0])), gs.Constant(f"{p}/e1", np.array([emitted])),
+                gs.Constant(f"{p}/e2", np.array([2]))], outputs=[read]))
+        for r in readers:
+            r.inputs = [read if t is Y_tm else t for t in r.inputs]
+        if Y_tm in graph.outputs:
+            graph.outputs = [read if t is Y_tm else t for t in graph.outputs]
+    finals = [t if (t.outputs or t in graph.outputs) else None for t in scan.outputs[:K]]
+    graph.cleanup().toposort()
+    rec = CellRecurrence(index, name, scan, y, form, widths_at, finals)
+    rec.emitted = emitted
+    return rec
+
+
+def miss(frontend: str, name: str, op: str, exc: StepError) -> NoMatch:
+    return NoMatch(frontend, name, op, f"as a general cell, {exc} (no weight of the cell ties it to one unit)"
+                   if "mixes units" in str(exc) else f"as a general cell, {exc}")
+
+
+# ---- from a Loop body -------------------------------------------------------------------------
+def from_loop(graph, loop, name: str, index: int, X, axis: int, x_t, states: list, seqs: list, scan_outs: list,
+              n_carried: int, frontend: str = "loop"):
+    """``states``: (loop-carried position j, body input, body output, initial value) per state;
+    ``seqs``: (position j, value inserted every step); ``scan_outs``: (k, body scan output)."""
+    def no(why, node=None):
+        return NoMatch(frontend, name, "Loop", why)
+
+    I = int(X.shape[2])
+    widths = []
+    for k, (j, vin, vout, init) in enumerate(states):
+        if not _is_zero(init):
+            return no(f"as a general cell, its initial state {k} is not provably zero")
+        w = next((t.shape[-1] for t in (vin, init, vout, loop.outputs[j]) if t.shape is not None and len(t.shape)
+                  and isinstance(t.shape[-1], (int, np.integer))), None)
+        if w is None:
+            return no(f"as a general cell, the width of its state {k} is not known")
+        widths.append(int(w))
+    per_step = []  # the per-step value the model reads, and where (the stacked tensors after the loop)
+    stacked = []
+    for js, val in seqs:
+        used = [c for c in loop.outputs[js].outputs]
+        if not used:
+            continue
+        for c in used:
+            if c.op != "ConcatFromSequence" or not int(c.attrs.get("new_axis", 0)) \
+                    or int(c.attrs.get("axis", 0)) not in (0, 1):
+                return no(f"as a general cell, its per-step outputs are read by {c.op} {c.name!r}, not stacked by "
+                          f"ConcatFromSequence")
+            stacked.append((c, int(c.attrs.get("axis", 0))))
+        per_step.append(val)
+    for k, t in scan_outs:
+        out = loop.outputs[n_carried + k]
+        if out.outputs or out in graph.outputs:
+            per_step.append(t)
+            stacked.append((out, 0))
+    if len({id(_through_identity(v)) for v in per_step}) > 1:
+        return no("as a general cell, it emits more than one per-step value that the model reads")
+    state_js = {j for j, *_ in states}
+    seq_js = {js for js, _ in seqs}
+    for j in range(n_carried):
+        t = loop.outputs[j]
+        if (t.outputs or t in graph.outputs) and j not in state_js and j not in seq_js:
+            return no(f"as a general cell, its loop output {t.name!r} (neither a state nor a per-step output) is read "
+                      f"after the loop")
+    y_t = per_step[0] if per_step else states[0][2]
+    try:
+        step = extract(name, [s[1] for s in states], x_t, [s[2] for s in states], y_t, widths, I)
+        CellFlow(step)
+    except StepError as exc:
+        return miss(frontend, name, "Loop", exc)
+    outs = {"steps": [], "finals": []}
+    for c, ax in stacked:
+        t = c.outputs[0] if isinstance(c, gs.Node) else c
+        outs["steps"].append((t, 1 if (isinstance(c, gs.Node) and ax == 1) else 0))
+    for j, *_ in states:
+        t = loop.outputs[j]
+        outs["finals"].append(t if (t.outputs or t in graph.outputs) else None)
+    for c, _ in stacked:
+        if isinstance(c, gs.Node):
+            c.outputs.clear()
+            c.inputs.clear()
+    x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
+    detach(loop)
+    try:
+        rec = build(graph, name, step, x_tm, "loop", index, outs)
+    except StepError as exc:  # pragma: no cover - the flow was checked before the graph changed
+        return miss(frontend, name, "Loop", exc)
+    rec.watch = [t.name for t, _ in outs["steps"]] + [t.name for t in outs["finals"] if t is not None]
+    return rec
+
+
+def detach(node: gs.Node) -> None:
+    """Take ``node`` out of the graph, with every node of its subgraphs (which read outer tensors:
+    left attached, they would still count as those tensors' readers)."""
+    for v in node.attrs.values():
+        if isinstance(v, gs.Graph):
+            for n in v.nodes:
+                detach(n)
+    node.inputs.clear()
+    node.outputs.clear()
+
+
+def _through_identity(t):
+    while t.inputs and t.inputs[0].op == "Identity":
+        t = t.inputs[0].inputs[0]
+    return t
