@@ -309,78 +309,6 @@ def miss(frontend: str, name: str, op: str, exc: StepError) -> NoMatch:
                    if "mixes units" in str(exc) else f"as a general cell, {exc}")
 
 
-# ---- from a Loop body -------------------------------------------------------------------------
-def from_loop(graph, loop, name: str, index: int, X, axis: int, x_t, states: list, seqs: list, scan_outs: list,
-              n_carried: int, frontend: str = "loop"):
-    """``states``: (loop-carried position j, body input, body output, initial value) per state;
-    ``seqs``: (position j, value inserted every step); ``scan_outs``: (k, body scan output)."""
-    def no(why, node=None):
-        return NoMatch(frontend, name, "Loop", why)
-
-    I = int(X.shape[2])
-    widths = []
-    for k, (j, vin, vout, init) in enumerate(states):
-        if not _is_zero(init):
-            return no(f"as a general cell, its initial state {k} is not provably zero")
-        w = next((t.shape[-1] for t in (vin, init, vout, loop.outputs[j]) if t.shape is not None and len(t.shape)
-                  and isinstance(t.shape[-1], (int, np.integer))), None)
-        if w is None:
-            return no(f"as a general cell, the width of its state {k} is not known")
-        widths.append(int(w))
-    per_step = []  # the per-step value the model reads, and where (the stacked tensors after the loop)
-    stacked = []
-    for js, val in seqs:
-        used = [c for c in loop.outputs[js].outputs]
-        if not used:
-            continue
-        for c in used:
-            if c.op != "ConcatFromSequence" or not int(c.attrs.get("new_axis", 0)) \
-                    or int(c.attrs.get("axis", 0)) not in (0, 1):
-                return no(f"as a general cell, its per-step outputs are read by {c.op} {c.name!r}, not stacked by "
-                          f"ConcatFromSequence")
-            stacked.append((c, int(c.attrs.get("axis", 0))))
-        per_step.append(val)
-    for k, t in scan_outs:
-        out = loop.outputs[n_carried + k]
-        if out.outputs or out in graph.outputs:
-            per_step.append(t)
-            stacked.append((out, 0))
-    if len({id(_through_identity(v)) for v in per_step}) > 1:
-        return no("as a general cell, it emits more than one per-step value that the model reads")
-    state_js = {j for j, *_ in states}
-    seq_js = {js for js, _ in seqs}
-    for j in range(n_carried):
-        t = loop.outputs[j]
-        if (t.outputs or t in graph.outputs) and j not in state_js and j not in seq_js:
-            return no(f"as a general cell, its loop output {t.name!r} (neither a state nor a per-step output) is read "
-                      f"after the loop")
-    y_t = per_step[0] if per_step else states[0][2]
-    try:
-        step = extract(name, [s[1] for s in states], x_t, [s[2] for s in states], y_t, widths, I)
-        CellFlow(step)
-    except StepError as exc:
-        return miss(frontend, name, "Loop", exc)
-    outs = {"steps": [], "finals": []}
-    for c, ax in stacked:
-        t = c.outputs[0] if isinstance(c, gs.Node) else c
-        outs["steps"].append((t, 1 if (isinstance(c, gs.Node) and ax == 1) else 0))
-    for j, *_ in states:
-        t = loop.outputs[j]
-        outs["finals"].append(t if (t.outputs or t in graph.outputs) else None)
-    for c, _ in stacked:
-        if isinstance(c, gs.Node):
-            c.outputs.clear()
-            c.inputs.clear()
-    x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
-    detach(loop)
-    try:
-        rec = build(graph, name, step, x_tm, "loop", index, outs)
-    except StepError as exc:  # pragma: no cover - the flow was checked before the graph changed
-        return miss(frontend, name, "Loop", exc)
-    rec.watch = [t.name for t, _ in outs["steps"]] + [t.name for t in outs["finals"] if t is not None]
-    return rec
-
-
 def detach(node: gs.Node) -> None:
     """Take ``node`` out of the graph, with every node of its subgraphs (which read outer tensors:
     left attached, they would still count as those tensors' readers)."""
@@ -390,9 +318,3 @@ def detach(node: gs.Node) -> None:
                 detach(n)
     node.inputs.clear()
     node.outputs.clear()
-
-
-def _through_identity(t):
-    while t.inputs and t.inputs[0].op == "Identity":
-        t = t.inputs[0].inputs[0]
-    return t

@@ -29,7 +29,9 @@ import onnx_graphsurgeon as gs
 from ..cells import CellParams, cell_for
 from ..cells.backend import Numpy
 from .contract import FrontEnd, NoMatch
-from .general import from_loop
+from .cellflow import CellFlow
+from .general import build, detach, miss as general_miss
+from .step import StepError, extract
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 
 TOL = 1e-5
@@ -375,8 +377,8 @@ class LoopCells(FrontEnd):
                 return miss("reads a per-step mask and is none of the cells onnxmod lifts (vanilla RNN, GRU, LSTM); "
                             "masked general cells are not supported")
             scan_outs_ = [(k, b_out[1 + n_carried + k]) for k in range(len(b_out) - 1 - n_carried)]
-            return from_loop(graph, loop, name, index, X, axis, x_t, every_state, seqs, scan_outs_, n_carried,
-                             self.name)
+            return _as_general_cell(graph, loop, name, index, X, axis, x_t, every_state, seqs, scan_outs_, n_carried,
+                                    self.name)
 
         if len(states) > 2:
             return general()
@@ -722,3 +724,81 @@ class LoopCells(FrontEnd):
                                        inputs=[seq_tm], outputs=[out]))
         graph.cleanup().toposort()
         return native
+
+
+def _as_general_cell(graph, loop, name: str, index: int, X, axis: int, x_t, states: list, seqs: list,
+                     scan_outs: list, n_carried: int, frontend: str = "loop"):
+    """The loop as a general cell (``general.py``): its step cut out of the body and run as a Scan.
+    ``states``: (loop-carried position j, body input, body output, initial value) per state;
+    ``seqs``: (position j, value inserted every step); ``scan_outs``: (k, body scan output)."""
+    def no(why):
+        return NoMatch(frontend, name, "Loop", why)
+
+    I = int(X.shape[2])
+    widths = []
+    for k, (j, vin, vout, init) in enumerate(states):
+        if not _is_zero(init):
+            return no(f"as a general cell, its initial state {k} is not provably zero")
+        w = next((t.shape[-1] for t in (vin, init, vout, loop.outputs[j]) if t.shape is not None and len(t.shape)
+                  and isinstance(t.shape[-1], (int, np.integer))), None)
+        if w is None:
+            return no(f"as a general cell, the width of its state {k} is not known")
+        widths.append(int(w))
+    per_step = []  # the per-step value the model reads, and where (the stacked tensors after the loop)
+    stacked = []
+    for js, val in seqs:
+        used = [c for c in loop.outputs[js].outputs]
+        if not used:
+            continue
+        for c in used:
+            if c.op != "ConcatFromSequence" or not int(c.attrs.get("new_axis", 0)) \
+                    or int(c.attrs.get("axis", 0)) not in (0, 1):
+                return no(f"as a general cell, its per-step outputs are read by {c.op} {c.name!r}, not stacked by "
+                          f"ConcatFromSequence")
+            stacked.append((c, int(c.attrs.get("axis", 0))))
+        per_step.append(val)
+    for k, t in scan_outs:
+        out = loop.outputs[n_carried + k]
+        if out.outputs or out in graph.outputs:
+            per_step.append(t)
+            stacked.append((out, 0))
+    if len({id(_identity_source(v)) for v in per_step}) > 1:
+        return no("as a general cell, it emits more than one per-step value that the model reads")
+    state_js = {j for j, *_ in states}
+    seq_js = {js for js, _ in seqs}
+    for j in range(n_carried):
+        t = loop.outputs[j]
+        if (t.outputs or t in graph.outputs) and j not in state_js and j not in seq_js:
+            return no(f"as a general cell, its loop output {t.name!r} (neither a state nor a per-step output) is read "
+                      f"after the loop")
+    y_t = per_step[0] if per_step else states[0][2]
+    try:
+        step = extract(name, [s[1] for s in states], x_t, [s[2] for s in states], y_t, widths, I)
+        CellFlow(step)
+    except StepError as exc:
+        return general_miss(frontend, name, "Loop", exc)
+    outs = {"steps": [], "finals": []}
+    for c, ax in stacked:
+        t = c.outputs[0] if isinstance(c, gs.Node) else c
+        outs["steps"].append((t, 1 if (isinstance(c, gs.Node) and ax == 1) else 0))
+    for j, *_ in states:
+        t = loop.outputs[j]
+        outs["finals"].append(t if (t.outputs or t in graph.outputs) else None)
+    for c, _ in stacked:
+        if isinstance(c, gs.Node):
+            c.outputs.clear()
+            c.inputs.clear()
+    x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
+    detach(loop)
+    try:
+        rec = build(graph, name, step, x_tm, "loop", index, outs)
+    except StepError as exc:  # pragma: no cover - the flow was checked before the graph changed
+        return general_miss(frontend, name, "Loop", exc)
+    rec.watch = [t.name for t, _ in outs["steps"]] + [t.name for t in outs["finals"] if t is not None]
+    return rec
+
+
+def _identity_source(t):
+    while t.inputs and t.inputs[0].op == "Identity":
+        t = t.inputs[0].inputs[0]
+    return t

@@ -19,9 +19,12 @@ from collections import defaultdict
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .cellflow import CellFlow
 from .contract import FrontEnd, NoMatch
+from .general import build, miss as general_miss
 from .loop import Act, Lin, _Cell, _const
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
+from .step import Constants, StepError, extract
 
 
 def _step_source(t):
@@ -263,8 +266,11 @@ class UnrolledCells(FrontEnd):
 
         loop = LoopCells()
         stack, states = self._stack(gathers)
-        if stack is None or not all(self._depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
+        if stack is None or not all(self._depends(states[s + 1], gathers[s].outputs[0])
+                                    for s in range(len(states) - 1)):
             return None  # reads a tensor step by step, but no step reads the previous one's result: no recurrence
+        if not all(self._depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
+            return self._general(graph, gathers, stack, states, index)  # its state is not what it emits
         name = f"unrolled_{gathers[0].name or index}"
 
         def miss(why):
@@ -290,8 +296,8 @@ class UnrolledCells(FrontEnd):
                 cell = loop._identify(reader, reader.value(h), prev, int(H))
             except (ValueError, IndexError) as exc:  # shapes the forms cannot follow
                 cell = f"its step cannot be read as affine forms ({exc})"
-            if isinstance(cell, str):
-                return miss(f"step {s}: {cell} (no general cell front-end yet)")
+            if isinstance(cell, str):  # none of the cells a native op computes
+                return self._general(graph, gathers, stack, states, index)
             if found is None:
                 found = cell
             elif cell[0] != found[0] or cell[4] != found[4] or not all(
@@ -358,3 +364,156 @@ class UnrolledCells(FrontEnd):
         rec = NativeRecurrence(index, native, form="unrolled")
         rec.watch = [out.name]
         return rec
+
+    # ---- a general cell ---------------------------------------------------------------------
+    def _general(self, graph, gathers, stack, outs, index):
+        """The chain as a general cell (``general.py``): step 1 cut out as the cell's step, its
+        states being what it reads from step 0, their new values what step 2 reads in the same
+        places; every middle step must compute the same (checked node by node), step 0 must start
+        from zero states, and nothing outside the chain may read inside it."""
+        name = f"unrolled_{gathers[0].name or index}"
+        T = len(gathers)
+
+        def miss(why):
+            return NoMatch(self.name, stack.name or name, "Concat", f"as a general cell, {why}")
+
+        if T < 3:
+            return miss("an unrolled chain needs 3 steps or more to tell its states apart")
+        axis = int(gathers[0].attrs.get("axis", 0))
+        X = gathers[0].inputs[0]
+        if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
+            return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
+        stack_axis = int(stack.attrs.get("axis", 0)) % 3
+        if stack_axis not in (0, 1) or any(_const(u.inputs[0].inputs[1]) is None or np.atleast_1d(
+                _const(u.inputs[0].inputs[1])).tolist() != [stack_axis] for u in stack.inputs):
+            return miss(f"its steps are stacked by {stack.name!r} along an axis that is not time")
+        xs = [g.outputs[0] for g in gathers]
+        graph.toposort()
+        dep = _steps_of(graph, xs)
+        by_step = defaultdict(list)
+        for n in graph.nodes:
+            if n.outputs:
+                by_step[max(dep.get(id(o), -1) for o in n.outputs)].append(n)
+        # the chain: what the stacked output is computed from; nothing else may read inside it
+        chain, todo = set(), [t for t in stack.inputs]
+        while todo:
+            t = todo.pop()
+            if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in chain:
+                continue
+            chain.add(id(t.inputs[0]))
+            todo.extend(i for i in t.inputs[0].inputs if i.name)
+        for n in graph.nodes:
+            if id(n) not in chain:
+                continue
+            for o in n.outputs:
+                for c in o.outputs:
+                    if id(c) not in chain and c is not stack:
+                        return miss(f"step {dep.get(id(o))}'s value {o.name!r} is read by {c.op} {c.name!r}, outside "
+                                    f"the stacked output (a final state read directly is not supported yet)")
+                if o in graph.outputs:
+                    return miss(f"step {dep.get(id(o))}'s value {o.name!r} is a graph output")
+        sig = {s: _Signature(dep, xs[s], s) for s in (1, 2)}
+        reads = {id(g) for g in gathers}  # the Gathers of the input steps differ by their index only
+        for s in range(2, T - 1):  # every middle step computes what step 1 computes
+            here = _Signature(dep, xs[s], s) if s > 2 else sig[2]
+            if sorted(repr(here.node(n)) for n in by_step[s] if id(n) not in reads) != \
+                    sorted(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reads):
+                return miss(f"step {s} computes another cell than step 1")
+        states_in, seen = [], set()
+        for n in by_step[1]:
+            for t in n.inputs:
+                if t.name and not isinstance(t, gs.Constant) and dep.get(id(t), -1) == 0 and id(t) not in seen:
+                    if t is xs[0]:
+                        return miss("step 1 reads step 0's input: not a state a cell carries")
+                    seen.add(id(t))
+                    states_in.append(t)
+        if not states_in:
+            return miss("step 1 reads nothing step 0 computed")
+        in_step2 = defaultdict(list)
+        for n in by_step[2]:
+            in_step2[repr(sig[2].node(n))].append(n)
+        states_out = []
+        for a in states_in:
+            found = set()
+            for n in a.outputs:
+                if id(n) not in {id(m) for m in by_step[1]}:
+                    continue
+                key = repr(sig[1].node(n))
+                for p, t in enumerate(n.inputs):
+                    if t is a:
+                        found |= {id(m.inputs[p]) for m in in_step2.get(key, []) if dep.get(id(m.inputs[p])) == 1}
+            if len(found) != 1:
+                return miss(f"step 2 does not read one value of step 1 where step 1 reads {a.name!r} of step 0")
+            fid = found.pop()
+            states_out.append(next(t for n in by_step[1] for t in n.outputs if id(t) == fid))
+        widths = []
+        for k, a in enumerate(states_in):
+            w = a.shape[-1] if a.shape else None
+            if not isinstance(w, (int, np.integer)):
+                return miss(f"the width of its state {k} ({a.name!r}) is not known")
+            widths.append(int(w))
+        consts = Constants()
+        for n in by_step[0]:  # step 0 starts from zero states
+            if id(n) in reads:
+                continue
+            todo = [t for t in n.inputs if t.name and dep.get(id(t), -1) < 0]
+            while todo:  # what step 0 reads besides its input: constants, zeros and what they compute
+                t = todo.pop()
+                if isinstance(t, gs.Constant) or _is_zero(t) or consts(t) is not None:
+                    continue
+                if not t.inputs:
+                    return miss(f"step 0 reads {t.name!r}, which is not provably zero (a general cell starts from "
+                                f"zero states)")
+                todo.extend(i for i in t.inputs[0].inputs if i.name)
+        try:
+            step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]))
+            CellFlow(step)
+        except StepError as exc:
+            return general_miss(self.name, stack.name or name, "Concat", exc)
+        out = stack.outputs[0]
+        stack.outputs.clear()
+        stack.inputs.clear()
+        x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
+        rec = build(graph, name, step, x_tm, "unrolled", index, {"steps": [(out, stack_axis)],
+                                                                  "finals": [None] * len(states_in)})
+        rec.watch = [out.name]
+        return rec
+
+
+def _steps_of(graph, xs) -> dict:
+    """id(tensor) -> the last step whose input it is computed from (-1: none), in one pass."""
+    dep = {id(x): s for s, x in enumerate(xs)}
+    for n in graph.nodes:
+        d = max((dep.get(id(i), -1) for i in n.inputs if i.name), default=-1)
+        for o in n.outputs:
+            dep.setdefault(id(o), d)
+    return dep
+
+
+class _Signature:
+    """What a node of step ``s`` computes, as a nested tuple: its op, attributes and inputs, with
+    step ``s``'s input as ``X``, any value of step ``s - 1`` as ``S`` and constants by value."""
+
+    def __init__(self, dep: dict, x, s: int):
+        self.dep, self.x, self.s, self.memo = dep, x, s, {}
+
+    def tensor(self, t):
+        if t is self.x:
+            return ("X",)
+        if isinstance(t, gs.Constant):
+            v = np.asarray(t.values)
+            return ("C", v.dtype.str, v.shape, hash(v.tobytes()))
+        d = self.dep.get(id(t), -1)
+        if d == self.s - 1:
+            return ("S",)
+        if d != self.s or not t.inputs:
+            return ("V", t.name)
+        n = t.inputs[0]
+        return (self.node(n), next(i for i, o in enumerate(n.outputs) if o is t))
+
+    def node(self, n):
+        if id(n) not in self.memo:
+            attrs = tuple(sorted((k, repr(np.asarray(v.values).tolist()) if isinstance(v, gs.Constant) else repr(v))
+                                 for k, v in n.attrs.items()))
+            self.memo[id(n)] = (n.op, attrs, tuple(self.tensor(i) if i.name else None for i in n.inputs))
+        return self.memo[id(n)]
