@@ -113,8 +113,8 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
 
     def _find_recurrent_ops(self) -> list[Recurrence]:
         ops, misses = recognize(self.graph, self.source)
-        if misses:  # a candidate no front-end could take: refuse with its reason
-            m = misses[0]
+        if misses:  # a candidate no front-end could take: refuse with its reason (a general cell's first)
+            m = sorted(misses, key=lambda m: not m.final)[0]
             raise m.error(f"{self.source}: {m}")
         if not ops:
             raise UnsupportedModelError(

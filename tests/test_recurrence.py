@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxmod import runtime
 from onnxmod.errors import UnsupportedModelError
 from onnxmod.graph import Model
-from onnxmod.recurrence import FRONTENDS, NoMatch, Recurrence, recognize, verify_forms
+from onnxmod.recurrence import FRONTENDS, Recurrence, recognize, verify_forms
 from onnxmod.units import UnitSelection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,11 +72,16 @@ def test_recognized_recurrence_computes_what_the_model_computes(rel):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def _zeroed(model: Model, keep: dict) -> onnx.ModelProto:
+def _zeroed(model: Model, keep: dict, T: int = 64) -> onnx.ModelProto:
     """The model with the removed units' weights zeroed in its (native) recurrences: those units
-    output exactly 0 at every step from a zero state."""
+    output exactly 0 at every step from a zero state. A general cell has no gate rows: its removed
+    units are held at 0 where the step reads them (``mask_states`` with a constant mask)."""
     m = model.fresh()
     for op in m.recurrent:
+        if getattr(op, "flow", None) is not None:
+            mask = np.isin(np.arange(op.hidden_size), keep[op.index][0]).astype(np.float32)
+            op.mask_states(m.graph, [np.tile(mask, (T, 1))], f"zeroed/{op.index}", m.source)
+            continue
         Wt, Rt, Bt = (a.copy() for a in op.weights())
         H, G = op.hidden_size, op.cell.num_gates
         for d in range(op.directions):
@@ -110,7 +115,7 @@ def test_removing_units_through_any_form_equals_zeroing_them(rel):
 
 
 def test_every_front_end_answers_to_the_contract():
-    assert [fe.name for fe in FRONTENDS] == ["loop", "unrolled", "unrolled-cell", "native"]
+    assert [fe.name for fe in FRONTENDS] == ["loop", "unrolled", "unrolled-cell", "native", "scan"]
     for name in ("hidden_size", "directions", "x", "y", "lengths", "unit_outputs", "reader_nodes", "reads",
                  "weights", "reference", "gates_from_trace", "silencer", "slice_units", "slice_input", "absorb",
                  "widen_input", "mask_states", "reversed_directions", "describe"):
@@ -189,27 +194,32 @@ def test_a_keras_style_gru_loop_is_lifted_and_exact():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_an_unknown_cell_in_a_loop_is_refused_naming_the_loop_and_why():
-    """h' = tanh(x W) * h is no cell onnxmod knows: the miss is data, and Model refuses with it."""
+def test_a_cell_no_native_op_computes_is_a_general_cell():
+    """h' = tanh(x W) * h is none of the native cells: it runs as a general cell (a Scan of its
+    step), computing what the loop computes."""
     H, I = 3, 2
     nodes = [helper.make_node("MatMul", ["x_t", "W"], ["xw"]), helper.make_node("Tanh", ["xw"], ["t"]),
              helper.make_node("Mul", ["t", "h"], ["h_new"])]
     proto = _loop_model(nodes, [_w("W", (I, H), 1)], H, I)
     graph = gs.import_onnx(proto)
     found, misses = recognize(graph, "odd.onnx")
-    assert not found and len(misses) >= 1 and all(isinstance(m, NoMatch) for m in misses)
-    assert misses[0].op == "Loop" and "not a vanilla RNN or GRU cell" in misses[0].reason
-    with pytest.raises(UnsupportedModelError, match="Loop.*not a vanilla RNN or GRU cell"):
-        Model(proto, source="odd.onnx")
+    assert not misses and [(r.form, r.op_type, r.hidden_size) for r in found] == [("loop", "Cell", H)]
+    model = Model(proto, source="odd.onnx")
+    x = np.random.default_rng(9).normal(0, 1, (5, 4, I)).astype(np.float32)  # [T, N, I]
+    np.testing.assert_allclose(runtime.session(model.runnable).run(None, {"x": x})[0],
+                               runtime.session(proto).run(None, {"x": x})[0], atol=1e-6)
 
 
-def test_a_two_state_loop_that_is_no_lstm_says_so():
+def test_a_two_state_loop_that_is_no_lstm_ties_its_states_into_units():
+    """h' = tanh(x W + c), c' = x W + c: no LSTM, but a general cell whose h and c are tied position by
+    position (element-wise): 3 units, each owning one position of both."""
     H, I = 3, 2
     nodes = [helper.make_node("MatMul", ["x_t", "W"], ["xw"]), helper.make_node("Add", ["xw", "c"], ["s"]),
              helper.make_node("Tanh", ["s"], ["h_new"]), helper.make_node("Identity", ["s"], ["c_new"])]
     proto = _loop_model(nodes, [_w("W", (I, H), 1)], H, I, extra_state=True)
-    with pytest.raises(UnsupportedModelError, match=r"\(Loop\): carries two state vectors but is not an LSTM cell .* f \* c \+ i \* g"):
-        Model(proto, source="two.onnx")
+    (op,) = Model(proto, source="two.onnx").recurrent
+    assert (op.op_type, op.hidden_size) == ("Cell", H)
+    assert [list(op.flow.state_labels(k)) for k in range(2)] == [[0, 1, 2], [0, 1, 2]]
 
 
 def test_a_keras_style_lstm_loop_is_lifted_and_exact():
@@ -290,9 +300,12 @@ def test_masked_keras_cells_are_lifted_for_pre_padded_rows_and_checked(name):
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "fixtures/cells/*/durnn*.onnx"))))
-def test_cells_no_front_end_knows_yet_are_refused_in_one_line(path):
-    """DuRNN has two state vectors and mixed activations: no front-end takes it yet (the general cell
-    front-end is the custom-cells issue); the refusal is one line naming what was found."""
-    with pytest.raises(UnsupportedModelError) as exc:
-        Model.load(path)
-    assert "\n" not in str(exc.value) and Path(path).name in str(exc.value)
+def test_durnn_is_a_general_cell_of_two_state_vectors(path):
+    """DuRNN has two state vectors and mixed activations: each layer is a general cell whose units
+    are both vectors' positions, scored by their own rules (tests/recurrence has the rest)."""
+    model = Model.load(path)
+    for op in model.recurrent:
+        d = op.describe()
+        assert d["cell"] == "general" and sorted((s["width"], s["activation"]) for s in d["states"]) == \
+            [(24, "Relu"), (24, "Tanh")]
+        assert sorted(set(op.rule)) == ["logistic", "relu"]

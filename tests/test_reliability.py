@@ -151,8 +151,9 @@ def edited_lstm(path: Path, edit) -> Path:
     return path
 
 
-def scan_rnn(path: Path, F=4, H=3, C=3) -> Path:
-    """A tanh RNN written as a Scan whose body is the cell (what tf2onnx emits for Keras SimpleRNN)."""
+def scan_rnn(path: Path, F=4, H=3, C=3, backwards=False) -> Path:
+    """A tanh RNN written as a Scan whose body is the cell (what tf2onnx emits for Keras SimpleRNN),
+    batch-major; ``backwards``: scanning the sequence from its end (go_backwards)."""
     rng = np.random.default_rng(0)
     body = helper.make_graph(
         [helper.make_node("MatMul", ["x_t", "W"], ["xw"]), helper.make_node("MatMul", ["h_in", "R"], ["hr"]),
@@ -170,7 +171,8 @@ def scan_rnn(path: Path, F=4, H=3, C=3) -> Path:
              helper.make_node("Concat", ["batch", "hsz"], ["h0shape"], axis=0),
              helper.make_node("ConstantOfShape", ["h0shape"], ["h0"]),
              helper.make_node("Scan", ["h0", "x"], ["h_last", "Y"], body=body, num_scan_inputs=1,
-                              scan_input_axes=[1], scan_output_axes=[1], name="rnn_scan"),
+                              scan_input_axes=[1], scan_output_axes=[1], name="rnn_scan",
+                              **({"scan_input_directions": [1]} if backwards else {})),
              helper.make_node("Gemm", ["h_last", "hw", "hb"], ["logits"], transB=1, name="head")]
     inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
              numpy_helper.from_array(np.array([H], np.int64), "hsz"),
@@ -368,8 +370,9 @@ def test_streaming_state_input_is_refused_naming_it(tmp_path):
            4, "feature.onnx", "'rnn0'", "LSTM", "initial_h", "graph input", "not supported")
 
 
-def test_recurrence_inside_scan(tmp_path):
-    model = scan_rnn(tmp_path / "scan.onnx")
+def test_recurrence_inside_a_backward_scan(tmp_path):
+    """A Scan cell is a general cell (tests/recurrence); one that scans backwards is refused."""
+    model = scan_rnn(tmp_path / "scan.onnx", backwards=True)
     data = float_data(tmp_path / "d.npz", features=4, classes=3)
     res = refuse(tmp_path, ["decompose", model, "--data", data, "--out", tmp_path / "out"],
                  4, "scan.onnx", "'rnn_scan'", "Scan", "not supported yet")

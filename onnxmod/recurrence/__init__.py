@@ -38,6 +38,10 @@ def recognize(graph, source: str) -> tuple[list[Recurrence], list[NoMatch]]:
                 claimed.update(id(n) for n in r.reader_nodes())
             else:
                 misses.append(r)
+    # a miss on a node a later front-end took after all (an unrolled chain the vanilla-RNN front-end
+    # could not read, lifted as a general cell) is no miss
+    left = {n.name for n in graph.nodes}
+    misses = [m for m in misses if m.node in left]
     misses += unclaimed_control_flow(graph, claimed)
     graph.toposort()  # recurrences are numbered in graph order, whichever front-end found them
     position = {id(n): i for i, n in enumerate(graph.nodes)}

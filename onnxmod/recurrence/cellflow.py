@@ -460,3 +460,6 @@ class CellFlow:
             s.shape = ["N", int(alive(s).sum())]
         x = self.step.x
         x.shape = ["N", int(alive(x).sum())]
+        for t in self.step.graph.tensors().values():  # widths changed: shape inference works them out again
+            if isinstance(t, gs.Variable) and t not in self.step.graph.inputs:
+                t.shape = None

@@ -24,13 +24,15 @@ from ..units import UnitSelection
 class NoMatch:
     """Why a front-end did not recognize a node as a recurrence: one line, naming the node.
     ``error`` is the refusal's class when the pipeline must stop on it (a malformed op is an
-    ``InputError``, an unsupported one an ``UnsupportedModelError``)."""
+    ``InputError``, an unsupported one an ``UnsupportedModelError``); ``final`` marks the general
+    cell front-end's verdict, which a user is shown before a specialised front-end's."""
 
     frontend: str
     node: str
     op: str
     reason: str
     error: type = UnsupportedModelError
+    final: bool = False  # the most general reading (a general cell) failed too: the reason reported first
 
     def __str__(self) -> str:
         return f"node {self.node!r} ({self.op}): {self.reason}"

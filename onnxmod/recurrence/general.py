@@ -25,8 +25,8 @@ import onnx_graphsurgeon as gs
 from ..errors import UnsupportedModelError
 from .cellflow import CellFlow
 from .contract import NoMatch, Recurrence, UnitSelection
-from .native import _is_zero, time_major
-from .step import Step, StepError, extract
+from .native import _is_zero
+from .step import Step, StepError
 
 
 class CellRecurrence(Recurrence):
@@ -158,10 +158,13 @@ class CellRecurrence(Recurrence):
         self.reflow()
 
     def mask_states(self, graph, masks, prefix, source=None) -> None:
-        """Every new state (and the per-step output) multiplied by the step's row of ``masks[0]``
-        ``[T_max, units]`` (sliced to the input's length): a unit masked at step t is 0 after it."""
+        """Units outside step t's row of ``masks[0]`` (``[T_max, units]``, sliced to the input's length)
+        removed at step t: 0 wherever the step reads them through a weight, and in its new states and
+        output — what the step computes with those units sliced out (with a constant mask: exactly the
+        physically sliced model)."""
         body = self.scan.attrs["body"]
         M = np.asarray(masks[0], dtype=np.float32)
+        U = M.shape[1]
         p = prefix
         shape, steps = gs.Variable(f"{p}/x_shape", dtype=np.int64), gs.Variable(f"{p}/steps", dtype=np.int64)
         mask = gs.Variable(f"{p}/mask", dtype=np.float32)
@@ -172,18 +175,30 @@ class CellRecurrence(Recurrence):
             gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", M), gs.Constant(f"{p}/m0", np.array([0])),
                                                   steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask]),
         ]
-        m_t = gs.Variable(f"{p}/m_t", dtype=np.float32, shape=[M.shape[1]])
+        m_t, ext = gs.Variable(f"{p}/m_t", dtype=np.float32, shape=[U]), gs.Variable(f"{p}/m_ext", dtype=np.float32)
+        body.nodes.append(gs.Node("Concat", f"{p}/m_ext", attrs={"axis": 0}, outputs=[ext],
+                                  inputs=[m_t, gs.Constant(f"{p}/one", np.ones(1, np.float32))]))
+        n = [0]
+
+        def masked(t, lab):
+            n[0] += 1
+            j = n[0]
+            idx = np.where(lab >= 0, lab, U).astype(np.int64)  # positions that are no unit: times 1
+            picked, out = gs.Variable(f"{p}/m_{j}", dtype=np.float32), gs.Variable(f"{p}/masked_{j}", dtype=np.float32)
+            body.nodes.extend([gs.Node("Gather", f"{p}/pick_{j}", attrs={"axis": 0}, outputs=[picked],
+                                       inputs=[ext, gs.Constant(f"{p}/lab_{j}", idx)]),
+                               gs.Node("Mul", f"{p}/apply_{j}", inputs=[t, picked], outputs=[out])])
+            return out
+
+        reads = [(node, node.inputs[0], self.flow.labels(node.inputs[0])) for node in list(body.nodes)
+                 if node.op in ("MatMul", "Gemm") and id(node.inputs[0]) in self.flow.pos]
+        for node, t, lab in reads:
+            if (lab >= 0).any():
+                node.inputs[0] = masked(t, lab)
         outs = list(body.outputs)
         labels = [self.flow.state_labels(k) for k in range(self.step.n_states)] + [self.flow.labels(self.step.y)]
-        for j, (o, lab) in enumerate(zip(outs, labels)):
-            picked = gs.Variable(f"{p}/m_{j}", dtype=np.float32)
-            masked = gs.Variable(f"{p}/masked_{j}", dtype=np.float32)
-            body.nodes += [gs.Node("Gather", f"{p}/pick_{j}", attrs={"axis": 0}, outputs=[picked],
-                                   inputs=[m_t, gs.Constant(f"{p}/lab_{j}", lab.astype(np.int64))]),
-                           gs.Node("Mul", f"{p}/apply_{j}", inputs=[o, picked], outputs=[masked])]
-            outs[j] = masked
+        body.outputs = [masked(o, lab) for o, lab in zip(outs, labels)]
         body.inputs.append(m_t)
-        body.outputs = outs
         body.toposort()
         self.scan.inputs.append(mask)
         self.scan.attrs["num_scan_inputs"] = 2
@@ -304,9 +319,9 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
     return rec
 
 
-def miss(frontend: str, name: str, op: str, exc: StepError) -> NoMatch:
-    return NoMatch(frontend, name, op, f"as a general cell, {exc} (no weight of the cell ties it to one unit)"
-                   if "mixes units" in str(exc) else f"as a general cell, {exc}")
+def miss(frontend: str, name: str, op: str, why) -> NoMatch:
+    """A general cell's refusal of ``name`` (``why``: a ``StepError`` or a sentence)."""
+    return NoMatch(frontend, name, op, f"as a general cell, {why}", final=True)
 
 
 def detach(node: gs.Node) -> None:

@@ -476,6 +476,10 @@ class LoopCells(FrontEnd):
             L = upd.lin
             if L.width != H:
                 return "its state update has the wrong width"
+            if H > 1 and not np.any(L.B - np.diag(np.diag(L.B))):
+                # an element-wise recurrence (IndRNN): as a native RNN it would store H x H recurrent
+                # weights for H; the general cell keeps the vector (and the modules smaller than the model)
+                return "its recurrence is element-wise (IndRNN): a general cell"
             W, R = L.A.T[None], L.B.T[None]
             B = np.concatenate([L.c, np.zeros(H)])[None]
             return "RNN", W, R, B, {"activations": [upd.name], **self._ab([upd])}
@@ -732,17 +736,17 @@ def _as_general_cell(graph, loop, name: str, index: int, X, axis: int, x_t, stat
     ``states``: (loop-carried position j, body input, body output, initial value) per state;
     ``seqs``: (position j, value inserted every step); ``scan_outs``: (k, body scan output)."""
     def no(why):
-        return NoMatch(frontend, name, "Loop", why)
+        return general_miss(frontend, name, "Loop", why)
 
     I = int(X.shape[2])
     widths = []
     for k, (j, vin, vout, init) in enumerate(states):
         if not _is_zero(init):
-            return no(f"as a general cell, its initial state {k} is not provably zero")
+            return no(f"its initial state {k} is not provably zero")
         w = next((t.shape[-1] for t in (vin, init, vout, loop.outputs[j]) if t.shape is not None and len(t.shape)
                   and isinstance(t.shape[-1], (int, np.integer))), None)
         if w is None:
-            return no(f"as a general cell, the width of its state {k} is not known")
+            return no(f"the width of its state {k} is not known")
         widths.append(int(w))
     per_step = []  # the per-step value the model reads, and where (the stacked tensors after the loop)
     stacked = []
@@ -753,7 +757,7 @@ def _as_general_cell(graph, loop, name: str, index: int, X, axis: int, x_t, stat
         for c in used:
             if c.op != "ConcatFromSequence" or not int(c.attrs.get("new_axis", 0)) \
                     or int(c.attrs.get("axis", 0)) not in (0, 1):
-                return no(f"as a general cell, its per-step outputs are read by {c.op} {c.name!r}, not stacked by "
+                return no(f"its per-step outputs are read by {c.op} {c.name!r}, not stacked by "
                           f"ConcatFromSequence")
             stacked.append((c, int(c.attrs.get("axis", 0))))
         per_step.append(val)
@@ -763,13 +767,13 @@ def _as_general_cell(graph, loop, name: str, index: int, X, axis: int, x_t, stat
             per_step.append(t)
             stacked.append((out, 0))
     if len({id(_identity_source(v)) for v in per_step}) > 1:
-        return no("as a general cell, it emits more than one per-step value that the model reads")
+        return no("it emits more than one per-step value that the model reads")
     state_js = {j for j, *_ in states}
     seq_js = {js for js, _ in seqs}
     for j in range(n_carried):
         t = loop.outputs[j]
         if (t.outputs or t in graph.outputs) and j not in state_js and j not in seq_js:
-            return no(f"as a general cell, its loop output {t.name!r} (neither a state nor a per-step output) is read "
+            return no(f"its loop output {t.name!r} (neither a state nor a per-step output) is read "
                       f"after the loop")
     y_t = per_step[0] if per_step else states[0][2]
     try:

@@ -282,12 +282,10 @@ class UnrolledCells(FrontEnd):
             return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
         I = int(X.shape[2])
         H = states[0].shape[-1] if states[0].shape else None
-        if not isinstance(H, (int, np.integer)):
-            return miss("the unrolled steps' state width is not known")
         # the initial state: the one leaf of step 0 that is provably zero
-        h0 = self._zero_leaf(states[0], gathers[0].outputs[0])
-        if h0 is None:
-            return miss("step 0 of the unrolled chain does not start from a provably zero state")
+        h0 = self._zero_leaf(states[0], gathers[0].outputs[0]) if isinstance(H, (int, np.integer)) else None
+        if h0 is None:  # not the one-state cells a native op computes: the general cell front-end decides
+            return self._general(graph, gathers, stack, states, index)
         found = None
         prev = h0
         for s, (g, h) in enumerate(zip(gathers, states)):
@@ -375,7 +373,7 @@ class UnrolledCells(FrontEnd):
         T = len(gathers)
 
         def miss(why):
-            return NoMatch(self.name, stack.name or name, "Concat", f"as a general cell, {why}")
+            return general_miss(self.name, stack.name or name, "Concat", why)
 
         if T < 3:
             return miss("an unrolled chain needs 3 steps or more to tell its states apart")

@@ -37,7 +37,9 @@ def torch_dynamo(op, bidirectional=True, batch_from_input=False):
 def test_torch_default_exporter_readout(op, bidirectional, monkeypatch):
     proto = torch_dynamo(op, bidirectional)
     reason, applied, m = check_rule(proto, F, monkeypatch, {"reshape_from_shape"})
-    assert "Shape is not a layer onnxmod can follow" in reason
+    # the flow reads past a Shape that only takes the time and batch sizes (the unit sizes were folded):
+    # the Reshape whose target they make is what it cannot follow
+    assert "Shape is not a layer onnxmod can follow" in reason or "reshape target must be constant" in reason
     reshape = next(n for n in m.graph.nodes if n.op == "Reshape")
     D = 2 if bidirectional else 1
     assert np.asarray(reshape.inputs[1].values).tolist() == [0, 0, D * H]
