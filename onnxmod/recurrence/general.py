@@ -20,6 +20,7 @@ feature reduction (no single input weight to fold into).
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedModelError
@@ -167,13 +168,15 @@ class CellRecurrence(Recurrence):
         U = M.shape[1]
         p = prefix
         shape, steps = gs.Variable(f"{p}/x_shape", dtype=np.int64), gs.Variable(f"{p}/steps", dtype=np.int64)
-        mask = gs.Variable(f"{p}/mask", dtype=np.float32)
+        mask_b, mask = gs.Variable(f"{p}/mask_bool", dtype=np.bool_), gs.Variable(f"{p}/mask", dtype=np.float32)
         graph.nodes += [
             gs.Node("Shape", f"{p}/shape", inputs=[self.x], outputs=[shape]),
             gs.Node("Slice", f"{p}/steps", inputs=[shape, gs.Constant(f"{p}/c0", np.array([0])),
                                                    gs.Constant(f"{p}/c1", np.array([1]))], outputs=[steps]),
-            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", M), gs.Constant(f"{p}/m0", np.array([0])),
-                                                  steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask]),
+            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", M > 0.5),  # 1 byte a unit and step
+                                                  gs.Constant(f"{p}/m0", np.array([0])), steps,
+                                                  gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask_b]),
+            gs.Node("Cast", f"{p}/mask_float", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[mask_b], outputs=[mask]),
         ]
         m_t, ext = gs.Variable(f"{p}/m_t", dtype=np.float32, shape=[U]), gs.Variable(f"{p}/m_ext", dtype=np.float32)
         body.nodes.append(gs.Node("Concat", f"{p}/m_ext", attrs={"axis": 0}, outputs=[ext],
