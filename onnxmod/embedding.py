@@ -152,9 +152,12 @@ class Embedding:
         if d < 2:
             return "the embedding has one feature"
         try:
-            self._feature_sites(node, d)
+            sites = self._feature_sites(node, d)
         except UnsupportedModelError as exc:
             return str(exc)
+        for s in sites:
+            if s.kind == "recurrent_input" and not s.recurrence.input_weight:
+                return f"{s.recurrence.name!r} is a general cell: no single input weight to fold the features into"
         return None
 
     def _feature_sites(self, node: gs.Node, d: int) -> list[Site]:

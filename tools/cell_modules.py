@@ -48,7 +48,7 @@ def run(model: dict, task: str) -> dict:
                       "max_params_ratio": round(max(m["params_ratio"] for m in r["modules"]), 4),
                       "max_bytes_ratio": round(max(mbytes) / (ROOT / "fixtures" / model["file"]).stat().st_size, 4),
                       "recurrences": r["recurrence_forms"]["recurrences"] if r["recurrence_forms"] else ["native"],
-                      "fused_why_not": r["fused"]["why_not"]}
+                      "fused_why_not": r["fused"].get("why_not")}
         print(f"{model['file']:42} {label:9} δ {100 * r['delta']:+6.2f}  kept {out[label]['mean_kept_units']:5.1f}/"
               f"{units}  params ≤ {out[label]['max_params_ratio']:.3f}  bytes ≤ {out[label]['max_bytes_ratio']:.3f}",
               flush=True)

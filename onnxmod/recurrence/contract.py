@@ -50,6 +50,7 @@ class Recurrence:
     """
 
     what = "hidden units"  # what the unit flow follows from a recurrence (in refusals)
+    input_weight = True  # one input weight W (``weights``): what mean compensation and embedding reduction fold into
     form = ""  # "native", "loop", "scan", "unrolled", ...
     cell = None  # onnxmod.cells.Cell
 

@@ -34,6 +34,7 @@ class CellRecurrence(Recurrence):
     """A general cell run as a ``Scan`` (``form`` says what the model wrote: ``loop``, ``unrolled``)."""
 
     cell = None
+    input_weight = False
 
     def __init__(self, index: int, name: str, scan: gs.Node, y: gs.Variable, form: str, widths_at: list,
                  finals: list):

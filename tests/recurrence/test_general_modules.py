@@ -90,3 +90,13 @@ def test_same_inputs_same_bytes(tmp_path):
     for m in a["modules"]:
         assert (tmp_path / "a" / m["file"]).read_bytes() == (tmp_path / "b" / m["file"]).read_bytes()
     assert (tmp_path / "a" / "composed.onnx").read_bytes() == (tmp_path / "b" / "composed.onnx").read_bytes()
+
+
+def test_size_search_keeps_the_embedding_whole_before_a_general_cell(tmp_path):
+    """--max-loss prunes units and vocabulary; the embedding's features stay (no input weight to
+    fold them into), and the report says why."""
+    brown = ROOT / "fixtures" / "cells" / "brown_genre" / "durnn1_loop.onnx"
+    r = api.decompose(brown, ROOT / "fixtures" / "brown_genre" / "data.npz", tmp_path / "out", mode="rolled",
+                      max_loss=1.0, progress=False)
+    assert "general cell" in r["size_search"]["embedding_features_fixed"]
+    assert all(m["params"] < r["model_params"] for m in r["modules"])
