@@ -216,17 +216,14 @@ def mechanistic_row(proto, where: str = "") -> np.ndarray:
     model = Model(proto, source=where)
     feats: list[float] = []
     for op in model.recurrent:
-        W, R, B = op.handler.weights(op.node)
-        H, G = op.hidden_size, op.handler.num_gates
-        feats += [float(H), float(W.shape[2]), float(G)]
-        for d in range(W.shape[0]):
-            for g in range(G):
-                rows = slice(g * H, (g + 1) * H)
-                Rg = R[d, rows]
-                feats += _block_stats(W[d, rows]) + _block_stats(Rg)
-                diag = np.diag(Rg).astype(np.float64)
-                feats += [float(diag.mean()), float(diag.std())]
-                feats += _block_stats(B[d, rows]) + _block_stats(B[d, G * H + g * H:G * H + (g + 1) * H])
+        header, blocks = op.parameter_blocks()
+        feats += [float(v) for v in header]
+        for kind, a in blocks:
+            if kind == "diagonal":
+                a = np.asarray(a, np.float64)
+                feats += [float(a.mean()), float(a.std())]
+            else:
+                feats += _block_stats(a)
     return np.asarray(feats, np.float64)
 
 

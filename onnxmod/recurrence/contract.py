@@ -106,6 +106,10 @@ class Recurrence:
 
     def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
+    def parameter_blocks(self) -> tuple[list, list[tuple[str, np.ndarray]]]:
+        """What mechanistic fingerprints summarize: a header of sizes and the layer's parameters in
+        blocks whose statistics do not depend on the order of its units (``block`` or ``diagonal``)."""
+
     def reference(self, x: np.ndarray, masks=None, sequence_lens=None, initial=None) -> dict: ...
 
     def gates_from_trace(self, x: np.ndarray, y: np.ndarray) -> np.ndarray: ...

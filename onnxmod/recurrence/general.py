@@ -91,7 +91,7 @@ class CellRecurrence(Recurrence):
             lab = self.flow.state_labels(k)
             states.append({"width": int(w), "activation": "+".join(dict.fromkeys(acts[lab].tolist())),
                            "rule": "+".join(dict.fromkeys(rules[lab].tolist()))})
-        return {"name": self.name, "index": self.index, "form": self.form, "op_type": "Scan", "cell": "general",
+        return {"name": self.name, "index": self.index, "form": self.form, "op_type": self.op_type, "cell": "general",
                 "hidden_size": self.hidden_size, "directions": 1, "input_size": self.step.input_size,
                 "rule": self.rule if isinstance(self.rule, str) else "mixed", "states": states,
                 "attributes": {"states": " + ".join(f"{s['width']} {s['activation']}" for s in states),
@@ -121,6 +121,22 @@ class CellRecurrence(Recurrence):
 
     def weights(self):
         self._cannot("it has no single input weight (mean compensation and the embedding's feature reduction need one)")
+
+    def parameter_blocks(self):
+        """Every parameter the cell's units index (weights as ``[in, out]``, biases and element-wise
+        vectors flat), ordered by shape and size: the same for every export of one cell."""
+        seen, blocks = set(), []
+        for kind, node, i, _, _ in self.flow.sites:
+            if kind != "param" or (id(node), i) in seen:
+                continue
+            seen.add((id(node), i))
+            v = np.asarray(node.inputs[i].values, dtype=np.float64)
+            if node.op == "Gemm" and i == 1 and int(node.attrs.get("transB", 0)):
+                v = v.T
+            v = v.reshape(-1) if i != 1 or node.op not in ("MatMul", "Gemm") else v.reshape(-1, v.shape[-1])
+            blocks.append(v)
+        blocks.sort(key=lambda v: (v.ndim, v.shape, float(f"{np.linalg.norm(v):.4g}")))
+        return [self.hidden_size, self.step.input_size, self.step.n_states], [("block", v) for v in blocks]
 
     def reference(self, x, masks=None, sequence_lens=None, initial=None):
         self._cannot("its equations are its ONNX body; run it in onnxruntime")

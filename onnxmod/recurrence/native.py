@@ -130,6 +130,18 @@ class NativeRecurrence(Recurrence):
     def weights(self):
         return self.handler.weights(self.node)
 
+    def parameter_blocks(self):
+        """Per direction and gate: W's rows, R's rows, R's diagonal, both bias halves."""
+        W, R, B = self.weights()
+        H, G = self.hidden_size, self.handler.num_gates
+        blocks = []
+        for d in range(W.shape[0]):
+            for g in range(G):
+                rows = slice(g * H, (g + 1) * H)
+                blocks += [("block", W[d, rows]), ("block", R[d, rows]), ("diagonal", np.diag(R[d, rows])),
+                           ("block", B[d, rows]), ("block", B[d, G * H + g * H:G * H + (g + 1) * H])]
+        return [H, W.shape[2], G], blocks
+
     def reference(self, x, masks=None, sequence_lens=None, initial=None):
         return self.handler.run_numpy(self.node, x, masks=masks, sequence_lens=sequence_lens, initial=initial)
 

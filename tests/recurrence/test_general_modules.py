@@ -100,3 +100,14 @@ def test_size_search_keeps_the_embedding_whole_before_a_general_cell(tmp_path):
                       max_loss=1.0, progress=False)
     assert "general cell" in r["size_search"]["embedding_features_fixed"]
     assert all(m["params"] < r["model_params"] for m in r["modules"])
+
+
+def test_mechanistic_fingerprints_read_a_general_cells_parameters():
+    """The same DuRNN in its two exports has one mechanistic fingerprint; another cell another."""
+    from onnxmod.fingerprint import mechanistic_row
+
+    loop = mechanistic_row(onnx.load(LOOP))
+    unrolled = mechanistic_row(onnx.load(ROOT / "fixtures" / "cells" / "digits" / "durnn1_unrolled.onnx"))
+    lstm = mechanistic_row(onnx.load(LSTM))
+    assert loop.shape == unrolled.shape and np.allclose(loop, unrolled, rtol=1e-4, atol=1e-4)
+    assert loop.shape != lstm.shape or not np.allclose(loop, lstm)
