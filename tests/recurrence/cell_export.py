@@ -55,6 +55,7 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
     if form == "loop":
         body = Ops("body", weights)
         it, cond, seq = "it", "cond", "seq_in"
+        body.step_index = it  # what a cell that reads the loop counter reads
         states = [f"state{k}" for k in range(len(widths))]
         x_t = body.op("Gather", "x", it, axis=1)
         new, y = step(body, x_t, states)
