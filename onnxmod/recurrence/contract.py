@@ -149,9 +149,13 @@ class FrontEnd:
             k += isinstance(res, Recurrence)
             yield res
 
-    def candidates(self, graph: gs.Graph):  # pragma: no cover - abstract
-        """What this front-end looks at (nodes, groups of nodes)."""
-        raise NotImplementedError
+    reads_op: str | None = None  # the op type whose every node is a candidate (``Loop``, ``Scan``)
+
+    def candidates(self, graph: gs.Graph):
+        """What this front-end looks at (nodes, groups of nodes): by default every ``reads_op`` node."""
+        if self.reads_op is None:  # pragma: no cover - a front-end says what it reads
+            raise NotImplementedError
+        return [n for n in graph.nodes if n.op == self.reads_op]
 
     def lift(self, graph: gs.Graph, candidate, index: int):  # pragma: no cover - abstract
         """A ``Recurrence`` (numbered ``index``), a ``NoMatch``, or None when ``candidate`` is no recurrence."""

@@ -18,7 +18,9 @@ Recognition reads the loop's plumbing, then the cell:
    when they agree within 1e-5; otherwise the reason says how far apart they were.
 
 The loop is then replaced by the native op (and Squeeze/Transpose to the loop's output layouts);
-the recurrence's ``form`` stays ``loop``.
+the recurrence's ``form`` stays ``loop``. A cell that is none of these (two state vectors that are
+not an LSTM's, an element-wise recurrence, any equations) goes to the general cell front-end
+(``general.py``): its step is cut out of the body and run as a ``Scan``.
 """
 from __future__ import annotations
 
@@ -279,12 +281,10 @@ def _fold(node, t, inputs, args):
 
 
 class LoopCells(FrontEnd):
-    """``Loop`` nodes whose body is a vanilla RNN or GRU cell (lifted to the native op)."""
+    """``Loop`` nodes: a vanilla RNN, GRU or LSTM cell lifted to the native op, any other cell handed
+    to the general cell front-end."""
 
-    name = "loop"
-
-    def candidates(self, graph):
-        return [n for n in graph.nodes if n.op == "Loop"]
+    name, reads_op = "loop", "Loop"
 
     # ---- plumbing ---------------------------------------------------------------------------
     def lift(self, graph, loop, index):

@@ -17,10 +17,7 @@ from .step import StepError
 
 
 class ScanCells(FrontEnd):
-    name = "scan"
-
-    def candidates(self, graph):
-        return [n for n in graph.nodes if n.op == "Scan"]
+    name, reads_op = "scan", "Scan"
 
     def lift(self, graph, scan, index):
         name = scan.name or f"Scan_{index}"

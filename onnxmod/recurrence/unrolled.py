@@ -225,11 +225,11 @@ class UnrolledRNN(FrontEnd):
 
 
 class UnrolledCells(FrontEnd):
-    """Any one-state cell the Loop front-end knows (vanilla RNN, IndRNN, GRU), unrolled step by step
-    on the raw input (torch's default exporter for a cell written in plain ops): step ``s`` reads
-    ``Gather(X, s)`` and the previous state, and a ``Concat`` stacks every step's state. Each step
-    is read as the Loop front-end reads a body; every step must be the same cell with the same
-    parameters, and the chain becomes the native op."""
+    """A cell unrolled step by step on the raw input (torch's default exporter for a cell written in
+    plain ops): step ``s`` reads ``Gather(X, s)`` and the previous step's values, and a ``Concat``
+    stacks every step's output. A one-state cell the Loop front-end knows (vanilla RNN, GRU), read
+    at every step as a body and the same at every step, becomes the native op; any other cell a
+    general cell (``_general``), re-rolled into a ``Scan``."""
 
     name = "unrolled-cell"
 
