@@ -2,15 +2,18 @@
 
 A side-by-side composition (``compose.py``) runs K module graphs; K small recurrent ops at batch
 B cost K weight sweeps per step. When the modules come from one model, differ only in which units
-they keep (rolled mode, no mean compensation, the full vocabulary) and each op can *silence* a
-unit from its input (``RecurrentOpHandler.silencer``: LSTM, GRU, ReLU RNN), the same answers come
+they keep (rolled mode, no mean compensation, the full vocabulary) and each recurrence can hold a
+module's removed units at 0 on that module's rows (``Recurrence.silence_groups``: LSTM, GRU and
+ReLU RNN from their input, a general cell by a per-row mask in its step), the same answers come
 from one trunk:
 
 * the input is tiled K times along the batch, so rows ``k*B .. k*B+B-1`` are module k's copy;
-* every recurrent op reads its input concatenated with a one-hot *group* code ``[T, K*B, K]``,
-  and its ``W`` gets K matching columns: for module k's removed unit j, the silencing offset on
-  the gates that keep j at exactly 0 (LSTM: input and output gate −1e4; GRU: update gate +1e4;
-  ReLU RNN: −1e4). A unit at 0 contributes nothing anywhere, which is what removing it does;
+* a native op reads its input concatenated with a one-hot *group* code ``[T, K*B, K]``, and its
+  ``W`` gets K matching columns: for module k's removed unit j, the silencing offset on the gates
+  that keep j at exactly 0 (LSTM: input and output gate −1e4; GRU: update gate +1e4; ReLU RNN:
+  −1e4). A general cell carries the rows' unit masks ``code @ keep`` through its ``Scan`` and
+  multiplies them in wherever its step reads a unit and into its new states. A unit at 0
+  contributes nothing anywhere, which is what removing it does;
 * the head holds every module's channeled (rest, dominant) columns side by side ``[.., 2K]``
   (``modularize.channel_head``, as a module's head but for K classes);
   row group k keeps its own pair, and the vote is the side-by-side composition's (argmax of the
@@ -53,9 +56,9 @@ def why_not_fusable(model: Model, concerns: list[Concern], compensated: bool) ->
     if model.opset.get("", model.opset.get("ai.onnx", 0)) < 13:
         return "opset below 13"
     for op in model.recurrent:
-        if op.silencer() is None:
-            return (f"{op.name} ({op.op_type} with activations {[a[0] for a in op.activations()[0]]}) "
-                    f"cannot silence a unit from its input")
+        why = op.why_not_silenced()
+        if why:
+            return why
     return None
 
 
@@ -83,39 +86,6 @@ def _group_code(g: gs.Graph, x: gs.Variable, K: int) -> gs.Variable:
                 outputs=[code]),
     ]
     return code
-
-
-def _feed_code(g: gs.Graph, op, code: gs.Variable, concerns: list[Concern]) -> None:
-    """Op ``op`` reads ``[X, code]`` and its W gets one silencing column per module."""
-    K = len(concerns)
-    x = op.x
-    p = f"onnxmod_fused/{op.index}"
-    tsteps, target, code3, tiled, joined = (gs.Variable(f"{p}/{n}", dtype=d) for n, d in (
-        ("steps", np.int64), ("code_target", np.int64), ("code_1", np.float32),
-        ("code_t", np.float32), ("x_coded", np.float32)))
-    xshape = gs.Variable(f"{p}/x_shape", dtype=np.int64)
-    g.nodes += [
-        gs.Node("Shape", f"{p}/x_shape", inputs=[x], outputs=[xshape]),
-        gs.Node("Slice", f"{p}/steps", inputs=[xshape, _const(f"{p}/0", [0]), _const(f"{p}/1", [1])],
-                outputs=[tsteps]),
-        gs.Node("Concat", f"{p}/code_target", attrs={"axis": 0},
-                inputs=[tsteps, _const(f"{p}/ones", [1, 1])], outputs=[target]),
-        gs.Node("Unsqueeze", f"{p}/code_1", inputs=[code, _const(f"{p}/axis0", [0])], outputs=[code3]),
-        gs.Node("Expand", f"{p}/code_t", inputs=[code3, target], outputs=[tiled]),
-        gs.Node("Concat", f"{p}/x_coded", attrs={"axis": 2}, inputs=[x, tiled], outputs=[joined]),
-    ]
-    W = op.weights()[0]
-    D, GH, _ = W.shape
-    H = op.hidden_size
-    cols = np.zeros((D, GH, K), dtype=W.dtype)
-    gates = op.cell.gates
-    for gate, offset in op.silencer().items():
-        gi = gates.index(gate)
-        for k, c in enumerate(concerns):
-            removed = ~c.keep[op.index].reshape(D, H)
-            for d in range(D):
-                cols[d, gi * H + np.flatnonzero(removed[d]), k] = offset
-    op.widen_input(joined, cols)
 
 
 def _vote(g: gs.Graph, logits: gs.Variable, code: gs.Variable, K: int, rank: int, class_ids) -> tuple:
@@ -173,8 +143,8 @@ def fuse(model: Model, concerns: list[Concern], vocab_sha256: str | None = None,
         node.inputs = [tiled if t is x else t for t in node.inputs]
     g.nodes.append(gs.Node("Concat", "onnxmod_fused/tile", attrs={"axis": 0}, inputs=[x] * K, outputs=[tiled]))
     code = _group_code(g, x, K)
-    for op in m.recurrent:
-        _feed_code(g, op, code, concerns)
+    for op in m.recurrent:  # module k's removed units held at 0 on row group k
+        op.silence_groups(g, code, [c.keep[op.index] for c in concerns], f"onnxmod_fused/{op.index}")
     channel_head(m, [c.class_index for c in concerns], "fused")
     rank = len(m.output.shape or [])
     logits = m.head.output

@@ -117,7 +117,7 @@ def test_removing_units_through_any_form_equals_zeroing_them(rel):
 def test_every_front_end_answers_to_the_contract():
     assert [fe.name for fe in FRONTENDS] == ["loop", "unrolled", "unrolled-cell", "native", "scan"]
     for name in ("hidden_size", "directions", "x", "y", "lengths", "unit_outputs", "reader_nodes", "reads",
-                 "weights", "reference", "gates_from_trace", "silencer", "slice_units", "slice_input", "absorb",
+                 "weights", "reference", "gates_from_trace", "silence_groups", "why_not_silenced", "slice_units", "slice_input", "absorb",
                  "widen_input", "mask_states", "reversed_directions", "describe"):
         assert hasattr(Recurrence, name) or name in Recurrence.__annotations__, name
 

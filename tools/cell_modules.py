@@ -7,7 +7,7 @@ plain ops, each in both exports, and the native LSTM/GRU of about the DuRNN's si
 twice: on the shipped defaults (removal cap 5 %, the guard backing the cap off while validation
 accuracy drops more than 0.5 point) and with the guard off (the cap applied as is). Records δ
 (composed − monolithic test accuracy), the units the modules keep, their parameters and bytes
-against the model's, and why no ``fused.onnx`` was built, in ``fixtures/cells/modules.json``, and
+against the model's, and whether ``fused.onnx`` was built, in ``fixtures/cells/modules.json``, and
 the tables in ``fixtures/cells/README.md`` between ``<!-- modules:begin -->`` and
 ``<!-- modules:end -->``.
 """

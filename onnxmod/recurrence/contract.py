@@ -45,8 +45,9 @@ class Recurrence:
     ``unit_outputs`` (every tensor the layer's units leave by, with their labels). Units are
     labelled ``d * H + j``. Numbers come from the cell's equations (``reference``,
     ``gates_from_trace``); rewrites remove units physically (``slice_units``) or input features
-    (``slice_input``), fold constants into biases (``absorb``), widen the input (``widen_input``,
-    fused compositions) and apply per-step state masks (``mask_states``, unrolled modules).
+    (``slice_input``), fold constants into biases (``absorb``), hold units at 0 per row group
+    (``silence_groups``, fused compositions) and apply per-step state masks (``mask_states``,
+    unrolled modules).
     """
 
     what = "hidden units"  # what the unit flow follows from a recurrence (in refusals)
@@ -115,6 +116,13 @@ class Recurrence:
     def gates_from_trace(self, x: np.ndarray, y: np.ndarray) -> np.ndarray: ...
 
     def silencer(self) -> dict | None: ...
+
+    def why_not_silenced(self) -> str | None:
+        """None when ``silence_groups`` applies (fused compositions), else why not (one line)."""
+
+    def silence_groups(self, graph: gs.Graph, code, keeps: list[np.ndarray], prefix: str) -> None:
+        """Fused compositions: the batch is K row groups (``code`` ``[K*B, K]``, one-hot); hold the units
+        not in ``keeps[k]`` at exactly 0 on group k's rows, so each group computes module k."""
 
     def slice_units(self, sel: UnitSelection) -> None: ...
 

@@ -145,7 +145,7 @@ class CellRecurrence(Recurrence):
         self._cannot("it has no named gates to monitor; use --monitor hidden")
 
     def silencer(self):
-        return None
+        return None  # no input offset: units are held at 0 inside the step (silence_groups)
 
     def set_input_weights(self, W):
         self.weights()
@@ -182,8 +182,7 @@ class CellRecurrence(Recurrence):
         physically sliced model)."""
         body = self.scan.attrs["body"]
         M = np.asarray(masks[0], dtype=np.float32)
-        U = M.shape[1]
-        p = prefix
+        U, p = M.shape[1], prefix
         shape, steps = gs.Variable(f"{p}/x_shape", dtype=np.int64), gs.Variable(f"{p}/steps", dtype=np.int64)
         mask_b, mask = gs.Variable(f"{p}/mask_bool", dtype=np.bool_), gs.Variable(f"{p}/mask", dtype=np.float32)
         graph.nodes += [
@@ -198,6 +197,39 @@ class CellRecurrence(Recurrence):
         m_t, ext = gs.Variable(f"{p}/m_t", dtype=np.float32, shape=[U]), gs.Variable(f"{p}/m_ext", dtype=np.float32)
         body.nodes.append(gs.Node("Concat", f"{p}/m_ext", attrs={"axis": 0}, outputs=[ext],
                                   inputs=[m_t, gs.Constant(f"{p}/one", np.ones(1, np.float32))]))
+        self._hold_at_zero(body, ext, 0, U, p)
+        body.inputs.append(m_t)
+        body.toposort()
+        self.scan.inputs.append(mask)
+        self.scan.attrs["num_scan_inputs"] = 2
+
+    def why_not_silenced(self):
+        return None
+
+    def silence_groups(self, graph, code, keeps, prefix) -> None:
+        """Each row carries its group's unit mask (``code @ keeps``, one more column of 1 for positions
+        that are no unit) through the Scan as a state that never changes; the step multiplies it in
+        wherever it reads a unit and into its new states."""
+        body, p, K = self.scan.attrs["body"], prefix, self.step.n_states
+        U = self.hidden_size
+        M = np.concatenate([np.stack([np.asarray(k, np.float32) for k in keeps]),
+                            np.ones((len(keeps), 1), np.float32)], axis=1)  # [K, U + 1]
+        rows = gs.Variable(f"{p}/row_masks", dtype=np.float32)
+        graph.nodes.append(gs.Node("MatMul", f"{p}/row_masks", inputs=[code, gs.Constant(f"{p}/keeps", M)],
+                                   outputs=[rows]))
+        m_in, m_out = gs.Variable(f"{p}/m_in", np.float32, ["N", U + 1]), gs.Variable(f"{p}/m_out", np.float32)
+        last = gs.Variable(f"{p}/row_masks_last", dtype=np.float32)
+        self._hold_at_zero(body, m_in, 1, U, p)
+        body.nodes.append(gs.Node("Identity", f"{p}/m_carry", inputs=[m_in], outputs=[m_out]))
+        body.inputs.insert(K, m_in)
+        body.outputs.insert(K, m_out)
+        body.toposort()
+        self.scan.inputs.insert(K, rows)
+        self.scan.outputs.insert(K, last)
+
+    def _hold_at_zero(self, body, ext, axis: int, U: int, p: str) -> None:
+        """Multiply ``ext`` (unit masks with a last entry 1, along ``axis``) into every tensor the step
+        reads a unit through a weight from, and into its new states and output."""
         n = [0]
 
         def masked(t, lab):
@@ -205,7 +237,7 @@ class CellRecurrence(Recurrence):
             j = n[0]
             idx = np.where(lab >= 0, lab, U).astype(np.int64)  # positions that are no unit: times 1
             picked, out = gs.Variable(f"{p}/m_{j}", dtype=np.float32), gs.Variable(f"{p}/masked_{j}", dtype=np.float32)
-            body.nodes.extend([gs.Node("Gather", f"{p}/pick_{j}", attrs={"axis": 0}, outputs=[picked],
+            body.nodes.extend([gs.Node("Gather", f"{p}/pick_{j}", attrs={"axis": axis}, outputs=[picked],
                                        inputs=[ext, gs.Constant(f"{p}/lab_{j}", idx)]),
                                gs.Node("Mul", f"{p}/apply_{j}", inputs=[t, picked], outputs=[out])])
             return out
@@ -215,13 +247,8 @@ class CellRecurrence(Recurrence):
         for node, t, lab in reads:
             if (lab >= 0).any():
                 node.inputs[0] = masked(t, lab)
-        outs = list(body.outputs)
         labels = [self.flow.state_labels(k) for k in range(self.step.n_states)] + [self.flow.labels(self.step.y)]
-        body.outputs = [masked(o, lab) for o, lab in zip(outs, labels)]
-        body.inputs.append(m_t)
-        body.toposort()
-        self.scan.inputs.append(mask)
-        self.scan.attrs["num_scan_inputs"] = 2
+        body.outputs = [masked(o, lab) for o, lab in zip(body.outputs, labels)]
 
 
 # ---- building the Scan ----------------------------------------------------------------------

@@ -151,6 +151,45 @@ class NativeRecurrence(Recurrence):
     def silencer(self):
         return self.handler.silencer(self.node)
 
+    def why_not_silenced(self):
+        if self.silencer() is None:
+            return (f"{self.name} ({self.op_type} with activations {[a[0] for a in self.activations()[0]]}) "
+                    f"cannot silence a unit from its input")
+        return None
+
+    def silence_groups(self, graph, code, keeps, prefix) -> None:
+        """The op reads ``[X, code]`` (the group code tiled over time) and its W gets one column per
+        module: for module k's removed unit j, the silencing offset on the gates that hold j at 0."""
+        K = len(keeps)
+        x, p = self.x, prefix
+        tsteps, target, code3, tiled, joined = (gs.Variable(f"{p}/{n}", dtype=d) for n, d in (
+            ("steps", np.int64), ("code_target", np.int64), ("code_1", np.float32),
+            ("code_t", np.float32), ("x_coded", np.float32)))
+        xshape = gs.Variable(f"{p}/x_shape", dtype=np.int64)
+        graph.nodes += [
+            gs.Node("Shape", f"{p}/x_shape", inputs=[x], outputs=[xshape]),
+            gs.Node("Slice", f"{p}/steps", inputs=[xshape, gs.Constant(f"{p}/0", np.array([0])),
+                                                   gs.Constant(f"{p}/1", np.array([1]))], outputs=[tsteps]),
+            gs.Node("Concat", f"{p}/code_target", attrs={"axis": 0},
+                    inputs=[tsteps, gs.Constant(f"{p}/ones", np.array([1, 1]))], outputs=[target]),
+            gs.Node("Unsqueeze", f"{p}/code_1", inputs=[code, gs.Constant(f"{p}/axis0", np.array([0]))],
+                    outputs=[code3]),
+            gs.Node("Expand", f"{p}/code_t", inputs=[code3, target], outputs=[tiled]),
+            gs.Node("Concat", f"{p}/x_coded", attrs={"axis": 2}, inputs=[x, tiled], outputs=[joined]),
+        ]
+        W = self.weights()[0]
+        D, GH, _ = W.shape
+        H = self.hidden_size
+        cols = np.zeros((D, GH, K), dtype=W.dtype)
+        gates = self.cell.gates
+        for gate, offset in self.silencer().items():
+            gi = gates.index(gate)
+            for k, keep in enumerate(keeps):
+                removed = ~np.asarray(keep).reshape(D, H)
+                for d in range(D):
+                    cols[d, gi * H + np.flatnonzero(removed[d]), k] = offset
+        self.widen_input(joined, cols)
+
     def slice_units(self, sel: UnitSelection) -> None:
         self.handler.slice_units(self.node, sel)
 

@@ -97,8 +97,12 @@ def test_decompose_compose_and_modules_are_smaller(exports, form, tmp_path):
     r = api.decompose(exports[form], DATA, tmp_path / "out", progress=False, config=ConcernConfig(guard=None))
     assert all(m["params"] < r["model_params"] for m in r["modules"])
     assert any(sum(m["kept_units"].values()) < A + B for m in r["modules"])  # units removed physically
-    assert r["fused"]["file"] is None and "cannot silence" in r["fused"]["why_not"]
     x = np.load(DATA)["x_test"][:64]
+    assert r["fused"]["file"] == "fused.onnx"  # one trunk, each module's units held at 0 on its rows
+    composed = runtime.session(onnx.load(tmp_path / "out" / "composed.onnx")).run(None, {"x": x})
+    fused = runtime.session(onnx.load(tmp_path / "out" / "fused.onnx")).run(None, {"x": x})
+    np.testing.assert_array_equal(fused[0], composed[0])
+    np.testing.assert_allclose(fused[1], composed[1], atol=1e-5)
     for m in r["modules"][:3]:  # every module runs, at another length too (a Scan has no frozen axis)
         p = tmp_path / "out" / m["file"]
         assert _logits(p, x).shape == (64, 2)
