@@ -1,6 +1,7 @@
 """Benchmarks: every ratio measured side by side in one run (medians over --repeats).
 
     python tools/bench.py [--target math_topics/lstm1 brown_pos/lstm4 translation/en_frdeit/lstm ...]
+                          [--target cells/digits/durnn1_loop ...]   # a custom cell (a general cell)
                           [--repeats 3] [--json PATH]
 
 For each target model (fixtures/<task>/<model>.onnx with its data.npz) it prints:
@@ -67,8 +68,11 @@ def traced_rows(model: Model, y, cfg: SamplingConfig):
 
 
 def paths(target: str) -> tuple[Path, Path]:
+    """``task/model`` -> fixtures/task/model.onnx and its data; ``cells/task/model`` (the custom
+    cells, fixtures/cells/README.md) reads fixtures/task/data.npz."""
     folder, stem = target.rsplit("/", 1)
-    return ROOT / "fixtures" / folder / f"{stem}.onnx", ROOT / "fixtures" / folder / "data.npz"
+    data = folder.split("/", 1)[1] if folder.startswith("cells/") else folder
+    return ROOT / "fixtures" / folder / f"{stem}.onnx", ROOT / "fixtures" / data / "data.npz"
 
 
 def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: int, repeats: int, out: dict,

@@ -6,16 +6,17 @@ of one step of its unrolled chain as a *step* (``step.py``) and run as one ``Sca
     Scan(zero states…, x [T, N, I]) -> (final states…, Y [T, N, U]),  body = the step
 
 The ``Loop`` front-end (``loop.py``) and the unrolled-cell front-end (``unrolled.py``) hand a cell
-here when it is none of the cells a native op computes (those are lifted into the native op).
+here when it is none of the cells a native op computes (those are lifted into the native op); the
+``Scan`` front-end (``scan.py``) takes a cell a model wrote as a ``Scan``, and this form again.
 Units are positions of the state vectors, found by the cell's unit flow (``cellflow.py``), which
 also says which weight rows and columns, biases and element-wise parameters each unit owns:
 removing a unit slices all of them out of the body, and gives exactly the model whose unit is
-held at 0 after every step (``mask_states`` with a constant mask is that model). Each unit is
-scored by the rule its own activation calls for (``rules``).
+held at 0 wherever the step reads it (``mask_states`` with a constant mask is that model; fused
+compositions hold each row group's units so, ``silence_groups``). Each unit is scored by the rule
+its own activation calls for (``rule``, per unit).
 
-What a general cell does not offer, it says: gate monitoring (no named gates), fused compositions
-(no input offset silences a unit of an arbitrary cell), mean compensation and the embedding's
-feature reduction (no single input weight to fold into).
+What a general cell does not offer, it says: gate monitoring (no named gates), mean compensation
+and the embedding's feature reduction (no single input weight to fold into).
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ class CellRecurrence(Recurrence):
         self.weights()
 
     def widen_input(self, x, columns):
-        self._cannot("fused compositions cannot silence one of its units from the input")
+        self._cannot("it has no input weight to widen (fused compositions hold its units at 0 in its step)")
 
     # ---- rewrites ---------------------------------------------------------------------------
     def slice_units(self, sel: UnitSelection) -> None:
