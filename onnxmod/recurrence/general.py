@@ -180,76 +180,92 @@ class CellRecurrence(Recurrence):
         """Units outside step t's row of ``masks[0]`` (``[T_max, units]``, sliced to the input's length)
         removed at step t: 0 wherever the step reads them through a weight, and in its new states and
         output — what the step computes with those units sliced out (with a constant mask: exactly the
-        physically sliced model)."""
-        body = self.scan.attrs["body"]
+        physically sliced model). Each distinct arrangement of units the step multiplies is gathered
+        from the table once, outside the Scan, and scanned in as one more input."""
         M = np.asarray(masks[0], dtype=np.float32)
         U, p = M.shape[1], prefix
         shape, steps = gs.Variable(f"{p}/x_shape", dtype=np.int64), gs.Variable(f"{p}/steps", dtype=np.int64)
         mask_b, mask = gs.Variable(f"{p}/mask_bool", dtype=np.bool_), gs.Variable(f"{p}/mask", dtype=np.float32)
+        table = np.concatenate([M, np.ones((M.shape[0], 1), np.float32)], axis=1) > 0.5  # [T_max, U + 1], 1 byte each
         graph.nodes += [
             gs.Node("Shape", f"{p}/shape", inputs=[self.x], outputs=[shape]),
             gs.Node("Slice", f"{p}/steps", inputs=[shape, gs.Constant(f"{p}/c0", np.array([0])),
                                                    gs.Constant(f"{p}/c1", np.array([1]))], outputs=[steps]),
-            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", M > 0.5),  # 1 byte a unit and step
-                                                  gs.Constant(f"{p}/m0", np.array([0])), steps,
-                                                  gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask_b]),
+            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", table), gs.Constant(f"{p}/m0", np.array([0])),
+                                                  steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask_b]),
             gs.Node("Cast", f"{p}/mask_float", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[mask_b], outputs=[mask]),
         ]
-        m_t, ext = gs.Variable(f"{p}/m_t", dtype=np.float32, shape=[U]), gs.Variable(f"{p}/m_ext", dtype=np.float32)
-        body.nodes.append(gs.Node("Concat", f"{p}/m_ext", attrs={"axis": 0}, outputs=[ext],
-                                  inputs=[m_t, gs.Constant(f"{p}/one", np.ones(1, np.float32))]))
-        self._hold_at_zero(body, ext, 0, U, p)
-        body.inputs.append(m_t)
-        body.toposort()
-        self.scan.inputs.append(mask)
-        self.scan.attrs["num_scan_inputs"] = 2
+
+        def feed(j, idx):  # [T, W] gathered outside, one row a step inside
+            outer, inner = gs.Variable(f"{p}/masks_{j}", dtype=np.float32), gs.Variable(f"{p}/m_{j}", np.float32)
+            graph.nodes.append(gs.Node("Gather", f"{p}/masks_{j}", attrs={"axis": 1}, outputs=[outer],
+                                       inputs=[mask, gs.Constant(f"{p}/lab_{j}", idx)]))
+            self.scan.inputs.append(outer)
+            self.scan.attrs["num_scan_inputs"] = int(self.scan.attrs["num_scan_inputs"]) + 1
+            self.scan.attrs["body"].inputs.append(inner)
+            return inner
+
+        self._hold_at_zero(feed, U, p)
 
     def why_not_silenced(self):
         return None
 
     def silence_groups(self, graph, code, keeps, prefix) -> None:
-        """Each row carries its group's unit mask (``code @ keeps``, one more column of 1 for positions
-        that are no unit) through the Scan as a state that never changes; the step multiplies it in
-        wherever it reads a unit and into its new states."""
-        body, p, K = self.scan.attrs["body"], prefix, self.step.n_states
-        U = self.hidden_size
+        """Each row's group mask (``code @ keeps``) gathered once, outside the Scan, for each distinct
+        arrangement of units the step multiplies, and carried through it as a state that never
+        changes; the step multiplies it in wherever it reads a unit and into its new states."""
+        p, K = prefix, self.step.n_states
+        body = self.scan.attrs["body"]
         M = np.concatenate([np.stack([np.asarray(k, np.float32) for k in keeps]),
-                            np.ones((len(keeps), 1), np.float32)], axis=1)  # [K, U + 1]
+                            np.ones((len(keeps), 1), np.float32)], axis=1)  # [K, U + 1]: positions no unit take 1
         rows = gs.Variable(f"{p}/row_masks", dtype=np.float32)
         graph.nodes.append(gs.Node("MatMul", f"{p}/row_masks", inputs=[code, gs.Constant(f"{p}/keeps", M)],
                                    outputs=[rows]))
-        m_in, m_out = gs.Variable(f"{p}/m_in", np.float32, ["N", U + 1]), gs.Variable(f"{p}/m_out", np.float32)
-        last = gs.Variable(f"{p}/row_masks_last", dtype=np.float32)
-        self._hold_at_zero(body, m_in, 1, U, p)
-        body.nodes.append(gs.Node("Identity", f"{p}/m_carry", inputs=[m_in], outputs=[m_out]))
-        body.inputs.insert(K, m_in)
-        body.outputs.insert(K, m_out)
-        body.toposort()
-        self.scan.inputs.insert(K, rows)
-        self.scan.outputs.insert(K, last)
+        carried = [0]
 
-    def _hold_at_zero(self, body, ext, axis: int, U: int, p: str) -> None:
-        """Multiply ``ext`` (unit masks with a last entry 1, along ``axis``) into every tensor the step
-        reads a unit through a weight from, and into its new states and output."""
-        n = [0]
+        def feed(j, idx):  # [K*B, W], the same at every step
+            outer, inner = gs.Variable(f"{p}/rows_{j}", dtype=np.float32), gs.Variable(f"{p}/m_{j}", np.float32)
+            out, last = gs.Variable(f"{p}/m_{j}_next", np.float32), gs.Variable(f"{p}/rows_{j}_last", np.float32)
+            graph.nodes.append(gs.Node("Gather", f"{p}/rows_{j}", attrs={"axis": 1}, outputs=[outer],
+                                       inputs=[rows, gs.Constant(f"{p}/lab_{j}", idx)]))
+            body.nodes.append(gs.Node("Identity", f"{p}/carry_{j}", inputs=[inner], outputs=[out]))
+            at = K + carried[0]
+            carried[0] += 1
+            body.inputs.insert(at, inner)
+            body.outputs.insert(at, out)
+            self.scan.inputs.insert(at, outer)
+            self.scan.outputs.insert(at, last)
+            return inner
 
-        def masked(t, lab):
-            n[0] += 1
-            j = n[0]
-            idx = np.where(lab >= 0, lab, U).astype(np.int64)  # positions that are no unit: times 1
-            picked, out = gs.Variable(f"{p}/m_{j}", dtype=np.float32), gs.Variable(f"{p}/masked_{j}", dtype=np.float32)
-            body.nodes.extend([gs.Node("Gather", f"{p}/pick_{j}", attrs={"axis": axis}, outputs=[picked],
-                                       inputs=[ext, gs.Constant(f"{p}/lab_{j}", idx)]),
-                               gs.Node("Mul", f"{p}/apply_{j}", inputs=[t, picked], outputs=[out])])
+        self._hold_at_zero(feed, self.hidden_size, p)
+
+    def _hold_at_zero(self, feed, U: int, p: str) -> None:
+        """Multiply a unit mask into every tensor the step reads a unit through a weight from, and into
+        its new states and output. ``feed(j, indices)`` makes the body tensor of mask ``j``: the unit
+        masks (a last entry 1 for positions that are no unit) at ``indices``."""
+        body = self.scan.attrs["body"]
+        made: dict[bytes, object] = {}
+        K = self.step.n_states  # read before feed adds inputs
+        labels = [self.flow.state_labels(k) for k in range(K)] + [self.flow.labels(self.step.y)]
+        own = list(self.step.new_states) + [self.step.y]  # (feed may insert carried masks among the outputs)
+
+        def masked(t, lab, tag):
+            idx = np.where(lab >= 0, lab, U).astype(np.int64)
+            key = idx.tobytes()
+            if key not in made:
+                made[key] = feed(len(made), idx)
+            out = gs.Variable(f"{p}/masked_{tag}", dtype=np.float32)
+            body.nodes.append(gs.Node("Mul", f"{p}/apply_{tag}", inputs=[t, made[key]], outputs=[out]))
             return out
 
         reads = [(node, node.inputs[0], self.flow.labels(node.inputs[0])) for node in list(body.nodes)
                  if node.op in ("MatMul", "Gemm") and id(node.inputs[0]) in self.flow.pos]
-        for node, t, lab in reads:
+        for i, (node, t, lab) in enumerate(reads):
             if (lab >= 0).any():
-                node.inputs[0] = masked(t, lab)
-        labels = [self.flow.state_labels(k) for k in range(self.step.n_states)] + [self.flow.labels(self.step.y)]
-        body.outputs = [masked(o, lab) for o, lab in zip(body.outputs, labels)]
+                node.inputs[0] = masked(t, lab, f"read_{i}")
+        swap = {id(o): masked(o, lab, f"out_{i}") for i, (o, lab) in enumerate(zip(own, labels))}
+        body.outputs = [swap.get(id(o), o) for o in body.outputs]
+        body.toposort()
 
 
 # ---- building the Scan ----------------------------------------------------------------------
