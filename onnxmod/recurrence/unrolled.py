@@ -365,10 +365,11 @@ class UnrolledCells(FrontEnd):
 
     # ---- a general cell ---------------------------------------------------------------------
     def _general(self, graph, gathers, stack, outs, index):
-        """The chain as a general cell (``general.py``): step 1 cut out as the cell's step, its
-        states being what it reads from step 0, their new values what step 2 reads in the same
-        places; every middle step must compute the same (checked node by node), step 0 must start
-        from zero states, and nothing outside the chain may read inside it."""
+        """The chain as a general cell (``general.py``): step s is what step s's output is computed
+        from that no earlier step's output is; step 1 is cut out as the cell's step, its states being
+        what it reads from step 0, their new values what step 2 reads in the same places. Every later
+        step must compute the same (checked node by node), step 0 must start from zero states, and
+        nothing outside the chain may read inside it."""
         name = f"unrolled_{gathers[0].name or index}"
         T = len(gathers)
 
@@ -388,39 +389,45 @@ class UnrolledCells(FrontEnd):
         xs = [g.outputs[0] for g in gathers]
         graph.toposort()
         dep = _steps_of(graph, xs)
+        # step s: the nodes step s's output is computed from that no earlier step's output is (so the
+        # product of a state by a recurrent weight is the step's that uses it, not the one before)
+        assign: dict[int, int] = {}
+        for s_, o in enumerate(outs):
+            todo = [o]
+            while todo:
+                t = todo.pop()
+                if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
+                    continue
+                assign[id(t.inputs[0])] = s_
+                todo.extend(i for i in t.inputs[0].inputs if i.name)
         by_step = defaultdict(list)
         for n in graph.nodes:
-            if n.outputs:
-                by_step[max(dep.get(id(o), -1) for o in n.outputs)].append(n)
+            if id(n) in assign:
+                by_step[assign[id(n)]].append(n)
+        step_of = {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
         # the chain: what the stacked output is computed from; nothing else may read inside it
-        chain, todo = set(), [t for t in stack.inputs]
-        while todo:
-            t = todo.pop()
-            if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in chain:
-                continue
-            chain.add(id(t.inputs[0]))
-            todo.extend(i for i in t.inputs[0].inputs if i.name)
+        chain = set(assign) | {id(u.inputs[0]) for u in stack.inputs if u.inputs}
         for n in graph.nodes:
             if id(n) not in chain:
                 continue
             for o in n.outputs:
                 for c in o.outputs:
                     if id(c) not in chain and c is not stack:
-                        return miss(f"step {dep.get(id(o))}'s value {o.name!r} is read by {c.op} {c.name!r}, outside "
-                                    f"the stacked output (a final state read directly is not supported yet)")
+                        return miss(f"step {step_of.get(id(o))}'s value {o.name!r} is read by {c.op} {c.name!r}, "
+                                    f"outside the stacked output (a final state read directly is not supported yet)")
                 if o in graph.outputs:
-                    return miss(f"step {dep.get(id(o))}'s value {o.name!r} is a graph output")
-        sig = {s: _Signature(dep, xs[s], s) for s in (1, 2)}
+                    return miss(f"step {step_of.get(id(o))}'s value {o.name!r} is a graph output")
+        sig = {s_: _Signature(step_of, xs[s_], s_) for s_ in (1, 2)}
         reads = {id(g) for g in gathers}  # the Gathers of the input steps differ by their index only
-        for s in range(2, T - 1):  # every middle step computes what step 1 computes
-            here = _Signature(dep, xs[s], s) if s > 2 else sig[2]
-            if sorted(repr(here.node(n)) for n in by_step[s] if id(n) not in reads) != \
+        for s_ in range(2, T):  # every later step computes what step 1 computes
+            here = _Signature(step_of, xs[s_], s_) if s_ > 2 else sig[2]
+            if sorted(repr(here.node(n)) for n in by_step[s_] if id(n) not in reads) != \
                     sorted(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reads):
-                return miss(f"step {s} computes another cell than step 1")
+                return miss(f"step {s_} computes another cell than step 1")
         states_in, seen = [], set()
         for n in by_step[1]:
             for t in n.inputs:
-                if t.name and not isinstance(t, gs.Constant) and dep.get(id(t), -1) == 0 and id(t) not in seen:
+                if t.name and not isinstance(t, gs.Constant) and step_of.get(id(t), -1) == 0 and id(t) not in seen:
                     if t is xs[0]:
                         return miss("step 1 reads step 0's input: not a state a cell carries")
                     seen.add(id(t))
@@ -439,7 +446,7 @@ class UnrolledCells(FrontEnd):
                 key = repr(sig[1].node(n))
                 for p, t in enumerate(n.inputs):
                     if t is a:
-                        found |= {id(m.inputs[p]) for m in in_step2.get(key, []) if dep.get(id(m.inputs[p])) == 1}
+                        found |= {id(m.inputs[p]) for m in in_step2.get(key, []) if step_of.get(id(m.inputs[p])) == 1}
             if len(found) != 1:
                 return miss(f"step 2 does not read one value of step 1 where step 1 reads {a.name!r} of step 0")
             fid = found.pop()
