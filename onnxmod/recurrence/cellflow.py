@@ -15,8 +15,10 @@ of every tensor in the step is a node of a union-find:
 * the new value of state ``k`` ties each of its positions to the same position of state ``k``.
 
 A *unit* is a class that holds a position of a state vector (an LSTM's ``h`` and ``c`` at ``j`` are
-one unit: they are tied element-wise). Classes without one (DuRNN's gate ``g``, any projection
-between states) are no units and stay whole. Anything that mixes positions other than through a
+one unit: they are tied element-wise), or a position of what the step emits (a value the cell
+computes from its states and input without carrying it is a neuron all the same: an unrolled chain
+shows no state for it). Other classes (DuRNN's gate ``g``, any projection between states) are no
+units and stay whole. Anything that mixes positions other than through a
 constant weight — a reduction or softmax over the unit axis, a reshape merging it with another
 axis, two units of one state tied together, an input feature tied to a unit — is refused with
 the node's name: a rewrite is exact or it does not happen.
@@ -133,6 +135,9 @@ class CellFlow:
 
     @staticmethod
     def _producer(t):
+        """The node that computes ``t`` (through the Identity nodes a cut step adds), else ``t``."""
+        while t.inputs and t.inputs[0].op == "Identity" and t.inputs[0].inputs and t.inputs[0].inputs[0].inputs:
+            t = t.inputs[0].inputs[0]
         return t.inputs[0] if t.inputs else t
 
     def _tracked(self, t) -> bool:
@@ -342,11 +347,13 @@ class CellFlow:
             raise StepError(self._producer(y), "its per-step output is not computed from the cell's state")
         for p in py.tolist():
             root = self.find(p)
-            if not self.states[root]:
-                raise StepError(self._producer(y), "its per-step output carries values that are not state units "
-                                                   "(a projection or gate of the state): onnxmod cannot tell units apart there")
+            if self.inputs[root]:
+                raise StepError(self._producer(y), "its per-step output passes input features through element-wise: "
+                                                   "they are no units")
+            # a position of a state, or a value the cell emits without carrying it (a neuron all the same)
             if root in self.unit_of:
-                raise StepError(self._producer(y), "its per-step output emits one unit twice")
+                raise StepError(self._producer(y), "its per-step output emits two values of one unit (positions tied "
+                                                   "element-wise, as an LSTM's h and c): not supported yet")
             self.unit_of[root] = len(self.unit_of)
         self.emitted = len(self.unit_of)
         for k, s in enumerate(self.step.states):

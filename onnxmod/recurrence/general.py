@@ -269,28 +269,29 @@ class CellRecurrence(Recurrence):
 
 
 # ---- building the Scan ----------------------------------------------------------------------
-def _emit_every_unit(step: Step, flow: CellFlow) -> tuple[Step, int]:
-    """Make the step's output carry every unit (those it does not emit appended, from the states'
-    new values): what tracing reads. Returns the step and how many positions the model itself reads."""
-    extra = flow.extra_units()
-    emitted = flow.emitted
-    if not extra:
-        return step, emitted
+def _emit_units(step: Step, flow: CellFlow) -> np.ndarray:
+    """Make the step's output every unit, in unit order (what tracing reads): the units it does not
+    emit are appended, from the states' new values. Returns the unit of each position of what it
+    emitted before, which the model reads (a prefix of the new output)."""
+    read = flow.labels(step.y)
+    U = flow.units
+    if np.array_equal(read, np.arange(U)):
+        return read
     g = step.graph
     y_node = step.y.inputs[0]
     parts = [y_node.inputs[0]]
     for k in range(step.n_states):
-        idx = [i for _, kk, i in extra if kk == k]
+        idx = [i for _, kk, i in flow.extra_units() if kk == k]
         if idx:
             t = gs.Variable(f"{step.name}/extra{k}", dtype=np.float32)
             g.nodes.append(gs.Node("Gather", f"{step.name}/extra{k}", attrs={"axis": 1}, outputs=[t], inputs=[
                 step.new_states[k].inputs[0].inputs[0], gs.Constant(f"{step.name}/extra{k}_idx", np.array(idx, np.int64))]))
             parts.append(t)
-    cat = gs.Variable(f"{step.name}/y_every_unit", dtype=np.float32)
-    g.nodes.append(gs.Node("Concat", f"{step.name}/y_every_unit", attrs={"axis": 1}, inputs=parts, outputs=[cat]))
-    y_node.inputs[0] = cat
+    out = gs.Variable(f"{step.name}/y_every_unit", dtype=np.float32)
+    g.nodes.append(gs.Node("Concat", f"{step.name}/y_every_unit", attrs={"axis": 1}, inputs=parts, outputs=[out]))
+    y_node.inputs[0] = out
     g.toposort()
-    return step, emitted
+    return read
 
 
 def build(graph: gs.Graph, name: str, step: Step, X_tm, form: str, index: int, outs: dict) -> CellRecurrence:
@@ -331,7 +332,8 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
     name = scan.name
     step = Step(body, name)
     flow = CellFlow(step)
-    step, emitted = _emit_every_unit(step, flow)
+    read = _emit_units(step, flow)
+    emitted = len(read)
     p = name.removesuffix("/scan")
     X_tm = scan.inputs[K]
     inits, widths_at = list(scan.inputs[:K]), []
@@ -366,16 +368,16 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
         one = gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))
         graph.nodes += [gs.Node("Unsqueeze", f"{p}/Y", inputs=[Y_tm, one], outputs=[y]),
                         gs.Node("Squeeze", f"{p}/steps", inputs=[y, one], outputs=[steps])]
-        read = steps
-        if emitted < flow.units:  # the model reads what the cell emits; the other units are traced only
-            read = gs.Variable(f"{p}/emitted", dtype=np.float32)
+        reading = steps  # the model reads what the cell emitted: the first positions (the others are traced only)
+        if emitted < flow.units:
+            reading = gs.Variable(f"{p}/emitted", dtype=np.float32)
             graph.nodes.append(gs.Node("Slice", f"{p}/emitted", inputs=[
                 steps, gs.Constant(f"{p}/e0", np.array([0])), gs.Constant(f"{p}/e1", np.array([emitted])),
-                gs.Constant(f"{p}/e2", np.array([2]))], outputs=[read]))
+                gs.Constant(f"{p}/e2", np.array([2]))], outputs=[reading]))
         for r in readers:
-            r.inputs = [read if t is Y_tm else t for t in r.inputs]
+            r.inputs = [reading if t is Y_tm else t for t in r.inputs]
         if Y_tm in graph.outputs:
-            graph.outputs = [read if t is Y_tm else t for t in graph.outputs]
+            graph.outputs = [reading if t is Y_tm else t for t in graph.outputs]
     finals = [t if (t.outputs or t in graph.outputs) else None for t in scan.outputs[:K]]
     graph.cleanup().toposort()
     rec = CellRecurrence(index, name, scan, y, form, widths_at, finals)

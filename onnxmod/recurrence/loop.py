@@ -426,13 +426,13 @@ class LoopCells(FrontEnd):
         for k, t in scan_outs:
             if is_h(t):
                 outs["stacked"].append(loop.outputs[n_carried + k])
-            elif loop.outputs[n_carried + k].outputs:
-                return miss(f"emits a per-step output {t.name!r} other than the state")
+            elif loop.outputs[n_carried + k].outputs:  # emits something else: a general cell (or its reason)
+                return general()
         for js, val in seqs:
             seq_out = loop.outputs[js]
             if not is_h(val):
-                if seq_out.outputs:
-                    return miss(f"collects per-step values {val.name!r} other than the state")
+                if seq_out.outputs:  # collects something else: a general cell (or its reason)
+                    return general()
                 continue
             for c in list(seq_out.outputs):
                 if c.op != "ConcatFromSequence" or not int(c.attrs.get("new_axis", 0)) \
@@ -444,7 +444,7 @@ class LoopCells(FrontEnd):
             kept = [outs["final"], outs["final_c"], outs["final_alias"], *outs["stacked"]]
             if used and not any(t is o for o in kept) and not any(
                     t is loop.outputs[js] for js, _ in seqs):
-                return miss(f"its loop output {t.name!r} (not the state) is used after the loop")
+                return general()  # reads another loop output after the loop: a general cell (or its reason)
         watch = [t.name for t in outs["stacked"]] + [c.outputs[0].name for c in outs["concat"]]
         for t in (outs["final"], outs["final_c"], outs["final_alias"]):
             if t is not None and (t.outputs or t in graph.outputs):

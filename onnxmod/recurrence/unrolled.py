@@ -14,7 +14,7 @@ any length. The check on traced rows (``verify_forms``) compares both on the mod
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -365,10 +365,10 @@ class UnrolledCells(FrontEnd):
 
     # ---- a general cell ---------------------------------------------------------------------
     def _general(self, graph, gathers, stack, outs, index):
-        """The chain as a general cell (``general.py``): step s is what step s's output is computed
-        from that no earlier step's output is; step 1 is cut out as the cell's step, its states being
-        what it reads from step 0, their new values what step 2 reads in the same places. Every later
-        step must compute the same (checked node by node), step 0 must start from zero states, and
+        """The chain as a general cell (``general.py``): the steps told apart (``_cut``), step 1 cut
+        out as the cell's step, its states being what it reads from step 0, their new values what
+        step 2 reads in the same places. Every later step must compute the same (checked node by
+        node), step 0 must start from zero states (the check on traced rows compares the rest), and
         nothing outside the chain may read inside it."""
         name = f"unrolled_{gathers[0].name or index}"
         T = len(gathers)
@@ -389,68 +389,16 @@ class UnrolledCells(FrontEnd):
         xs = [g.outputs[0] for g in gathers]
         graph.toposort()
         dep = _steps_of(graph, xs)
-        # step s: the nodes step s's output is computed from that no earlier step's output is (so the
-        # product of a state by a recurrent weight is the step's that uses it, not the one before)
-        assign: dict[int, int] = {}
-        for s_, o in enumerate(outs):
-            todo = [o]
-            while todo:
-                t = todo.pop()
-                if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
-                    continue
-                assign[id(t.inputs[0])] = s_
-                todo.extend(i for i in t.inputs[0].inputs if i.name)
-        by_step = defaultdict(list)
-        for n in graph.nodes:
-            if id(n) in assign:
-                by_step[assign[id(n)]].append(n)
-        step_of = {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
-        # the chain: what the stacked output is computed from; nothing else may read inside it
-        chain = set(assign) | {id(u.inputs[0]) for u in stack.inputs if u.inputs}
-        for n in graph.nodes:
-            if id(n) not in chain:
-                continue
-            for o in n.outputs:
-                for c in o.outputs:
-                    if id(c) not in chain and c is not stack:
-                        return miss(f"step {step_of.get(id(o))}'s value {o.name!r} is read by {c.op} {c.name!r}, "
-                                    f"outside the stacked output (a final state read directly is not supported yet)")
-                if o in graph.outputs:
-                    return miss(f"step {step_of.get(id(o))}'s value {o.name!r} is a graph output")
-        sig = {s_: _Signature(step_of, xs[s_], s_) for s_ in (1, 2)}
-        reads = {id(g) for g in gathers}  # the Gathers of the input steps differ by their index only
-        for s_ in range(2, T):  # every later step computes what step 1 computes
-            here = _Signature(step_of, xs[s_], s_) if s_ > 2 else sig[2]
-            if sorted(repr(here.node(n)) for n in by_step[s_] if id(n) not in reads) != \
-                    sorted(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reads):
-                return miss(f"step {s_} computes another cell than step 1")
-        states_in, seen = [], set()
-        for n in by_step[1]:
-            for t in n.inputs:
-                if t.name and not isinstance(t, gs.Constant) and step_of.get(id(t), -1) == 0 and id(t) not in seen:
-                    if t is xs[0]:
-                        return miss("step 1 reads step 0's input: not a state a cell carries")
-                    seen.add(id(t))
-                    states_in.append(t)
-        if not states_in:
-            return miss("step 1 reads nothing step 0 computed")
-        in_step2 = defaultdict(list)
-        for n in by_step[2]:
-            in_step2[repr(sig[2].node(n))].append(n)
-        states_out = []
-        for a in states_in:
-            found = set()
-            for n in a.outputs:
-                if id(n) not in {id(m) for m in by_step[1]}:
-                    continue
-                key = repr(sig[1].node(n))
-                for p, t in enumerate(n.inputs):
-                    if t is a:
-                        found |= {id(m.inputs[p]) for m in in_step2.get(key, []) if step_of.get(id(m.inputs[p])) == 1}
-            if len(found) != 1:
-                return miss(f"step 2 does not read one value of step 1 where step 1 reads {a.name!r} of step 0")
-            fid = found.pop()
-            states_out.append(next(t for n in by_step[1] for t in n.outputs if id(t) == fid))
+        first = None
+        for cut in ("outputs", "inputs"):
+            got = self._cut(graph, gathers, stack, outs, xs, dep, cut)
+            if not isinstance(got, str):
+                break
+            first = first or got
+        else:
+            return miss(first)
+        states_in, states_out, by_step = got
+        reads = {id(g) for g in gathers}
         widths = []
         for k, a in enumerate(states_in):
             w = a.shape[-1] if a.shape else None
@@ -484,6 +432,89 @@ class UnrolledCells(FrontEnd):
         rec.watch = [out.name]
         return rec
 
+
+    @staticmethod
+    def _cut(graph, gathers, stack, outs, xs, dep, cut):
+        """Where one step ends and the next begins, then step 1's states: (states in, their new values,
+        nodes by step), or why not (a sentence). ``cut="outputs"``: step s is what step s's output is
+        computed from that no earlier output is (the product of a state by its recurrent weight is the
+        step's that uses it); ``cut="inputs"``: step s is what reads step s's input last (a state the
+        step's output does not read stays in its step)."""
+        T = len(gathers)
+        assign: dict[int, int] = {}
+        if cut == "outputs":
+            for s_, o in enumerate(outs):
+                todo = [o]
+                while todo:
+                    t = todo.pop()
+                    if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 \
+                            or id(t.inputs[0]) in assign:
+                        continue
+                    assign[id(t.inputs[0])] = s_
+                    todo.extend(i for i in t.inputs[0].inputs if i.name)
+        else:  # what the stacked outputs are computed from, each node in the step of the last input it reads
+            todo = list(outs)
+            while todo:
+                t = todo.pop()
+                if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
+                    continue
+                assign[id(t.inputs[0])] = max(dep.get(id(o), -1) for o in t.inputs[0].outputs)
+                todo.extend(i for i in t.inputs[0].inputs if i.name)
+        by_step = defaultdict(list)
+        for n in graph.nodes:
+            if id(n) in assign:
+                by_step[assign[id(n)]].append(n)
+        step_of = {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
+        # the chain: what the stacked output is computed from; nothing else may read inside it
+        chain = set(assign) | {id(u.inputs[0]) for u in stack.inputs if u.inputs}
+        for n in graph.nodes:
+            if id(n) not in chain:
+                continue
+            for o in n.outputs:
+                for c in o.outputs:
+                    if id(c) not in chain and c is not stack:
+                        return (f"step {step_of.get(id(o))}'s value {o.name!r} is read by {c.op} {c.name!r}, outside "
+                                f"the stacked output (a final state read directly is not supported yet)")
+                if o in graph.outputs:
+                    return f"step {step_of.get(id(o))}'s value {o.name!r} is a graph output"
+        sig = {s_: _Signature(step_of, xs[s_], s_) for s_ in (1, 2)}
+        reads = {id(g) for g in gathers}  # the Gathers of the input steps differ by their index only
+        model = Counter(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reads)
+        for s_ in range(2, T):  # every later step computes what step 1 computes (the last ones may
+            # lack what no output reads any more: a state only the next step would have read)
+            here = _Signature(step_of, xs[s_], s_) if s_ > 2 else sig[2]
+            got = Counter(repr(here.node(n)) for n in by_step[s_] if id(n) not in reads)
+            if got != model if s_ == 2 else got - model:
+                return f"step {s_} computes another cell than step 1"
+        states_in, seen = [], set()
+        for n in by_step[1]:
+            for t in n.inputs:
+                if t.name and not isinstance(t, gs.Constant) and step_of.get(id(t), -1) == 0 and id(t) not in seen:
+                    if t is xs[0]:
+                        return "step 1 reads step 0's input: not a state a cell carries"
+                    seen.add(id(t))
+                    states_in.append(t)
+        if not states_in:
+            return "step 1 reads nothing step 0 computed"
+        in_step2 = defaultdict(list)
+        for n in by_step[2]:
+            in_step2[repr(sig[2].node(n))].append(n)
+        states_out = []
+        step1 = {id(m) for m in by_step[1]}
+        for a in states_in:
+            found = set()
+            for n in a.outputs:
+                if id(n) not in step1:
+                    continue
+                key = repr(sig[1].node(n))
+                for p, t in enumerate(n.inputs):
+                    if t is a:
+                        found |= {id(m.inputs[p]) for m in in_step2.get(key, []) if step_of.get(id(m.inputs[p])) == 1}
+            if len(found) != 1:
+                return f"step 2 does not read one value of step 1 where step 1 reads {a.name!r} of step 0"
+            fid = found.pop()
+            states_out.append(next(t for n in by_step[1] for t in n.outputs if id(t) == fid))
+        return states_in, states_out, by_step
 
 def _steps_of(graph, xs) -> dict:
     """id(tensor) -> the last step whose input it is computed from (-1: none), in one pass."""
