@@ -325,8 +325,9 @@ def build(graph: gs.Graph, name: str, step: Step, X_tm, form: str, index: int, o
 def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecurrence:
     """A forward ``Scan`` over one time-major input whose body is a cell, in the form the pipeline
     works on: zero initial states of the batch's size (``ConstantOfShape``, widths in constants the
-    slicing updates), a body that emits every unit, and ``Y`` ``[T, 1, N, U]`` between the Scan and
-    every reader of its per-step output. Raises ``StepError`` when the body cannot be followed."""
+    slicing updates), a body that emits every unit, ``[1, N, U]`` a step, so that the Scan's per-step
+    output is ``Y`` ``[T, 1, N, U]``, read through a Squeeze. Raises ``StepError`` when the body
+    cannot be followed."""
     body = scan.attrs["body"]
     K = len(scan.inputs) - 1
     name = scan.name
@@ -359,15 +360,20 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
                             "value": gs.Constant(f"{p}/zero{k}", np.zeros(1, np.float32))}, inputs=[dims], outputs=[new])]
         scan.inputs[k] = new
         widths_at.append(wc)
-    Y_tm = scan.outputs[K]
-    readers = list(Y_tm.outputs)
-    if len(readers) == 1 and readers[0].op == "Unsqueeze" and readers[0].name == f"{p}/Y":
-        y = readers[0].outputs[0]
-    else:
+    y_node = body.outputs[K].inputs[0] if body.outputs[K].inputs else None
+    if y_node is None or y_node.name != f"{p}/y_t_1NU":
+        # the body emits [1, N, U] a step: the Scan's own output is Y [T, 1, N, U] (a native op's layout),
+        # which lives as long as the Scan does, whoever reads it
+        y1 = gs.Variable(f"{p}/y_t_1NU", dtype=np.float32)
+        body.nodes.append(gs.Node("Unsqueeze", f"{p}/y_t_1NU", outputs=[y1], inputs=[
+            body.outputs[K], gs.Constant(f"{p}/y_t_axis0", np.array([0], dtype=np.int64))]))
+        body.outputs[K] = y1
+        Y_tm = scan.outputs[K]
+        readers = list(Y_tm.outputs)
         y, steps = gs.Variable(f"{p}/Y", dtype=np.float32), gs.Variable(f"{p}/steps", dtype=np.float32)
-        one = gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))
-        graph.nodes += [gs.Node("Unsqueeze", f"{p}/Y", inputs=[Y_tm, one], outputs=[y]),
-                        gs.Node("Squeeze", f"{p}/steps", inputs=[y, one], outputs=[steps])]
+        scan.outputs[K] = y
+        graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[y, gs.Constant(f"{p}/axis1", np.array([1]))],
+                                   outputs=[steps]))
         reading = steps  # the model reads what the cell emitted: the first positions (the others are traced only)
         if emitted < flow.units:
             reading = gs.Variable(f"{p}/emitted", dtype=np.float32)
@@ -378,6 +384,9 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
             r.inputs = [reading if t is Y_tm else t for t in r.inputs]
         if Y_tm in graph.outputs:
             graph.outputs = [reading if t is Y_tm else t for t in graph.outputs]
+        body.toposort()
+    else:
+        y = scan.outputs[K]
     finals = [t if (t.outputs or t in graph.outputs) else None for t in scan.outputs[:K]]
     graph.cleanup().toposort()
     rec = CellRecurrence(index, name, scan, y, form, widths_at, finals)

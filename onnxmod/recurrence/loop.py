@@ -775,7 +775,9 @@ def _as_general_cell(graph, loop, name: str, index: int, X, axis: int, x_t, stat
         if (t.outputs or t in graph.outputs) and j not in state_js and j not in seq_js:
             return no(f"its loop output {t.name!r} (neither a state nor a per-step output) is read "
                       f"after the loop")
-    y_t = per_step[0] if per_step else states[0][2]
+    # what the cell emits: the per-step value the model reads; else the state whose final value it reads
+    read_finals = [st for st in states if loop.outputs[st[0]].outputs or loop.outputs[st[0]] in graph.outputs]
+    y_t = per_step[0] if per_step else (read_finals or states)[0][2]
     try:
         step = extract(name, [s[1] for s in states], x_t, [s[2] for s in states], y_t, widths, I)
         CellFlow(step)
