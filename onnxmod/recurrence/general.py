@@ -387,6 +387,9 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
         body.toposort()
     else:
         y = scan.outputs[K]
+    for t in body.tensors().values():  # the body changed: its tensors' shapes are inferred again
+        if isinstance(t, gs.Variable) and t not in body.inputs:
+            t.shape = None
     finals = [t if (t.outputs or t in graph.outputs) else None for t in scan.outputs[:K]]
     graph.cleanup().toposort()
     rec = CellRecurrence(index, name, scan, y, form, widths_at, finals)

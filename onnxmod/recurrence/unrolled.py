@@ -266,8 +266,9 @@ class UnrolledCells(FrontEnd):
 
         loop = LoopCells()
         stack, states = self._stack(gathers)
-        if stack is None or not all(self._depends(states[s + 1], gathers[s].outputs[0])
-                                    for s in range(len(states) - 1)):
+        if stack is None:  # no step's output stacked: a cell whose model reads its final states only
+            return self._general_final(graph, gathers, index)
+        if not all(self._depends(states[s + 1], gathers[s].outputs[0]) for s in range(len(states) - 1)):
             return None  # reads a tensor step by step, but no step reads the previous one's result: no recurrence
         if not all(self._depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
             return self._general(graph, gathers, stack, states, index)  # its state is not what it emits
@@ -405,19 +406,9 @@ class UnrolledCells(FrontEnd):
             if not isinstance(w, (int, np.integer)):
                 return miss(f"the width of its state {k} ({a.name!r}) is not known")
             widths.append(int(w))
-        consts = Constants()
-        for n in by_step[0]:  # step 0 starts from zero states
-            if id(n) in reads:
-                continue
-            todo = [t for t in n.inputs if t.name and dep.get(id(t), -1) < 0]
-            while todo:  # what step 0 reads besides its input: constants, zeros and what they compute
-                t = todo.pop()
-                if isinstance(t, gs.Constant) or _is_zero(t) or consts(t) is not None:
-                    continue
-                if not t.inputs:
-                    return miss(f"step 0 reads {t.name!r}, which is not provably zero (a general cell starts from "
-                                f"zero states)")
-                todo.extend(i for i in t.inputs[0].inputs if i.name)
+        why = self._from_zero(by_step[0], reads, dep)
+        if why:
+            return miss(why)
         try:
             step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]))
             CellFlow(step)
@@ -477,11 +468,17 @@ class UnrolledCells(FrontEnd):
                                 f"the stacked output (a final state read directly is not supported yet)")
                 if o in graph.outputs:
                     return f"step {step_of.get(id(o))}'s value {o.name!r} is a graph output"
+        return UnrolledCells._states(gathers, xs, by_step, step_of, T)
+
+    @staticmethod
+    def _states(gathers, xs, by_step, step_of, upto):
+        """Steps 2 .. ``upto`` - 1 checked against step 1 (the last ones may lack what no output reads
+        any more: a state only the next step would have read); step 1's states (what it reads from
+        step 0) and their new values (what step 2 reads in the same places), or why not."""
         sig = {s_: _Signature(step_of, xs[s_], s_) for s_ in (1, 2)}
         reads = {id(g) for g in gathers}  # the Gathers of the input steps differ by their index only
         model = Counter(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reads)
-        for s_ in range(2, T):  # every later step computes what step 1 computes (the last ones may
-            # lack what no output reads any more: a state only the next step would have read)
+        for s_ in range(2, upto):
             here = _Signature(step_of, xs[s_], s_) if s_ > 2 else sig[2]
             got = Counter(repr(here.node(n)) for n in by_step[s_] if id(n) not in reads)
             if got != model if s_ == 2 else got - model:
@@ -515,6 +512,147 @@ class UnrolledCells(FrontEnd):
             fid = found.pop()
             states_out.append(next(t for n in by_step[1] for t in n.outputs if id(t) == fid))
         return states_in, states_out, by_step
+
+    @staticmethod
+    def _from_zero(step0, reads, dep):
+        """None when what step 0 reads besides its input is constants, zeros and what they compute."""
+        consts = Constants()
+        for n in step0:
+            if id(n) in reads:
+                continue
+            todo = [t for t in n.inputs if t.name and dep.get(id(t), -1) < 0]
+            while todo:
+                t = todo.pop()
+                if isinstance(t, gs.Constant) or _is_zero(t) or consts(t) is not None:
+                    continue
+                if not t.inputs:
+                    return f"step 0 reads {t.name!r}, which is not provably zero (a general cell starts from zero states)"
+                todo.extend(i for i in t.inputs[0].inputs if i.name)
+        return None
+
+    def _general_final(self, graph, gathers, index):
+        """A chain whose steps' outputs are not stacked: what follows the cell reads the last step's
+        values only (``fc(h_T)``). What the last step computes that no earlier step computes is what
+        follows (it reads what the cell computed last, its *final reads*); the tensors computed as the
+        final reads are at every step are the steps' outputs, and the steps are told apart by them as
+        for a stacked chain."""
+        T = len(gathers)
+        xs = [g.outputs[0] for g in gathers]
+        X = gathers[0].inputs[0]
+        if T < 4 or X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
+            return None
+        graph.toposort()
+        dep = _steps_of(graph, xs)
+        by_dep = defaultdict(list)
+        for n in graph.nodes:
+            d = max((dep.get(id(o), -1) for o in n.outputs), default=-1)
+            if d >= 0:
+                by_dep[d].append(n)
+        if not any(dep.get(id(i), -1) == 1 for n in by_dep[2] for i in n.inputs if i.name and n not in gathers):
+            return None  # no step reads the previous one's values: no recurrence
+        name = f"unrolled_{gathers[0].name or index}"
+
+        def miss(why):
+            return general_miss(self.name, gathers[-1].name or name, "Gather", why)
+
+        sigs = [_Signature(dep, xs[s_], s_) for s_ in range(T)]
+        before = Counter(repr(sigs[T - 2].node(n)) for n in by_dep[T - 2])
+        after = []
+        for n in by_dep[T - 1]:  # in graph order: a node no earlier step computes follows the cell
+            key = repr(sigs[T - 1].node(n))
+            if before[key] > 0:
+                before[key] -= 1
+            else:
+                after.append(n)
+        after_ids = {id(n) for n in after}
+        reads_ = []
+        for n in after:
+            for t in n.inputs:
+                if t.name and dep.get(id(t), -1) >= 0 and not (t.inputs and id(t.inputs[0]) in after_ids) \
+                        and all(t is not r for r in reads_):
+                    if dep.get(id(t)) != T - 1:
+                        return miss(f"{n.op} {n.name!r} reads {t.name!r} of step {dep.get(id(t))}, not a final value")
+                    reads_.append(t)
+        if not reads_:
+            return miss("nothing after the chain reads its last step")
+        outs = []  # per step, the tensors computed where the final reads are at the last step
+        for s_ in range(T):
+            here = []
+            for r in reads_:
+                n = r.inputs[0]
+                j = next(i for i, o in enumerate(n.outputs) if o is r)
+                same = [m for m in by_dep[s_] if id(m) not in after_ids and repr(sigs[s_].node(m)) == repr(sigs[T - 1].node(n))]
+                if len(same) != 1:
+                    return miss(f"step {s_} does not compute {r.name!r} once as the last step does")
+                here.append(same[0].outputs[j])
+            outs.append(here)
+        assign: dict[int, int] = {}
+        for s_, ts in enumerate(outs):
+            todo = list(ts)
+            while todo:
+                t = todo.pop()
+                if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
+                    continue
+                assign[id(t.inputs[0])] = s_
+                todo.extend(i for i in t.inputs[0].inputs if i.name)
+        by_step = defaultdict(list)
+        for n in graph.nodes:
+            if id(n) in assign:
+                by_step[assign[id(n)]].append(n)
+        step_of = {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
+        for n in graph.nodes:  # nothing else reads inside the chain
+            if id(n) in assign or id(n) in after_ids:
+                continue
+            for t in n.inputs:
+                if id(t) in step_of:
+                    return miss(f"{n.op} {n.name!r} reads {t.name!r} of step {step_of[id(t)]} of the chain")
+        got = self._states(gathers, xs, by_step, step_of, T)
+        if isinstance(got, str):
+            return miss(got)
+        states_in, states_out = got[0], got[1]
+        sig1, last = _Signature(step_of, xs[1], 1), _Signature(step_of, xs[T - 1], T - 1)
+        finals = []
+        for t in states_out:  # the final states: computed at the last step as step 1 computes its new ones
+            n = t.inputs[0]
+            j = next(i for i, o in enumerate(n.outputs) if o is t)
+            same = [m for m in by_step[T - 1] if repr(last.node(m)) == repr(sig1.node(n))]
+            if len(same) != 1:
+                return miss(f"its last step does not compute {t.name!r} once as step 1 does")
+            finals.append(same[0].outputs[j])
+        final_ids = {id(t) for t in finals}
+        for r in reads_:
+            if id(r) not in final_ids:
+                return miss(f"what follows the chain reads {r.name!r}, which is not one of its final states")
+        why = self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
+        if why:
+            return miss(why)
+        widths = []
+        for k, a in enumerate(states_in):
+            w = a.shape[-1] if a.shape else None
+            if not isinstance(w, (int, np.integer)):
+                return miss(f"the width of its state {k} ({a.name!r}) is not known")
+            widths.append(int(w))
+        y_t = next(t for t, f in zip(states_out, finals) if id(f) == id(reads_[0]))
+        try:
+            step = extract(name, states_in, xs[1], states_out, y_t, widths, int(X.shape[2]))
+            CellFlow(step)
+        except StepError as exc:
+            return general_miss(self.name, gathers[-1].name or name, "Gather", exc)
+        new_finals = []
+        for k, t in enumerate(finals):  # what follows the cell reads the Scan's final states
+            readers = [n for n in after if any(i is t for i in n.inputs)]
+            if not readers:
+                new_finals.append(None)
+                continue
+            new = gs.Variable(f"{name}/final{k}", dtype=np.float32)
+            for n in readers:
+                n.inputs = [new if i is t else i for i in n.inputs]
+            new_finals.append(new)
+        axis = int(gathers[0].attrs.get("axis", 0))
+        x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
+        rec = build(graph, name, step, x_tm, "unrolled", index, {"steps": [], "finals": new_finals})
+        rec.watch = []
+        return rec
 
 def _steps_of(graph, xs) -> dict:
     """id(tensor) -> the last step whose input it is computed from (-1: none), in one pass."""
