@@ -465,7 +465,8 @@ class UnrolledCells(FrontEnd):
                 for c in o.outputs:
                     if id(c) not in chain and c is not stack:
                         return (f"step {step_of.get(id(o))}'s value {o.name!r} is read by {c.op} {c.name!r}, outside "
-                                f"the stacked output (a final state read directly is not supported yet)")
+                                f"the stacked output (a chain whose steps' outputs are stacked and whose final state is "
+                                f"read directly is not supported yet)")
                 if o in graph.outputs:
                     return f"step {step_of.get(id(o))}'s value {o.name!r} is a graph output"
         return UnrolledCells._states(gathers, xs, by_step, step_of, T)
