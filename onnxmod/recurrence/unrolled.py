@@ -399,16 +399,10 @@ class UnrolledCells(FrontEnd):
         else:
             return miss(first)
         states_in, states_out, by_step = got
-        reads = {id(g) for g in gathers}
-        widths = []
-        for k, a in enumerate(states_in):
-            w = a.shape[-1] if a.shape else None
-            if not isinstance(w, (int, np.integer)):
-                return miss(f"the width of its state {k} ({a.name!r}) is not known")
-            widths.append(int(w))
-        why = self._from_zero(by_step[0], reads, dep)
-        if why:
-            return miss(why)
+        widths = self._widths(states_in) or self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
+        if isinstance(widths, str):
+            return miss(widths)
+        widths = [int(a.shape[-1]) for a in states_in]
         try:
             step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]))
             CellFlow(step)
@@ -432,30 +426,7 @@ class UnrolledCells(FrontEnd):
         step's that uses it); ``cut="inputs"``: step s is what reads step s's input last (a state the
         step's output does not read stays in its step)."""
         T = len(gathers)
-        assign: dict[int, int] = {}
-        if cut == "outputs":
-            for s_, o in enumerate(outs):
-                todo = [o]
-                while todo:
-                    t = todo.pop()
-                    if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 \
-                            or id(t.inputs[0]) in assign:
-                        continue
-                    assign[id(t.inputs[0])] = s_
-                    todo.extend(i for i in t.inputs[0].inputs if i.name)
-        else:  # what the stacked outputs are computed from, each node in the step of the last input it reads
-            todo = list(outs)
-            while todo:
-                t = todo.pop()
-                if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
-                    continue
-                assign[id(t.inputs[0])] = max(dep.get(id(o), -1) for o in t.inputs[0].outputs)
-                todo.extend(i for i in t.inputs[0].inputs if i.name)
-        by_step = defaultdict(list)
-        for n in graph.nodes:
-            if id(n) in assign:
-                by_step[assign[id(n)]].append(n)
-        step_of = {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
+        assign, by_step, step_of = _steps(graph, [[o] for o in outs], dep, by_input=cut == "inputs")
         # the chain: what the stacked output is computed from; nothing else may read inside it
         chain = set(assign) | {id(u.inputs[0]) for u in stack.inputs if u.inputs}
         for n in graph.nodes:
@@ -513,6 +484,15 @@ class UnrolledCells(FrontEnd):
             fid = found.pop()
             states_out.append(next(t for n in by_step[1] for t in n.outputs if id(t) == fid))
         return states_in, states_out, by_step
+
+    @staticmethod
+    def _widths(states_in) -> str | None:
+        """None when every state's width is known, else why not."""
+        for k, a in enumerate(states_in):
+            w = a.shape[-1] if a.shape else None
+            if not isinstance(w, (int, np.integer)):
+                return f"the width of its state {k} ({a.name!r}) is not known"
+        return None
 
     @staticmethod
     def _from_zero(step0, reads, dep):
@@ -587,20 +567,7 @@ class UnrolledCells(FrontEnd):
                     return miss(f"step {s_} does not compute {r.name!r} once as the last step does")
                 here.append(same[0].outputs[j])
             outs.append(here)
-        assign: dict[int, int] = {}
-        for s_, ts in enumerate(outs):
-            todo = list(ts)
-            while todo:
-                t = todo.pop()
-                if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
-                    continue
-                assign[id(t.inputs[0])] = s_
-                todo.extend(i for i in t.inputs[0].inputs if i.name)
-        by_step = defaultdict(list)
-        for n in graph.nodes:
-            if id(n) in assign:
-                by_step[assign[id(n)]].append(n)
-        step_of = {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
+        assign, by_step, step_of = _steps(graph, outs, dep)
         for n in graph.nodes:  # nothing else reads inside the chain
             if id(n) in assign or id(n) in after_ids:
                 continue
@@ -624,15 +591,10 @@ class UnrolledCells(FrontEnd):
         for r in reads_:
             if id(r) not in final_ids:
                 return miss(f"what follows the chain reads {r.name!r}, which is not one of its final states")
-        why = self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
-        if why:
-            return miss(why)
-        widths = []
-        for k, a in enumerate(states_in):
-            w = a.shape[-1] if a.shape else None
-            if not isinstance(w, (int, np.integer)):
-                return miss(f"the width of its state {k} ({a.name!r}) is not known")
-            widths.append(int(w))
+        widths = self._widths(states_in) or self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
+        if isinstance(widths, str):
+            return miss(widths)
+        widths = [int(a.shape[-1]) for a in states_in]
         y_t = next(t for t, f in zip(states_out, finals) if id(f) == id(reads_[0]))
         try:
             step = extract(name, states_in, xs[1], states_out, y_t, widths, int(X.shape[2]))
@@ -654,6 +616,26 @@ class UnrolledCells(FrontEnd):
         rec = build(graph, name, step, x_tm, "unrolled", index, {"steps": [], "finals": new_finals})
         rec.watch = []
         return rec
+
+def _steps(graph, outs: list, dep: dict, by_input: bool = False):
+    """Nodes by step: step s is what step s's outputs (``outs[s]``, a list) are computed from that no
+    earlier step's are, or (``by_input``) the step of the last input each of those nodes reads.
+    Returns (id(node) -> step, step -> nodes in graph order, id(tensor) -> step)."""
+    assign: dict[int, int] = {}
+    for s_, ts in enumerate(outs):
+        todo = list(ts)
+        while todo:
+            t = todo.pop()
+            if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
+                continue
+            n = t.inputs[0]
+            assign[id(n)] = max(dep.get(id(o), -1) for o in n.outputs) if by_input else s_
+            todo.extend(i for i in n.inputs if i.name)
+    by_step = defaultdict(list)
+    for n in graph.nodes:
+        if id(n) in assign:
+            by_step[assign[id(n)]].append(n)
+    return assign, by_step, {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
 
 def _steps_of(graph, xs) -> dict:
     """id(tensor) -> the last step whose input it is computed from (-1: none), in one pass."""
