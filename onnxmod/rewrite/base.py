@@ -111,6 +111,20 @@ def why_not(graph: gs.Graph, rules: list[Rule] | None = None) -> list[NoMatch]:
 
 
 # ---- helpers shared by the rules ----------------------------------------------------------------
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")  # what the rules around a native recurrent op anchor on
+
+
+def forward_handler(rule: "Rule", node: gs.Node):
+    """(the op's handler, None) when ``node`` is a forward native recurrent op, else (None, the
+    rule's NoMatch saying it is not)."""
+    from ..ops import handler_for
+
+    h = handler_for(node.op)
+    if h is None or h.direction(node) != "forward":
+        return None, rule.no(node, "the op is not forward")
+    return h, None
+
+
 def const(t) -> np.ndarray | None:
     return np.asarray(t.values) if isinstance(t, gs.Constant) else None
 

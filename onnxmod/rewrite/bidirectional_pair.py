@@ -19,9 +19,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
-from .base import Match, Namer, Rule, register
+from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, register
 
-_OPS = ("LSTM", "GRU", "RNN")
 
 
 def _plain(node):
@@ -43,12 +42,12 @@ def _attrs(node):
 @register
 class BidirectionalPair(Rule):
     name = "bidirectional_pair"
-    anchor = _OPS
+    anchor = RECURRENT_OPS
 
     def match(self, graph, node):
-        h = handler_for(node.op)
-        if h is None or h.direction(node) != "forward":
-            return self.no(node, "the op is not forward")
+        h, no = forward_handler(self, node)
+        if no is not None:
+            return no
         if not _plain(node):
             return self.no(node, "its weights are not constants, or it reads sequence_lens or an initial state")
         for other in node.inputs[0].outputs:

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..ops import handler_for
-from .base import Match, Namer, Rule, is_full_reverse, producer, register, reverse_axis
+from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, is_full_reverse, producer, register, reverse_axis
 
-_OPS = ("LSTM", "GRU", "RNN")
 
 
 @register
 class ReversedInput(Rule):
     name = "reversed_input"
-    anchor = _OPS
+    anchor = RECURRENT_OPS
 
     def match(self, graph, node):
-        h = handler_for(node.op)
-        if h is None or h.direction(node) != "forward":
-            return self.no(node, "the op is not forward")
+        _, no = forward_handler(self, node)
+        if no is not None:
+            return no
         if int(node.attrs.get("layout", 0)) != 0:
             return self.no(node, "layout=1")
         if len(node.inputs) > 4 and node.inputs[4].name:
