@@ -102,54 +102,76 @@ ROWS = {
 # name, source, part, brief item, row, task, recipe, epochs, one line on the graph around the recurrence
 MODELS = [
     ("digits_crnn_ctc", "torch_legacy", "torch", "14", "ocr_crnn", "digits_ctc", "crnn", 15,
-     "Conv/BN/ReLU/MaxPool front (BN folded into Conv by the exporter) → Squeeze(H) → Transpose to [T, N, C] → "
-     "BiLSTM(32) → Reshape [T·N, 64] → Gemm → Reshape [T, N, 11]; both Reshape targets from "
-     "Shape→Gather→Unsqueeze→(Mul)→Concat; CTC logits, blank 0, opset 12"),
+     "image [N, 1, 8, W] → (Conv+ReLU → MaxPool)×2 → Conv+ReLU (BatchNorm folded into the Convs by the exporter) → "
+     "Squeeze(H) → Transpose to [T, N, 32] → bidirectional LSTM(32) → Transpose + Reshape [T, N, 64] → "
+     "Reshape [T·N, 64] → Gemm → Reshape [T, N, 11]; both Reshape targets built by Shape→Gather→Unsqueeze"
+     "(→Mul)→Concat; time-major CTC logits, blank 0, T = W/2, opset 12"),
     ("genre_lstm_maxpool", "torch_legacy", "torch", "1", "pool", "brown_genre", "max", 6,
-     "LSTM Y [T, 1, N, U] → Squeeze → Transpose → ReduceMax over T (torch.max(dim=1)) → Gemm"),
+     "LSTM Y [T, 1, N, U] → Squeeze → Transpose → ReduceMax over T (torch.max(dim=1); the unused ArgMax "
+     "pruned) → Gemm"),
     ("genre_gru_meanpool", "torch_legacy", "torch", "3", "pool", "brown_genre", "mean", 6,
      "GRU Y → Squeeze → Transpose → ReduceMean over T → Gemm"),
     ("genre_post_lstm_maskedmean", "torch_legacy", "torch", "4", "masked_mean", "brown_genre_post", "masked_mean", 6,
-     "LSTM Y ⊙ mask(tokens != 0) → ReduceSum over T ÷ (ReduceSum of the mask, clamped ≥ 1) → Gemm; post-padded rows"),
+     "mask = Cast(Not(Equal(tokens, 0))) → Unsqueeze; LSTM Y (Squeeze → Transpose) ⊙ mask → ReduceSum over T, "
+     "÷ Clip(ReduceSum of the mask, min 1) → Gemm; post-padded rows"),
     ("genre_post_lstm_attention", "torch_legacy", "torch", "5", "attention", "brown_genre_post", "attention", 6,
-     "LSTM Y → MatMul(16)+Add → Tanh → MatMul(→1) → Squeeze → Where(tokens == 0, −1e9) → Softmax over T → "
-     "Unsqueeze → Mul with Y → ReduceSum over T → Gemm; post-padded rows"),
+     "LSTM Y → MatMul(24→16)+Add → Tanh → MatMul(16→1)+Add → Squeeze → Where(tokens == 0, −1e9) → Softmax "
+     "over T → Unsqueeze → Mul with Y → ReduceSum over T → Gemm; post-padded rows"),
     ("genre_post_lstm_attention", "torch_dynamo", "torch", "6", "attention", "brown_genre_post", "attention", 6,
-     "the same trained weights as torch_legacy/genre_post_lstm_attention, exported by dynamo=True"),
+     "the weights of torch_legacy/genre_post_lstm_attention, exported by dynamo=True: Y read through "
+     "Transpose→Shape→Slice×4→Mul→Reshape→Concat→Reshape→Transpose, then the same attention ops; no Constant nodes"),
     ("genre_lstm_layernorm", "torch_legacy", "torch", "7", "layernorm", "brown_genre", "layernorm", 6,
-     "LSTM Y → last step (Gather T−1) → LayerNormalization(24, affine) → Gemm"),
+     "LSTM Y → Squeeze → Transpose → Gather(T−1, axis 1) → LayerNormalization(24, affine, axis −1) → Gemm"),
     ("genre_post_lstm_packed", "torch_legacy", "torch", "8", "packed", "brown_genre_post", "packed", 6,
-     "lengths = ReduceSum(tokens != 0); pack_padded_sequence(enforce_sorted=False) → LSTM → pad_packed_sequence "
-     "→ Y gathered at length − 1 per row → Gemm"),
+     "lengths = ReduceSum(tokens != 0); TopK sorts them, Gather(axis 0) sorts the embedded rows; LSTM with "
+     "sequence_lens (the sorted lengths); Y unsorted by a Gather(axis 0) whose indices a ScatterElements of a "
+     "Range builds; Y at length − 1 by GatherElements(axis 1, Expand-ed indices); Squeeze inside an If "
+     "(dim 1 == 1?) → Gemm"),
     ("genre_lstm2_bi_hn", "torch_legacy", "torch", "9", "bi_hn", "brown_genre", "bi_hn", 6,
-     "2 bidirectional LSTM ops; Y_h of both → Concat into h_n [4, N, U] → Gather −2 and −1 → Concat → Gemm"),
+     "2 bidirectional LSTM ops (layer 2 reads layer 1's Y) → both ops' Y_h [2, N, U] Concat into h_n [4, N, U] → "
+     "Gather 2 and 3 (h_n[-2], h_n[-1]: layer 2's forward and backward) → Concat(axis 1) → Gemm"),
     ("genre_lstm2_bi_hn", "torch_dynamo", "torch", "9", "bi_hn", "brown_genre", "bi_hn", 6,
-     "the same trained weights as torch_legacy/genre_lstm2_bi_hn, exported by dynamo=True (the issue's row)"),
+     "the weights of torch_legacy/genre_lstm2_bi_hn, exported by dynamo=True (the issue's row): the same "
+     "Concat of Y_h → Gather×2 → Concat → Gemm"),
     ("genre_rnn_static", "torch_dynamo", "torch", "10", "rnn_static", "brown_genre", "rnn_static", 6,
-     "nn.RNN(tanh) exported with a static T = 60: unrolled, one MatMul with the recurrent weight per step → "
-     "last step → Gemm"),
+     "nn.RNN(tanh, 40 units) with a static T = 60: unrolled, inputs projected once (MatMul), steps read by "
+     "Slice+Squeeze, step t: MatMul(h, W_hh^T copy t) + Add×2 → Tanh, a separate 40×40 initializer per step "
+     "(60 copies); states Unsqueeze→Concat → Transpose → Gather(T−1) → Gemm"),
     ("genre_lstm_conv1d", "torch_legacy", "torch", "opt", "conv_head", "brown_genre", "conv1d", 6,
-     "LSTM Y → Transpose to [N, U, T] → Conv1d(24→16, k=3) → ReLU → ReduceMax over T → Gemm"),
+     "LSTM Y → Squeeze → Transpose×2 to [N, U, T] → Conv(24→16, k=3, pad 1; a Conv1d reading the units as "
+     "channels) → Relu → ReduceMax over T → Gemm"),
     ("digits_crnn_cells_flip", "torch_dynamo", "torch", "15", "crnn_cells_flip", "digits_ctc", "crnn_cells", 15,
-     "Conv front → per-step LSTMCell(32) × 20 forward and × 20 over the flipped sequence (Slice step −1), "
-     "the backward outputs flipped back, Concat per step → MatMul head → [N, T, 11]; static width"),
+     "the CNN front → Squeeze → Transpose [N, T, 32]; forward: 20 LSTMCell steps (Gather step t; Gemm(x) + "
+     "Gemm(h) → Add → Split → Sigmoid×3, Tanh×2; h and c carried); backward: Slice(step −1) of the steps, 20 "
+     "steps of a second cell, its stacked outputs Slice(step −1)-ed back; Concat(axis 2) → MatMul+Add → "
+     "[N, 20, 11] batch-first; static width 40"),
     ("math_lstm1_dynamic_qint8", "ort_quantized", "quantized", "16", "quantized", "math_topics", "dynamic", 0,
      "quantize_dynamic(fixtures/math_topics/lstm1.onnx, QInt8): com.microsoft DynamicQuantizeLSTM (int8 W, R) "
      "and a DynamicQuantizeLinear → MatMulInteger head"),
     ("genre_lstm_maxpool_qdq", "ort_quantized", "quantized", "16", "quantized", "brown_genre", "qdq", 0,
-     "quantize_static(torch_legacy/genre_lstm_maxpool.onnx, QDQ, calibrated on 256 training rows)"),
+     "quantize_static(torch_legacy/genre_lstm_maxpool.onnx, QDQ, 256 training rows): Q/DQ pairs around the "
+     "embedding Gather, the ReduceMax output and the Gemm (int8 weight, int32 bias); the LSTM stays float "
+     "(onnxruntime's QDQ registry has no LSTM)"),
     ("digits_crnn_ctc_qdq", "ort_quantized", "quantized", "16", "quantized", "digits_ctc", "qdq", 0,
-     "quantize_static(torch_legacy/digits_crnn_ctc.onnx, QDQ, calibrated on 256 training images)"),
+     "quantize_static(torch_legacy/digits_crnn_ctc.onnx, QDQ, 256 training images): Q/DQ around every Conv, "
+     "MaxPool, Squeeze, Transpose, the head's Gemm and last Reshape; the LSTM stays float"),
     ("genre_lstm_globalmaxpool", "tf2onnx_keras3", "keras", "2", "pool", "brown_genre", "lstm_globalmax", 5,
-     "Embedding → LSTM(return_sequences) → GlobalMaxPooling1D (ReduceMax over T) → Dense"),
+     "Embedding → LSTM(return_sequences; a native LSTM op) → Squeeze → GlobalMaxPooling1D (ReduceMax over T, "
+     "batch-major) → Dense (MatMul; bias folded)"),
     ("pos_gru2_timedistributed", "tf2onnx_keras3", "keras", "11", "paper_taggers", "brown_pos", "gru2_td", 3,
-     "Embedding → GRU → GRU (two Loops stacked) → TimeDistributed(Dense) over a fixed length of 40"),
+     "Embedding → GRU → GRU (two Loops stacked, the second reading the first's scan output) → "
+     "TimeDistributed(Dense) unrolled over the fixed length 40: (Slice → Squeeze → MatMul → Unsqueeze)×40 → "
+     "Concat → Transpose"),
     ("pos_simplernn2_timedistributed", "tf2onnx_keras3", "keras", "12", "paper_taggers", "brown_pos", "simplernn2_td", 3,
-     "Embedding → SimpleRNN → SimpleRNN (two Loops stacked) → TimeDistributed(Dense) over a fixed length of 40"),
+     "Embedding → SimpleRNN → SimpleRNN (two Loops stacked) → TimeDistributed(Dense) unrolled over the fixed "
+     "length 40 → Concat → Transpose"),
     ("genre_post_lstm_mask", "tf2onnx_keras3", "keras", "13", "mask_zero_post", "brown_genre_post", "lstm_mask", 5,
-     "Embedding(mask_zero=True) → LSTM (a Loop reading the mask) → Dense; post-padded rows"),
+     "Embedding(mask_zero=True) → LSTM: a Loop reading the mask as a second scanned input, state held on "
+     "masked steps (and one cell step outside it whose only use is its Shape, for the zero output: "
+     "Shape → ConstantOfShape) → Slice → Squeeze → Dense (MatMul+Add) on the final state; post-padded rows"),
     ("genre_post_gru_mask", "tf2onnx_keras3", "keras", "13", "mask_zero_post", "brown_genre_post", "gru_mask", 5,
-     "Embedding(mask_zero=True) → GRU (a Loop reading the mask) → Dense; post-padded rows"),
+     "Embedding(mask_zero=True) → GRU: as the LSTM one (a Loop reading the mask, one step outside it for a "
+     "Shape) → Dense on the final state; post-padded rows"),
 ]
 SPEC = {(m[1], m[0]): dict(zip(("name", "source", "part", "item", "row", "task", "recipe", "epochs", "about"), m))
         for m in MODELS}
@@ -968,7 +990,7 @@ def describe_graph(proto) -> dict:
             continue  # scalars: constants of the graph (zero points, shape pieces), not weights
         if arr_type.kind == "f":
             params["float"] += n_el
-        elif t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+        elif t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT32):
             params["integer"] += n_el
     return {"op_counts": dict(sorted(counts.items())), "recurrence": forms, "unrolled_steps": unrolled,
             "before": before, "after": after, "onnx_weights": params}
