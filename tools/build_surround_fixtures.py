@@ -102,76 +102,76 @@ ROWS = {
 # name, source, part, brief item, row, task, recipe, epochs, one line on the graph around the recurrence
 MODELS = [
     ("digits_crnn_ctc", "torch_legacy", "torch", "14", "ocr_crnn", "digits_ctc", "crnn", 15,
-     "image [N, 1, 8, W] → (Conv+ReLU → MaxPool)×2 → Conv+ReLU (BatchNorm folded into the Convs by the exporter) → "
+     ("image [N, 1, 8, W] → (Conv+ReLU → MaxPool)×2 → Conv+ReLU (BatchNorm folded into the Convs by the exporter) → "
      "Squeeze(H) → Transpose to [T, N, 32] → bidirectional LSTM(32) → Transpose + Reshape [T, N, 64] → "
      "Reshape [T·N, 64] → Gemm → Reshape [T, N, 11]; both Reshape targets built by Shape→Gather→Unsqueeze"
-     "(→Mul)→Concat; time-major CTC logits, blank 0, T = W/2, opset 12"),
+     "(→Mul)→Concat; time-major CTC logits, blank 0, T = W/2, opset 12")),
     ("genre_lstm_maxpool", "torch_legacy", "torch", "1", "pool", "brown_genre", "max", 6,
-     "LSTM Y [T, 1, N, U] → Squeeze → Transpose → ReduceMax over T (torch.max(dim=1); the unused ArgMax "
-     "pruned) → Gemm"),
+     ("LSTM Y [T, 1, N, U] → Squeeze → Transpose → ReduceMax over T (torch.max(dim=1); the unused ArgMax "
+     "pruned) → Gemm")),
     ("genre_gru_meanpool", "torch_legacy", "torch", "3", "pool", "brown_genre", "mean", 6,
-     "GRU Y → Squeeze → Transpose → ReduceMean over T → Gemm"),
+     ("GRU Y → Squeeze → Transpose → ReduceMean over T → Gemm")),
     ("genre_post_lstm_maskedmean", "torch_legacy", "torch", "4", "masked_mean", "brown_genre_post", "masked_mean", 6,
-     "mask = Cast(Not(Equal(tokens, 0))) → Unsqueeze; LSTM Y (Squeeze → Transpose) ⊙ mask → ReduceSum over T, "
-     "÷ Clip(ReduceSum of the mask, min 1) → Gemm; post-padded rows"),
+     ("mask = Cast(Not(Equal(tokens, 0))) → Unsqueeze; LSTM Y (Squeeze → Transpose) ⊙ mask → ReduceSum over T, "
+     "÷ Clip(ReduceSum of the mask, min 1) → Gemm; post-padded rows")),
     ("genre_post_lstm_attention", "torch_legacy", "torch", "5", "attention", "brown_genre_post", "attention", 6,
-     "LSTM Y → MatMul(24→16)+Add → Tanh → MatMul(16→1)+Add → Squeeze → Where(tokens == 0, −1e9) → Softmax "
-     "over T → Unsqueeze → Mul with Y → ReduceSum over T → Gemm; post-padded rows"),
+     ("LSTM Y → MatMul(24→16)+Add → Tanh → MatMul(16→1)+Add → Squeeze → Where(tokens == 0, −1e9) → Softmax "
+     "over T → Unsqueeze → Mul with Y → ReduceSum over T → Gemm; post-padded rows")),
     ("genre_post_lstm_attention", "torch_dynamo", "torch", "6", "attention", "brown_genre_post", "attention", 6,
-     "the weights of torch_legacy/genre_post_lstm_attention, exported by dynamo=True: Y read through "
-     "Transpose→Shape→Slice×4→Mul→Reshape→Concat→Reshape→Transpose, then the same attention ops; no Constant nodes"),
+     ("the weights of torch_legacy/genre_post_lstm_attention, exported by dynamo=True: Y read through "
+     "Transpose→Shape→Slice×4→Mul→Reshape→Concat→Reshape→Transpose, then the same attention ops; no Constant nodes")),
     ("genre_lstm_layernorm", "torch_legacy", "torch", "7", "layernorm", "brown_genre", "layernorm", 6,
-     "LSTM Y → Squeeze → Transpose → Gather(T−1, axis 1) → LayerNormalization(24, affine, axis −1) → Gemm"),
+     ("LSTM Y → Squeeze → Transpose → Gather(T−1, axis 1) → LayerNormalization(24, affine, axis −1) → Gemm")),
     ("genre_post_lstm_packed", "torch_legacy", "torch", "8", "packed", "brown_genre_post", "packed", 6,
-     "lengths = ReduceSum(tokens != 0); TopK sorts them, Gather(axis 0) sorts the embedded rows; LSTM with "
+     ("lengths = ReduceSum(tokens != 0); TopK sorts them, Gather(axis 0) sorts the embedded rows; LSTM with "
      "sequence_lens (the sorted lengths); Y unsorted by a Gather(axis 0) whose indices a ScatterElements of a "
      "Range builds; Y at length − 1 by GatherElements(axis 1, Expand-ed indices); Squeeze inside an If "
-     "(dim 1 == 1?) → Gemm"),
+     "(dim 1 == 1?) → Gemm")),
     ("genre_lstm2_bi_hn", "torch_legacy", "torch", "9", "bi_hn", "brown_genre", "bi_hn", 6,
-     "2 bidirectional LSTM ops (layer 2 reads layer 1's Y) → both ops' Y_h [2, N, U] Concat into h_n [4, N, U] → "
-     "Gather 2 and 3 (h_n[-2], h_n[-1]: layer 2's forward and backward) → Concat(axis 1) → Gemm"),
+     ("2 bidirectional LSTM ops (layer 2 reads layer 1's Y) → both ops' Y_h [2, N, U] Concat into h_n [4, N, U] → "
+     "Gather 2 and 3 (h_n[-2], h_n[-1]: layer 2's forward and backward) → Concat(axis 1) → Gemm")),
     ("genre_lstm2_bi_hn", "torch_dynamo", "torch", "9", "bi_hn", "brown_genre", "bi_hn", 6,
-     "the weights of torch_legacy/genre_lstm2_bi_hn, exported by dynamo=True (the issue's row): the same "
-     "Concat of Y_h → Gather×2 → Concat → Gemm"),
+     ("the weights of torch_legacy/genre_lstm2_bi_hn, exported by dynamo=True (the issue's row): the same "
+     "Concat of Y_h → Gather×2 → Concat → Gemm")),
     ("genre_rnn_static", "torch_dynamo", "torch", "10", "rnn_static", "brown_genre", "rnn_static", 6,
-     "nn.RNN(tanh, 40 units) with a static T = 60: unrolled, inputs projected once (MatMul), steps read by "
+     ("nn.RNN(tanh, 40 units) with a static T = 60: unrolled, inputs projected once (MatMul), steps read by "
      "Slice+Squeeze, step t: MatMul(h, W_hh^T copy t) + Add×2 → Tanh, a separate 40×40 initializer per step "
-     "(60 copies); states Unsqueeze→Concat → Transpose → Gather(T−1) → Gemm"),
+     "(60 copies); states Unsqueeze→Concat → Transpose → Gather(T−1) → Gemm")),
     ("genre_lstm_conv1d", "torch_legacy", "torch", "opt", "conv_head", "brown_genre", "conv1d", 6,
-     "LSTM Y → Squeeze → Transpose×2 to [N, U, T] → Conv(24→16, k=3, pad 1; a Conv1d reading the units as "
-     "channels) → Relu → ReduceMax over T → Gemm"),
+     ("LSTM Y → Squeeze → Transpose×2 to [N, U, T] → Conv(24→16, k=3, pad 1; a Conv1d reading the units as "
+     "channels) → Relu → ReduceMax over T → Gemm")),
     ("digits_crnn_cells_flip", "torch_dynamo", "torch", "15", "crnn_cells_flip", "digits_ctc", "crnn_cells", 15,
-     "the CNN front → Squeeze → Transpose [N, T, 32]; forward: 20 LSTMCell steps (Gather step t; Gemm(x) + "
+     ("the CNN front → Squeeze → Transpose [N, T, 32]; forward: 20 LSTMCell steps (Gather step t; Gemm(x) + "
      "Gemm(h) → Add → Split → Sigmoid×3, Tanh×2; h and c carried); backward: Slice(step −1) of the steps, 20 "
      "steps of a second cell, its stacked outputs Slice(step −1)-ed back; Concat(axis 2) → MatMul+Add → "
-     "[N, 20, 11] batch-first; static width 40"),
+     "[N, 20, 11] batch-first; static width 40")),
     ("math_lstm1_dynamic_qint8", "ort_quantized", "quantized", "16", "quantized", "math_topics", "dynamic", 0,
-     "quantize_dynamic(fixtures/math_topics/lstm1.onnx, QInt8): com.microsoft DynamicQuantizeLSTM (int8 W, R) "
-     "and a DynamicQuantizeLinear → MatMulInteger head"),
+     ("quantize_dynamic(fixtures/math_topics/lstm1.onnx, QInt8): com.microsoft DynamicQuantizeLSTM (int8 W, R) "
+     "and a DynamicQuantizeLinear → MatMulInteger head")),
     ("genre_lstm_maxpool_qdq", "ort_quantized", "quantized", "16", "quantized", "brown_genre", "qdq", 0,
-     "quantize_static(torch_legacy/genre_lstm_maxpool.onnx, QDQ, 256 training rows): Q/DQ pairs around the "
+     ("quantize_static(torch_legacy/genre_lstm_maxpool.onnx, QDQ, 256 training rows): Q/DQ pairs around the "
      "embedding Gather, the ReduceMax output and the Gemm (int8 weight, int32 bias); the LSTM stays float "
-     "(onnxruntime's QDQ registry has no LSTM)"),
+     "(onnxruntime's QDQ registry has no LSTM)")),
     ("digits_crnn_ctc_qdq", "ort_quantized", "quantized", "16", "quantized", "digits_ctc", "qdq", 0,
-     "quantize_static(torch_legacy/digits_crnn_ctc.onnx, QDQ, 256 training images): Q/DQ around every Conv, "
-     "MaxPool, Squeeze, Transpose, the head's Gemm and last Reshape; the LSTM stays float"),
+     ("quantize_static(torch_legacy/digits_crnn_ctc.onnx, QDQ, 256 training images): Q/DQ around every Conv, "
+     "MaxPool, Squeeze, Transpose, the head's Gemm and last Reshape; the LSTM stays float")),
     ("genre_lstm_globalmaxpool", "tf2onnx_keras3", "keras", "2", "pool", "brown_genre", "lstm_globalmax", 5,
-     "Embedding → LSTM(return_sequences; a native LSTM op) → Squeeze → GlobalMaxPooling1D (ReduceMax over T, "
-     "batch-major) → Dense (MatMul; bias folded)"),
+     ("Embedding → LSTM(return_sequences; a native LSTM op) → Squeeze → GlobalMaxPooling1D (ReduceMax over T, "
+     "batch-major) → Dense (MatMul; bias folded)")),
     ("pos_gru2_timedistributed", "tf2onnx_keras3", "keras", "11", "paper_taggers", "brown_pos", "gru2_td", 3,
-     "Embedding → GRU → GRU (two Loops stacked, the second reading the first's scan output) → "
+     ("Embedding → GRU → GRU (two Loops stacked, the second reading the first's scan output) → "
      "TimeDistributed(Dense) unrolled over the fixed length 40: (Slice → Squeeze → MatMul → Unsqueeze)×40 → "
-     "Concat → Transpose"),
+     "Concat → Transpose")),
     ("pos_simplernn2_timedistributed", "tf2onnx_keras3", "keras", "12", "paper_taggers", "brown_pos", "simplernn2_td", 3,
-     "Embedding → SimpleRNN → SimpleRNN (two Loops stacked) → TimeDistributed(Dense) unrolled over the fixed "
-     "length 40 → Concat → Transpose"),
+     ("Embedding → SimpleRNN → SimpleRNN (two Loops stacked) → TimeDistributed(Dense) unrolled over the fixed "
+     "length 40 → Concat → Transpose")),
     ("genre_post_lstm_mask", "tf2onnx_keras3", "keras", "13", "mask_zero_post", "brown_genre_post", "lstm_mask", 5,
-     "Embedding(mask_zero=True) → LSTM: a Loop reading the mask as a second scanned input, state held on "
+     ("Embedding(mask_zero=True) → LSTM: a Loop reading the mask as a second scanned input, state held on "
      "masked steps (and one cell step outside it whose only use is its Shape, for the zero output: "
-     "Shape → ConstantOfShape) → Slice → Squeeze → Dense (MatMul+Add) on the final state; post-padded rows"),
+     "Shape → ConstantOfShape) → Slice → Squeeze → Dense (MatMul+Add) on the final state; post-padded rows")),
     ("genre_post_gru_mask", "tf2onnx_keras3", "keras", "13", "mask_zero_post", "brown_genre_post", "gru_mask", 5,
-     "Embedding(mask_zero=True) → GRU: as the LSTM one (a Loop reading the mask, one step outside it for a "
-     "Shape) → Dense on the final state; post-padded rows"),
+     ("Embedding(mask_zero=True) → GRU: as the LSTM one (a Loop reading the mask, one step outside it for a "
+     "Shape) → Dense on the final state; post-padded rows")),
 ]
 SPEC = {(m[1], m[0]): dict(zip(("name", "source", "part", "item", "row", "task", "recipe", "epochs", "about"), m))
         for m in MODELS}
@@ -758,8 +758,14 @@ def write_ctc_data(d: dict, model_bytes: bytes) -> None:
 def part_quantized(only: list[str] | None, emit) -> None:
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     class Rows(CalibrationDataReader):
         def __init__(self, name, x):
@@ -952,7 +958,7 @@ def describe_graph(proto) -> dict:
         n = g.node[i]
         a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute if x.type != onnx.AttributeProto.GRAPH}
         if n.op_type in ("Loop", "Scan"):
-            body = [x.g for x in n.attribute if x.type == onnx.AttributeProto.GRAPH][0]
+            body = next(x.g for x in n.attribute if x.type == onnx.AttributeProto.GRAPH)
             forms.append(f"{n.op_type} ({len(body.node)} body nodes)")
             continue
         extra = [f"direction={a.get('direction', b'forward').decode()}", f"hidden={a.get('hidden_size')}"]
@@ -1110,7 +1116,7 @@ def main(argv=None) -> int:
             py = a.keras_python if part == "keras" else sys.executable
             if not py:
                 raise SystemExit("keras: needs --keras-python (a venv with tensorflow-cpu==2.21.0, tf2onnx==1.17.0)")
-            cmd = [py, str(Path(__file__).resolve()), "--part", part] + sum((["--model", m] for m in a.model or []), [])
+            cmd = [py, str(Path(__file__).resolve()), "--part", part] + [x for m in a.model or [] for x in ("--model", m)]
             log("$ " + " ".join(cmd))
             subprocess.run(cmd, check=True)
     # each model's record: this or an earlier run's cache, else the committed manifest
