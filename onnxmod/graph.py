@@ -38,8 +38,9 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
     """
 
     def __init__(self, proto: onnx.ModelProto, source: str = "<model>", _normalized: gs.Graph | None = None,
-                 _lifted: dict | None = None):
+                 _lifted: dict | None = None, _probed: dict | None = None):
         self.source = source
+        self.probed = {} if _probed is None else _probed  # what running the graph told (shared by copies)
         self.original = proto
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.opset = {o.domain: o.version for o in proto.opset_import}
@@ -71,9 +72,8 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
             self.watched = list((_lifted or ({}, []))[1])
         self.output = self._pick_output()
         self.head = self._find_head()
-        for op in self.recurrent:
-            op.sites = self._unit_sites(op)
-        self.one_output = len(self.output.shape or []) == 2
+        self._flow_units()
+        self.one_output = self.output_rank == 2
         self.shape = self._detect_shape()
 
     # ---- construction -----------------------------------------------------------------------
@@ -86,7 +86,7 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
     def fresh(self) -> "Model":
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
         m = Model(self.original, source=self.source, _normalized=self._pristine.copy(),
-                  _lifted=(self.lifted, self.watched))
+                  _lifted=(self.lifted, self.watched), _probed=self.probed)
         m._pristine, m.rewrites, m.layout_rewrites = self._pristine, self.rewrites, self.layout_rewrites
         return m
 
@@ -178,7 +178,9 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
                 "output": _tensor_desc(self.output), "num_classes": self.num_classes,
                 "parameters": self.parameter_count(),
                 "recurrences": [op.describe() for op in self.recurrent],
-                "head": {"name": self.head.node.name, "op_type": self.head.node.op}}
+                "head": {"name": self.head.node.name, "op_type": self.head.node.op},
+                "rewrites": [str(r) for r in self.rewrites] + list(self.layout_rewrites),
+                "full_width": self.widened()}
 
     def export(self, outputs: list[gs.Variable] | None = None, metadata: dict | None = None) -> onnx.ModelProto:
         """The current graph as a checked ModelProto (shapes re-inferred, names deterministic)."""

@@ -48,7 +48,9 @@ def channeled(values: np.ndarray, axis: int, class_indices: list[int]) -> np.nda
 
 
 def channel_head(model: Model, class_indices: list[int], tag: str) -> None:
-    """Rewrite the head's C classes to (rest, dominant) pairs, one per class in ``class_indices``."""
+    """Rewrite the head's C classes to (rest, dominant) pairs, one per class in ``class_indices``:
+    its weight and bias, every per-class constant after it (a bias added after a ``MatMul``) and
+    every literal that sizes the class axis on the way to the output."""
     head = model.head
     w = np.asarray(head.node.inputs[1].values)
     head.node.inputs[1] = gs.Constant(f"{head.node.name}/W_{tag}", channeled(w, head.weight_axis, class_indices))
@@ -56,6 +58,15 @@ def channel_head(model: Model, class_indices: list[int], tag: str) -> None:
         b = np.asarray(head.bias_node.inputs[head.bias_index].values)
         head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_{tag}",
                                                              channeled(b, b.ndim - 1, class_indices))
+    for s in head.sites:
+        c = np.asarray(s.node.inputs[s.input_index].values)
+        if s.kind == "shape":
+            c = c.copy()
+            c.reshape(-1)[s.axis] = 2 * len(class_indices)
+            s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/classes_{tag}", c)
+        elif c.ndim and c.shape[s.axis] > 1:  # a per-class constant (a bias after a MatMul)
+            name = f"{head.node.name}/B_{tag}" if s.node.op == "Add" else f"{s.node.name}/classes_{tag}"
+            s.node.inputs[s.input_index] = gs.Constant(name, channeled(c, s.axis, class_indices))
 
 
 def channel(model: Model, class_index: int) -> tuple[gs.Variable, gs.Variable]:
