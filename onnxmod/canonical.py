@@ -50,24 +50,58 @@ def _should_fold(node) -> bool | None:
 
 def canonicalize(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     """The canonical form of ``proto`` (a new proto; ``proto`` is untouched), and None, or the
-    model unchanged and why the optimizer could not take it (one line)."""
+    model unchanged and why the optimizer could not take it (one line).
+
+    Loop and Scan bodies are the recurrence front-ends' to read as the model wrote them: nothing is
+    folded or rewritten inside a subgraph, and the rewrite rules and identity elimination (which
+    reach into subgraphs) run only on models that have none. An ``If`` on a constant is inlined."""
     try:
         import onnx_ir as ir
         import onnx_ir.passes.common as passes
-        from onnxscript.optimizer import optimize_ir
+        from onnxscript import rewriter
+        from onnxscript.optimizer import fold_constants_ir
     except ImportError as exc:  # pragma: no cover - runtime dependencies
         return proto, f"onnxscript's optimizer is not installed ({exc})"
     try:
         model = ir.serde.deserialize_model(proto)
-        optimize_ir(model, num_iterations=2, input_size_limit=INPUT_LIMIT, output_size_limit=OUTPUT_LIMIT,
-                    should_fold=_should_fold)
-        for p in (passes.DeduplicateInitializersPass(), passes.CommonSubexpressionEliminationPass(),
-                  passes.IdentityEliminationPass(), passes.RemoveUnusedNodesPass()):
-            p(model)
+        main = model.graph
+        subgraphs = any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+                        for node in main for a in node.attributes.values())
+
+        def should_fold(node):
+            return False if node.graph is not main else _should_fold(node)
+
+        for _ in range(2):
+            fold_constants_ir(model, onnx_shape_inference=True, input_size_limit=INPUT_LIMIT,
+                              output_size_limit=OUTPUT_LIMIT, should_fold=should_fold)
+            if not subgraphs:
+                rewriter.RewritePass(rewriter._DEFAULT_REWRITE_RULES)(model)
+                passes.IdentityEliminationPass()(model)
+            passes.RemoveUnusedNodesPass()(model)
+        if not subgraphs:  # both would rewrite what loop bodies read from outside by name
+            passes.DeduplicateInitializersPass()(model)
+            passes.CommonSubexpressionEliminationPass()(model)
+            passes.RemoveUnusedNodesPass()(model)
         out = ir.serde.serialize_model(model)
     except Exception as exc:  # noqa: BLE001 - a third-party optimizer's failure leaves the model as written
         return proto, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    _restore_bodies(out, proto)
     return out, None
+
+
+def _restore_bodies(out: onnx.ModelProto, proto: onnx.ModelProto) -> None:
+    """Subgraphs exactly as the model wrote them (the optimizer annotates their shapes and names
+    their unnamed nodes like the main graph's), and the main graph's generated node names made
+    distinct from any name inside them."""
+    bodies = {n.name: n for n in proto.graph.node if any(a.type in (onnx.AttributeProto.GRAPH,
+                                                                     onnx.AttributeProto.GRAPHS)
+                                                         for a in n.attribute)}
+    for k, n in enumerate(out.graph.node):
+        if n.name in bodies:
+            del n.attribute[:]
+            n.attribute.extend(bodies[n.name].attribute)
+        elif not n.name or n.name == "node" or (n.name.startswith("node_") and n.name[5:].isdigit()):
+            n.name = f"onnxmod_canonical/{n.op_type}_{k}"
 
 
 def initializer_count(proto: onnx.ModelProto) -> int:

@@ -179,8 +179,26 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
                 "parameters": self.parameter_count(),
                 "recurrences": [op.describe() for op in self.recurrent],
                 "head": {"name": self.head.node.name, "op_type": self.head.node.op},
-                "rewrites": [str(r) for r in self.rewrites] + list(self.layout_rewrites),
-                "full_width": self.widened()}
+                "rewrites": [f"{r.rule}: {', '.join(r.nodes)}" if hasattr(r, "rule") else str(r) for r in self.rewrites]
+                + list(self.layout_rewrites),
+                "front": self.front(), "full_width": self.widened()}
+
+    def front(self) -> dict:
+        """What the model computes before its first recurrence (a CNN, an embedding): op counts.
+        Every module keeps it whole."""
+        seen, todo, ops = set(), [self.recurrent[0].x], {}
+        while todo:
+            t = todo.pop()
+            if id(t) in seen or isinstance(t, gs.Constant) or not t.inputs:
+                continue
+            seen.add(id(t))
+            node = t.inputs[0]
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            ops[node.op] = ops.get(node.op, 0) + 1
+            todo.extend(node.inputs)
+        return dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def export(self, outputs: list[gs.Variable] | None = None, metadata: dict | None = None) -> onnx.ModelProto:
         """The current graph as a checked ModelProto (shapes re-inferred, names deterministic)."""

@@ -113,6 +113,7 @@ class Readout:
             s = odd[0]
             raise UnsupportedModelError(f"{self.source}: node {s.node.name!r} ({s.node.op}) reads the classes of the "
                                         f"output layer {name!r} again ({s.kind})")
+        self._class_count = C
         head.output = self._batch_first(logits, u.axis)
         return head
 
@@ -132,6 +133,8 @@ class Readout:
                                         inputs=[logits], outputs=[out]))
         if logits.shape is not None:
             out.shape = [logits.shape[p] for p in perm]
+        else:
+            out.shape = ["batch"] + ["steps"] * (rank - 2) + [self._class_count]
         self.graph.outputs = [out if o is self.output else o for o in self.graph.outputs]
         self.output = out
         self.layout_rewrites = [*getattr(self, "layout_rewrites", []),
