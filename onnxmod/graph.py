@@ -222,7 +222,33 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
         for k, v in sorted((metadata or {}).items()):
             proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        for o in proto.graph.output:  # an output whose shape inference could not tell (computed reshapes)
+            tt = o.type.tensor_type
+            if o.type.HasField("tensor_type") and not tt.HasField("shape"):
+                rank = getattr(self, "output_rank", None) if o.name in _logit_names(g, self) else None
+                if rank:
+                    tt.shape.dim.add().dim_param = "batch"
+                    for _ in range(rank - 2):
+                        tt.shape.dim.add().dim_param = "steps"
+                    tt.shape.dim.add().dim_param = "classes"
         return proto
+
+
+def _logit_names(g: gs.Graph, model) -> set:
+    """The outputs that hold class scores: the head's logits and what is computed from them alone."""
+    head = getattr(model, "head", None)
+    if head is None:
+        return set()
+    names, todo = {head.output.name}, [head.output]
+    while todo:
+        t = todo.pop()
+        for n in t.outputs:
+            if n.op in ("Softmax", "LogSoftmax", "Identity", "Sigmoid"):
+                for o in n.outputs:
+                    if o.name not in names:
+                        names.add(o.name)
+                        todo.append(o)
+    return names
 
 
 def describe_leniently(proto: onnx.ModelProto, source: str) -> dict:

@@ -98,7 +98,7 @@ class Readout:
         name = head.node.name
         flow = Flow(self.graph, self.source, {}, lambda ids: f"classes of the output layer {name!r}", classes=True,
                     probe=self._probe_shapes)
-        sites = flow.run([(out, Units(lab, rank - 1))])
+        sites = flow.run([(out, Units(lab, rank - 1))], until=[logits])
         u = flow.units.get(id(logits)) if logits is not out else Units(lab, rank - 1)
         if u is None:
             raise UnsupportedModelError(f"{self.source}: output {self.output.name!r} does not carry the classes of "
@@ -108,6 +108,12 @@ class Readout:
             raise UnsupportedModelError(f"{self.source}: output {self.output.name!r} rearranges the classes of the "
                                         f"output layer {name!r}")
         head.sites = [s for s in sites if s.kind in ("shape", "param")]
+        for s in head.sites:  # the bias added right after a MatMul head is the head's bias
+            if (head.bias_node is None and s.kind == "param" and s.node.op == "Add"
+                    and head.node.outputs[0] in s.node.inputs):
+                head.bias_node, head.bias_index = s.node, s.input_index
+                head.sites = [x for x in head.sites if x is not s]
+                break
         odd = [s for s in sites if s.kind not in ("shape", "param")]
         if odd:
             s = odd[0]

@@ -52,16 +52,19 @@ class Flow:
         self.probe = probe  # names -> {name: (shape_a, shape_b)} from running the graph, or None
 
     # ---- running ----------------------------------------------------------------------------
-    def run(self, seeds: list[tuple[gs.Variable, Units]]) -> list[Site]:
+    def run(self, seeds: list[tuple[gs.Variable, Units]], until=()) -> list[Site]:
+        """Follow the units from ``seeds``; not past the tensors in ``until`` (the logits, for classes)."""
         from .optable import rule_for
 
+        stop = {id(t) for t in until}
         seeded = set()
         for t, u in seeds:
             self.units[id(t)] = u
             seeded.add(id(t))
         self.graph.toposort()
         for node in list(self.graph.nodes):
-            ins = [self.units.get(id(t)) if t is not None else None for t in node.inputs]
+            self._outer_reads(node)
+            ins = [self.units.get(id(t)) if t is not None and id(t) not in stop else None for t in node.inputs]
             if not any(u is not None for u in ins):
                 continue
             reader = self.readers.get(id(node))
@@ -83,12 +86,29 @@ class Flow:
                     self.units[id(o)] = u
         for i, t in enumerate(self.graph.outputs):
             u = self.units.get(id(t))
-            if u is not None:
+            if u is not None and id(t) not in stop:
                 self.outputs[id(t)] = u
                 if not self.classes:
                     self.sites.append(Site("widen", None, i, u.axis, self.vector(u), units=u, tensor=t,
                                            why="a graph output"))
         return self.sites
+
+    def _outer_reads(self, node) -> None:
+        """A subgraph (an ``If`` branch, a loop body) that reads units from the outer graph by name
+        reads them at full width (a recurrence a front-end runs as this node reads them itself)."""
+        if id(node) in self.readers:
+            return
+        for attr in node.attrs.values():
+            for g in (attr if isinstance(attr, list) else [attr]):
+                if not isinstance(g, gs.Graph):
+                    continue
+                for inner in g.nodes:
+                    for i, t in enumerate(inner.inputs):
+                        u = self.units.get(id(t)) if t is not None else None
+                        if u is not None:
+                            self.widen_input(inner, i, u, f"{node.op} {node.name!r} reads them inside its "
+                                                          f"{'branch' if node.op == 'If' else 'body'}")
+                    self._outer_reads(inner)
 
     def _reader(self, node, rec, ins) -> None:
         for i, u in enumerate(ins):
