@@ -22,10 +22,19 @@ from .ops.layout import to_time_major
 
 def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
     """The prepared graph, and what preparation rewrote (one line each; none: the graph computes
-    as the proto does, node for node)."""
-    work, relaxed = relax_batch(proto)
-    work, why = canonicalize(work)
-    rewrites = ([relaxed] if relaxed else []) + ([f"not canonicalized: {why}"] if why else [])
+    as the proto does, node for node). A first input declared for one row at a time is relaxed
+    when the graph then computes rows independently (checked by running it), else left as declared."""
+    relaxed_proto, relaxed = relax_batch(proto)
+    if relaxed:
+        graph, rewrites = _prepare(relaxed_proto, source)
+        if _rows_independent(graph, proto):
+            return graph, [relaxed] + rewrites
+    return _prepare(proto, source)
+
+
+def _prepare(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
+    work, why = canonicalize(proto)
+    rewrites = [f"not canonicalized: {why}"] if why else []
     inferred = onnx.shape_inference.infer_shapes(work if work is not proto else copy.deepcopy(proto), data_prop=True)
     graph = gs.import_onnx(inferred)
     rewrites += [f"{name}: layout=1 -> layout=0" for name in to_time_major(graph, recurrent_op_types())]
@@ -39,8 +48,6 @@ def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[s
         raise
     except Exception as exc:  # graphsurgeon folding is best-effort
         raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
-    if relaxed:
-        _check_rows(graph, proto, source)
     return graph, rewrites
 
 
@@ -68,16 +75,11 @@ def relax_batch(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     return out, f"input {inputs[0].name}: declared batch of 1 relaxed (the graph computes each row on its own)"
 
 
-def _check_rows(graph: gs.Graph, proto: onnx.ModelProto, source: str) -> None:
+def _rows_independent(graph: gs.Graph, proto: onnx.ModelProto) -> bool:
     from . import probe
 
     opset = {o.domain: o.version for o in proto.opset_import}
-    name = graph.outputs[0].name
     try:
-        ok = probe.rows_independent(graph, name, opset)
-    except probe.ProbeError as exc:
-        raise UnsupportedModelError(f"{source}: input {graph.inputs[0].name!r} is declared for one row at a time "
-                                    f"and the graph does not run on several: {exc}") from None
-    if not ok:
-        raise UnsupportedModelError(f"{source}: input {graph.inputs[0].name!r} is declared for one row at a time "
-                                    f"and the graph mixes rows when given several; onnxmod traces many at once")
+        return probe.rows_independent(graph, graph.outputs[0].name, opset)
+    except probe.ProbeError:
+        return False
