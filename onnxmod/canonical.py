@@ -93,13 +93,12 @@ def _restore_bodies(out: onnx.ModelProto, proto: onnx.ModelProto) -> None:
     """Subgraphs exactly as the model wrote them (the optimizer annotates their shapes and names
     their unnamed nodes like the main graph's), and the main graph's generated node names made
     distinct from any name inside them."""
-    bodies = {n.name: n for n in proto.graph.node if any(a.type in (onnx.AttributeProto.GRAPH,
-                                                                     onnx.AttributeProto.GRAPHS)
-                                                         for a in n.attribute)}
+    bodies = {(n.op_type, tuple(n.output)): n for n in proto.graph.node
+              if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)}
     for k, n in enumerate(out.graph.node):
-        if n.name in bodies:
+        if (n.op_type, tuple(n.output)) in bodies:
             del n.attribute[:]
-            n.attribute.extend(bodies[n.name].attribute)
+            n.attribute.extend(bodies[n.op_type, tuple(n.output)].attribute)
         elif not n.name or n.name == "node" or (n.name.startswith("node_") and n.name[5:].isdigit()):
             n.name = f"onnxmod_canonical/{n.op_type}_{k}"
 
