@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import UnsupportedModelError
 from .flow import Flow, Units, category
+from .quantized import stored
 
 _POST_HEAD = {"Softmax", "LogSoftmax", "Identity"}
 
@@ -63,7 +64,8 @@ class Readout:
             head = self._linear(node)
             if head is not None:
                 break
-            if category(node.op) != "layout" and node.op not in ("Identity", "Cast", "Add", "Mul", "Sub"):
+            if category(node.op) != "layout" and node.op not in ("Identity", "Cast", "Add", "Mul", "Sub",
+                                                                   "QuantizeLinear", "DequantizeLinear"):
                 raise UnsupportedModelError(
                     f"{self.source}: cannot find the output layer: {t.name!r} is produced by node {node.name!r} "
                     f"({node.op}); expected a Gemm, MatMul or MatMulInteger with constant weights, followed only "
@@ -74,13 +76,14 @@ class Readout:
         return self._follow_classes(head, logits)
 
     def _linear(self, node: gs.Node) -> Head | None:
-        if len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant) or isinstance(node.inputs[0], gs.Constant):
+        if node.op not in ("Gemm", "MatMul", "MatMulInteger") or len(node.inputs) < 2 \
+                or isinstance(node.inputs[0], gs.Constant) or stored(node, 1) is None:
             return None
-        w = np.asarray(node.inputs[1].values)
+        w = stored(node, 1).raw
         if node.op == "Gemm":
             axis = 0 if int(node.attrs.get("transB", 0)) else 1
             bias = 2 if len(node.inputs) > 2 and node.inputs[2].name else None
-            if bias and not isinstance(node.inputs[2], gs.Constant):
+            if bias and stored(node, 2) is None:
                 raise UnsupportedModelError(f"{self.source}: output layer {node.name!r} (Gemm): its bias "
                                             f"{node.inputs[2].name!r} is computed, not a constant")
             return Head(node, axis, node if bias else None, bias, node.outputs[0], int(w.shape[axis]))

@@ -29,6 +29,7 @@ from .dims import groups, literal, reshape_target
 from .engine import Widen
 from .sites import Site
 from .units import Units, aligned, compress, normalize_null
+from ..quantized import stored
 
 CATEGORY: dict[str, str] = {}
 RULES: dict = {}
@@ -723,10 +724,22 @@ def _matmul(f, node, ins):
     return _matmul_right(f, node, ub)
 
 
-def _weight(f, node, index):
-    w = f.const(node.inputs[index])
+def _weight(f, node, index, axis_of, u: Units):
+    """Record the weight site of ``node.inputs[index]`` (a constant, or integers a
+    ``DequantizeLinear`` dequantizes: sliced in their integer form, per-axis scales with them);
+    ``axis_of(ndim)``: the weight's axis that the units index."""
+    w = stored(node, index)
     if w is None:
         raise Widen(f"it reads the units through {node.inputs[index].name!r}, a weight computed at run time")
+    axis = axis_of(w.raw.ndim)
+    if w.dq is not None and u.has_null():
+        raise Widen("a removed unit's non-zero value cannot be folded into a quantized layer's bias")
+    labels = _along(u.lab, u.axis)
+    f.sites.append(Site("weight", w.node, w.index, axis, labels, null=_null_vector(u) if w.dq is None else None))
+    if w.dq is not None and w.axis() == axis:
+        for i in (1, 2):
+            if len(w.dq.inputs) > i and w.dq.inputs[i].name:
+                f.sites.append(Site("param", w.dq, i, 0, labels, units=Units(labels, 0)))
     return w
 
 
@@ -740,8 +753,7 @@ def _matmul_left(f, node, u):
     if u.axis == contracted:
         if u.rows():
             raise Widen("it reads units that differ from row to row through one weight")
-        w = _weight(f, node, 1)
-        f.sites.append(Site("weight", node, 1, max(w.ndim - 2, 0), _along(u.lab, u.axis), null=_null_vector(u)))
+        _weight(f, node, 1, lambda nd: max(nd - 2, 0), u)
         return [None]
     if u.zero_point is not None or u.lab.shape[contracted] > 1:
         raise Widen("it contracts an axis that holds units")
@@ -763,8 +775,7 @@ def _matmul_right(f, node, u):
     if u.rank >= 2 and u.axis == u.rank - 2:
         if u.rows() or u.has_null():
             raise Widen("it reads units that differ from row to row through one weight")
-        w = _weight(f, node, 0)
-        f.sites.append(Site("weight", node, 0, w.ndim - 1, _along(u.lab, u.axis)))
+        _weight(f, node, 0, lambda nd: nd - 1, u.with_(null=None))
         return [None]
     if u.rank < 2 or u.lab.shape[u.rank - 2] > 1:
         raise Widen("it contracts an axis that holds units")
@@ -790,9 +801,7 @@ def _gemm(f, node, ins):
     contracted = 0 if int(node.attrs.get("transA", 0)) else 1
     if u.axis != contracted or u.rows():
         raise Widen("it reads the units along an axis it does not contract")
-    _weight(f, node, 1)
-    axis = 1 if int(node.attrs.get("transB", 0)) else 0
-    f.sites.append(Site("weight", node, 1, axis, _along(u.lab, u.axis), null=_null_vector(u)))
+    _weight(f, node, 1, lambda nd: 1 if int(node.attrs.get("transB", 0)) else 0, u)
     return [None]
 
 
@@ -805,11 +814,14 @@ def _conv(f, node, ins):
         raise Widen("it convolves along the units' axis")
     if u.has_null():
         raise Widen("a convolution of a removed unit's non-zero value depends on the borders")
-    w = _weight(f, node, 1)
     g = int(node.attrs.get("group", 1))
     if g == 1:
-        f.sites.append(Site("weight", node, 1, 1 if node.op == "Conv" else 0, _along(u.lab, 1)))
+        _weight(f, node, 1, lambda nd: 1 if node.op == "Conv" else 0, u)
         return [None]
+    w = stored(node, 1)
+    if w is None or w.dq is not None:
+        raise Widen("a grouped convolution's kernel is computed or quantized")
+    w = w.raw
     if node.op == "Conv" and g == u.size and w.shape[0] == g:  # depthwise: each unit its own channel
         for i in (1, 2):
             if len(node.inputs) > i and node.inputs[i].name:
@@ -846,7 +858,8 @@ def _quantize(f, node, ins):
         return [Units(u.lab, u.axis, None, zp if zp is not None else "zero")]
     if u.zero_point is None:
         raise Widen("it dequantizes units that are not quantized")
-    same = (u.zero_point == "zero" and (zp is None or not np.any(f.const(zp)))) or zp is u.zero_point or (
+    zero = isinstance(u.zero_point, str)
+    same = (zero and (zp is None or not np.any(f.const(zp)))) or zp is u.zero_point or (
         zp is not None and not isinstance(u.zero_point, str) and f.const(u.zero_point) is not None
         and np.array_equal(f.const(u.zero_point), f.const(zp)))
     if not same:
