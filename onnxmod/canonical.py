@@ -79,7 +79,7 @@ def canonicalize(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
                 passes.IdentityEliminationPass()(model)
             passes.RemoveUnusedNodesPass()(model)
         if not subgraphs:  # both would rewrite what loop bodies read from outside by name
-            passes.DeduplicateInitializersPass()(model)
+            passes.DeduplicateInitializersPass(size_limit=1 << 24)(model)
             passes.CommonSubexpressionEliminationPass()(model)
             passes.RemoveUnusedNodesPass()(model)
         out = ir.serde.serialize_model(model)
