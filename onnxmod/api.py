@@ -43,10 +43,20 @@ MODES = ("auto", "rolled", "unrolled")
 
 def resolve_mode(mode: str, model: Model) -> str:
     """``auto``: rolled for one-output models and translators, unrolled for many-output models
-    (measured: rolled mode costs many-output models far more accuracy, as the paper found)."""
+    (measured: rolled mode costs many-output models far more accuracy, as the paper found), unless
+    unrolled modules cannot be built for the model (an opset before 13): then rolled, with one
+    warning line saying why."""
     if mode != "auto":
         return mode
-    return "rolled" if model.one_output or model.shape == "enc-dec" else "unrolled"
+    if model.one_output or model.shape == "enc-dec":
+        return "rolled"
+    from .unrolled import why_not_unrolled
+
+    why = why_not_unrolled(model)
+    if why:
+        warnings.warn(f"{model.source}: --mode auto uses rolled mode: {why}")
+        return "rolled"
+    return "unrolled"
 
 
 def _onnx_dtype(model: Model):
@@ -66,7 +76,10 @@ def inspect(path) -> dict:
     k = meta.get("onnxmod.kind", "model")
     if k == "model":
         try:
-            described = {**Model(proto, source=str(path)).describe(), "decompose": {"ok": True}}
+            m = Model(proto, source=str(path))
+            from .unrolled import why_not_unrolled
+
+            described = {**m.describe(), "decompose": {"ok": True, "unrolled": why_not_unrolled(m) or True}}
         except (UnsupportedModelError, InputError) as exc:  # readable, but not decomposable: say why
             described = {**describe_leniently(proto, str(path)), "decompose": {"ok": False, "why_not": str(exc)}}
         return {"kind": "model", **described, "metadata": meta}

@@ -405,7 +405,17 @@ def print_inspect(d: dict) -> None:
                   f"{op.get('hidden_size', '?')} x {op.get('directions', '?')} dir, input {op.get('input_size')}, "
                   f"rule {op.get('rule', '?')} ({attrs})")
         if d["decompose"]["ok"]:
-            print(f"  head {d['head']['op_type']} {d['head']['name']!r}")
+            front = d.get("front") or {}
+            if front:
+                ops = ", ".join(f"{n} {op}" for op, n in front.items())
+                print(f"  before the first recurrence (kept whole by every module): {ops}")
+            print(f"  head {d['head']['op_type']} {d['head']['name']!r} over {d['num_classes']:,} classes")
+            for line in d.get("rewrites") or []:
+                print(f"  rewritten: {line}")
+            for line in d.get("full_width") or []:
+                print(f"  read at full width: {line}")
+            if d["decompose"].get("unrolled") not in (None, True):
+                print(f"  rolled mode only: {d['decompose']['unrolled']}")
         else:
             print(f"  decompose would refuse it: {d['decompose']['why_not']}")
         return

@@ -98,13 +98,25 @@ def _toposort(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
                 out.append(nodes[j])
                 continue
             stack.append((j, True))
-            for x in reversed(nodes[j].input):
+            for x in reversed([*nodes[j].input, *_outer_reads(nodes[j])]):
                 k = producer.get(x)
                 if k is not None and k not in done:
                     stack.append((k, False))
 
     for i in range(len(nodes)):
         visit(i)
+    return out
+
+
+def _outer_reads(node: onnx.NodeProto) -> list[str]:
+    """The outer tensors ``node``'s subgraphs read by name (an ``If`` branch, a loop body)."""
+    out = []
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            local = {i.name for i in g.input} | {i.name for i in g.initializer} | {o for n in g.node for o in n.output}
+            for n in g.node:
+                out += [x for x in [*n.input, *_outer_reads(n)] if x and x not in local]
+            out += [o.name for o in g.output if o.name not in local]
     return out
 
 
@@ -120,6 +132,7 @@ def _share_common_nodes(nodes: list[onnx.NodeProto]) -> tuple[list[onnx.NodeProt
             if x in alias:
                 node.input[i] = alias[x]
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            _alias_inside(node, alias)  # a body reads outer tensors by name: it reads the shared ones too
             out.append(node)
             continue
         key = node.op_type.encode() + b"|" + node.domain.encode() + b"|" + "\x00".join(node.input).encode() + b"|" + \
@@ -131,6 +144,21 @@ def _share_common_nodes(nodes: list[onnx.NodeProto]) -> tuple[list[onnx.NodeProt
         seen[key] = list(node.output)
         out.append(node)
     return out, alias
+
+
+def _alias_inside(node: onnx.NodeProto, alias: dict[str, str]) -> None:
+    """Rename, inside ``node``'s subgraphs, the outer tensors it reads that were merged away."""
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            local = {i.name for i in g.input} | {i.name for i in g.initializer} | {o for n in g.node for o in n.output}
+            for n in g.node:
+                for i, x in enumerate(n.input):
+                    if x in alias and x not in local:
+                        n.input[i] = alias[x]
+                _alias_inside(n, {k: v for k, v in alias.items() if k not in local})
+            for o in g.output:
+                if o.name in alias and o.name not in local:
+                    o.name = alias[o.name]
 
 
 def _vote_head(nodes, inits, module_outputs, infos, sources):

@@ -7,7 +7,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import UnsupportedModelError, UsageError
 
-from .flow import EmbeddingFeatures, Site
+from .flow import Flow, Site, Units
 
 
 class Embedding:
@@ -162,21 +162,29 @@ class Embedding:
 
     def _feature_sites(self, node: gs.Node, d: int) -> list[Site]:
         """Where the embedding's features go: the sites that index them, each in blocks of ``d``."""
-        src = EmbeddingFeatures(node.name)
         out = node.outputs[0]
         ndim = len(out.shape) if out.shape is not None else len(self.input.shape or []) + 1
-        self._pending = {}
-        sites: list[Site] = []
-        self._follow(src, out, np.arange(d).reshape([1] * (ndim - 1) + [d]), sites)
-        self._check_concats(src, "concatenates them with another tensor")
+        what = f"features of {node.name!r}"
+        flow = Flow(self.graph, self.source, self._reader, lambda ids: what)
+        sites = flow.run([(out, Units(np.arange(d).reshape([1] * (ndim - 1) + [d]), ndim - 1))])
+
+        def refuse(s: Site, why: str):
+            where = f"node {s.node.name!r} ({s.node.op})" if s.node is not None else f"output {s.tensor.name!r}"
+            raise UnsupportedModelError(f"{self.source}: {where} consumes the {what}: {why}")
+
         for s in sites:
+            if s.kind == "widen":
+                refuse(s, f"{s.why}; only layers reading all of them can take fewer")
             if s.kind not in ("recurrent_input", "weight", "shape"):
-                self._refuse(src, s.node, f"selects or concatenates features ({s.kind}); only layers reading "
-                                          f"all of them can take fewer")
+                refuse(s, f"selects or concatenates features ({s.kind}); only layers reading all of them can "
+                          f"take fewer")
             if s.kind == "weight" and np.asarray(s.node.inputs[1].values).ndim != 2:
-                self._refuse(src, s.node, "reads them through a weight that is not 2-D")
+                refuse(s, "reads them through a weight that is not 2-D")
+            if (s.labels < 0).any():
+                refuse(s, "reads them concatenated with another tensor; only layers reading the features alone "
+                          "can take fewer")
             if s.labels.size % d or not (s.labels.reshape(-1, d) == np.arange(d)).all():
-                self._refuse(src, s.node, "reads the features in an order other than whole blocks of the embedding")
+                refuse(s, "reads the features in an order other than whole blocks of the embedding")
         if not any(s.kind != "shape" for s in sites):
             raise UnsupportedModelError(f"{self.source}: the features of embedding {node.name!r} reach no layer")
         return sites

@@ -38,8 +38,9 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
     """
 
     def __init__(self, proto: onnx.ModelProto, source: str = "<model>", _normalized: gs.Graph | None = None,
-                 _lifted: dict | None = None):
+                 _lifted: dict | None = None, _probed: dict | None = None):
         self.source = source
+        self.probed = {} if _probed is None else _probed  # what running the graph told (shared by copies)
         self.original = proto
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.opset = {o.domain: o.version for o in proto.opset_import}
@@ -71,9 +72,8 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
             self.watched = list((_lifted or ({}, []))[1])
         self.output = self._pick_output()
         self.head = self._find_head()
-        for op in self.recurrent:
-            op.sites = self._unit_sites(op)
-        self.one_output = len(self.output.shape or []) == 2
+        self._flow_units()
+        self.one_output = self.output_rank == 2
         self.shape = self._detect_shape()
 
     # ---- construction -----------------------------------------------------------------------
@@ -86,7 +86,7 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
     def fresh(self) -> "Model":
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
         m = Model(self.original, source=self.source, _normalized=self._pristine.copy(),
-                  _lifted=(self.lifted, self.watched))
+                  _lifted=(self.lifted, self.watched), _probed=self.probed)
         m._pristine, m.rewrites, m.layout_rewrites = self._pristine, self.rewrites, self.layout_rewrites
         return m
 
@@ -178,7 +178,27 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
                 "output": _tensor_desc(self.output), "num_classes": self.num_classes,
                 "parameters": self.parameter_count(),
                 "recurrences": [op.describe() for op in self.recurrent],
-                "head": {"name": self.head.node.name, "op_type": self.head.node.op}}
+                "head": {"name": self.head.node.name, "op_type": self.head.node.op},
+                "rewrites": [f"{r.rule}: {', '.join(r.nodes)}" if hasattr(r, "rule") else str(r) for r in self.rewrites]
+                + list(self.layout_rewrites),
+                "front": self.front(), "full_width": self.widened()}
+
+    def front(self) -> dict:
+        """What the model computes before its first recurrence (a CNN, an embedding): op counts.
+        Every module keeps it whole."""
+        seen, todo, ops = set(), [self.recurrent[0].x], {}
+        while todo:
+            t = todo.pop()
+            if id(t) in seen or isinstance(t, gs.Constant) or not t.inputs:
+                continue
+            seen.add(id(t))
+            node = t.inputs[0]
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            ops[node.op] = ops.get(node.op, 0) + 1
+            todo.extend(node.inputs)
+        return dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def export(self, outputs: list[gs.Variable] | None = None, metadata: dict | None = None) -> onnx.ModelProto:
         """The current graph as a checked ModelProto (shapes re-inferred, names deterministic)."""
@@ -202,7 +222,33 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
         for k, v in sorted((metadata or {}).items()):
             proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        for o in proto.graph.output:  # an output whose shape inference could not tell (computed reshapes)
+            tt = o.type.tensor_type
+            if o.type.HasField("tensor_type") and not tt.HasField("shape"):
+                rank = getattr(self, "output_rank", None) if o.name in _logit_names(g, self) else None
+                if rank:
+                    tt.shape.dim.add().dim_param = "batch"
+                    for _ in range(rank - 2):
+                        tt.shape.dim.add().dim_param = "steps"
+                    tt.shape.dim.add().dim_param = "classes"
         return proto
+
+
+def _logit_names(g: gs.Graph, model) -> set:
+    """The outputs that hold class scores: the head's logits and what is computed from them alone."""
+    head = getattr(model, "head", None)
+    if head is None:
+        return set()
+    names, todo = {head.output.name}, [head.output]
+    while todo:
+        t = todo.pop()
+        for n in t.outputs:
+            if n.op in ("Softmax", "LogSoftmax", "Identity", "Sigmoid"):
+                for o in n.outputs:
+                    if o.name not in names:
+                        names.add(o.name)
+                        todo.append(o)
+    return names
 
 
 def describe_leniently(proto: onnx.ModelProto, source: str) -> dict:

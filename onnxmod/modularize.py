@@ -20,6 +20,7 @@ from . import __version__
 from .concern import Concern
 from .graph import Model
 from .ops.base import UnitSelection
+from .quantized import stored
 
 SCORE, LOGITS = "score", "logits"
 
@@ -44,18 +45,37 @@ def channeled(values: np.ndarray, axis: int, class_indices: list[int]) -> np.nda
         dom = np.take(values, [c], axis=axis)
         rest = np.take(values, others, axis=axis).mean(axis=axis, keepdims=True) if others else np.zeros_like(dom)
         parts += [rest, dom]
-    return np.concatenate(parts, axis=axis).astype(values.dtype)
+    out = np.concatenate(parts, axis=axis)
+    if np.issubdtype(values.dtype, np.integer):  # an integer head (MatMulInteger): the mean rounded
+        info = np.iinfo(values.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(values.dtype)
 
 
 def channel_head(model: Model, class_indices: list[int], tag: str) -> None:
-    """Rewrite the head's C classes to (rest, dominant) pairs, one per class in ``class_indices``."""
+    """Rewrite the head's C classes to (rest, dominant) pairs, one per class in ``class_indices``:
+    its weight and bias, every per-class constant after it (a bias added after a ``MatMul``) and
+    every literal that sizes the class axis on the way to the output."""
     head = model.head
-    w = np.asarray(head.node.inputs[1].values)
-    head.node.inputs[1] = gs.Constant(f"{head.node.name}/W_{tag}", channeled(w, head.weight_axis, class_indices))
+    w = stored(head.node, 1)
+    w.replace(channeled(w.values, head.weight_axis, class_indices), f"{head.node.name}/W_{tag}", head.weight_axis)
     if head.bias_node is not None:
-        b = np.asarray(head.bias_node.inputs[head.bias_index].values)
-        head.bias_node.inputs[head.bias_index] = gs.Constant(f"{head.node.name}/B_{tag}",
-                                                             channeled(b, b.ndim - 1, class_indices))
+        b = stored(head.bias_node, head.bias_index)
+        b.replace(channeled(b.values, b.values.ndim - 1, class_indices), f"{head.node.name}/B_{tag}",
+                  b.values.ndim - 1)
+    zp = head.node.inputs[3] if head.node.op == "MatMulInteger" and len(head.node.inputs) > 3 else None
+    if isinstance(zp, gs.Constant) and np.asarray(zp.values).size > 1:  # per-class zero points of the weight
+        z = np.asarray(zp.values)
+        head.node.inputs[3] = gs.Constant(f"{head.node.name}/zp_{tag}", channeled(z, z.ndim - 1, class_indices))
+    for s in head.sites:
+        c = np.asarray(s.node.inputs[s.input_index].values)
+        if s.kind == "shape":
+            c = c.copy()
+            c.reshape(-1)[s.axis] = 2 * len(class_indices)
+            s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/classes_{tag}", c)
+        elif c.ndim and c.shape[s.axis] > 1:  # a per-class constant (a bias after a MatMul)
+            name = f"{head.node.name}/B_{tag}" if s.node.op == "Add" else f"{s.node.name}/classes_{tag}"
+            s.node.inputs[s.input_index] = gs.Constant(name, channeled(c, s.axis, class_indices))
 
 
 def channel(model: Model, class_index: int) -> tuple[gs.Variable, gs.Variable]:

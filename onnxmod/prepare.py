@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import OnnxmodError, UnsupportedModelError
+from .canonical import canonicalize
 from .fold import fold_bounded
 from .ops import recurrent_op_types
 from .ops.layout import to_time_major
@@ -21,10 +22,22 @@ from .ops.layout import to_time_major
 
 def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
     """The prepared graph, and what preparation rewrote (one line each; none: the graph computes
-    as the proto does, node for node)."""
-    inferred = onnx.shape_inference.infer_shapes(copy.deepcopy(proto), data_prop=True)
+    as the proto does, node for node). A first input declared for one row at a time is relaxed
+    when the graph then computes rows independently (checked by running it), else left as declared."""
+    relaxed_proto, relaxed = relax_batch(proto)
+    if relaxed:
+        graph, rewrites = _prepare(relaxed_proto, source)
+        if _rows_independent(graph, proto):
+            return graph, [relaxed] + rewrites
+    return _prepare(proto, source)
+
+
+def _prepare(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
+    work, why = canonicalize(proto)
+    rewrites = [f"not canonicalized: {why}"] if why else []
+    inferred = onnx.shape_inference.infer_shapes(work if work is not proto else copy.deepcopy(proto), data_prop=True)
     graph = gs.import_onnx(inferred)
-    rewrites = [f"{name}: layout=1 -> layout=0" for name in to_time_major(graph, recurrent_op_types())]
+    rewrites += [f"{name}: layout=1 -> layout=0" for name in to_time_major(graph, recurrent_op_types())]
     try:
         severity, G_LOGGER.severity = G_LOGGER.severity, G_LOGGER.ERROR  # its warnings are not the user's
         try:
@@ -36,3 +49,37 @@ def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[s
     except Exception as exc:  # graphsurgeon folding is best-effort
         raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
     return graph, rewrites
+
+
+BATCH = "batch"  # the name a relaxed batch axis gets
+
+
+def relax_batch(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """A model whose first input declares a batch of 1 (``[1, ...]``, rank ≥ 2), as exporters write
+    for one-image-at-a-time pipelines, with that axis made dynamic (a copy; ``proto`` untouched) and
+    the line that says so; the graph is then checked to compute rows independently."""
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    if not inputs:
+        return proto, None
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) < 2 or not dims[0].HasField("dim_value") or dims[0].dim_value != 1:
+        return proto, None
+    out = copy.deepcopy(proto)
+    inp = next(i for i in out.graph.input if i.name == inputs[0].name)
+    inp.type.tensor_type.shape.dim[0].dim_param = BATCH
+    for o in out.graph.output:  # declared output shapes held the batch of 1 (and are not always right)
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.ClearField("shape")
+    del out.graph.value_info[:]
+    return out, f"input {inputs[0].name}: declared batch of 1 relaxed (the graph computes each row on its own)"
+
+
+def _rows_independent(graph: gs.Graph, proto: onnx.ModelProto) -> bool:
+    from . import probe
+
+    opset = {o.domain: o.version for o in proto.opset_import}
+    try:
+        return probe.rows_independent(graph, graph.outputs[0].name, opset)
+    except probe.ProbeError:
+        return False

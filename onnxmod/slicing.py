@@ -1,6 +1,7 @@
-"""Removing units physically: every recurrence sliced to the units a concern keeps, every site
-that reads them (weights, shapes, unit-selecting Gathers) rewritten, an encoder's final state
-bridged to its decoder, and (optionally) removed units' means folded into their consumers."""
+"""Removing units physically: every recurrence sliced to the units a concern keeps, every site the
+unit flow found rewritten (weights, element-wise parameters, size literals, unit-selecting
+``Gather``s, split sizes, re-widened tensors), an encoder's final state bridged to its decoder, and
+(optionally) removed units' means folded into their consumers."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -9,12 +10,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .errors import UnsupportedModelError
+from .flow.sites import Site, kept_positions, take_rows
+from .units import UnitSelection
 
 if TYPE_CHECKING:  # annotations only
     from .recurrence import Recurrence
-
-from .flow import Site
-from .units import UnitSelection
 
 
 class Slicing:
@@ -27,60 +27,199 @@ class Slicing:
         output layer reads), each ``[D*H]``) removed units are *mean-compensated*: each consumer's
         bias absorbs the unit's mean contribution, as if the unit emitted its average instead of 0.
         Without ``means`` the result is exactly the model with those units zeroed."""
+        selections = self._equal_widths(selections)
+        kept, inert = self._global_ids(selections)
         for op in self.recurrent:
             sel = selections.get(op.index)
-            if sel is None:
-                continue
-            kept_ids, inert_ids = sel.global_ids("kept"), sel.global_ids("inert")
-            if means is not None and op.index in means:
+            if sel is not None and means is not None and op.index in means:
                 self._compensate(op, sel, *means[op.index])
-            op.slice_units(sel)
-            for s in op.sites:
-                if s.kind == "state":
-                    continue  # bridged below, once every op is sliced
-                if s.kind == "concat":
-                    continue  # concatenation follows its inputs
-                if s.kind == "select":
-                    self._reselect(s, kept_ids)
-                    continue
-                pos = np.flatnonzero(np.isin(s.labels, kept_ids))
-                zero = np.isin(s.labels[pos], inert_ids)
-                if s.kind == "recurrent_input":
-                    s.recurrence.slice_input(pos, zero)
-                elif s.kind == "weight":
-                    w = np.take(np.asarray(s.node.inputs[s.input_index].values), pos, axis=s.axis)
-                    if zero.any():
-                        idx = [slice(None)] * w.ndim
-                        idx[s.axis] = zero
-                        w[tuple(idx)] = 0
-                    s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/W_sliced", np.ascontiguousarray(w))
-                else:  # shape
-                    target = np.asarray(s.node.inputs[1].values).copy()
-                    target[s.axis] = pos.size
-                    s.node.inputs[1] = gs.Constant(f"{s.node.name}/shape", target)
+        for op in self.recurrent:
+            if selections.get(op.index) is not None:
+                op.slice_units(selections[op.index])
+        for s in self.sites:
+            if s.kind != "state":
+                self._rewrite_site(s, kept, inert)
         for op in self.recurrent:
             for s in op.sites:
-                if s.kind == "state":
+                if s.kind == "state" and self.recurrence_of(int(s.labels[0])) is op:
                     dst = s.recurrence
                     self._bridge(op, selections.get(op.index), dst, selections.get(dst.index), s)
 
+    # ---- which units stay ---------------------------------------------------------------------
+    def _equal_widths(self, selections: dict) -> dict:
+        """Recurrences whose states the model stacks along a row axis keep equal widths: the narrower
+        ones are padded with inert units (all-zero weights, which output exactly 0)."""
+        out = dict(selections)
+        for group in getattr(self, "width_groups", []):
+            ops = sorted({i for i, _ in group if i is not None})
+            sels = {i: out.get(i) for i in ops}
+            widths = {i: (s.width if s is not None else self.recurrent[i].hidden_size) for i, s in sels.items()}
+            W = max(widths.values())
+            for i, s in sels.items():
+                if widths[i] < W:
+                    op = self.recurrent[i]
+                    keep = [np.setdiff1d(k, z) for k, z in zip(s.kept, s.inert)]
+                    out[i] = UnitSelection.from_keep(op.hidden_size, keep, width=W)
+        return out
+
+    def _global_ids(self, selections: dict) -> tuple[np.ndarray, np.ndarray]:
+        kept, inert = [], []
+        for op in self.recurrent:
+            off, sel = self.unit_offsets[op.index], selections.get(op.index)
+            if sel is None:
+                kept.append(off + np.arange(op.units))
+            else:
+                kept.append(off + sel.global_ids("kept"))
+                inert.append(off + sel.global_ids("inert"))
+        cat = lambda a: np.concatenate(a) if a else np.zeros(0, dtype=np.int64)  # noqa: E731
+        return cat(kept), cat(inert)
+
+    # ---- one site -----------------------------------------------------------------------------
+    def _rewrite_site(self, s: Site, kept: np.ndarray, inert: np.ndarray) -> None:
+        if s.kind == "select":
+            return self._reselect(s, kept)
+        if s.kind == "widen":
+            return self._widen(s, kept)
+        if s.kind == "param":
+            c = np.asarray(s.node.inputs[s.input_index].values)
+            offset = s.units.rank - c.ndim if s.units.rank >= c.ndim else 0
+            new = take_rows(c, s.units, offset, kept)
+            s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/param_{s.input_index}_sliced", new)
+            return None
+        pos = kept_positions(s.labels, kept)
+        if s.kind == "recurrent_input":
+            zero = np.isin(s.labels[pos], inert)
+            self._fold_null(s, pos)
+            s.recurrence.slice_input(pos, zero)
+        elif s.kind == "weight":
+            self._fold_null(s, pos)
+            w = np.take(np.asarray(s.node.inputs[s.input_index].values), pos, axis=s.axis)
+            zero = np.isin(s.labels[pos], inert) if s.null is None else np.zeros(pos.size, dtype=bool)
+            if zero.any():
+                idx = [slice(None)] * w.ndim
+                idx[s.axis] = zero
+                w[tuple(idx)] = 0
+            s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/W_sliced", np.ascontiguousarray(w))
+        elif s.kind == "shape":
+            target = np.asarray(s.node.inputs[s.input_index].values).copy()
+            flat = target.reshape(-1)
+            flat[s.axis] = pos.size
+            s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/shape" if s.input_index == 1 else f"{s.node.name}/shape_{s.input_index}", target)
+        elif s.kind == "split":
+            self._resplit(s, kept)
+        return None
+
+    def _fold_null(self, s: Site, pos: np.ndarray) -> None:
+        """A removed unit that holds a non-zero constant where a linear layer reads it: its
+        contribution moves into that layer's bias (exactly what the model with the unit at 0 reads)."""
+        if s.null is None:
+            return
+        removed = np.setdiff1d(np.arange(s.labels.size), pos)
+        if removed.size == 0 or not np.any(s.null[removed]):
+            return
+        if s.kind == "recurrent_input":
+            W = s.recurrence.weights()[0].astype(np.float64)
+            self._site_bias(s, W[:, :, removed] @ s.null[removed])
+        else:
+            w = np.take(np.asarray(s.node.inputs[s.input_index].values).astype(np.float64), removed, axis=s.axis)
+            self._add_bias(s.node, np.tensordot(s.null[removed], w, axes=([0], [s.axis])))
+
+    def _resplit(self, s: Site, kept: np.ndarray) -> None:
+        bounds = np.cumsum([0] + list(s.sizes))
+        sizes = np.array([kept_positions(s.labels[a:b], kept).size for a, b in zip(bounds[:-1], bounds[1:])],
+                         dtype=np.int64)
+        if s.input_index >= 0:
+            s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/split_sliced", sizes)
+        elif self.opset.get("", self.opset.get("ai.onnx", 0)) >= 13:
+            s.node.attrs.pop("num_outputs", None)
+            s.node.attrs.pop("split", None)
+            while len(s.node.inputs) < 2:
+                s.node.inputs.append(gs.Constant(f"{s.node.name}/split_sliced", sizes))
+        else:
+            s.node.attrs["split"] = [int(x) for x in sizes]
+
+    def _widen(self, s: Site, kept: np.ndarray) -> None:
+        """Put the sliced tensor back to its full width where the flow stopped following: each
+        removed position reads a zero column, plus the removed unit's value there (its null)."""
+        u = s.units
+        t = s.tensor
+        p = f"onnxmod_widen/{t.name}/{s.node.name if s.node is not None else 'output'}"
+        rows = u.rows()
+        if rows:
+            row_axis = rows[0]
+            parts = [np.take(u.lab, [r], axis=row_axis) for r in range(u.lab.shape[row_axis])]
+            pieces = [gs.Variable(f"{p}/row{r}", dtype=t.dtype) for r in range(len(parts))]
+            self.graph.nodes.append(gs.Node("Split", f"{p}/rows", attrs={"axis": row_axis},
+                                            inputs=[t, gs.Constant(f"{p}/row_sizes",
+                                                                   np.ones(len(parts), dtype=np.int64))]
+                                            if self.opset.get("", self.opset.get("ai.onnx", 0)) >= 13 else [t],
+                                            outputs=pieces))
+            widened = [self._widen_row(piece, lab, u.axis, kept, f"{p}/r{r}") for r, (piece, lab)
+                       in enumerate(zip(pieces, parts))]
+            out = gs.Variable(f"{p}/widened", dtype=t.dtype)
+            self.graph.nodes.append(gs.Node("Concat", f"{p}/join", attrs={"axis": row_axis}, inputs=widened,
+                                            outputs=[out]))
+        else:
+            out = self._widen_row(t, u.lab, u.axis, kept, p)
+        if u.has_null():
+            v = np.moveaxis(u.null, u.axis, -1).reshape(-1, u.size)[0]
+            lab = np.moveaxis(u.lab, u.axis, -1).reshape(-1, u.size)[0]
+            gone = ~(np.isin(lab, kept) | (lab < 0))
+            add = np.where(gone, v, 0.0)
+            shape = [1] * u.rank
+            shape[u.axis] = u.size
+            if np.any(add):
+                plus = gs.Variable(f"{p}/with_null", dtype=t.dtype)
+                self.graph.nodes.append(gs.Node("Add", f"{p}/null", inputs=[out, gs.Constant(
+                    f"{p}/null_values", add.reshape(shape).astype(np.dtype(t.dtype) if t.dtype else np.float32))],
+                    outputs=[plus]))
+                out = plus
+        if s.node is None:
+            self.graph.outputs = [out if o is t else o for o in self.graph.outputs]
+            name = t.name
+            t.name = f"{name}/sliced"
+            out.name = name
+        else:
+            s.node.inputs[s.input_index] = out
+
+    def _widen_row(self, t, lab, axis: int, kept, p: str):
+        along = np.moveaxis(lab, axis, -1).reshape(-1, lab.shape[axis])[0]
+        stay = np.isin(along, kept) | (along < 0)
+        width = int(stay.sum())
+        new_pos = np.cumsum(stay) - 1
+        idx = np.where(stay, new_pos, width).astype(np.int64)
+        rank = lab.ndim
+        pads = np.zeros(2 * rank, dtype=np.int64)
+        pads[rank + axis] = 1
+        padded = gs.Variable(f"{p}/padded", dtype=t.dtype)
+        out = gs.Variable(f"{p}/full", dtype=t.dtype)
+        self.graph.nodes += [
+            gs.Node("Pad", f"{p}/pad", inputs=[t, gs.Constant(f"{p}/pads", pads)], outputs=[padded]),
+            gs.Node("Gather", f"{p}/gather", attrs={"axis": axis}, inputs=[padded, gs.Constant(f"{p}/idx", idx)],
+                    outputs=[out]),
+        ]
+        return out
+
+    # ---- compensation -------------------------------------------------------------------------
     def _compensate(self, op: Recurrence, sel: UnitSelection, mean_all: np.ndarray, mean_out: np.ndarray) -> None:
         removed = np.setdiff1d(np.arange(op.units), np.setdiff1d(sel.global_ids("kept"), sel.global_ids("inert")))
         if removed.size == 0:
             return
         op.absorb(own={int(u): float(mean_all[u]) for u in removed})
+        off = self.unit_offsets[op.index]
         for s in op.sites:
             if s.kind not in ("recurrent_input", "weight"):
                 continue
-            pos = np.flatnonzero(np.isin(s.labels, removed))
+            local = s.labels - off
+            pos = np.flatnonzero(np.isin(local, removed) & (s.labels >= off) & (s.labels < off + op.units))
             if pos.size == 0:
                 continue
             if s.kind == "recurrent_input":
                 W2 = s.recurrence.weights()[0].astype(np.float64)
-                self._site_bias(s, W2[:, :, pos] @ mean_all[s.labels[pos]])
+                self._site_bias(s, W2[:, :, pos] @ mean_all[local[pos]])
             else:
                 w = np.take(np.asarray(s.node.inputs[s.input_index].values).astype(np.float64), pos, axis=s.axis)
-                self._site_bias(s, np.tensordot(mean_out[s.labels[pos]], w, axes=([0], [s.axis])))
+                self._site_bias(s, np.tensordot(mean_out[local[pos]], w, axes=([0], [s.axis])))
 
     def _site_bias(self, s: Site, delta: np.ndarray) -> None:
         """Add ``delta`` to what a site's consumer computes: a recurrent op's input bias ``Wb``
@@ -100,9 +239,9 @@ class Slicing:
         out = node.outputs[0]
         for c in list(out.outputs):
             consts = [i for i, x in enumerate(c.inputs) if isinstance(x, gs.Constant)] if c.op == "Add" else []
-            if len(consts) == 1:
+            if len(consts) == 1 and np.asarray(c.inputs[consts[0]].values).size == delta.size:
                 b = np.asarray(c.inputs[consts[0]].values)
-                c.inputs[consts[0]] = gs.Constant(f"{c.name}/B_comp", (b + delta.reshape(b.shape[-1:])).astype(b.dtype))
+                c.inputs[consts[0]] = gs.Constant(f"{c.name}/B_comp", (b + delta.reshape(b.shape)).astype(b.dtype))
                 return
         if node.op == "Gemm" and len(node.inputs) <= 2:
             node.inputs.append(gs.Constant(f"{node.name}/C_comp", delta.astype(np.float32)))
@@ -117,7 +256,7 @@ class Slicing:
 
     def _reselect(self, s: Site, kept_ids: np.ndarray) -> None:
         """Rewrite a unit-selecting Slice/Gather as a Gather over the units that remain."""
-        kept_mask = np.isin(s.labels, kept_ids)
+        kept_mask = np.isin(s.labels, kept_ids) | (s.labels < 0)
         new_pos = np.cumsum(kept_mask) - 1  # old position -> new position (where kept)
         chosen = [int(new_pos[p]) for p in s.positions if kept_mask[p]]
         if s.squeeze:
@@ -179,4 +318,3 @@ class Slicing:
             self.graph.nodes.append(gs.Node("GatherElements", p, attrs={"axis": 2}, inputs=[padded, full],
                                             outputs=[out]))
         site.node.inputs[site.input_index] = out
-

@@ -22,12 +22,14 @@ class UnitSelection:
     inert: tuple[np.ndarray, ...]
 
     @classmethod
-    def from_keep(cls, hidden_size: int, keep: list[np.ndarray]) -> "UnitSelection":
+    def from_keep(cls, hidden_size: int, keep: list[np.ndarray], width: int | None = None) -> "UnitSelection":
+        """``keep[d]``: the units direction d keeps; every direction is padded with inert units to
+        the widest (or to ``width``: recurrences the model stacks keep equal widths)."""
         keep = [np.unique(np.asarray(k, dtype=np.int64)) for k in keep]
         for k in keep:
             if k.size and (k[0] < 0 or k[-1] >= hidden_size):
                 raise ValueError(f"unit index out of range 0..{hidden_size - 1}")
-        width = max(1, max(k.size for k in keep))
+        width = max(1, max(k.size for k in keep), width or 0)
         kept, inert = [], []
         for k in keep:
             missing = width - k.size

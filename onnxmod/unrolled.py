@@ -56,12 +56,19 @@ def _mask_outputs(m: Model, op, masks: list[np.ndarray]) -> None:
 SEMANTICS = ("output", "state")
 
 
-def apply_unrolled(m: Model, concern: Concern, semantics: str = "output") -> None:
-    """Rewrite ``m`` into the unrolled module of ``concern`` (``keep[k]`` is ``[T, U]``)."""
+def why_not_unrolled(m: Model) -> str | None:
+    """None when unrolled modules can be built for ``m``, else why not (one line)."""
     opset = m.opset.get("", m.opset.get("ai.onnx", 0))
     if opset < 13:  # the Scan cells use opset-13 forms (Unsqueeze/Split take their axes/sizes as inputs)
-        raise UnsupportedModelError(f"{m.source}: unrolled mode needs opset >= 13, the model uses opset {opset}; "
-                                    f"use --mode rolled or re-export with a newer opset")
+        return f"unrolled mode needs opset >= 13, the model uses opset {opset}"
+    return None
+
+
+def apply_unrolled(m: Model, concern: Concern, semantics: str = "output") -> None:
+    """Rewrite ``m`` into the unrolled module of ``concern`` (``keep[k]`` is ``[T, U]``)."""
+    why = why_not_unrolled(m)
+    if why:
+        raise UnsupportedModelError(f"{m.source}: {why}; use --mode rolled or re-export with a newer opset")
     sels = {}
     for op in m.recurrent:
         keep = concern.keep[op.index]

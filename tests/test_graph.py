@@ -27,7 +27,8 @@ def _run(proto_or_model, x):
 
 
 @pytest.mark.parametrize("task,name", [("math_topics", "lstm1"), ("math_topics", "lstm1_bi"),
-                                       ("brown_genre", "gru1"), ("brown_pos", "rnn_relu2")])
+                                       ("brown_genre", "gru1"), ("brown_pos", "rnn_relu2"),
+                                       ("cmu_phones", "lstm1")])  # the features repeated over time by Expand
 def test_reduced_embedding_equals_the_model_with_its_reconstructed_table(task, name):
     """Fewer features is exactly the model reading the projected table it returns: every layer that
     read the features (flattened positions included) and its bias were rewritten consistently."""
@@ -113,5 +114,5 @@ def test_features_mixed_with_another_tensor_are_refused():
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("tokens", onnx.TensorProto.INT64, [1, 5])],
                           [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 2])], inits)
     model = Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), source="mix.onnx")
-    with pytest.raises(UnsupportedModelError, match=r"mix\.onnx: node 'mix' \(Concat\) consumes the features of 'embed'"):
+    with pytest.raises(UnsupportedModelError, match=r"mix\.onnx: node 'rnn' \(RNN\) consumes the features of 'embed': reads them concatenated"):
         model.reduce_embedding(2)

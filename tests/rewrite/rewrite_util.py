@@ -111,12 +111,16 @@ def assert_exact(proto, rewritten_proto, F, batches=(1, 3), lengths=(4, 7), seed
 
 
 def refused_without_rules(proto, monkeypatch) -> str:
-    """The reason ``Model`` refuses ``proto`` when no rule runs."""
+    """What ``Model`` makes of ``proto`` when no rule runs: the reason it refuses it, or "" when the
+    unit flow follows the exporter's form as it is (the flow reads layouts by axes: many readouts
+    no longer need a rule to be decomposed; the rules still make them plainer)."""
     with monkeypatch.context() as mp:
         mp.setattr(onnxmod.graph, "normalize", lambda graph: [])
-        with pytest.raises(UnsupportedModelError) as exc:
+        try:
             Model(proto, source="pattern.onnx")
-    return str(exc.value)
+        except UnsupportedModelError as exc:
+            return str(exc)
+    return ""
 
 
 def accepted(proto) -> Model:

@@ -46,7 +46,7 @@ def bidirectional(op, readout, gather=False):
 @pytest.mark.parametrize("readout", ["sequences", "last", "state"])
 def test_direction_slices(op, readout, monkeypatch):
     reason, applied, m = check_rule(bidirectional(op, readout), F, monkeypatch, {"direction_slice"})
-    assert "several unit axes" in reason
+    assert reason == ""  # the unit flow follows the direction axis as rows; the rule makes the slices plainer
     assert len(applied) == 2
     kinds = [s.kind for s in m.recurrent[0].sites]
     assert kinds.count("select") == 2 and "weight" in kinds

@@ -1,0 +1,107 @@
+"""Canonicalizing a model before its recurrences are recognized, with a maintained optimizer.
+
+Exporters write the same computation many ways: reshape targets built at run time from ``Shape`` →
+``Gather`` → ``Unsqueeze`` → ``Concat``, one copy of a weight per unrolled step, ``Identity`` chains,
+repeated subexpressions, an ``If`` on a constant. onnxscript's optimizer (constant folding, with
+shape arithmetic folded where shapes are static, and its default rewrite rules) and onnx-ir's passes
+(equal initializers made one, common subexpressions eliminated, identities removed) turn them into
+one form; onnxmod's recognizers then read by value and meaning.
+
+Memory stays bounded: nothing is folded whose output onnxmod cannot size beforehand or that would
+exceed ``fold.FOLD_CAP`` (``should_fold``), and the optimizer's own limits cap what it evaluates.
+What it could not take (an op it does not know, a malformed subgraph) leaves the model as it was,
+and the reason is returned.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .fold import _GROWING, FOLD_CAP
+
+# onnxscript's own limits (elements): what it evaluates and what it writes back as a constant
+INPUT_LIMIT = 1 << 16
+OUTPUT_LIMIT = 1 << 20
+
+
+def _static_size(value) -> int | None:
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return None
+    n = 1
+    for d in shape:
+        if not isinstance(d, int):
+            return None
+        n *= d
+    return n
+
+
+def _should_fold(node) -> bool | None:
+    """onnxscript's folding hook: ops that can make a tensor much larger than their inputs are
+    folded only when their output's size is known and small."""
+    if node.op_type in _GROWING or node.op_type in ("ConstantOfShape", "Expand", "Tile", "Range"):
+        sizes = [_static_size(o) for o in node.outputs]
+        if any(s is None for s in sizes):
+            return False
+        if sum(sizes) * 8 > FOLD_CAP or sum(sizes) > OUTPUT_LIMIT:
+            return False
+    return None
+
+
+def canonicalize(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """The canonical form of ``proto`` (a new proto; ``proto`` is untouched), and None, or the
+    model unchanged and why the optimizer could not take it (one line).
+
+    Loop and Scan bodies are the recurrence front-ends' to read as the model wrote them: nothing is
+    folded or rewritten inside a subgraph, and the rewrite rules and identity elimination (which
+    reach into subgraphs) run only on models that have none. An ``If`` on a constant is inlined."""
+    try:
+        import onnx_ir as ir
+        import onnx_ir.passes.common as passes
+        from onnxscript import rewriter
+        from onnxscript.optimizer import fold_constants_ir
+    except ImportError as exc:  # pragma: no cover - runtime dependencies
+        return proto, f"onnxscript's optimizer is not installed ({exc})"
+    try:
+        model = ir.serde.deserialize_model(proto)
+        main = model.graph
+        subgraphs = any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+                        for node in main for a in node.attributes.values())
+
+        def should_fold(node):
+            return False if node.graph is not main else _should_fold(node)
+
+        for _ in range(2):
+            fold_constants_ir(model, onnx_shape_inference=True, input_size_limit=INPUT_LIMIT,
+                              output_size_limit=OUTPUT_LIMIT, should_fold=should_fold)
+            if not subgraphs:
+                rewriter.RewritePass(rewriter._DEFAULT_REWRITE_RULES)(model)
+                passes.IdentityEliminationPass()(model)
+            passes.RemoveUnusedNodesPass()(model)
+        if not subgraphs:  # both would rewrite what loop bodies read from outside by name
+            passes.DeduplicateInitializersPass(size_limit=1 << 24)(model)
+            passes.CommonSubexpressionEliminationPass()(model)
+            passes.RemoveUnusedNodesPass()(model)
+        out = ir.serde.serialize_model(model)
+    except Exception as exc:  # noqa: BLE001 - a third-party optimizer's failure leaves the model as written
+        return proto, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    _restore_bodies(out, proto)
+    return out, None
+
+
+def _restore_bodies(out: onnx.ModelProto, proto: onnx.ModelProto) -> None:
+    """Subgraphs exactly as the model wrote them (the optimizer annotates their shapes and names
+    their unnamed nodes like the main graph's), and the main graph's generated node names made
+    distinct from any name inside them."""
+    bodies = {(n.op_type, tuple(n.output)): n for n in proto.graph.node
+              if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)}
+    for k, n in enumerate(out.graph.node):
+        if (n.op_type, tuple(n.output)) in bodies:
+            del n.attribute[:]
+            n.attribute.extend(bodies[n.op_type, tuple(n.output)].attribute)
+        elif not n.name or n.name == "node" or (n.name.startswith("node_") and n.name[5:].isdigit()):
+            n.name = f"onnxmod_canonical/{n.op_type}_{k}"
+
+
+def initializer_count(proto: onnx.ModelProto) -> int:
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in proto.graph.initializer))
