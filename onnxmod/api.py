@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from . import evaluate as ev
+from . import labels as _labels
 from . import progress as _progress
 from . import runtime
 from . import report as rep
@@ -462,8 +463,11 @@ def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=No
 def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
               threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None,
-              evaluate: bool = True) -> dict:
+              evaluate: bool = True, labels: str = "data") -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
+
+    ``labels="model"`` takes ``y_*`` from the model's own answers on ``x_*`` (``onnxmod.labels``;
+    the data then needs only ``x_train``/``x_test``): reports give agreement with the model.
 
     ``evaluate=False`` skips scoring the model and the composition on the test split (the report's
     accuracies and δ are then None; ``evaluate`` scores the written files later).
@@ -477,7 +481,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     """
     with _files_named(model_path, data_path):
         return _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor,
-                          max_loss, evaluate)
+                          max_loss, evaluate, {"labels": labels})
 
 
 @contextlib.contextmanager
@@ -494,7 +498,8 @@ def _files_named(model_path, data_path):
 
 
 def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor, max_loss,
-               evaluate) -> dict:
+               evaluate, opts) -> dict:
+    """``opts``: issue 21's options (``labels``)."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if monitor not in MONITORS:
@@ -506,15 +511,18 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     t_start = time.perf_counter()
     if max_loss is not None and not 0 <= max_loss <= 100:
         raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
+    _labels.check_source(opts["labels"])
     model = Model.load(model_path)
     mode = resolve_mode(mode, model)
+    if model.shape == "enc-dec" and opts["labels"] == "model":
+        _labels.refuse_translator(model_path)
     if model.shape == "enc-dec":
         if max_loss is not None:
             raise UsageError(f"{model_path}: --max-loss (the size search) is not supported for encoder-decoder "
                              f"models yet: it certifies accuracy, and a translator is judged by BLEU")
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
                                      evaluate)
-    data = load_dataset_for(model, data_path)
+    data = _labels.load(model, data_path, opts["labels"], threads=threads)
     guarded = max_loss is None and config.guard is not None
     fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed, guarded)
     scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor)
@@ -552,7 +560,8 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     t_build = time.perf_counter()
     report = (_evaluate_decomposition if evaluate else _describe_decomposition)(
         model, data, concerns, modules, composed, threads)
-    report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
+    report.update({"model": str(model_path), "data": str(data_path), "labels": opts["labels"], "mode": mode,
+                   "seed": seed, "monitor": monitor,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped, "size_search": size, "recurrence_forms": info["forms"],
                    "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
@@ -748,7 +757,7 @@ def _is_translator(proto: onnx.ModelProto) -> bool:
 
 
 def evaluate(model_path, data_path, threads: int | None = None, classes=None, report=None,
-             force: bool = False) -> dict:
+             force: bool = False, labels: str = "data") -> dict:
     """Test-split scores of a model, a composition or a module (overall and per class).
 
     Classifiers report accuracy, taggers token accuracy (``metric``). A module reports its binary
@@ -759,13 +768,19 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
     ``classes``: None (a composition that covers only some classes is scored on those classes'
     test samples, said in ``classes_note``; anything else on every class), ``"all"`` (every
     class), or a list of class names/indices (only their samples). ``report``: also write the
-    result to this file, self-contained HTML (``.html``) or Markdown (``.md``)."""
+    result to this file, self-contained HTML (``.html``) or Markdown (``.md``). ``labels``:
+    ``"data"`` (``y_test``), ``"model"`` (a model's own answers: it agrees with itself) or the path
+    of the model whose answers are the labels (a composition or module against its source model):
+    the metric is then agreement with that model."""
     if report is not None:
         if Path(report).suffix.lower() not in (".html", ".htm", ".md"):
             raise UsageError(f"{report}: --report writes .html or .md files")
         check_output_file(report, force, inputs=[model_path, data_path])
     proto = load_onnx(model_path)
     k = ev.kind(proto)
+    reference = _labels.reference_model(labels, k, model_path)
+    if _is_translator(proto) and labels != "data":
+        _labels.refuse_translator(model_path)
     if _is_translator(proto):
         from . import encdec
 
@@ -782,18 +797,22 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
     covered = None
     if k == "model":
         model = Model(proto, source=str(model_path))
-        data = load_dataset_for(model, data_path, train=False)
+        data = _labels.load(model, data_path, "data" if reference is None else "model", train=False,
+                            threads=threads, runnable=None if reference is True else reference)
         C = model.num_classes
         names = model.class_names(data.class_names)
     else:
-        data = load_data(data_path, train=False, **input_spec(proto))  # float-input modules too
+        data = load_data(data_path, train=False, labels=reference is None, **input_spec(proto))  # float-input too
+        if reference is not None:
+            data = _labels.from_model(reference, data, threads)
         described = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
         C = int(max([c["class_index"] for c in described] + [int(data.y_test.max())]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
         if k != "module":
             covered = sorted({int(c["class_index"]) for c in described})
     y = data.y_test
-    metric = "token accuracy" if y.ndim == 2 else "accuracy"
+    metric = _labels.metric_words("token accuracy" if y.ndim == 2 else "accuracy",
+                                  "data" if reference is None else "model")
     with _files_named(model_path, data_path), _progress.step("evaluate"):
         if k == "module":
             score = ev.module_scores(proto, data.x_test, threads=threads)
@@ -816,7 +835,7 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
         ci = module_info(proto, str(model_path))["class_index"]
         y = np.where(y >= 0, (y == ci).astype(np.int64), -1)
         C, names = 2, ["rest", names[ci] if ci < len(names) else str(ci)]
-        metric = "binary accuracy"
+        metric = _labels.metric_words("binary accuracy", "data" if reference is None else "model")
         extra["auc"] = ev.roc_auc(score[y >= 0], y[y >= 0] == 1)
     pc = ev.per_class_accuracy(pred, y, C)
     shown_classes = range(C) if selected is None else sorted(set(selected))
@@ -827,6 +846,8 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
                         "support": int((y == i).sum())} for i in shown_classes]}
     if selected is not None:
         r["classes"] = [int(c) for c in sorted(set(selected))]
+    if reference is not None:
+        r["labels"] = "model" if reference is True else str(labels)
     if note:
         r["classes_note"] = note
     return _evaluation_report(r, report)

@@ -178,6 +178,18 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
                         "`onnxmod evaluate` scores the written files later)")
 
 
+def _your_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your data")
+    g.add_argument("--labels", choices=("data", "model"), default="data",
+                   help="model: y_* are the model's own answers on x_* (the data then needs only x_train, x_test); "
+                        "scores are agreement with the model")
+
+
+def _your_data_options(args) -> dict:
+    """The API keywords of ``_your_data_args``."""
+    return {"labels": args.labels}
+
+
 # --- subcommands --------------------------------------------------------------------------------
 
 @register
@@ -221,6 +233,7 @@ class Decompose(Command):
         p.add_argument("model", metavar="MODEL", help="the trained recurrent model (.onnx)")
         p.add_argument("--data", required=True, metavar="NPZ",
                        help=".npz with x_train, y_train, x_test, y_test (see the README's data contract)")
+        _your_data_args(p)
         output_args(p, "output directory (must not exist unless --force)", directory=True)
         _concern_args(p)
         runtime_args(p)
@@ -234,7 +247,8 @@ class Decompose(Command):
                             sampling=SamplingConfig(args.positives, args.negatives, args.max_sequences, args.seed))
         r = api.decompose(args.model, args.data, args.out, mode=args.mode, seed=args.seed, config=cfg,
                           force=args.force, progress=_progress.on(), threads=args.threads,
-                          monitor=args.monitor, max_loss=args.max_loss, evaluate=args.evaluate)
+                          monitor=args.monitor, max_loss=args.max_loss, evaluate=args.evaluate,
+                          **_your_data_options(args))
         log.info("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items()))
         if args.json:
             print(rep.dumps(r), end="")
@@ -337,6 +351,9 @@ class Evaluate(Command):
                             "default for a composition: the classes it covers)")
         g.add_argument("--all-classes", action="store_true",
                        help="score a subset composition on every class's samples")
+        g.add_argument("--labels", default="data", metavar="data|model|MODEL.onnx",
+                       help="the labels: the data's y_test; model: the evaluated model's own answers; or the "
+                            "answers of MODEL.onnx (a composition against its source model): agreement, not accuracy")
         g = p.add_argument_group("output")
         g.add_argument("--report", default=None, metavar="FILE",
                        help="also write a report: FILE.html (self-contained, plots with the [report] extra) "
@@ -351,7 +368,7 @@ class Evaluate(Command):
         classes = "all" if args.all_classes else (
             None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()])
         r = api.evaluate(args.model, args.data, threads=args.threads, classes=classes, report=args.report,
-                         force=args.force)
+                         force=args.force, labels=args.labels)
         if args.json:
             print(json.dumps(r, indent=2))
         else:

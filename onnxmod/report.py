@@ -31,11 +31,17 @@ def metric_name(report: dict) -> str:
     """The metric a report's per-class numbers are in."""
     if report.get("shape") == "enc-dec":
         return "BLEU"
-    return "token accuracy %" if report.get("shape") in MANY_OUTPUT else "accuracy %"
+    name = "token accuracy %" if report.get("shape") in MANY_OUTPUT else "accuracy %"
+    return name.replace("accuracy", "agreement with the model") if report.get("labels") == "model" else name
 
 
 def _short(report: dict) -> str:
-    return {"BLEU": "BLEU", "token accuracy %": "tok-acc%", "accuracy %": "acc%"}[metric_name(report)]
+    return {"BLEU": "BLEU", "token accuracy %": "tok-acc%", "accuracy %": "acc%",
+            "token agreement with the model %": "tok-agree%", "agreement with the model %": "agree%"}[
+        metric_name(report)]
+
+
+FIDELITY = "the labels are the model's own answers (--labels model), so the model scores 100 %"
 
 
 def per_class_rows(report: dict) -> tuple[list[str], list[list[str]], list[str]]:
@@ -75,6 +81,8 @@ def caption(report: dict) -> str:
             s += (f"; teacher-forced next-token accuracy: model {_pct(report['monolithic_accuracy'])} %, "
                   f"composed {_pct(report['composed_accuracy'])} %")
         return s
+    if report.get("labels") == "model":
+        return f"{metric_name(report)} per class (test split; {FIDELITY})"
     if report.get("shape") in MANY_OUTPUT:
         return "token accuracy % per class (labelled output steps of the test split; padding never counts)"
     return "accuracy % per class (test split)"
@@ -88,7 +96,8 @@ def guard_sentences(report: dict) -> list[str]:
         return [] if g is not None else ["No guard (--no-guard): the reference removal cap was applied as is."]
     if s.get("kind") == "guard":
         translator = "heldout_model_bleu" in s
-        unit = "BLEU" if translator else "points of accuracy"
+        unit = "BLEU" if translator else (
+            "points of agreement with the model" if report.get("labels") == "model" else "points of accuracy")
         base = s.get("heldout_model_bleu") if translator else s.get("heldout_model_accuracy")
         fmt = (lambda v: f"{v:.2f}") if translator else (lambda v: f"{100 * v:.2f} %")
         tried = "; ".join(
