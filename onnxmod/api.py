@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from . import evaluate as ev
+from . import classes as _classes
 from . import labels as _labels
 from . import progress as _progress
 from . import runtime
@@ -26,6 +27,7 @@ from .compose import compose as compose_protos
 from .compose import module_info
 from .compose import replace as replace_in
 import dataclasses
+import logging
 
 from .concern import ConcernConfig, score_units
 from .errors import InputError, UnsupportedModelError, UsageError
@@ -40,6 +42,7 @@ from .sampling import (held_out, observations_many_output, observations_one_outp
 from .trace import final_step, gate_activations, run_trace
 
 MODES = ("auto", "rolled", "unrolled")
+_log = logging.getLogger("onnxmod")
 
 
 def resolve_mode(mode: str, model: Model) -> str:
@@ -152,11 +155,13 @@ def _gates(model: Model, tr, mode: str, one_output: bool) -> list[np.ndarray]:
 
 
 def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernConfig, progress=None,
-                      threads: int | None = None, monitor: str = "hidden"):
+                      threads: int | None = None, monitor: str = "hidden", classes=None):
     """Sample, trace once, and identify every class's concern. Returns (concerns, info).
 
     ``monitor='gates'`` decides LSTM/GRU units on their gate activations (rebuilt exactly from the
-    traced X and Y) instead of on h.
+    traced X and Y) instead of on h. ``classes``: the class indices to identify (default: every
+    class with training samples); negatives come from every class present either way. The cost
+    is linear in the classes present (``sampling``), not in the head's width.
     """
     gates = monitor == "gates"
     C = model.num_classes
@@ -164,10 +169,14 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
     cfg = config.sampling
     rules = [op.rule for op in model.recurrent]
     t0 = time.perf_counter()
+    empty = (np.empty(0, np.int64), np.empty(0, np.int64))
     if model.one_output:
         per_class = trace_rows_one_output(data.y_train, C, cfg)
-        rows = np.unique(np.concatenate(list(per_class.values())))
-        position = {int(r): i for i, r in enumerate(rows)}
+        wanted = sorted(per_class) if classes is None else [c for c in classes if c in per_class]
+        obs_rows = observations_one_output(per_class, cfg, wanted)
+        rows = np.unique(np.concatenate([a for pn in obs_rows.values() for a in pn] or [np.empty(0, np.int64)]))
+        _log.info("tracing %s training rows (%s classes to identify, %s present)", f"{len(rows):,}",
+                  f"{len(wanted):,}", f"{len(per_class):,}")
         tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
         forms = verify_forms(model, data.x_train[rows], threads)
         means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
@@ -179,15 +188,18 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
             hidden = [_final(h, op, n)[:, None] if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
                       for h, op, n in zip(tr.hidden, model.recurrent, tr.lengths)]
         T = hidden[0].shape[1]
-        obs = {c: tuple(np.array([position[int(r)] for r in a], dtype=np.int64) for a in pn)
-               for c, pn in observations_one_output(per_class, cfg).items()}
+        obs = {c: tuple(np.searchsorted(rows, a).astype(np.int64) for a in pn) for c, pn in obs_rows.items()}
 
         def observations(c, t):
-            p, n = obs[c]
+            p, n = obs.get(c, empty)
             return p * T + (t or 0), n * T + (t or 0)
     else:
         rows = trace_rows_many_output(data.y_train, cfg)
         y = data.y_train[rows]
+        present = sorted(np.unique(y[y >= 0]).tolist())
+        wanted = present if classes is None else [c for c in classes if c in set(present)]
+        _log.info("tracing %s training sequences (%s classes to identify, %s present)", f"{len(rows):,}",
+                  f"{len(wanted):,}", f"{len(present):,}")
         tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
         forms = verify_forms(model, data.x_train[rows], threads)
         valid = y >= 0
@@ -202,15 +214,17 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
 
         def observations(c, t):
             if t not in cache:
-                cache[t] = observations_many_output(y, C, cfg, step=t)
-            return cache[t][c]
+                cache[t] = observations_many_output(y, C, cfg, step=t, classes=wanted)
+            return cache[t].get(c, empty)
     t1 = time.perf_counter()
-    scores = score_units(hidden, rules, names, config, mode, observations)
+    _log.info("scoring %s units of %s layers for %s classes", f"{sum(h.shape[-1] for h in hidden):,}",
+              len(hidden), f"{len(wanted):,}")
+    scores = score_units(hidden, rules, names, config, mode, observations, classes=wanted)
     if model.one_output:
         class_rows = {c: np.unique(np.concatenate(pn)) for c, pn in obs.items()}
     else:
         T = y.shape[1]
-        class_rows = {c: np.unique(np.concatenate(observations(c, None)) // T) for c in range(C)}
+        class_rows = {c: np.unique(np.concatenate(observations(c, None)) // T) for c in wanted}
     tokens = _token_counts(model, data.x_train[rows], class_rows)
     t2 = time.perf_counter()
     counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
@@ -219,13 +233,14 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
                     "forms": forms}
 
 
-def _token_counts(model: Model, x: np.ndarray, class_rows: dict) -> np.ndarray | None:
-    """``[C, V]``: how often each token occurs in the traced sequences of each class's positive and
-    negative observations (what the size search prunes the vocabulary by); None without an embedding."""
+def _token_counts(model: Model, x: np.ndarray, class_rows: dict) -> dict | None:
+    """Per class identified, ``[V]``: how often each token occurs in the traced sequences of its
+    positive and negative observations (what the size search prunes the vocabulary by); None
+    without an embedding."""
     V = model.vocabulary_size()
     if V is None or not np.issubdtype(x.dtype, np.integer):
         return None
-    out = np.zeros((len(class_rows), V), dtype=np.int64)
+    out = {}
     for c, r in class_rows.items():
         t = x[r].ravel()
         out[c] = np.bincount(t[(t >= 0) & (t < V)], minlength=V)
@@ -463,11 +478,13 @@ def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=No
 def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
               threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None,
-              evaluate: bool = True, labels: str = "data") -> dict:
+              evaluate: bool = True, labels: str = "data", classes=None) -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
 
     ``labels="model"`` takes ``y_*`` from the model's own answers on ``x_*`` (``onnxmod.labels``;
     the data then needs only ``x_train``/``x_test``): reports give agreement with the model.
+    ``classes`` (names or indices, a list or ``"a,b"``) builds modules for those classes only
+    (negatives still come from every class present); they are scored on their own test samples.
 
     ``evaluate=False`` skips scoring the model and the composition on the test split (the report's
     accuracies and δ are then None; ``evaluate`` scores the written files later).
@@ -481,7 +498,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     """
     with _files_named(model_path, data_path):
         return _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor,
-                          max_loss, evaluate, {"labels": labels})
+                          max_loss, evaluate, {"labels": labels, "classes": classes})
 
 
 @contextlib.contextmanager
@@ -499,7 +516,7 @@ def _files_named(model_path, data_path):
 
 def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor, max_loss,
                evaluate, opts) -> dict:
-    """``opts``: issue 21's options (``labels``)."""
+    """``opts``: issue 21's options (``labels``, ``classes``)."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if monitor not in MONITORS:
@@ -523,15 +540,23 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
                                      evaluate)
     data = _labels.load(model, data_path, opts["labels"], threads=threads)
+    names = model.class_names(data.class_names)
+    selected = _classes.select(opts["classes"], names, model.num_classes, model_path)
     guarded = max_loss is None and config.guard is not None
     fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed, guarded)
-    scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor)
-    skipped = [scores[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
-    for name in skipped:
-        warnings.warn(f"{data.path}: class {name!r} has no training samples; no module is built for it")
+    scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor, classes=selected)
+    asked = range(model.num_classes) if selected is None else selected
+    skipped = [names[c] for c in asked if info["train_counts"][c] == 0]
+    line = _classes.skipped_line(data.path, skipped, len(asked))
+    if line:
+        warnings.warn(line)
     scores = [s for s in scores if info["train_counts"][s.class_index] > 0]
     if not scores:
         raise InputError(f"{data.path}: no class has training samples")
+    if selected is not None:  # a subset is scored on its own classes' samples, as evaluate scores a subset
+        built = [s.class_index for s in scores]
+        y_val = _classes.only(y_val, built)
+        data = dataclasses.replace(data, y_test=_classes.only(data.y_test, built))
     t_id = time.perf_counter()
     vocab = vocab_fingerprint(model, data)
     digest = model_digest(model.original)
@@ -561,7 +586,7 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     report = (_evaluate_decomposition if evaluate else _describe_decomposition)(
         model, data, concerns, modules, composed, threads)
     report.update({"model": str(model_path), "data": str(data_path), "labels": opts["labels"], "mode": mode,
-                   "seed": seed, "monitor": monitor,
+                   "seed": seed, "monitor": monitor, "classes": selected,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped, "size_search": size, "recurrence_forms": info["forms"],
                    "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
@@ -838,12 +863,15 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
         metric = _labels.metric_words("binary accuracy", "data" if reference is None else "model")
         extra["auc"] = ev.roc_auc(score[y >= 0], y[y >= 0] == 1)
     pc = ev.per_class_accuracy(pred, y, C)
+    support = np.bincount(y[(y >= 0) & (y < C)].ravel(), minlength=C)
     shown_classes = range(C) if selected is None else sorted(set(selected))
+    if selected is None and C > _classes.LIST_ALL:  # a wide head (an OCR model's characters): the classes seen
+        shown_classes = np.flatnonzero(support).tolist()
     scored = (y >= 0) if y.ndim == 1 else (y >= 0).any(axis=tuple(range(1, y.ndim)))
     r = {"model": str(model_path), "kind": k, "metric": metric, "accuracy": ev.accuracy(pred, y),
          "samples": int(scored.sum()), **extra,
          "per_class": [{"class": i, "name": names[i] if i < len(names) else str(i), "accuracy": pc[i],
-                        "support": int((y == i).sum())} for i in shown_classes]}
+                        "support": int(support[i])} for i in shown_classes]}
     if selected is not None:
         r["classes"] = [int(c) for c in sorted(set(selected))]
     if reference is not None:

@@ -183,11 +183,16 @@ def _your_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", choices=("data", "model"), default="data",
                    help="model: y_* are the model's own answers on x_* (the data then needs only x_train, x_test); "
                         "scores are agreement with the model")
+    g.add_argument("--classes", default=None, metavar="A,B,...",
+                   help="build modules only for these classes (comma-separated names or indices; negatives still "
+                        "come from every class present); scored on their own test samples")
 
 
 def _your_data_options(args) -> dict:
     """The API keywords of ``_your_data_args``."""
-    return {"labels": args.labels}
+    from .classes import parse
+
+    return {"labels": args.labels, "classes": parse(args.classes)}
 
 
 # --- subcommands --------------------------------------------------------------------------------

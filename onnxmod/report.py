@@ -81,11 +81,13 @@ def caption(report: dict) -> str:
             s += (f"; teacher-forced next-token accuracy: model {_pct(report['monolithic_accuracy'])} %, "
                   f"composed {_pct(report['composed_accuracy'])} %")
         return s
+    subset = (f"; on the test samples of the {len(report['modules'])} classes decomposed (--classes)"
+              if report.get("classes") else "")
     if report.get("labels") == "model":
-        return f"{metric_name(report)} per class (test split; {FIDELITY})"
+        return f"{metric_name(report)} per class (test split; {FIDELITY}{subset})"
     if report.get("shape") in MANY_OUTPUT:
-        return "token accuracy % per class (labelled output steps of the test split; padding never counts)"
-    return "accuracy % per class (test split)"
+        return f"token accuracy % per class (labelled output steps of the test split; padding never counts{subset})"
+    return f"accuracy % per class (test split{subset})"
 
 
 def guard_sentences(report: dict) -> list[str]:
