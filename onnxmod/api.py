@@ -18,6 +18,7 @@ import onnx
 
 from . import evaluate as ev
 from . import classes as _classes
+from . import ctc as _ctc
 from . import labels as _labels
 from . import progress as _progress
 from . import runtime
@@ -35,6 +36,7 @@ from .fuse import fuse, why_not_fusable
 from .graph import Model, count_parameters_proto, describe_leniently
 from .io import (Dataset, atomic_directory, check_output_dir, check_output_file, input_spec, load_data, load_onnx,
                  save_model_atomic, token_limit, write_bytes_atomic)
+from .metrics import StepAccuracy
 from .modularize import build_module, model_digest
 from .recurrence import verify_forms
 from .sampling import (held_out, observations_many_output, observations_one_output, trace_rows_many_output,
@@ -265,28 +267,30 @@ SEARCH_ROWS = 20000  # the size search reads up to this many validation rows: it
 GUARD_LABELS = 8000  # the guard reads sequences until this many labelled steps (many-output models)
 
 
-def _holdout(data: Dataset, seed: int, guard: bool = False) -> tuple[Dataset, np.ndarray, np.ndarray]:
+def _holdout(data: Dataset, seed: int, guard: bool = False, rows: bool = False) -> tuple:
     """The validation split: ``x_val``/``y_val`` when the data has them (at most ``GUARD_ROWS``
     seeded rows for the guard, ``SEARCH_ROWS`` for the size search),
     else a seeded 10 % (200..1500 rows) of the training split, kept out of tracing — optimistic
     when the model has fit its training data. For the guard of a many-output model, only as many
     seeded sequences as hold ``GUARD_LABELS`` labelled steps: it compares the composition with the
-    model on the same steps, and each module pass over the split costs a model pass."""
+    model on the same steps, and each module pass over the split costs a model pass.
+    ``rows=True`` also returns which split and rows the validation samples are (a CTC model's
+    reference strings follow them)."""
     if data.x_val is not None:
         n = data.y_val.shape[0]
         cap = GUARD_ROWS if guard else SEARCH_ROWS
-        rows = np.arange(n) if n <= cap else np.sort(
+        picked = np.arange(n) if n <= cap else np.sort(
             np.random.default_rng(np.random.SeedSequence([seed, 7907])).choice(n, cap, replace=False))
         if guard and data.y_val.ndim == 2:
-            order = np.random.default_rng(np.random.SeedSequence([seed, 7901])).permutation(rows)
+            order = np.random.default_rng(np.random.SeedSequence([seed, 7901])).permutation(picked)
             labelled = np.cumsum((data.y_val[order] >= 0).sum(axis=1))
-            rows = np.sort(order[:int(np.searchsorted(labelled, GUARD_LABELS)) + 1])
-        return data, data.x_val[rows], data.y_val[rows]
+            picked = np.sort(order[:int(np.searchsorted(labelled, GUARD_LABELS)) + 1])
+        return (data, data.x_val[picked], data.y_val[picked]) + ((("val", picked),) if rows else ())
     n = data.y_train.shape[0]
     k = int(min(max(200, 0.1 * n), GUARD_ROWS, n // 2))
     fit, val = held_out(n, k, seed, 7919)
     return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit]),
-            data.x_train[val], data.y_train[val])
+            data.x_train[val], data.y_train[val]) + ((("train", val),) if rows else ())
 
 
 def _build(model, concerns, vocab, digest, unrolled="output", means=None):
@@ -309,7 +313,7 @@ def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
 
 
 def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: np.ndarray,
-                z: float = LOSS_Z) -> float:
+                z: float = LOSS_Z, metric=None) -> float:
     """An upper bound (one standard error) on the accuracy a changed composition loses against
     ``reference`` on the labelled entries of ``y`` in ``rows`` (a mask like ``y``): the paired
     difference (answers turned wrong minus answers turned right) plus its standard error over n
@@ -317,8 +321,10 @@ def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: n
     sentence misreads several words), so the error is taken over sequences: sqrt(sum over
     sequences of (lost - won)^2) / n — sqrt(changed answers) / n when each sequence has one
     answer. A step that looks harmless only because gains cancel losses on a few hundred rows is
-    refused."""
-    was, now = (reference == y) & rows, (label == y) & rows
+    refused. ``metric`` says which answers are right (default: label == y; a CTC model: whole
+    decoded strings, ``y`` then its reference strings)."""
+    metric = metric or StepAccuracy()
+    was, now = metric.correct(reference, y) & rows, metric.correct(label, y) & rows
     d = (was & ~now).astype(np.int64) - (~was & now)
     per_sequence = d.reshape(d.shape[0], -1).sum(axis=1)
     n = max(int(rows.sum()), 1)
@@ -327,7 +333,7 @@ def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: n
 
 @_progress.labelled("size search")
 def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None,
-                 token_counts=None):
+                 token_counts=None, metric=None, metric_reference=None):
     """Per class, the smallest module the validation split allows (SPEC: size option).
 
     Each module has three knobs, each a ladder of steps: the fraction of every layer's units
@@ -348,7 +354,10 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     gains that were only noise: math_topics ``gru2`` passed at +0.4 on validation and lost 1.6
     points on test.) Each module is evaluated once per step tried (its log-odds cached) and the
     composition's vote is recomputed from the cache exactly as the composed graph computes it
-    (argmax of log-odds), so no composed graph is built during the search."""
+    (argmax of log-odds), so no composed graph is built during the search. ``metric`` and
+    ``metric_reference``: what the loss is measured in (``_guard``); the modules' AUCs stay per step."""
+    metric = metric or StepAccuracy()
+    ref = y_val if metric_reference is None else metric_reference
     cfg = dataclasses.replace(config, rank_all=True)
     ids = np.array([s.class_index for s in scores])
     width = model.embedding_width()
@@ -359,8 +368,10 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     search = np.zeros(len(y_val), dtype=bool)
     search[np.random.default_rng(np.random.SeedSequence([config.sampling.seed, 7933])).permutation(len(y_val))[
         :(len(y_val) + 1) // 2]] = True
-    rows_a = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]  # searched half, labelled
-    rows_b = valid & ~rows_a  # the half that certifies
+    scored = metric.scored(ref)  # the answers the loss counts (steps or samples; a CTC model: strings)
+    rows_a = scored & search[(slice(None),) + (None,) * (scored.ndim - 1)]  # searched half, scored
+    rows_b = scored & ~rows_a  # the half that certifies
+    steps_a = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]  # the modules' AUCs: per step
     cache: dict = {}
     effects = None
     if scores[0].mode == "rolled":  # units leave in the order of how little they move the class's log-odds
@@ -378,20 +389,20 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
                 c.embedding_rank = max(1, int(round(width * (1 - features))))
             proto = build_module(model, c, vocab, digest, config.unrolled, means)
             (lg,) = runtime.run_batched(runtime.session(proto, threads=threads), x_val, ["logits"], 512)
-            margin = lg[..., 1] - lg[..., 0]
-            truth = y_val[rows_a] == c.class_index
-            auc = ev.roc_auc(margin[rows_a], truth)
+            margin = metric.margin(lg)
+            truth = y_val[steps_a] == c.class_index
+            auc = ev.roc_auc(margin[steps_a], truth)
             se = None if auc is None else ev.auc_standard_error(auc, int(truth.sum()), int((~truth).sum()))
             cache[j, state] = (c, proto, margin, count_parameters_proto(proto), auc, se)
         return cache[j, state]
 
     def vote(states) -> np.ndarray:
-        return ids[np.stack([module(j, st)[2] for j, st in enumerate(states)], axis=-1).argmax(axis=-1)]
+        return metric.vote(ids, np.stack([module(j, st)[2] for j, st in enumerate(states)], axis=-1))
 
     start = (0,) * len(ladders)
     states = [start] * len(scores)
     reference = final = vote(states)
-    base = ev.accuracy(reference, y_val)
+    base = metric(reference, ref)
     trail = []
     path = [states]  # every accepted state, in order
     open_knobs = {(j, k) for j in range(len(scores)) for k, ladder in enumerate(ladders) if len(ladder) > 1}
@@ -410,8 +421,8 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
             changed = acc = bound = None
             if label is not None:
                 changed = float((label[rows_a] != reference[rows_a]).mean())
-                acc = ev.accuracy(label[search], y_val[search])
-                bound = _loss_bound(label, reference, y_val, rows_a)
+                acc = metric(label[search], ref[search] if isinstance(ref, np.ndarray) else ref.subset(search))
+                bound = _loss_bound(label, reference, ref, rows_a, metric=metric)
             ok = module_ok and bound <= max_loss
             trail.append({"class": scores[j].class_name, **_knobs(ladders, step), "module_auc": cand[4],
                           "heldout_changed": changed, "heldout_accuracy": acc, "loss_bound": bound,
@@ -426,7 +437,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     for steps in range(len(path) - 1, -1, -1):  # the half the search never saw decides: undo steps until it holds
         states = path[steps]
         final = vote(states)
-        bound = _loss_bound(final, reference, y_val, rows_b, CERTIFY_Z)
+        bound = _loss_bound(final, reference, ref, rows_b, CERTIFY_Z, metric=metric)
         certified.append({"accepted_steps_kept": steps, "loss_bound": bound, "accepted": bool(bound <= max_loss)})
         if bound <= max_loss:
             break
@@ -435,7 +446,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
     return concerns, modules, composed, {
         "kind": "size search", "heldout_rows": int(len(y_val)), "heldout_keep_all_accuracy": base,
-        "heldout_accuracy": ev.accuracy(final, y_val),
+        "heldout_accuracy": metric(final, ref), "metric": metric.name,
         "heldout_changed": float((final[valid] != reference[valid]).mean()), "modules_evaluated": len(cache),
         "chosen": [{"class": s.class_name, **_knobs(ladders, st)} for s, st in zip(scores, states)],
         "search_rows": int(search.sum()), "trail": trail, "certification": certified,
@@ -453,38 +464,66 @@ def _warn_cap0(why: str) -> None:
 
 
 @_progress.labelled("guard")
-def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None):
+def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None, metric=None, reference=None):
     """The reference removal cap, backed off (cap, cap/2, 0) while the validation accuracy of the
-    composition drops more than ``config.guard`` points below the model's."""
-    base = ev.accuracy(ev.predict(model.runnable, x_val, threads=threads), y_val)
+    composition drops more than ``config.guard`` points below the model's. ``metric(pred,
+    reference)`` is what "accuracy" means (``metrics.StepAccuracy`` against ``y_val`` by default;
+    a CTC model's ``ctc.StringAccuracy`` against its reference strings)."""
+    metric = metric or StepAccuracy()
+    reference = y_val if reference is None else reference
+    base = metric(ev.predict(model.runnable, x_val, threads=threads), reference)
     trail = []
     caps = [config.removal_cap, config.removal_cap / 2, 0.0]
     for cap in caps:
         concerns = [s.concern(config, cap) for s in scores]
         modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
         label, _ = ev.predict_composed(composed, x_val, threads=threads)
-        acc = ev.accuracy(label, y_val)
+        acc = metric(label, reference)
         ok = base - acc <= config.guard / 100 or cap == 0.0
         trail.append({"cap": cap, "heldout_accuracy": acc, "accepted": bool(base - acc <= config.guard / 100)})
         if ok:
             break
     if cap == 0.0 and config.removal_cap > 0:
-        _warn_cap0(f"the composition lost more than {config.guard} points of validation accuracy")
+        _warn_cap0(f"the composition lost more than {config.guard} points of validation {metric.name}")
     return concerns, modules, composed, {"kind": "guard", "tolerance_points": config.guard, "cap": cap,
                                          "heldout_rows": int(len(y_val)), "heldout_model_accuracy": base,
-                                         "trail": trail}
+                                         "trail": trail, "metric": metric.name}
+
+
+def _judges(model, data, blank, x_val, y_val, where, subset):
+    """What the guard and the size search judge by, and the test split's CTC reference:
+    ``(metric, reference, x_val, y_val, test reference)``. Any head but CTC: step accuracy against
+    ``y_val`` (None: the guard's default). A CTC head: string accuracy against the validation
+    rows' reference strings (``ctc.reference``); a subset of characters is judged on the strings
+    that use only its characters (step accuracy on its steps when there are none)."""
+    if blank is None:
+        return None, None, x_val, y_val, None
+    C = model.num_classes
+    test = _ctc.reference(data.path, C, blank, "test", data.y_test)
+    if y_val is None:
+        return None, None, x_val, y_val, test
+    ref = _ctc.reference(data.path, C, blank, where[0], y_val, where[1])
+    if subset is not None:
+        keep = _ctc.covered(ref, subset, ref.texts.charset if ref.texts else None)
+        if not keep.any():
+            return None, None, x_val, y_val, test
+        ref, x_val, y_val = ref.subset(keep), x_val[keep], y_val[keep]
+    return _ctc.StringAccuracy(blank), ref, x_val, y_val, test
 
 
 def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
               threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None,
-              evaluate: bool = True, labels: str = "data", classes=None) -> dict:
+              evaluate: bool = True, labels: str = "data", classes=None, ctc_blank: int | None = None) -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
 
     ``labels="model"`` takes ``y_*`` from the model's own answers on ``x_*`` (``onnxmod.labels``;
     the data then needs only ``x_train``/``x_test``): reports give agreement with the model.
     ``classes`` (names or indices, a list or ``"a,b"``) builds modules for those classes only
     (negatives still come from every class present); they are scored on their own test samples.
+    ``ctc_blank`` (default: the model's ``onnxmod.ctc_blank`` metadata): the model's head is a CTC
+    head with this blank (``onnxmod.ctc``): every module keeps the blank's logit, compositions vote
+    over it, and the guard, ``max_loss`` and the report judge greedy-decoded strings.
 
     ``evaluate=False`` skips scoring the model and the composition on the test split (the report's
     accuracies and δ are then None; ``evaluate`` scores the written files later).
@@ -498,7 +537,7 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     """
     with _files_named(model_path, data_path):
         return _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor,
-                          max_loss, evaluate, {"labels": labels, "classes": classes})
+                          max_loss, evaluate, {"labels": labels, "classes": classes, "ctc_blank": ctc_blank})
 
 
 @contextlib.contextmanager
@@ -516,7 +555,7 @@ def _files_named(model_path, data_path):
 
 def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor, max_loss,
                evaluate, opts) -> dict:
-    """``opts``: issue 21's options (``labels``, ``classes``)."""
+    """``opts``: issue 21's options (``labels``, ``classes``, ``ctc_blank``)."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if monitor not in MONITORS:
@@ -539,11 +578,14 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                              f"models yet: it certifies accuracy, and a translator is judged by BLEU")
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
                                      evaluate)
-    data = _labels.load(model, data_path, opts["labels"], threads=threads)
+    blank = model.ctc_blank = _ctc.blank_of(opts["ctc_blank"], model, model_path)
+    data = _labels.load(model, data_path, opts["labels"], threads=threads, ctc=blank is not None)
     names = model.class_names(data.class_names)
-    selected = _classes.select(opts["classes"], names, model.num_classes, model_path)
+    selected = _classes.select(opts["classes"], names, model.num_classes, model_path,
+                               exclude=() if blank is None else [blank])
     guarded = max_loss is None and config.guard is not None
-    fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed, guarded)
+    fit, x_val, y_val, where = ((data, None, None, None) if max_loss is None and not guarded
+                                else _holdout(data, seed, guarded, rows=True))
     scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor, classes=selected)
     asked = range(model.num_classes) if selected is None else selected
     skipped = [names[c] for c in asked if info["train_counts"][c] == 0]
@@ -553,8 +595,11 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     scores = [s for s in scores if info["train_counts"][s.class_index] > 0]
     if not scores:
         raise InputError(f"{data.path}: no class has training samples")
-    if selected is not None:  # a subset is scored on its own classes' samples, as evaluate scores a subset
-        built = [s.class_index for s in scores]
+    built = [s.class_index for s in scores]
+    metric, judged, x_val, y_val, ctc_test = _judges(model, data, blank, x_val, y_val, where,
+                                                     built if opts["classes"] is not None else None)
+    subset = opts["classes"] is not None  # (a CTC head's blank gets no module, and is no subset)
+    if subset:  # a subset is scored on its own classes' samples, as evaluate scores a subset
         y_val = _classes.only(y_val, built)
         data = dataclasses.replace(data, y_test=_classes.only(data.y_test, built))
     t_id = time.perf_counter()
@@ -563,14 +608,16 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     size = None
     means = info["means"] if config.compensate else None
     if max_loss is None and guarded:
-        concerns, modules, composed, size = _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means)
+        concerns, modules, composed, size = _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means,
+                                                   metric, judged)
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
     elif max_loss is None:
         concerns = [s.concern(config) for s in scores]
         modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
     else:
         concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100, x_val, y_val,
-                                                         vocab, digest, threads, means, info["token_counts"])
+                                                         vocab, digest, threads, means, info["token_counts"],
+                                                         metric, judged)
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
         size["max_loss_points"] = max_loss
         _, reference = _build(model, [s.concern(config) for s in scores], vocab, digest, config.unrolled, means)
@@ -585,8 +632,15 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     t_build = time.perf_counter()
     report = (_evaluate_decomposition if evaluate else _describe_decomposition)(
         model, data, concerns, modules, composed, threads)
+    if blank is not None:
+        report["ctc"] = {"blank": blank, **(report.pop("_ctc", None) or {})}
+        if evaluate and ctc_test is not None:
+            report["ctc"].update(_ctc.report(report.pop("_pred_model"), report.pop("_pred_composed"), ctc_test,
+                                             built if subset else None))
+    for key in ("_pred_model", "_pred_composed"):
+        report.pop(key, None)
     report.update({"model": str(model_path), "data": str(data_path), "labels": opts["labels"], "mode": mode,
-                   "seed": seed, "monitor": monitor, "classes": selected,
+                   "seed": seed, "monitor": monitor, "classes": selected if subset else None,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped, "size_search": size, "recurrence_forms": info["forms"],
                    "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
@@ -741,6 +795,8 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
                       "auc": ev.roc_auc(scores[..., j][y >= 0], y[y >= 0] == k)})
     ma, ca = ev.accuracy(mono, y), ev.accuracy(comp, y)
     report.update({"monolithic_accuracy": ma, "composed_accuracy": ca, "delta": ca - ma})
+    if getattr(model, "ctc_blank", None) is not None:  # the strings are scored from the same answers
+        report.update({"_pred_model": mono, "_pred_composed": comp})
     return report
 
 
@@ -782,7 +838,7 @@ def _is_translator(proto: onnx.ModelProto) -> bool:
 
 
 def evaluate(model_path, data_path, threads: int | None = None, classes=None, report=None,
-             force: bool = False, labels: str = "data") -> dict:
+             force: bool = False, labels: str = "data", ctc_blank: int | None = None) -> dict:
     """Test-split scores of a model, a composition or a module (overall and per class).
 
     Classifiers report accuracy, taggers token accuracy (``metric``). A module reports its binary
@@ -796,7 +852,10 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
     result to this file, self-contained HTML (``.html``) or Markdown (``.md``). ``labels``:
     ``"data"`` (``y_test``), ``"model"`` (a model's own answers: it agrees with itself) or the path
     of the model whose answers are the labels (a composition or module against its source model):
-    the metric is then agreement with that model."""
+    the metric is then agreement with that model. A CTC head (``ctc_blank``, or the file's
+    ``onnxmod.ctc_blank``): string accuracy and character error rate of the greedy decoding
+    against ``text_test`` (else against the labels' decoding), beside per-step agreement when
+    there are per-step labels (``_evaluate_ctc``)."""
     if report is not None:
         if Path(report).suffix.lower() not in (".html", ".htm", ".md"):
             raise UsageError(f"{report}: --report writes .html or .md files")
@@ -822,20 +881,30 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
     covered = None
     if k == "model":
         model = Model(proto, source=str(model_path))
+        blank = _ctc.blank_of(ctc_blank, model, model_path)
         data = _labels.load(model, data_path, "data" if reference is None else "model", train=False,
-                            threads=threads, runnable=None if reference is True else reference)
+                            threads=threads, runnable=None if reference is True else reference,
+                            ctc=blank is not None, optional=blank is not None)
         C = model.num_classes
         names = model.class_names(data.class_names)
     else:
-        data = load_data(data_path, train=False, labels=reference is None, **input_spec(proto))  # float-input too
+        blank = _ctc.blank_of_file(proto, k, ctc_blank, model_path)
+        data = load_data(data_path, train=False, labels=reference is None and blank is None,
+                         **input_spec(proto))  # float-input modules too
         if reference is not None:
-            data = _labels.from_model(reference, data, threads)
+            data = _labels.from_model(reference, data, threads, ctc=blank is not None)
         described = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
-        C = int(max([c["class_index"] for c in described] + [int(data.y_test.max())]) + 1)
+        C = int(max([c["class_index"] for c in described] + [int(data.y_test.max()) if data.y_test is not None else 0]
+                    + [blank or 0]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
         if k != "module":
-            covered = sorted({int(c["class_index"]) for c in described})
+            covered = sorted({int(c["class_index"]) for c in described} | ({blank} if blank is not None else set()))
+    if blank is not None and k != "module":
+        return _evaluate_ctc(proto, k, model_path, data, blank, C, names, covered, classes, threads, reference, report)
     y = data.y_test
+    if y is None:  # a CTC module without per-step labels
+        raise InputError(f"{data.path}: a module is scored per step: the data needs y_test, or give the model it came "
+                         f"from (--labels MODEL.onnx)")
     metric = _labels.metric_words("token accuracy" if y.ndim == 2 else "accuracy",
                                   "data" if reference is None else "model")
     with _files_named(model_path, data_path), _progress.step("evaluate"):
@@ -879,6 +948,52 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
     if note:
         r["classes_note"] = note
     return _evaluation_report(r, report)
+
+
+def _evaluate_ctc(proto, k, model_path, data, blank, C, names, covered, classes, threads, reference, report_path):
+    """``evaluate`` for a CTC model or composition: strings first (string accuracy, CER), then
+    per-step scores where the data (or ``--labels``) gives per-step labels. A composition of some
+    characters is scored on the test strings that use only them (``--all-classes``: every string)."""
+    with _files_named(model_path, data.path), _progress.step("evaluate"):
+        pred = ev.predict(proto, data.x_test, threads=threads)
+    y = data.y_test
+    texts = _ctc.Texts(data.path)
+    C = max(C, len(texts.charset or []), len(data.class_names or []))  # the head's width, which a composition lacks
+    names = data.class_names if data.class_names and len(data.class_names) == C else names
+    if not texts.has("test") and y is None:
+        raise InputError(f"{data.path}: a CTC {k} is scored on decoded strings: the data needs text_test (and "
+                         f"charset), or per-step labels (y_test, or --labels)")
+    ref = _ctc.reference(data.path, C if texts.charset is None else len(texts.charset), blank, "test", y)
+    note, keep = None, None
+    if isinstance(classes, (list, tuple)):
+        chosen = sorted({_class_id(c, names, C, model_path) for c in classes} | {blank})
+        keep = _ctc.covered(ref, chosen, texts.charset)
+        note = f"scored on the {int(keep.sum()):,} test strings that use only the characters asked for (--classes)"
+    elif classes is None and covered is not None and len(covered) < C:
+        keep = _ctc.covered(ref, covered, texts.charset)
+        note = (f"scored on the {int(keep.sum()):,} of {len(ref):,} test strings that use only the {len(covered) - 1} "
+                f"characters this composition covers; --all-classes scores every string")
+    if keep is not None:
+        ref, pred = ref.subset(keep), pred[keep]
+        y = None if y is None else y[keep]
+    got = _ctc.scores(pred, ref)
+    r = {"model": str(model_path), "kind": k, "metric": "string accuracy", "accuracy": got["string_accuracy"],
+         "samples": got["strings"], "cer": got["cer"], "ctc_blank": blank, "reference": ref.describe(),
+         "per_class": []}
+    if y is not None:
+        words = _labels.metric_words("token accuracy", "data" if reference is None else "model")
+        pc = ev.per_class_accuracy(pred, y, C)
+        support = np.bincount(y[(y >= 0) & (y < C)].ravel(), minlength=C)
+        shown = [c for c in range(C) if support[c]] if C > _classes.LIST_ALL else range(C)
+        r.update({"metric": words, "accuracy": ev.accuracy(pred, y), "string_accuracy": got["string_accuracy"],
+                  "strings": got["strings"], "samples": got["strings"],
+                  "per_class": [{"class": i, "name": names[i] if i < len(names) else str(i), "accuracy": pc[i],
+                                 "support": int(support[i])} for i in shown]})
+    if reference is not None:
+        r["labels"] = "model" if reference is True else "reference model"
+    if note:
+        r["classes_note"] = note
+    return _evaluation_report(r, report_path)
 
 
 def _class_id(c, names, C, where) -> int:

@@ -183,6 +183,10 @@ def _your_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", choices=("data", "model"), default="data",
                    help="model: y_* are the model's own answers on x_* (the data then needs only x_train, x_test); "
                         "scores are agreement with the model")
+    g.add_argument("--ctc-blank", type=int, default=None, metavar="INDEX",
+                   help="the model's head is a CTC head with this blank class (default: the model's "
+                        "onnxmod.ctc_blank metadata, if any): every module keeps the blank's logit, compositions "
+                        "vote over it, and the guard, --max-loss and the report judge greedy-decoded strings")
     g.add_argument("--classes", default=None, metavar="A,B,...",
                    help="build modules only for these classes (comma-separated names or indices; negatives still "
                         "come from every class present); scored on their own test samples")
@@ -192,7 +196,7 @@ def _your_data_options(args) -> dict:
     """The API keywords of ``_your_data_args``."""
     from .classes import parse
 
-    return {"labels": args.labels, "classes": parse(args.classes)}
+    return {"labels": args.labels, "classes": parse(args.classes), "ctc_blank": args.ctc_blank}
 
 
 # --- subcommands --------------------------------------------------------------------------------
@@ -359,6 +363,9 @@ class Evaluate(Command):
         g.add_argument("--labels", default="data", metavar="data|model|MODEL.onnx",
                        help="the labels: the data's y_test; model: the evaluated model's own answers; or the "
                             "answers of MODEL.onnx (a composition against its source model): agreement, not accuracy")
+        g.add_argument("--ctc-blank", type=int, default=None, metavar="INDEX",
+                       help="a model with a CTC head with this blank (modules and compositions remember theirs): "
+                            "scored on greedy-decoded strings (string accuracy, character error rate)")
         g = p.add_argument_group("output")
         g.add_argument("--report", default=None, metavar="FILE",
                        help="also write a report: FILE.html (self-contained, plots with the [report] extra) "
@@ -373,7 +380,7 @@ class Evaluate(Command):
         classes = "all" if args.all_classes else (
             None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()])
         r = api.evaluate(args.model, args.data, threads=args.threads, classes=classes, report=args.report,
-                         force=args.force, labels=args.labels)
+                         force=args.force, labels=args.labels, ctc_blank=args.ctc_blank)
         if args.json:
             print(json.dumps(r, indent=2))
         else:
@@ -391,6 +398,8 @@ def print_evaluation(r: dict) -> None:
     print(evaluation_summary(r))
     if r.get("classes_note"):
         print(r["classes_note"])
+    if not r["per_class"]:  # a CTC composition scored on its strings only
+        return
     bleu = "bleu" in r
     metric = "BLEU" if bleu else f"{r.get('metric', 'accuracy')} %"
     rows = [("class", "language" if bleu else "name", metric, "sentences" if bleu else "samples")]

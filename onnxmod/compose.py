@@ -2,7 +2,8 @@
 
 All modules read the same graph input; each module's dominant probability ``score[..., 1]`` is
 stacked into ``scores`` ``[..., K]`` and ``label`` is the class id of the highest one (per step for
-many-output modules). The vote compares log-odds ``logits[..., 1] - logits[..., 0]``, which rank
+many-output modules). Modules of a CTC head (``onnxmod.ctc_blank``) vote per step over the blank
+(``ctc``): ``label`` is the blank unless some module's dominant − blank log-odds is positive. The vote compares log-odds ``logits[..., 1] - logits[..., 0]``, which rank
 exactly as the probabilities do but never tie at a saturated 1.0. One graph holding K native recurrent stacks runs much faster than K sessions
 (SPEC §6). Identical initializers (e.g. an embedding table shared by modules of one model) are
 stored once.
@@ -35,6 +36,7 @@ def module_info(proto: onnx.ModelProto, where: str) -> dict:
             "max_steps": parse_index(meta["onnxmod.max_steps"]) if meta.get("onnxmod.max_steps") else None,
             "lang_token": parse_index(meta["onnxmod.lang_token"]) if meta.get("onnxmod.lang_token") else None,
             "output_vocab_sha256": meta.get("onnxmod.output_vocab_sha256", ""),
+            "ctc_blank": parse_index(meta["onnxmod.ctc_blank"]) if meta.get("onnxmod.ctc_blank") else None,
             "where": where}
 
 
@@ -43,9 +45,17 @@ def _signature_key(sig) -> tuple:
     return tuple((s["name"], s["dtype"], tuple(s["shape"][1:])) for s in sigs)  # batch size may differ
 
 
+def _blank_words(info: dict) -> str:
+    b = info["ctc_blank"]
+    return "no CTC blank (a (rest, dominant) module)" if b is None else f"CTC blank {b}"
+
+
 def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
     first = infos[0]
     for info in infos[1:]:
+        if first["ctc_blank"] != info["ctc_blank"]:  # never overridable: the votes would not line up
+            raise IncompatibleError(f"{first['where']} has {_blank_words(first)} and {info['where']} has "
+                                    f"{_blank_words(info)}; the modules of one composition vote the same way")
         a, b = first["input_signature"], info["input_signature"]
         if _signature_key(a) != _signature_key(b) and not allow_mismatch:
             raise IncompatibleError(
@@ -151,20 +161,30 @@ def _vote_head(nodes, inits, module_outputs, infos, sources):
     one = numpy_helper.from_array(np.array([1], dtype=np.int64), "onnxmod/one")
     zero = numpy_helper.from_array(np.array([0], dtype=np.int64), "onnxmod/zero")
     ids = numpy_helper.from_array(np.array([i["class_index"] for i in infos], dtype=np.int64), "onnxmod/class_ids")
+    blank = infos[0].get("ctc_blank")
+    if blank is not None:  # CTC: margins over the blank, and a first column of 0 that the blank wins ties with
+        ids = numpy_helper.from_array(np.array([blank] + [i["class_index"] for i in infos], dtype=np.int64),
+                                      "onnxmod/class_ids")
+        inits.append(numpy_helper.from_array(np.array([2], dtype=np.int64), "onnxmod/two"))
     inits = inits + [one, zero, ids]
+    against = "onnxmod/zero" if blank is None else "onnxmod/two"  # rest (logit 0), or the blank (logit 2)
     dom, margins = [], []
     for k, (s, lg) in enumerate(pairs):
         nodes.append(helper.make_node("Gather", [s, "onnxmod/one"], [f"onnxmod/dominant_{k}"], axis=-1,
                                       name=f"onnxmod/dominant_{k}"))
         nodes.append(helper.make_node("Gather", [lg, "onnxmod/one"], [f"onnxmod/dom_logit_{k}"], axis=-1,
                                       name=f"onnxmod/dom_logit_{k}"))
-        nodes.append(helper.make_node("Gather", [lg, "onnxmod/zero"], [f"onnxmod/rest_logit_{k}"], axis=-1,
+        nodes.append(helper.make_node("Gather", [lg, against], [f"onnxmod/rest_logit_{k}"], axis=-1,
                                       name=f"onnxmod/rest_logit_{k}"))
         nodes.append(helper.make_node("Sub", [f"onnxmod/dom_logit_{k}", f"onnxmod/rest_logit_{k}"],
                                       [f"onnxmod/margin_{k}"], name=f"onnxmod/margin_{k}"))
         dom.append(f"onnxmod/dominant_{k}")
         margins.append(f"onnxmod/margin_{k}")
     nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
+    if blank is not None:
+        nodes.append(helper.make_node("Sub", [margins[0], margins[0]], ["onnxmod/blank_margin"],
+                                      name="onnxmod/blank_margin"))
+        margins = ["onnxmod/blank_margin"] + margins
     nodes.append(helper.make_node("Concat", margins, ["onnxmod/margins"], axis=-1, name="onnxmod/margins"))
     nodes.append(helper.make_node("ArgMax", ["onnxmod/margins"], ["onnxmod/argmax"], axis=-1, keepdims=0,
                                   name="onnxmod/argmax"))
@@ -325,6 +345,8 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
             "onnxmod.classes": json.dumps(classes, sort_keys=True),
             "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
             "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
+    if infos[0]["ctc_blank"] is not None:
+        meta["onnxmod.ctc_blank"] = str(infos[0]["ctc_blank"])
     meta["onnxmod.modules"] = json.dumps([{p.key: p.value for p in m.metadata_props} for m in modules],
                                          sort_keys=True)
     # per module, in order: [its output name, the tensor that holds it here (shared nodes resolved)]
@@ -425,7 +447,9 @@ def replace(composed: onnx.ModelProto, new_module: onnx.ModelProto, class_name: 
     infos = [module_info(m, f"{where} module {i}") for i, m in enumerate(mods)]
     new = module_info(new_module, module_where)
     target = class_name if class_name is not None else new["class_name"]
-    hits = [i for i, info in enumerate(infos) if info["class_name"] == target or str(info["class_index"]) == str(target)]
+    # a name wins over an index (digit characters' classes are named "0".."9" at indices 1..10)
+    hits = ([i for i, info in enumerate(infos) if info["class_name"] == target]
+            or [i for i, info in enumerate(infos) if str(info["class_index"]) == str(target)])
     if not hits:
         names = ", ".join(i["class_name"] for i in infos)
         raise IncompatibleError(f"{where}: has no module of class {target!r} (it has {names})")

@@ -249,6 +249,7 @@ def check_metadata_map(meta: dict, where: str, nested: bool = False) -> None:
     integer("onnxmod.class_index", 0, MAX_CLASS_INDEX)
     integer("onnxmod.max_steps", 1, 1 << 31)
     integer("onnxmod.lang_token", 0, 1 << 31)
+    integer("onnxmod.ctc_blank", 0, MAX_CLASS_INDEX)
     if "onnxmod.input_signature" in meta:
         if not _signature_ok(_json(where, "onnxmod.input_signature", meta["onnxmod.input_signature"])):
             raise InputError(f"{where}: metadata 'onnxmod.input_signature' is malformed (expected name, dtype and "

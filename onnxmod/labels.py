@@ -102,15 +102,17 @@ def from_model(runnable, data: Dataset, threads: int | None = None, ctc: bool = 
 
 
 def load(model, data_path, labels: str = "data", train: bool = True, threads: int | None = None,
-         ctc: bool = False, runnable=None) -> Dataset:
+         ctc: bool = False, runnable=None, optional: bool = False) -> Dataset:
     """The data for ``model`` (a ``graph.Model``), its ``y_*`` from the data or from the model
-    (``runnable``: another model's proto whose answers are the labels instead)."""
+    (``runnable``: another model's proto whose answers are the labels instead). ``optional``:
+    the data's ``y_*`` may be absent (a CTC model scored on its strings)."""
     from .io import token_limit
 
     dtype = np.dtype(model.input.dtype) if model.input.dtype is not None else np.dtype(np.int64)
     data = load_data(data_path, num_classes=model.num_classes, many_output=not model.one_output,
                      input_dtype=dtype, input_shape=list(model.input.shape or []) or None,
-                     max_token=token_limit(model.original), train=train, labels=check_source(labels) == "data")
+                     max_token=token_limit(model.original), train=train,
+                     labels=check_source(labels) == "data" and not optional)
     if labels == "model":
         data = from_model(model.runnable if runnable is None else runnable, data, threads, ctc)
     return data

@@ -90,6 +90,18 @@ def caption(report: dict) -> str:
     return f"accuracy % per class (test split{subset})"
 
 
+def ctc_line(report: dict) -> str | None:
+    """A CTC head's strings in one line (greedy decoding of the test split), or None."""
+    c = report.get("ctc")
+    if not c or c.get("monolithic_string_accuracy") is None:
+        return None
+    covered = " whose text uses only the decomposed characters" if c.get("covered_only") else ""
+    return (f"string accuracy (greedy CTC decoding, blank {c['blank']}; {c['strings']:,} test strings{covered}, "
+            f"against {c['reference']}): model {_pct(c['monolithic_string_accuracy'])} %, composed "
+            f"{_pct(c['composed_string_accuracy'])} %, δ {_delta(c['delta_string_accuracy'])}; character error rate: "
+            f"model {_pct(c['monolithic_cer'])} %, composed {_pct(c['composed_cer'])} %")
+
+
 def guard_sentences(report: dict) -> list[str]:
     """What the guard or the size search decided, and why, in words."""
     s = report.get("size_search")
@@ -100,6 +112,8 @@ def guard_sentences(report: dict) -> list[str]:
         translator = "heldout_model_bleu" in s
         unit = "BLEU" if translator else (
             "points of agreement with the model" if report.get("labels") == "model" else "points of accuracy")
+        if s.get("metric") == "string accuracy":
+            unit = "points of string accuracy (greedy CTC decoding)"
         base = s.get("heldout_model_bleu") if translator else s.get("heldout_model_accuracy")
         fmt = (lambda v: f"{v:.2f}") if translator else (lambda v: f"{100 * v:.2f} %")
         tried = "; ".join(
@@ -150,6 +164,8 @@ def markdown(report: dict) -> str:
         more = [] if translator else [_pct(m.get("binary_accuracy")), "—" if m.get("auc") is None else f"{m['auc']:.4f}"]
         lines.append("| " + " | ".join(r + more) + " |")
     lines.append("| " + " | ".join(last + [""] * len(extra)) + " |")
+    if ctc_line(report):
+        lines += ["", ctc_line(report)]
     words = guard_sentences(report)
     if words:
         lines += [""] + words
@@ -179,7 +195,8 @@ def table(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     body = "\n".join("  ".join(c.rjust(w) if i != 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in rows)
-    return f"{caption(report)}\n{body}"
+    strings = ctc_line(report)
+    return f"{caption(report)}\n{body}" + (f"\n{strings}" if strings else "")
 
 
 def dumps(report: dict) -> str:
