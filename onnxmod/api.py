@@ -20,10 +20,12 @@ from . import evaluate as ev
 from . import classes as _classes
 from . import ctc as _ctc
 from . import labels as _labels
+from . import module_files as _module_files
 from . import progress as _progress
 from . import runtime
 from . import report as rep
 from .ablation import concern_by_effect, unit_effects
+from .compose import Stitcher
 from .compose import compose as compose_protos
 from .compose import module_info
 from .compose import replace as replace_in
@@ -294,8 +296,20 @@ def _holdout(data: Dataset, seed: int, guard: bool = False, rows: bool = False) 
 
 
 def _build(model, concerns, vocab, digest, unrolled="output", means=None):
-    modules = [build_module(model, c, vocab, digest, unrolled, means) for c in _progress.each(concerns, "modules")]
-    return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+    """Every concern's module and their composition, built one module at a time
+    (``compose.Stitcher``): each module is then kept only as a ``module_files.StoredModule`` (its
+    bytes when its file will be written, ``model.keep_module_files``), so building K modules of a
+    big model holds one module and the composition, not K modules."""
+    keep = getattr(model, "keep_module_files", True)
+    stitch = Stitcher()
+    modules = []
+    for c in _progress.each(concerns, "modules"):
+        proto = build_module(model, c, vocab, digest, unrolled, means)
+        modules.append(_module_files.StoredModule(proto, keep))
+        stitch.add(proto, module_info(proto, f"{c.class_name} module"), inplace=True)
+        del proto
+    _log.debug("composing %d modules", len(modules))
+    return modules, stitch.finish()
 
 
 def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
@@ -514,7 +528,8 @@ def _judges(model, data, blank, x_val, y_val, where, subset):
 def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
               threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None,
-              evaluate: bool = True, labels: str = "data", classes=None, ctc_blank: int | None = None) -> dict:
+              evaluate: bool = True, labels: str = "data", classes=None, ctc_blank: int | None = None,
+              modules: str = "auto") -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
 
     ``labels="model"`` takes ``y_*`` from the model's own answers on ``x_*`` (``onnxmod.labels``;
@@ -524,6 +539,9 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     ``ctc_blank`` (default: the model's ``onnxmod.ctc_blank`` metadata): the model's head is a CTC
     head with this blank (``onnxmod.ctc``): every module keeps the blank's logit, compositions vote
     over it, and the guard, ``max_loss`` and the report judge greedy-decoded strings.
+    ``modules``: ``standalone`` writes every module's file, ``none`` only the composition
+    (``split`` writes a module on request), ``auto`` standalone unless they would be big
+    (``onnxmod.module_files``).
 
     ``evaluate=False`` skips scoring the model and the composition on the test split (the report's
     accuracies and δ are then None; ``evaluate`` scores the written files later).
@@ -537,7 +555,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     """
     with _files_named(model_path, data_path):
         return _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor,
-                          max_loss, evaluate, {"labels": labels, "classes": classes, "ctc_blank": ctc_blank})
+                          max_loss, evaluate, {"labels": labels, "classes": classes, "ctc_blank": ctc_blank,
+                                               "modules": modules})
 
 
 @contextlib.contextmanager
@@ -555,7 +574,7 @@ def _files_named(model_path, data_path):
 
 def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor, max_loss,
                evaluate, opts) -> dict:
-    """``opts``: issue 21's options (``labels``, ``classes``, ``ctc_blank``)."""
+    """``opts``: issue 21's options (``labels``, ``classes``, ``ctc_blank``, ``modules``)."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if monitor not in MONITORS:
@@ -568,6 +587,7 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     if max_loss is not None and not 0 <= max_loss <= 100:
         raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
     _labels.check_source(opts["labels"])
+    _module_files.check(opts["modules"])
     model = Model.load(model_path)
     mode = resolve_mode(mode, model)
     if model.shape == "enc-dec" and opts["labels"] == "model":
@@ -577,7 +597,7 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
             raise UsageError(f"{model_path}: --max-loss (the size search) is not supported for encoder-decoder "
                              f"models yet: it certifies accuracy, and a translator is judged by BLEU")
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
-                                     evaluate)
+                                     evaluate, opts["modules"])
     blank = model.ctc_blank = _ctc.blank_of(opts["ctc_blank"], model, model_path)
     data = _labels.load(model, data_path, opts["labels"], threads=threads, ctc=blank is not None)
     names = model.class_names(data.class_names)
@@ -603,6 +623,10 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
         y_val = _classes.only(y_val, built)
         data = dataclasses.replace(data, y_test=_classes.only(data.y_test, built))
     t_id = time.perf_counter()
+    model.keep_module_files, line = _module_files.decide(
+        opts["modules"], _module_files.estimate(model, len(scores)), model.original.ByteSize(), len(scores), out_dir)
+    if line:
+        warnings.warn(line)
     vocab = vocab_fingerprint(model, data)
     digest = model_digest(model.original)
     size = None
@@ -647,12 +671,12 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
                          "total": time.perf_counter() - t_start}
-    _write(out, force, concerns, modules, composed, report, fused)
+    _write(out, force, concerns, modules, composed, report, fused, model.keep_module_files)
     return report
 
 
 def _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
-                          evaluate: bool = True) -> dict:
+                          evaluate: bool = True, module_files: str = "auto") -> dict:
     """Encoder-decoder models: one translator module per target language (see ``encdec``)."""
     from . import encdec
 
@@ -715,17 +739,26 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
               "traced_rows": None, "size_search": guard}
     report["timings"] = {"identify": t_id - t_start, "build": t_build - t_id,
                          "evaluate": time.perf_counter() - t_build, "total": time.perf_counter() - t_start}
-    _write(out, force, concerns, modules, composed, report)
+    standalone, line = _module_files.decide(module_files, sum(m.ByteSize() for m in modules),
+                                            model.original.ByteSize(), len(modules), out)
+    if line:
+        warnings.warn(line)
+    _write(out, force, concerns, modules, composed, report, standalone=standalone)
     return report
 
 
-def _write(out, force, concerns, modules, composed, report, fused=None) -> None:
+def _write(out, force, concerns, modules, composed, report, fused=None, standalone: bool = True) -> None:
+    """Write the decomposition atomically; ``standalone=False`` (``--modules none``) writes no
+    module files (``report.json`` then says ``file: null`` and how to split one out)."""
     names = module_file_names([(c.class_index, c.class_name) for c in concerns])
+    report["module_files"] = "standalone" if standalone else "none"
     with atomic_directory(out, force=force, inputs=(report["model"], report["data"])) as tmp:
-        (tmp / "modules").mkdir()
+        if standalone:
+            (tmp / "modules").mkdir()
         for name, proto, entry in zip(names, modules, report["modules"]):
-            entry["file"] = f"modules/{name}.onnx"
-            save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
+            entry["file"] = f"modules/{name}.onnx" if standalone else None
+            if standalone:
+                save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
         save_model_atomic(composed, tmp / "composed.onnx")
         if fused is not None:
             save_model_atomic(fused, tmp / "fused.onnx")
@@ -749,7 +782,7 @@ def _describe_decomposition(model: Model, data: Dataset, concerns, modules, comp
     model_params = model.parameter_count()
     entries = []
     for c, proto in zip(concerns, modules):
-        params = count_parameters_proto(proto)
+        params = getattr(proto, "params", None) or _module_files.parameter_count(proto)
         entries.append({"class": c.class_index, "name": c.class_name, "monolithic_accuracy": None,
                         "composed_accuracy": None, "delta": None, "params": params,
                         "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
@@ -757,7 +790,7 @@ def _describe_decomposition(model: Model, data: Dataset, concerns, modules, comp
                         **_unit_counts(model, c)})
     return {"monolithic_accuracy": None, "composed_accuracy": None, "delta": None,
             "num_classes": model.num_classes, "model_params": model_params,
-            "composed_params": count_parameters_proto(composed), "modules": entries}
+            "composed_params": _module_files.parameter_count(composed), "modules": entries}
 
 
 def _kept_units(model: Model, c) -> dict:
@@ -828,6 +861,26 @@ def replace(composed_path, module_path, out_path, class_name: str | None = None,
     save_model_atomic(out, out_path)
     return {"output": str(out_path), "replaced": class_name or module_info(new, str(module_path))["class_name"],
             "modules": ev.describe_classes(out), "parameters": count_parameters_proto(out)}
+
+
+def split(composed_path, out_path, class_name, force: bool = False) -> dict:
+    """Write the module of ``class_name`` (name or index) held in the composition ``composed_path``
+    as a standalone module file (what ``decompose --modules standalone`` would have written for it:
+    the same outputs)."""
+    from .compose import module_position, split as split_protos
+
+    check_output_file(out_path, force, inputs=[composed_path])
+    composed = load_onnx(composed_path)
+    if ev.kind(composed) not in ("composition", "fused"):
+        raise InputError(f"{composed_path}: not an onnxmod composition (it is a {ev.kind(composed)}); split reads "
+                         f"the composed.onnx a decomposition writes")
+    k = module_position(composed, class_name, str(composed_path)) if ev.kind(composed) == "composition" else 0
+    (proto,) = split_protos(composed, str(composed_path), only={k})
+    onnx.checker.check_model(proto, full_check=True)
+    save_model_atomic(proto, out_path)
+    info = module_info(proto, str(out_path))
+    return {"output": str(out_path), "class_index": info["class_index"], "class_name": info["class_name"],
+            "parameters": count_parameters_proto(proto)}
 
 
 def _is_translator(proto: onnx.ModelProto) -> bool:

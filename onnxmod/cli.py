@@ -187,6 +187,10 @@ def _your_data_args(p: argparse.ArgumentParser) -> None:
                    help="the model's head is a CTC head with this blank class (default: the model's "
                         "onnxmod.ctc_blank metadata, if any): every module keeps the blank's logit, compositions "
                         "vote over it, and the guard, --max-loss and the report judge greedy-decoded strings")
+    g.add_argument("--modules", default="auto", choices=("auto", "standalone", "none"),
+                   help="standalone: write every module's file; none: only composed.onnx (onnxmod split writes a "
+                        "module on request); auto: standalone unless the files would exceed 8x the model's size "
+                        "and 256 MB")
     g.add_argument("--classes", default=None, metavar="A,B,...",
                    help="build modules only for these classes (comma-separated names or indices; negatives still "
                         "come from every class present); scored on their own test samples")
@@ -196,7 +200,8 @@ def _your_data_options(args) -> dict:
     """The API keywords of ``_your_data_args``."""
     from .classes import parse
 
-    return {"labels": args.labels, "classes": parse(args.classes), "ctc_blank": args.ctc_blank}
+    return {"labels": args.labels, "classes": parse(args.classes), "ctc_blank": args.ctc_blank,
+            "modules": args.modules}
 
 
 # --- subcommands --------------------------------------------------------------------------------
@@ -265,7 +270,8 @@ class Decompose(Command):
             r = printable(r)
             print(rep.table(r))
             fused = "fused.onnx, " if (r.get("fused") or {}).get("file") else ""
-            print(f"wrote {escape(args.out)}/ (modules/, composed.onnx, {fused}report.json, report.md, report.html)")
+            mods = "modules/, " if r.get("module_files", "standalone") == "standalone" else ""
+            print(f"wrote {escape(args.out)}/ ({mods}composed.onnx, {fused}report.json, report.md, report.html)")
         return 0
 
 
@@ -333,6 +339,35 @@ class Replace(Command):
             r = printable(r)
             print(f"wrote {r['output']}: module of class {r['replaced']!r} replaced; "
                   f"{len(r['modules'])} modules, {r['parameters']:,} parameters")
+        return 0
+
+
+@register
+class Split(Command):
+    """Write one module of a composition as a standalone module file.
+
+    A decomposition with --modules none (the default for big models) writes only composed.onnx;
+    split writes any of its modules, with the same outputs as the standalone file."""
+
+    name = "split"
+    examples = """examples:
+  onnxmod split out/m/composed.onnx --class algebra --out out/algebra.onnx
+  onnxmod split out/ocr/composed.onnx --class 7 --out out/seven.onnx"""
+
+    def add_arguments(self, p):
+        p.add_argument("composed", metavar="COMPOSED", help="a composition (.onnx), e.g. DIR/composed.onnx")
+        p.add_argument("--class", dest="class_name", required=True, metavar="NAME",
+                       help="the module's class (name, else index)")
+        output_args(p, "the module file to write (.onnx)")
+        json_arg(p)
+
+    def run(self, args):
+        r = api.split(args.composed, args.out, args.class_name, force=args.force)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            r = printable(r)
+            print(f"wrote {r['output']}: module of class {r['class_name']!r}, {r['parameters']:,} parameters")
         return 0
 
 

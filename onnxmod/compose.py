@@ -72,11 +72,12 @@ def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
                 f"({va[:12]} vs {vb[:12]}); pass --allow-mismatch if you know they agree")
 
 
-def _prefixed(proto: onnx.ModelProto, prefix: str, own_inputs: bool = False) -> onnx.GraphProto:
+def _prefixed(proto: onnx.ModelProto, prefix: str, own_inputs: bool = False, inplace: bool = False) -> onnx.GraphProto:
     """The module's graph with every name prefixed, except its graph inputs (shared by all) —
-    unless ``own_inputs``: then the module reads ``<prefix><input>``, which the router feeds."""
-    g = onnx.compose.add_prefix(proto, prefix, rename_inputs=True, rename_outputs=True).graph
+    unless ``own_inputs``: then the module reads ``<prefix><input>``, which the router feeds.
+    ``inplace``: rename ``proto`` itself (its owner is done with it) instead of a copy."""
     back = {} if own_inputs else {prefix + i.name: i.name for i in proto.graph.input}
+    g = onnx.compose.add_prefix(proto, prefix, rename_inputs=True, rename_outputs=True, inplace=inplace).graph
 
     def rename(graph: onnx.GraphProto):
         for node in graph.node:
@@ -302,67 +303,97 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
         cl = next(i["where"] for i in infos if i["shape"] != "enc-dec")
         raise IncompatibleError(f"{tr} is a translator (encoder-decoder) module and {cl} a classifier module; "
                                 f"they cannot be composed")
-    in_vis = list(modules[0].graph.input)
-    nodes, inits, dedup = [], [], {}
-    module_outputs = []
-    translators = next(iter(kinds))
-    for k, m in enumerate(modules):
-        g = _prefixed(m, f"m{k}/", own_inputs=translators)
+    stitch = Stitcher(translators=next(iter(kinds)))
+    for m, info in zip(modules, infos):
+        stitch.add(m, info)
+    return stitch.finish(sources)
+
+
+class Stitcher:
+    """``compose`` one module at a time, so a caller that builds modules one by one (``api``:
+    67 modules of a 54 MB model) holds one module and the composition, never every module.
+
+    ``add(module, info, inplace=True)`` takes over ``module`` (its names are prefixed in place and
+    its nodes and initializers move into the composition; identical initializers are stored once);
+    ``finish()`` adds the vote (or the router), shares identical nodes, writes the metadata and
+    checks the result. The modules' own value types (each module was shape-inferred when built)
+    are carried over, so the composition needs no second inference over all of it."""
+
+    def __init__(self, translators: bool = False):
+        self.translators = translators
+        self.nodes, self.inits, self.dedup, self.value_info = [], [], {}, []
+        self.module_outputs, self.infos, self.metas = [], [], []
+        self.opsets, self.ir_version, self.in_vis = {}, 0, None
+
+    def add(self, m: onnx.ModelProto, info: dict, inplace: bool = False) -> None:
+        k = len(self.infos)
+        if self.in_vis is None:
+            self.in_vis = [onnx.ValueInfoProto.FromString(i.SerializeToString()) for i in m.graph.input]
+        self.metas.append({p.key: p.value for p in m.metadata_props})
+        for o in m.opset_import:
+            self.opsets[o.domain] = max(self.opsets.get(o.domain, 0), o.version)
+        self.ir_version = max(self.ir_version, m.ir_version)
+        g = _prefixed(m, f"m{k}/", own_inputs=self.translators, inplace=inplace)
         rename = {}
         for init in g.initializer:
             h = hashlib.sha256(init.data_type.to_bytes(4, "little") + bytes(str(list(init.dims)), "ascii")
                                + numpy_helper.to_array(init).tobytes()).hexdigest()
-            if h in dedup:
-                rename[init.name] = dedup[h]
+            if h in self.dedup:
+                rename[init.name] = self.dedup[h]
             else:
-                dedup[h] = init.name
-                inits.append(init)
+                self.dedup[h] = init.name
+                self.inits.append(init)
         for node in g.node:
             for i, n in enumerate(node.input):
                 if n in rename:
                     node.input[i] = rename[n]
-            nodes.append(node)
-        module_outputs.append({o.name[len(f"m{k}/"):]: o for o in g.output})
-    if kinds.pop():
-        nodes, inits, outputs = _route_head(nodes, inits, module_outputs, infos, in_vis, sources)
-    else:
-        nodes, inits, outputs = _vote_head(nodes, inits, module_outputs, infos, sources)
-    nodes = _toposort(nodes)  # the router feeds modules from nodes added after them
-    # once every node is in (the heads read the surviving names when two modules' nodes coincide)
-    nodes, alias = _share_common_nodes(nodes)
-    resolved = [[[name, alias.get(vi.name, vi.name)] for name, vi in outs.items()] for outs in module_outputs]
-    graph = helper.make_graph(nodes, "onnxmod_composition", in_vis, outputs, initializer=inits)
-    opsets = {}
-    for m in modules:
-        for o in m.opset_import:
-            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
-                              producer_name="onnxmod", producer_version=__version__)
-    proto.ir_version = max(m.ir_version for m in modules)
-    classes = [{"class_index": i["class_index"], "class_name": i["class_name"], "source_sha256": i["source_sha256"],
-                "mode": i["mode"]} for i in infos]
-    meta = {"onnxmod.kind": "composition", "onnxmod.version": __version__,
-            "onnxmod.classes": json.dumps(classes, sort_keys=True),
-            "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
-            "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
-    if infos[0]["ctc_blank"] is not None:
-        meta["onnxmod.ctc_blank"] = str(infos[0]["ctc_blank"])
-    meta["onnxmod.modules"] = json.dumps([{p.key: p.value for p in m.metadata_props} for m in modules],
-                                         sort_keys=True)
-    # per module, in order: [its output name, the tensor that holds it here (shared nodes resolved)]
-    meta["onnxmod.module_outputs"] = json.dumps(resolved)
-    limits = [i["max_steps"] for i in infos if i["max_steps"]]
-    if limits:
-        meta["onnxmod.max_steps"] = str(min(limits))
-    for k, v in sorted(meta.items()):
-        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    proto = onnx.shape_inference.infer_shapes(proto)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+            self.nodes.append(node)
+        self.value_info += list(g.value_info) + list(g.output)
+        self.module_outputs.append({o.name[len(f"m{k}/"):]: o for o in g.output})
+        self.infos.append(info)
+
+    def finish(self, sources: list[str] | None = None) -> onnx.ModelProto:
+        infos, module_outputs = self.infos, self.module_outputs
+        sources = sources or [i["where"] for i in infos]
+        if self.translators:
+            nodes, inits, outputs = _route_head(self.nodes, self.inits, module_outputs, infos, self.in_vis, sources)
+        else:
+            nodes, inits, outputs = _vote_head(self.nodes, self.inits, module_outputs, infos, sources)
+        nodes = _toposort(nodes)  # the router feeds modules from nodes added after them
+        # once every node is in (the heads read the surviving names when two modules' nodes coincide)
+        nodes, alias = _share_common_nodes(nodes)
+        resolved = [[[name, alias.get(vi.name, vi.name)] for name, vi in outs.items()] for outs in module_outputs]
+        produced = {o for n in nodes for o in n.output}
+        typed = [v for v in self.value_info if v.name in produced]
+        graph = helper.make_graph(nodes, "onnxmod_composition", self.in_vis, outputs, initializer=inits,
+                                  value_info=typed)
+        self.nodes = self.inits = self.value_info = None  # moved into the graph
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items())],
+                                  producer_name="onnxmod", producer_version=__version__)
+        proto.ir_version = self.ir_version
+        classes = [{"class_index": i["class_index"], "class_name": i["class_name"],
+                    "source_sha256": i["source_sha256"], "mode": i["mode"]} for i in infos]
+        meta = {"onnxmod.kind": "composition", "onnxmod.version": __version__,
+                "onnxmod.classes": json.dumps(classes, sort_keys=True),
+                "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
+                "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
+        if infos[0]["ctc_blank"] is not None:
+            meta["onnxmod.ctc_blank"] = str(infos[0]["ctc_blank"])
+        meta["onnxmod.modules"] = json.dumps(self.metas, sort_keys=True)
+        # per module, in order: [its output name, the tensor that holds it here (shared nodes resolved)]
+        meta["onnxmod.module_outputs"] = json.dumps(resolved)
+        limits = [i["max_steps"] for i in infos if i["max_steps"]]
+        if limits:
+            meta["onnxmod.max_steps"] = str(min(limits))
+        for k, v in sorted(meta.items()):
+            proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+        onnx.checker.check_model(proto, full_check=True)
+        return proto
 
 
-def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.ModelProto]:
-    """The modules a composition was built from, as standalone ModelProtos (inverse of compose)."""
+def split(composed: onnx.ModelProto, where: str = "composition", only=None) -> list[onnx.ModelProto]:
+    """The modules a composition was built from, as standalone ModelProtos (inverse of compose);
+    ``only``: the positions of the modules wanted (default: all)."""
     meta = {p.key: p.value for p in composed.metadata_props}
     if meta.get("onnxmod.kind") == "fused":
         raise IncompatibleError(f"{where}: a fused composition runs one shared trunk and holds no separable modules; "
@@ -380,6 +411,8 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
     producer = {o: n for n in g.node for o in n.output}
     order = {id(n): i for i, n in enumerate(g.node)}
     for k, mmeta in enumerate(metas):
+        if only is not None and k not in only:
+            continue
         prefix = f"m{k}/"
         pairs = outputs_of[k] if k < len(outputs_of) else []
         if not pairs:
@@ -436,6 +469,19 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
             proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=v))
         out.append(proto)
     return out
+
+
+def module_position(composed: onnx.ModelProto, class_name, where: str = "composition") -> int:
+    """The position of the module of ``class_name`` (its name first, else its index) in a composition."""
+    infos = [{"class_index": c["class_index"], "class_name": c["class_name"]}
+             for c in json.loads({p.key: p.value for p in composed.metadata_props}.get("onnxmod.classes", "[]"))]
+    target = str(class_name)
+    hits = ([i for i, info in enumerate(infos) if info["class_name"] == target]
+            or [i for i, info in enumerate(infos) if str(info["class_index"]) == target])
+    if not hits:
+        names = ", ".join(i["class_name"] for i in infos[:20]) + (", …" if len(infos) > 20 else "")
+        raise InputError(f"{where}: has no module of class {target!r} (it has {names})")
+    return hits[0]
 
 
 def replace(composed: onnx.ModelProto, new_module: onnx.ModelProto, class_name: str | None = None,
