@@ -221,9 +221,12 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
                 cache[t] = observations_many_output(y, C, cfg, step=t, classes=wanted)
             return cache[t].get(c, empty)
     t1 = time.perf_counter()
-    _log.info("scoring %s units of %s layers for %s classes", f"{sum(h.shape[-1] for h in hidden):,}",
-              len(hidden), f"{len(wanted):,}")
+    _log.info("scoring %s units of %s recurrent layer%s for %s classes", f"{sum(h.shape[-1] for h in hidden):,}",
+              len(hidden), "" if len(hidden) == 1 else "s", f"{len(wanted):,}")
     scores = score_units(hidden, rules, names, config, mode, observations, classes=wanted)
+    for sc in scores:
+        _log.debug("class %s: %s positive and %s negative observations", sc.class_name, f"{sc.positives:,}",
+                   f"{sc.negatives:,}")
     if model.one_output:
         class_rows = {c: np.unique(np.concatenate(pn)) for c, pn in obs.items()}
     else:
@@ -374,6 +377,8 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     ref = y_val if metric_reference is None else metric_reference
     cfg = dataclasses.replace(config, rank_all=True)
     ids = np.array([s.class_index for s in scores])
+    _log.info("size search: %s classes on %s validation rows (%s)", f"{len(scores):,}", f"{len(y_val):,}",
+              (metric or StepAccuracy()).name)
     width = model.embedding_width()
     no_features = model.why_not_reducible_embedding()
     ladders = (UNIT_STEPS, VOCAB_STEPS if token_counts is not None else (0.0,),
@@ -488,11 +493,16 @@ def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=No
     base = metric(ev.predict(model.runnable, x_val, threads=threads), reference)
     trail = []
     caps = [config.removal_cap, config.removal_cap / 2, 0.0]
+    _log.info("guard: the model scores %.2f %% (%s) on %s validation rows", 100 * base, metric.name,
+              f"{len(x_val):,}")
     for cap in caps:
         concerns = [s.concern(config, cap) for s in scores]
+        _log.info("guard: removal cap %g: building %s modules", cap, f"{len(concerns):,}")
         modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
         label, _ = ev.predict_composed(composed, x_val, threads=threads)
         acc = metric(label, reference)
+        _log.info("guard: removal cap %g: the composition scores %.2f %% (%s)", cap, 100 * acc,
+                  "accepted" if base - acc <= config.guard / 100 else "rejected")
         ok = base - acc <= config.guard / 100 or cap == 0.0
         trail.append({"cap": cap, "heldout_accuracy": acc, "accepted": bool(base - acc <= config.guard / 100)})
         if ok:
@@ -588,7 +598,11 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
         raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
     _labels.check_source(opts["labels"])
     _module_files.check(opts["modules"])
+    _log.info("reading %s (%s MB)", model_path, _mb(model_path))
     model = Model.load(model_path)
+    _log.info("model: %s, %s classes, %s, %s parameters", model.shape, f"{model.num_classes:,}",
+              ", ".join(f"{op.op_type} {op.name!r} ({op.directions} x {op.hidden_size} units)" for op in model.recurrent),
+              f"{model.parameter_count():,}")
     mode = resolve_mode(mode, model)
     if model.shape == "enc-dec" and opts["labels"] == "model":
         _labels.refuse_translator(model_path)
@@ -606,7 +620,11 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     guarded = max_loss is None and config.guard is not None
     fit, x_val, y_val, where = ((data, None, None, None) if max_loss is None and not guarded
                                 else _holdout(data, seed, guarded, rows=True))
+    _log.info("identifying concerns (%s mode, monitor %s) on %s training rows", mode, monitor,
+              f"{fit.x_train.shape[0]:,}")
     scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor, classes=selected)
+    _log.info("identified %s classes in %.1f s (trace %.1f s)", f"{len(scores):,}",
+              info["trace_s"] + info["identify_s"], info["trace_s"])
     asked = range(model.num_classes) if selected is None else selected
     skipped = [names[c] for c in asked if info["train_counts"][c] == 0]
     line = _classes.skipped_line(data.path, skipped, len(asked))
@@ -637,6 +655,8 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
     elif max_loss is None:
         concerns = [s.concern(config) for s in scores]
+        _log.info("building %s modules (removal cap %g) and their composition", f"{len(concerns):,}",
+                  config.removal_cap)
         modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
     else:
         concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100, x_val, y_val,
@@ -652,8 +672,14 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                           f"starts from modules that keep every unit and removes only what the validation split "
                           f"certifies within {max_loss} points")
     reason = why_not_fusable(model, concerns, compensated=means is not None)
+    if reason:
+        _log.info("no fused.onnx: %s", reason)
+    else:
+        _log.info("fusing %s modules into fused.onnx", len(concerns))
     fused = None if reason else fuse(model, concerns, vocab, digest)
     t_build = time.perf_counter()
+    if evaluate:
+        _log.info("evaluating the model and the composition on %s test rows", f"{data.x_test.shape[0]:,}")
     report = (_evaluate_decomposition if evaluate else _describe_decomposition)(
         model, data, concerns, modules, composed, threads)
     if blank is not None:
@@ -752,10 +778,13 @@ def _write(out, force, concerns, modules, composed, report, fused=None, standalo
     module files (``report.json`` then says ``file: null`` and how to split one out)."""
     names = module_file_names([(c.class_index, c.class_name) for c in concerns])
     report["module_files"] = "standalone" if standalone else "none"
+    _log.info("writing %s: %s composed.onnx%s and the reports", out,
+              f"{len(modules):,} module files," if standalone else "no module files (--modules none),",
+              ", fused.onnx" if fused is not None else "")
     with atomic_directory(out, force=force, inputs=(report["model"], report["data"])) as tmp:
         if standalone:
             (tmp / "modules").mkdir()
-        for name, proto, entry in zip(names, modules, report["modules"]):
+        for name, proto, entry in _progress.each(list(zip(names, modules, report["modules"])), "files"):
             entry["file"] = f"modules/{name}.onnx" if standalone else None
             if standalone:
                 save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
@@ -767,6 +796,13 @@ def _write(out, force, concerns, modules, composed, report, fused=None, standalo
         from . import report_html
 
         write_bytes_atomic(tmp / "report.html", report_html.decomposition(report).encode())
+
+
+def _mb(path) -> str:
+    try:
+        return f"{Path(path).stat().st_size / 2**20:,.1f}"
+    except OSError:
+        return "?"
 
 
 def _stable(report: dict) -> dict:
@@ -783,6 +819,7 @@ def _describe_decomposition(model: Model, data: Dataset, concerns, modules, comp
     entries = []
     for c, proto in zip(concerns, modules):
         params = getattr(proto, "params", None) or _module_files.parameter_count(proto)
+        _log.debug("module %s: %s parameters, kept units %s", c.class_name, f"{params:,}", _kept_units(model, c))
         entries.append({"class": c.class_index, "name": c.class_name, "monolithic_accuracy": None,
                         "composed_accuracy": None, "delta": None, "params": params,
                         "params_ratio": params / model_params, "jaccard": ev.jaccard(c),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 import numpy as np
 import onnx
@@ -309,26 +310,32 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
     return stitch.finish(sources)
 
 
+FULL_CHECK_BYTES = 256 << 20  # a composition up to this size is checked whole; a bigger one by its skeleton
+
+
 class Stitcher:
     """``compose`` one module at a time, so a caller that builds modules one by one (``api``:
     67 modules of a 54 MB model) holds one module and the composition, never every module.
 
-    ``add(module, info, inplace=True)`` takes over ``module`` (its names are prefixed in place and
-    its nodes and initializers move into the composition; identical initializers are stored once);
-    ``finish()`` adds the vote (or the router), shares identical nodes, writes the metadata and
-    checks the result. The modules' own value types (each module was shape-inferred when built)
-    are carried over, so the composition needs no second inference over all of it."""
+    ``add(module, info, inplace=True)`` takes what the composition needs of ``module`` (its names
+    prefixed, in place when its owner is done with it): its initializers are copied straight into
+    the composition's graph, identical ones stored once, and its nodes and value types are copied,
+    so nothing keeps the module's own memory alive. ``finish()`` adds the vote (or the router),
+    shares identical nodes, writes the metadata and checks the result (``check``). The modules'
+    own value types (each module was shape-inferred when built) are carried over, so the
+    composition needs no second inference over all of it."""
 
     def __init__(self, translators: bool = False):
         self.translators = translators
-        self.nodes, self.inits, self.dedup, self.value_info = [], [], {}, []
+        self.proto = onnx.ModelProto()
+        self.nodes, self.dedup, self.value_info = [], {}, []
         self.module_outputs, self.infos, self.metas = [], [], []
         self.opsets, self.ir_version, self.in_vis = {}, 0, None
 
     def add(self, m: onnx.ModelProto, info: dict, inplace: bool = False) -> None:
         k = len(self.infos)
         if self.in_vis is None:
-            self.in_vis = [onnx.ValueInfoProto.FromString(i.SerializeToString()) for i in m.graph.input]
+            self.in_vis = [_copy(i) for i in m.graph.input]
         self.metas.append({p.key: p.value for p in m.metadata_props})
         for o in m.opset_import:
             self.opsets[o.domain] = max(self.opsets.get(o.domain, 0), o.version)
@@ -336,40 +343,46 @@ class Stitcher:
         g = _prefixed(m, f"m{k}/", own_inputs=self.translators, inplace=inplace)
         rename = {}
         for init in g.initializer:
+            payload = init.raw_data if init.HasField("raw_data") else numpy_helper.to_array(init).tobytes()
             h = hashlib.sha256(init.data_type.to_bytes(4, "little") + bytes(str(list(init.dims)), "ascii")
-                               + numpy_helper.to_array(init).tobytes()).hexdigest()
+                               + payload).hexdigest()
             if h in self.dedup:
                 rename[init.name] = self.dedup[h]
             else:
                 self.dedup[h] = init.name
-                self.inits.append(init)
+                self.proto.graph.initializer.add().CopyFrom(init)
         for node in g.node:
             for i, n in enumerate(node.input):
                 if n in rename:
                     node.input[i] = rename[n]
-            self.nodes.append(node)
-        self.value_info += list(g.value_info) + list(g.output)
-        self.module_outputs.append({o.name[len(f"m{k}/"):]: o for o in g.output})
+            self.nodes.append(_copy(node))
+        self.value_info += [_copy(v) for v in list(g.value_info) + list(g.output)]
+        self.module_outputs.append({o.name[len(f"m{k}/"):]: _copy(o) for o in g.output})
         self.infos.append(info)
 
     def finish(self, sources: list[str] | None = None) -> onnx.ModelProto:
         infos, module_outputs = self.infos, self.module_outputs
         sources = sources or [i["where"] for i in infos]
         if self.translators:
-            nodes, inits, outputs = _route_head(self.nodes, self.inits, module_outputs, infos, self.in_vis, sources)
+            nodes, inits, outputs = _route_head(self.nodes, [], module_outputs, infos, self.in_vis, sources)
         else:
-            nodes, inits, outputs = _vote_head(self.nodes, self.inits, module_outputs, infos, sources)
+            nodes, inits, outputs = _vote_head(self.nodes, [], module_outputs, infos, sources)
         nodes = _toposort(nodes)  # the router feeds modules from nodes added after them
         # once every node is in (the heads read the surviving names when two modules' nodes coincide)
         nodes, alias = _share_common_nodes(nodes)
         resolved = [[[name, alias.get(vi.name, vi.name)] for name, vi in outs.items()] for outs in module_outputs]
         produced = {o for n in nodes for o in n.output}
-        typed = [v for v in self.value_info if v.name in produced]
-        graph = helper.make_graph(nodes, "onnxmod_composition", self.in_vis, outputs, initializer=inits,
-                                  value_info=typed)
-        self.nodes = self.inits = self.value_info = None  # moved into the graph
-        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items())],
-                                  producer_name="onnxmod", producer_version=__version__)
+        proto, self.proto = self.proto, None
+        g = proto.graph
+        g.name = "onnxmod_composition"
+        g.initializer.extend(inits)
+        g.node.extend(nodes)
+        g.input.extend(self.in_vis)
+        g.output.extend(outputs)
+        g.value_info.extend(v for v in self.value_info if v.name in produced)
+        self.nodes = self.value_info = None
+        proto.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items()))
+        proto.producer_name, proto.producer_version = "onnxmod", __version__
         proto.ir_version = self.ir_version
         classes = [{"class_index": i["class_index"], "class_name": i["class_name"],
                     "source_sha256": i["source_sha256"], "mode": i["mode"]} for i in infos]
@@ -387,8 +400,41 @@ class Stitcher:
             meta["onnxmod.max_steps"] = str(min(limits))
         for k, v in sorted(meta.items()):
             proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-        onnx.checker.check_model(proto, full_check=True)
+        check(proto)
         return proto
+
+
+def _copy(msg):
+    """A standalone copy of a protobuf message (a reference into a module would keep all of that
+    module's memory alive)."""
+    out = type(msg)()
+    out.CopyFrom(msg)
+    return out
+
+
+def check(proto: onnx.ModelProto, limit: int = FULL_CHECK_BYTES) -> None:
+    """``onnx.checker`` with strict shape inference on a composition. Up to ``limit`` bytes the
+    whole model is checked; a bigger one (the checker would serialize and parse it again, twice
+    its memory) by its *skeleton*: the same nodes, types and metadata, each initializer declared
+    as a typed graph input instead of carried (each module was checked whole when it was built)."""
+    size = proto.ByteSize()
+    logging.getLogger("onnxmod").debug("checking the composition (%.0f MB%s)", size / 2**20,
+                                       "" if size <= limit else ", by its skeleton")
+    if size <= limit:
+        onnx.checker.check_model(proto, full_check=True)
+        return
+    sk = onnx.ModelProto()
+    sk.ir_version, sk.producer_name, sk.producer_version = proto.ir_version, proto.producer_name, proto.producer_version
+    sk.opset_import.extend(proto.opset_import)
+    sk.metadata_props.extend(proto.metadata_props)
+    g = sk.graph
+    g.name = proto.graph.name
+    g.node.extend(proto.graph.node)
+    g.input.extend(proto.graph.input)
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in proto.graph.initializer)
+    g.output.extend(proto.graph.output)
+    g.value_info.extend(proto.graph.value_info)
+    onnx.checker.check_model(sk, full_check=True)
 
 
 def split(composed: onnx.ModelProto, where: str = "composition", only=None) -> list[onnx.ModelProto]:

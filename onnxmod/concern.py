@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import progress as _progress
 from .errors import UsageError
 from .sampling import SamplingConfig
 
@@ -193,7 +194,7 @@ def score_units(hidden: list[np.ndarray], rules: list[str], class_names: list[st
     steps = [None] if mode == "rolled" else list(range(T))
     flat = [h.reshape(-1, *h.shape[2:]) for h in hidden]
     out = []
-    for c in (range(len(class_names)) if classes is None else classes):
+    for c in _progress.each(range(len(class_names)) if classes is None else classes, "classes"):
         name = class_names[c]
         layers = {k: [] for k in range(len(hidden))}
         npos = nneg = 0

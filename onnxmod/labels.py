@@ -23,6 +23,7 @@ forcing), which the model cannot supply.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from .io import Dataset, NpzArrays, _input_path, load_data
 SOURCES = ("data", "model")
 PAD_NAMES = ("<pad>", "<PAD>", "[PAD]")
 SPLITS = ("train", "val", "test")
+_log = logging.getLogger("onnxmod")
 
 
 def check_source(labels) -> str:
@@ -96,6 +98,7 @@ def from_model(runnable, data: Dataset, threads: int | None = None, ctc: bool = 
             x = getattr(data, f"x_{split}")
             if x is None:
                 continue
+            _log.info("labelling %s rows of x_%s with the model's own answers", f"{x.shape[0]:,}", split)
             pred = model_answers(runnable, x, threads)
             out[f"y_{split}"] = label(pred, x, getattr(data, f"y_{split}"), pad, ctc)
     return dataclasses.replace(data, **out)

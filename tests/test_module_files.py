@@ -75,3 +75,20 @@ def test_cli_modules_none_and_split(math_lstm1, tmp_path):
     assert_one_line_error(onnxmod("split", model, "--class", "algebra", "--out", tmp_path / "m.onnx"), 3,
                           "not an onnxmod composition")
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_big_compositions_are_checked_by_their_skeleton(math_lstm1, tmp_path):
+    """``compose.check`` with the size limit at 0 checks the skeleton (weights as typed inputs): it
+    passes what the full check passes and refuses a node whose types do not agree."""
+    import onnx
+    from onnx import helper
+
+    from onnxmod.compose import check
+
+    api.decompose(*math_lstm1, tmp_path / "o", config=ConcernConfig(guard=None), evaluate=False)
+    proto = onnx.load(str(tmp_path / "o" / "composed.onnx"))
+    check(proto)
+    check(proto, limit=0)
+    proto.graph.node.append(helper.make_node("Add", ["label", "scores"], ["broken"]))  # int64 + float
+    with pytest.raises(Exception):
+        check(proto, limit=0)
