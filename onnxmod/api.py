@@ -311,7 +311,7 @@ def _build(model, concerns, vocab, digest, unrolled="output", means=None):
         modules.append(_module_files.StoredModule(proto, keep))
         stitch.add(proto, module_info(proto, f"{c.class_name} module"), inplace=True)
         del proto
-    _log.debug("composing %d modules", len(modules))
+    _log.info("composing %s modules", f"{len(modules):,}")
     return modules, stitch.finish()
 
 
@@ -614,6 +614,8 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                                      evaluate, opts["modules"])
     blank = model.ctc_blank = _ctc.blank_of(opts["ctc_blank"], model, model_path)
     data = _labels.load(model, data_path, opts["labels"], threads=threads, ctc=blank is not None)
+    if blank is not None:  # a charset names the characters and fingerprints the output (compose checks it)
+        data, model.output_vocab_sha256 = _ctc.named_by_charset(data, model.num_classes, blank)
     names = model.class_names(data.class_names)
     selected = _classes.select(opts["classes"], names, model.num_classes, model_path,
                                exclude=() if blank is None else [blank])
@@ -793,6 +795,7 @@ def _write(out, force, concerns, modules, composed, report, fused=None, standalo
             save_model_atomic(fused, tmp / "fused.onnx")
         write_bytes_atomic(tmp / "report.json", rep.dumps(_stable(report)).encode())
         write_bytes_atomic(tmp / "report.md", rep.markdown(report).encode())
+        _log.info("drawing report.html (%s classes)", f"{len(report['modules']):,}")
         from . import report_html
 
         write_bytes_atomic(tmp / "report.html", report_html.decomposition(report).encode())

@@ -256,3 +256,22 @@ def blank_of_file(proto, kind: str, option, where) -> int | None:
     if mine is not None and option is not None and int(option) != mine:
         raise UsageError(f"{where}: this {kind} was built with CTC blank {mine}, not {option}")
     return mine if mine is not None else (None if option is None else int(option))
+
+
+def named_by_charset(data, num_classes: int, blank: int):
+    """``(data, charset sha256 or None)``: the data's ``charset`` (when it has one) names classes
+    the data leaves unnamed (the blank: ``blank``) and fingerprints the model's output, so that
+    ``compose`` and ``replace`` refuse modules of models whose class indices mean other
+    characters (ddddocr's ``common.onnx`` and ``common_old.onnx`` share 8,210 characters in
+    different orders)."""
+    import dataclasses
+    import hashlib
+
+    charset = Texts(data.path, num_classes).charset
+    if charset is None:
+        return data, None
+    if data.class_names is None:
+        names = [c if c else "blank" for c in charset]
+        if len(set(names)) == len(names):
+            data = dataclasses.replace(data, class_names=names)
+    return data, hashlib.sha256("\n".join(charset).encode()).hexdigest()

@@ -152,6 +152,8 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
     meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original), model.embedding_width())
     if ctc_blank is not None:
         meta["onnxmod.ctc_blank"] = str(ctc_blank)
+    if getattr(model, "output_vocab_sha256", None):  # a CTC head's charset: what each class index means
+        meta["onnxmod.output_vocab_sha256"] = model.output_vocab_sha256
     if concern.mode == "unrolled":
         meta["onnxmod.unrolled_semantics"] = unrolled
     proto = m.export(outputs=[score, logits], metadata=meta)

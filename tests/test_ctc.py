@@ -159,3 +159,22 @@ def test_cli_ctc_blank_and_its_refusals(crnn, tmp_path):
     m, d = fixture_path("math_topics", "lstm1.onnx"), fixture_path("math_topics", "data.npz")
     assert_one_line_error(onnxmod("decompose", m, "--data", d, "--ctc-blank", "0", "--out", tmp_path / "r"), 2,
                           "per-step outputs")
+
+
+def test_a_charset_names_the_characters_and_guards_replacement(crnn, whole, tmp_path):
+    """Modules remember their model's charset (``onnxmod.output_vocab_sha256``): a module of a
+    model whose class indices mean other characters is refused by compose and replace, naming it."""
+    model, data = crnn
+    out, r = whole
+    meta = {p.key: p.value for p in onnx.load(str(out / "modules" / "3.onnx")).metadata_props}
+    assert len(meta["onnxmod.output_vocab_sha256"]) == 64
+    with np.load(data) as z:
+        arrays = {k: z[k] for k in z.files if k != "class_names"}
+    arrays["charset"] = np.array(["", "9", "8", "7", "6", "5", "4", "3", "2", "1", "0"])  # another order
+    np.savez(tmp_path / "other.npz", **arrays)
+    o = api.decompose(model, tmp_path / "other.npz", tmp_path / "o", labels="model", evaluate=False,
+                      classes=["7"])
+    assert [m["class"] for m in o["modules"]] == [8]  # the model's own class names win over a charset
+    with pytest.raises(IncompatibleError, match="output vocabularies"):
+        api.replace(out / "composed.onnx", tmp_path / "o" / "modules" / "7.onnx", tmp_path / "r.onnx",
+                    class_name="7")
