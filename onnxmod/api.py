@@ -111,7 +111,8 @@ def _module_summary(meta: dict) -> dict:
     return {"class_index": int(idx) if str(idx).isdigit() else idx, "class_name": meta.get("onnxmod.class_name"),
             "source_model": f"sha256 {digest[:12]}" if digest else None, "mode": meta.get("onnxmod.mode"),
             "kept_units": kept, "units": {layer.get("op"): layer.get("units") for layer in layers},
-            "unrolled": any(isinstance(layer.get("kept"), list) for layer in layers)}
+            "unrolled": any(isinstance(layer.get("kept"), list) for layer in layers),
+            "ctc_blank": int(meta["onnxmod.ctc_blank"]) if str(meta.get("onnxmod.ctc_blank", "")).isdigit() else None}
 
 
 def vocab_fingerprint(model: Model, data: Dataset | None) -> str | None:
@@ -684,13 +685,10 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
         _log.info("evaluating the model and the composition on %s test rows", f"{data.x_test.shape[0]:,}")
     report = (_evaluate_decomposition if evaluate else _describe_decomposition)(
         model, data, concerns, modules, composed, threads)
-    if blank is not None:
-        report["ctc"] = {"blank": blank, **(report.pop("_ctc", None) or {})}
-        if evaluate and ctc_test is not None:
-            report["ctc"].update(_ctc.report(report.pop("_pred_model"), report.pop("_pred_composed"), ctc_test,
-                                             built if subset else None))
-    for key in ("_pred_model", "_pred_composed"):
-        report.pop(key, None)
+    preds = report.pop("_pred_model", None), report.pop("_pred_composed", None)  # a CTC head's answers
+    if blank is not None:  # ... decoded into strings (test split), beside the per-step table
+        report["ctc"] = {"blank": blank, **(_ctc.report(*preds, ctc_test, built if subset else None)
+                                            if evaluate and ctc_test is not None else {})}
     report.update({"model": str(model_path), "data": str(data_path), "labels": opts["labels"], "mode": mode,
                    "seed": seed, "monitor": monitor, "classes": selected if subset else None,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],

@@ -241,7 +241,9 @@ class Decompose(Command):
     examples = """examples:
   onnxmod decompose fixtures/math_topics/lstm1.onnx --data fixtures/math_topics/data.npz --out out/m
   onnxmod decompose fixtures/brown_pos/gru1.onnx --data fixtures/brown_pos/data.npz --out out/pos --mode unrolled
-  onnxmod decompose fixtures/math_topics/gru2.onnx --data fixtures/math_topics/data.npz --out out/small --max-loss 1.0"""
+  onnxmod decompose fixtures/math_topics/gru2.onnx --data fixtures/math_topics/data.npz --out out/small --max-loss 1.0
+  onnxmod decompose fixtures/ctc/crnn_batch_first.onnx --data fixtures/ctc/data.npz --out out/ocr --labels model --ctc-blank 0
+  onnxmod decompose fixtures/math_topics/lstm1.onnx --data fixtures/math_topics/data.npz --out out/two --classes algebra,calculus"""
 
     def add_arguments(self, p):
         p.add_argument("model", metavar="MODEL", help="the trained recurrent model (.onnx)")
@@ -481,6 +483,8 @@ def print_inspect(d: dict) -> None:
         line = f"  {m.get('class_index', '?'):>3} {m.get('class_name', '?')}: from {src}"
         if m.get("mode"):
             line += f", {m['mode']}"
+        if m.get("ctc_blank") is not None:
+            line += f", CTC blank {m['ctc_blank']}"
         if m.get("kept_units"):
             line += f"; kept {_units(m['kept_units'], m.get('units'))}"
             if m.get("unrolled"):
