@@ -356,7 +356,7 @@ class Stitcher:
                 if n in rename:
                     node.input[i] = rename[n]
             self.nodes.append(_copy(node))
-        self.value_info += [_copy(v) for v in list(g.value_info) + list(g.output)]
+        self.value_info += [_unnamed_dims(_copy(v)) for v in list(g.value_info) + list(g.output)]
         self.module_outputs.append({o.name[len(f"m{k}/"):]: _copy(o) for o in g.output})
         self.infos.append(info)
 
@@ -402,6 +402,17 @@ class Stitcher:
             proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
         check(proto)
         return proto
+
+
+def _unnamed_dims(v: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    """``v`` with its named dimensions ("batch") made unknown: in a composition they no longer
+    mean one size (a router runs each module on its own rows), and onnxruntime holds tensors that
+    share a name to one size."""
+    if v.type.HasField("tensor_type"):
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.Clear()
+    return v
 
 
 def _copy(msg):
