@@ -17,14 +17,20 @@ import numpy as np
 import onnx
 
 from . import evaluate as ev
+from . import classes as _classes
+from . import ctc as _ctc
+from . import labels as _labels
+from . import module_files as _module_files
 from . import progress as _progress
 from . import runtime
 from . import report as rep
 from .ablation import concern_by_effect, unit_effects
+from .compose import Stitcher
 from .compose import compose as compose_protos
 from .compose import module_info
 from .compose import replace as replace_in
 import dataclasses
+import logging
 
 from .concern import ConcernConfig, score_units
 from .errors import InputError, UnsupportedModelError, UsageError
@@ -32,6 +38,7 @@ from .fuse import fuse, why_not_fusable
 from .graph import Model, count_parameters_proto, describe_leniently
 from .io import (Dataset, atomic_directory, check_output_dir, check_output_file, input_spec, load_data, load_onnx,
                  save_model_atomic, token_limit, write_bytes_atomic)
+from .metrics import StepAccuracy
 from .modularize import build_module, model_digest
 from .recurrence import verify_forms
 from .sampling import (held_out, observations_many_output, observations_one_output, trace_rows_many_output,
@@ -39,6 +46,7 @@ from .sampling import (held_out, observations_many_output, observations_one_outp
 from .trace import final_step, gate_activations, run_trace
 
 MODES = ("auto", "rolled", "unrolled")
+_log = logging.getLogger("onnxmod")
 
 
 def resolve_mode(mode: str, model: Model) -> str:
@@ -116,7 +124,8 @@ def _module_summary(meta: dict) -> dict:
     return {"class_index": int(idx) if str(idx).isdigit() else idx, "class_name": meta.get("onnxmod.class_name"),
             "source_model": f"sha256 {digest[:12]}" if digest else None, "mode": meta.get("onnxmod.mode"),
             "kept_units": kept, "units": {layer.get("op"): layer.get("units") for layer in layers},
-            "unrolled": any(isinstance(layer.get("kept"), list) for layer in layers)}
+            "unrolled": any(isinstance(layer.get("kept"), list) for layer in layers),
+            "ctc_blank": int(meta["onnxmod.ctc_blank"]) if str(meta.get("onnxmod.ctc_blank", "")).isdigit() else None}
 
 
 def vocab_fingerprint(model: Model, data: Dataset | None) -> str | None:
@@ -164,11 +173,13 @@ def _gates(model: Model, tr, mode: str, one_output: bool) -> list[np.ndarray]:
 
 
 def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernConfig, progress=None,
-                      threads: int | None = None, monitor: str = "hidden"):
+                      threads: int | None = None, monitor: str = "hidden", classes=None):
     """Sample, trace once, and identify every class's concern. Returns (concerns, info).
 
     ``monitor='gates'`` decides LSTM/GRU units on their gate activations (rebuilt exactly from the
-    traced X and Y) instead of on h.
+    traced X and Y) instead of on h. ``classes``: the class indices to identify (default: every
+    class with training samples); negatives come from every class present either way. The cost
+    is linear in the classes present (``sampling``), not in the head's width.
     """
     gates = monitor == "gates"
     C = model.num_classes
@@ -176,10 +187,14 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
     cfg = config.sampling
     rules = [op.rule for op in model.recurrent]
     t0 = time.perf_counter()
+    empty = (np.empty(0, np.int64), np.empty(0, np.int64))
     if model.one_output:
         per_class = trace_rows_one_output(data.y_train, C, cfg)
-        rows = np.unique(np.concatenate(list(per_class.values())))
-        position = {int(r): i for i, r in enumerate(rows)}
+        wanted = sorted(per_class) if classes is None else [c for c in classes if c in per_class]
+        obs_rows = observations_one_output(per_class, cfg, wanted)
+        rows = np.unique(np.concatenate([a for pn in obs_rows.values() for a in pn] or [np.empty(0, np.int64)]))
+        _log.info("tracing %s training rows (%s classes to identify, %s present)", f"{len(rows):,}",
+                  f"{len(wanted):,}", f"{len(per_class):,}")
         tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
         forms = verify_forms(model, data.x_train[rows], threads)
         means = {op.index: (h.mean(axis=(0, 1)).reshape(-1).astype(np.float64),
@@ -191,15 +206,18 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
             hidden = [_final(h, op, n)[:, None] if mode == "rolled" else h.reshape(h.shape[0], h.shape[1], -1)
                       for h, op, n in zip(tr.hidden, model.recurrent, tr.lengths)]
         T = hidden[0].shape[1]
-        obs = {c: tuple(np.array([position[int(r)] for r in a], dtype=np.int64) for a in pn)
-               for c, pn in observations_one_output(per_class, cfg).items()}
+        obs = {c: tuple(np.searchsorted(rows, a).astype(np.int64) for a in pn) for c, pn in obs_rows.items()}
 
         def observations(c, t):
-            p, n = obs[c]
+            p, n = obs.get(c, empty)
             return p * T + (t or 0), n * T + (t or 0)
     else:
         rows = trace_rows_many_output(data.y_train, cfg)
         y = data.y_train[rows]
+        present = sorted(np.unique(y[y >= 0]).tolist())
+        wanted = present if classes is None else [c for c in classes if c in set(present)]
+        _log.info("tracing %s training sequences (%s classes to identify, %s present)", f"{len(rows):,}",
+                  f"{len(wanted):,}", f"{len(present):,}")
         tr = run_trace(model, data.x_train[rows], progress=progress, threads=threads, inputs=gates)
         forms = verify_forms(model, data.x_train[rows], threads)
         valid = y >= 0
@@ -214,15 +232,20 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
 
         def observations(c, t):
             if t not in cache:
-                cache[t] = observations_many_output(y, C, cfg, step=t)
-            return cache[t][c]
+                cache[t] = observations_many_output(y, C, cfg, step=t, classes=wanted)
+            return cache[t].get(c, empty)
     t1 = time.perf_counter()
-    scores = score_units(hidden, rules, names, config, mode, observations)
+    _log.info("scoring %s units of %s recurrent layer%s for %s classes", f"{sum(h.shape[-1] for h in hidden):,}",
+              len(hidden), "" if len(hidden) == 1 else "s", f"{len(wanted):,}")
+    scores = score_units(hidden, rules, names, config, mode, observations, classes=wanted)
+    for sc in scores:
+        _log.debug("class %s: %s positive and %s negative observations", sc.class_name, f"{sc.positives:,}",
+                   f"{sc.negatives:,}")
     if model.one_output:
         class_rows = {c: np.unique(np.concatenate(pn)) for c, pn in obs.items()}
     else:
         T = y.shape[1]
-        class_rows = {c: np.unique(np.concatenate(observations(c, None)) // T) for c in range(C)}
+        class_rows = {c: np.unique(np.concatenate(observations(c, None)) // T) for c in wanted}
     tokens = _token_counts(model, data.x_train[rows], class_rows)
     t2 = time.perf_counter()
     counts = np.bincount(data.y_train[data.y_train >= 0].ravel(), minlength=C)
@@ -231,13 +254,14 @@ def identify_concerns(model: Model, data: Dataset, mode: str, config: ConcernCon
                     "forms": forms}
 
 
-def _token_counts(model: Model, x: np.ndarray, class_rows: dict) -> np.ndarray | None:
-    """``[C, V]``: how often each token occurs in the traced sequences of each class's positive and
-    negative observations (what the size search prunes the vocabulary by); None without an embedding."""
+def _token_counts(model: Model, x: np.ndarray, class_rows: dict) -> dict | None:
+    """Per class identified, ``[V]``: how often each token occurs in the traced sequences of its
+    positive and negative observations (what the size search prunes the vocabulary by); None
+    without an embedding."""
     V = model.vocabulary_size()
     if V is None or not np.issubdtype(x.dtype, np.integer):
         return None
-    out = np.zeros((len(class_rows), V), dtype=np.int64)
+    out = {}
     for c, r in class_rows.items():
         t = x[r].ravel()
         out[c] = np.bincount(t[(t >= 0) & (t < V)], minlength=V)
@@ -262,33 +286,47 @@ SEARCH_ROWS = 20000  # the size search reads up to this many validation rows: it
 GUARD_LABELS = 8000  # the guard reads sequences until this many labelled steps (many-output models)
 
 
-def _holdout(data: Dataset, seed: int, guard: bool = False) -> tuple[Dataset, np.ndarray, np.ndarray]:
+def _holdout(data: Dataset, seed: int, guard: bool = False, rows: bool = False) -> tuple:
     """The validation split: ``x_val``/``y_val`` when the data has them (at most ``GUARD_ROWS``
     seeded rows for the guard, ``SEARCH_ROWS`` for the size search),
     else a seeded 10 % (200..1500 rows) of the training split, kept out of tracing — optimistic
     when the model has fit its training data. For the guard of a many-output model, only as many
     seeded sequences as hold ``GUARD_LABELS`` labelled steps: it compares the composition with the
-    model on the same steps, and each module pass over the split costs a model pass."""
+    model on the same steps, and each module pass over the split costs a model pass.
+    ``rows=True`` also returns which split and rows the validation samples are (a CTC model's
+    reference strings follow them)."""
     if data.x_val is not None:
         n = data.y_val.shape[0]
         cap = GUARD_ROWS if guard else SEARCH_ROWS
-        rows = np.arange(n) if n <= cap else np.sort(
+        picked = np.arange(n) if n <= cap else np.sort(
             np.random.default_rng(np.random.SeedSequence([seed, 7907])).choice(n, cap, replace=False))
         if guard and data.y_val.ndim == 2:
-            order = np.random.default_rng(np.random.SeedSequence([seed, 7901])).permutation(rows)
+            order = np.random.default_rng(np.random.SeedSequence([seed, 7901])).permutation(picked)
             labelled = np.cumsum((data.y_val[order] >= 0).sum(axis=1))
-            rows = np.sort(order[:int(np.searchsorted(labelled, GUARD_LABELS)) + 1])
-        return data, data.x_val[rows], data.y_val[rows]
+            picked = np.sort(order[:int(np.searchsorted(labelled, GUARD_LABELS)) + 1])
+        return (data, data.x_val[picked], data.y_val[picked]) + ((("val", picked),) if rows else ())
     n = data.y_train.shape[0]
     k = int(min(max(200, 0.1 * n), GUARD_ROWS, n // 2))
     fit, val = held_out(n, k, seed, 7919)
     return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit]),
-            data.x_train[val], data.y_train[val])
+            data.x_train[val], data.y_train[val]) + ((("train", val),) if rows else ())
 
 
 def _build(model, concerns, vocab, digest, unrolled="output", means=None):
-    modules = [build_module(model, c, vocab, digest, unrolled, means) for c in _progress.each(concerns, "modules")]
-    return modules, compose_protos(modules, [f"{c.class_name} module" for c in concerns])
+    """Every concern's module and their composition, built one module at a time
+    (``compose.Stitcher``): each module is then kept only as a ``module_files.StoredModule`` (its
+    bytes when its file will be written, ``model.keep_module_files``), so building K modules of a
+    big model holds one module and the composition, not K modules."""
+    keep = getattr(model, "keep_module_files", True)
+    stitch = Stitcher()
+    modules = []
+    for c in _progress.each(concerns, "modules"):
+        proto = build_module(model, c, vocab, digest, unrolled, means)
+        modules.append(_module_files.StoredModule(proto, keep))
+        stitch.add(proto, module_info(proto, f"{c.class_name} module"), inplace=True)
+        del proto
+    _log.info("composing %s modules", f"{len(modules):,}")
+    return modules, stitch.finish()
 
 
 def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
@@ -306,7 +344,7 @@ def _vocabulary_mask(counts: np.ndarray, drop: float) -> np.ndarray:
 
 
 def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: np.ndarray,
-                z: float = LOSS_Z) -> float:
+                z: float = LOSS_Z, metric=None) -> float:
     """An upper bound (one standard error) on the accuracy a changed composition loses against
     ``reference`` on the labelled entries of ``y`` in ``rows`` (a mask like ``y``): the paired
     difference (answers turned wrong minus answers turned right) plus its standard error over n
@@ -314,8 +352,10 @@ def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: n
     sentence misreads several words), so the error is taken over sequences: sqrt(sum over
     sequences of (lost - won)^2) / n — sqrt(changed answers) / n when each sequence has one
     answer. A step that looks harmless only because gains cancel losses on a few hundred rows is
-    refused."""
-    was, now = (reference == y) & rows, (label == y) & rows
+    refused. ``metric`` says which answers are right (default: label == y; a CTC model: whole
+    decoded strings, ``y`` then its reference strings)."""
+    metric = metric or StepAccuracy()
+    was, now = metric.correct(reference, y) & rows, metric.correct(label, y) & rows
     d = (was & ~now).astype(np.int64) - (~was & now)
     per_sequence = d.reshape(d.shape[0], -1).sum(axis=1)
     n = max(int(rows.sum()), 1)
@@ -324,7 +364,7 @@ def _loss_bound(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: n
 
 @_progress.labelled("size search")
 def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, threads, means=None,
-                 token_counts=None):
+                 token_counts=None, metric=None, metric_reference=None):
     """Per class, the smallest module the validation split allows (SPEC: size option).
 
     Each module has three knobs, each a ladder of steps: the fraction of every layer's units
@@ -345,9 +385,14 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     gains that were only noise: math_topics ``gru2`` passed at +0.4 on validation and lost 1.6
     points on test.) Each module is evaluated once per step tried (its log-odds cached) and the
     composition's vote is recomputed from the cache exactly as the composed graph computes it
-    (argmax of log-odds), so no composed graph is built during the search."""
+    (argmax of log-odds), so no composed graph is built during the search. ``metric`` and
+    ``metric_reference``: what the loss is measured in (``_guard``); the modules' AUCs stay per step."""
+    metric = metric or StepAccuracy()
+    ref = y_val if metric_reference is None else metric_reference
     cfg = dataclasses.replace(config, rank_all=True)
     ids = np.array([s.class_index for s in scores])
+    _log.info("size search: %s classes on %s validation rows (%s)", f"{len(scores):,}", f"{len(y_val):,}",
+              (metric or StepAccuracy()).name)
     width = model.embedding_width()
     no_features = model.why_not_reducible_embedding()
     ladders = (UNIT_STEPS, VOCAB_STEPS if token_counts is not None else (0.0,),
@@ -356,8 +401,10 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     search = np.zeros(len(y_val), dtype=bool)
     search[np.random.default_rng(np.random.SeedSequence([config.sampling.seed, 7933])).permutation(len(y_val))[
         :(len(y_val) + 1) // 2]] = True
-    rows_a = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]  # searched half, labelled
-    rows_b = valid & ~rows_a  # the half that certifies
+    scored = metric.scored(ref)  # the answers the loss counts (steps or samples; a CTC model: strings)
+    rows_a = scored & search[(slice(None),) + (None,) * (scored.ndim - 1)]  # searched half, scored
+    rows_b = scored & ~rows_a  # the half that certifies
+    steps_a = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]  # the modules' AUCs: per step
     cache: dict = {}
     effects = None
     if scores[0].mode == "rolled":  # units leave in the order of how little they move the class's log-odds
@@ -375,20 +422,20 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
                 c.embedding_rank = max(1, int(round(width * (1 - features))))
             proto = build_module(model, c, vocab, digest, config.unrolled, means)
             (lg,) = runtime.run_batched(runtime.session(proto, threads=threads), x_val, ["logits"], 512)
-            margin = lg[..., 1] - lg[..., 0]
-            truth = y_val[rows_a] == c.class_index
-            auc = ev.roc_auc(margin[rows_a], truth)
+            margin = metric.margin(lg)
+            truth = y_val[steps_a] == c.class_index
+            auc = ev.roc_auc(margin[steps_a], truth)
             se = None if auc is None else ev.auc_standard_error(auc, int(truth.sum()), int((~truth).sum()))
             cache[j, state] = (c, proto, margin, count_parameters_proto(proto), auc, se)
         return cache[j, state]
 
     def vote(states) -> np.ndarray:
-        return ids[np.stack([module(j, st)[2] for j, st in enumerate(states)], axis=-1).argmax(axis=-1)]
+        return metric.vote(ids, np.stack([module(j, st)[2] for j, st in enumerate(states)], axis=-1))
 
     start = (0,) * len(ladders)
     states = [start] * len(scores)
     reference = final = vote(states)
-    base = ev.accuracy(reference, y_val)
+    base = metric(reference, ref)
     trail = []
     path = [states]  # every accepted state, in order
     open_knobs = {(j, k) for j in range(len(scores)) for k, ladder in enumerate(ladders) if len(ladder) > 1}
@@ -407,8 +454,8 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
             changed = acc = bound = None
             if label is not None:
                 changed = float((label[rows_a] != reference[rows_a]).mean())
-                acc = ev.accuracy(label[search], y_val[search])
-                bound = _loss_bound(label, reference, y_val, rows_a)
+                acc = metric(label[search], ref[search] if isinstance(ref, np.ndarray) else ref.subset(search))
+                bound = _loss_bound(label, reference, ref, rows_a, metric=metric)
             ok = module_ok and bound <= max_loss
             trail.append({"class": scores[j].class_name, **_knobs(ladders, step), "module_auc": cand[4],
                           "heldout_changed": changed, "heldout_accuracy": acc, "loss_bound": bound,
@@ -423,7 +470,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     for steps in range(len(path) - 1, -1, -1):  # the half the search never saw decides: undo steps until it holds
         states = path[steps]
         final = vote(states)
-        bound = _loss_bound(final, reference, y_val, rows_b, CERTIFY_Z)
+        bound = _loss_bound(final, reference, ref, rows_b, CERTIFY_Z, metric=metric)
         certified.append({"accepted_steps_kept": steps, "loss_bound": bound, "accepted": bool(bound <= max_loss)})
         if bound <= max_loss:
             break
@@ -432,7 +479,7 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     composed = compose_protos(modules, [f"{c.class_name} module" for c in concerns])
     return concerns, modules, composed, {
         "kind": "size search", "heldout_rows": int(len(y_val)), "heldout_keep_all_accuracy": base,
-        "heldout_accuracy": ev.accuracy(final, y_val),
+        "heldout_accuracy": metric(final, ref), "metric": metric.name,
         "heldout_changed": float((final[valid] != reference[valid]).mean()), "modules_evaluated": len(cache),
         "chosen": [{"class": s.class_name, **_knobs(ladders, st)} for s, st in zip(scores, states)],
         "search_rows": int(search.sum()), "trail": trail, "certification": certified,
@@ -450,33 +497,75 @@ def _warn_cap0(why: str) -> None:
 
 
 @_progress.labelled("guard")
-def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None):
+def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None, metric=None, reference=None):
     """The reference removal cap, backed off (cap, cap/2, 0) while the validation accuracy of the
-    composition drops more than ``config.guard`` points below the model's."""
-    base = ev.accuracy(ev.predict(model.runnable, x_val, threads=threads), y_val)
+    composition drops more than ``config.guard`` points below the model's. ``metric(pred,
+    reference)`` is what "accuracy" means (``metrics.StepAccuracy`` against ``y_val`` by default;
+    a CTC model's ``ctc.StringAccuracy`` against its reference strings)."""
+    metric = metric or StepAccuracy()
+    reference = y_val if reference is None else reference
+    base = metric(ev.predict(model.runnable, x_val, threads=threads), reference)
     trail = []
     caps = [config.removal_cap, config.removal_cap / 2, 0.0]
+    _log.info("guard: the model scores %.2f %% (%s) on %s validation rows", 100 * base, metric.name,
+              f"{len(x_val):,}")
     for cap in caps:
         concerns = [s.concern(config, cap) for s in scores]
+        _log.info("guard: removal cap %g: building %s modules", cap, f"{len(concerns):,}")
         modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
         label, _ = ev.predict_composed(composed, x_val, threads=threads)
-        acc = ev.accuracy(label, y_val)
+        acc = metric(label, reference)
+        _log.info("guard: removal cap %g: the composition scores %.2f %% (%s)", cap, 100 * acc,
+                  "accepted" if base - acc <= config.guard / 100 else "rejected")
         ok = base - acc <= config.guard / 100 or cap == 0.0
         trail.append({"cap": cap, "heldout_accuracy": acc, "accepted": bool(base - acc <= config.guard / 100)})
         if ok:
             break
     if cap == 0.0 and config.removal_cap > 0:
-        _warn_cap0(f"the composition lost more than {config.guard} points of validation accuracy")
+        _warn_cap0(f"the composition lost more than {config.guard} points of validation {metric.name}")
     return concerns, modules, composed, {"kind": "guard", "tolerance_points": config.guard, "cap": cap,
                                          "heldout_rows": int(len(y_val)), "heldout_model_accuracy": base,
-                                         "trail": trail}
+                                         "trail": trail, "metric": metric.name}
+
+
+def _judges(model, data, blank, x_val, y_val, where, subset):
+    """What the guard and the size search judge by, and the test split's CTC reference:
+    ``(metric, reference, x_val, y_val, test reference)``. Any head but CTC: step accuracy against
+    ``y_val`` (None: the guard's default). A CTC head: string accuracy against the validation
+    rows' reference strings (``ctc.reference``); a subset of characters is judged on the strings
+    that use only its characters (step accuracy on its steps when there are none)."""
+    if blank is None:
+        return None, None, x_val, y_val, None
+    C = model.num_classes
+    test = _ctc.reference(data.path, C, blank, "test", data.y_test)
+    if y_val is None:
+        return None, None, x_val, y_val, test
+    ref = _ctc.reference(data.path, C, blank, where[0], y_val, where[1])
+    if subset is not None:
+        keep = _ctc.covered(ref, subset, ref.texts.charset if ref.texts else None)
+        if not keep.any():
+            return None, None, x_val, y_val, test
+        ref, x_val, y_val = ref.subset(keep), x_val[keep], y_val[keep]
+    return _ctc.StringAccuracy(blank), ref, x_val, y_val, test
 
 
 def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
               config: ConcernConfig | None = None, force: bool = False, progress: bool | None = None,
               threads: int | None = None, monitor: str = "hidden", max_loss: float | None = None,
-              evaluate: bool = True) -> dict:
+              evaluate: bool = True, labels: str = "data", classes=None, ctc_blank: int | None = None,
+              modules: str = "auto") -> dict:
     """Decompose ``model_path`` into one module per class; write modules, composition and reports.
+
+    ``labels="model"`` takes ``y_*`` from the model's own answers on ``x_*`` (``onnxmod.labels``;
+    the data then needs only ``x_train``/``x_test``): reports give agreement with the model.
+    ``classes`` (names or indices, a list or ``"a,b"``) builds modules for those classes only
+    (negatives still come from every class present); they are scored on their own test samples.
+    ``ctc_blank`` (default: the model's ``onnxmod.ctc_blank`` metadata): the model's head is a CTC
+    head with this blank (``onnxmod.ctc``): every module keeps the blank's logit, compositions vote
+    over it, and the guard, ``max_loss`` and the report judge greedy-decoded strings.
+    ``modules``: ``standalone`` writes every module's file, ``none`` only the composition
+    (``split`` writes a module on request), ``auto`` standalone unless they would be big
+    (``onnxmod.module_files``).
 
     ``evaluate=False`` skips scoring the model and the composition on the test split (the report's
     accuracies and δ are then None; ``evaluate`` scores the written files later).
@@ -490,7 +579,8 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     """
     with _files_named(model_path, data_path):
         return _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor,
-                          max_loss, evaluate)
+                          max_loss, evaluate, {"labels": labels, "classes": classes, "ctc_blank": ctc_blank,
+                                               "modules": modules})
 
 
 @contextlib.contextmanager
@@ -507,7 +597,8 @@ def _files_named(model_path, data_path):
 
 
 def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progress, threads, monitor, max_loss,
-               evaluate) -> dict:
+               evaluate, opts) -> dict:
+    """``opts``: issue 21's options (``labels``, ``classes``, ``ctc_blank``, ``modules``)."""
     if mode not in MODES:
         raise UsageError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if monitor not in MONITORS:
@@ -519,38 +610,74 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     t_start = time.perf_counter()
     if max_loss is not None and not 0 <= max_loss <= 100:
         raise UsageError(f"--max-loss {max_loss} is outside 0..100 points")
+    _labels.check_source(opts["labels"])
+    _module_files.check(opts["modules"])
+    _log.info("reading %s (%s MB)", model_path, _mb(model_path))
     model = Model.load(model_path)
+    _log.info("model: %s, %s classes, %s, %s parameters", model.shape, f"{model.num_classes:,}",
+              ", ".join(f"{op.op_type} {op.name!r} ({op.directions} x {op.hidden_size} units)" for op in model.recurrent),
+              f"{model.parameter_count():,}")
     mode = resolve_mode(mode, model)
+    if model.shape == "enc-dec" and opts["labels"] == "model":
+        _labels.refuse_translator(model_path)
     if model.shape == "enc-dec":
         if max_loss is not None:
             raise UsageError(f"{model_path}: --max-loss (the size search) is not supported for encoder-decoder "
                              f"models yet: it certifies accuracy, and a translator is judged by BLEU")
         return _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
-                                     evaluate)
-    data = load_dataset_for(model, data_path)
+                                     evaluate, opts["modules"])
+    blank = model.ctc_blank = _ctc.blank_of(opts["ctc_blank"], model, model_path)
+    data = _labels.load(model, data_path, opts["labels"], threads=threads, ctc=blank is not None)
+    if blank is not None:  # a charset names the characters and fingerprints the output (compose checks it)
+        data, model.output_vocab_sha256 = _ctc.named_by_charset(data, model.num_classes, blank)
+    names = model.class_names(data.class_names)
+    selected = _classes.select(opts["classes"], names, model.num_classes, model_path,
+                               exclude=() if blank is None else [blank])
     guarded = max_loss is None and config.guard is not None
-    fit, x_val, y_val = (data, None, None) if max_loss is None and not guarded else _holdout(data, seed, guarded)
-    scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor)
-    skipped = [scores[c].class_name for c, n in enumerate(info["train_counts"]) if n == 0]
-    for name in skipped:
-        warnings.warn(f"{data.path}: class {name!r} has no training samples; no module is built for it")
+    fit, x_val, y_val, where = ((data, None, None, None) if max_loss is None and not guarded
+                                else _holdout(data, seed, guarded, rows=True))
+    _log.info("identifying concerns (%s mode, monitor %s) on %s training rows", mode, monitor,
+              f"{fit.x_train.shape[0]:,}")
+    scores, info = identify_concerns(model, fit, mode, config, progress, threads, monitor, classes=selected)
+    _log.info("identified %s classes in %.1f s (trace %.1f s)", f"{len(scores):,}",
+              info["trace_s"] + info["identify_s"], info["trace_s"])
+    asked = range(model.num_classes) if selected is None else selected
+    skipped = [names[c] for c in asked if info["train_counts"][c] == 0]
+    line = _classes.skipped_line(data.path, skipped, len(asked))
+    if line:
+        warnings.warn(line)
     scores = [s for s in scores if info["train_counts"][s.class_index] > 0]
     if not scores:
         raise InputError(f"{data.path}: no class has training samples")
+    built = [s.class_index for s in scores]
+    metric, judged, x_val, y_val, ctc_test = _judges(model, data, blank, x_val, y_val, where,
+                                                     built if opts["classes"] is not None else None)
+    subset = opts["classes"] is not None  # (a CTC head's blank gets no module, and is no subset)
+    if subset:  # a subset is scored on its own classes' samples, as evaluate scores a subset
+        y_val = _classes.only(y_val, built)
+        data = dataclasses.replace(data, y_test=_classes.only(data.y_test, built))
     t_id = time.perf_counter()
+    model.keep_module_files, line = _module_files.decide(
+        opts["modules"], _module_files.estimate(model, len(scores)), model.original.ByteSize(), len(scores), out_dir)
+    if line:
+        warnings.warn(line)
     vocab = vocab_fingerprint(model, data)
     digest = model_digest(model.original)
     size = None
     means = info["means"] if config.compensate else None
     if max_loss is None and guarded:
-        concerns, modules, composed, size = _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means)
+        concerns, modules, composed, size = _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means,
+                                                   metric, judged)
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
     elif max_loss is None:
         concerns = [s.concern(config) for s in scores]
+        _log.info("building %s modules (removal cap %g) and their composition", f"{len(concerns):,}",
+                  config.removal_cap)
         modules, composed = _build(model, concerns, vocab, digest, config.unrolled, means)
     else:
         concerns, modules, composed, size = _size_search(model, scores, config, max_loss / 100, x_val, y_val,
-                                                         vocab, digest, threads, means, info["token_counts"])
+                                                         vocab, digest, threads, means, info["token_counts"],
+                                                         metric, judged)
         size["heldout_split"] = "x_val" if data.x_val is not None else "10% of x_train"
         size["max_loss_points"] = max_loss
         _, reference = _build(model, [s.concern(config) for s in scores], vocab, digest, config.unrolled, means)
@@ -561,23 +688,34 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                           f"starts from modules that keep every unit and removes only what the validation split "
                           f"certifies within {max_loss} points")
     reason = why_not_fusable(model, concerns, compensated=means is not None)
+    if reason:
+        _log.info("no fused.onnx: %s", reason)
+    else:
+        _log.info("fusing %s modules into fused.onnx", len(concerns))
     fused = None if reason else fuse(model, concerns, vocab, digest)
     t_build = time.perf_counter()
+    if evaluate:
+        _log.info("evaluating the model and the composition on %s test rows", f"{data.x_test.shape[0]:,}")
     report = (_evaluate_decomposition if evaluate else _describe_decomposition)(
         model, data, concerns, modules, composed, threads)
-    report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
+    preds = report.pop("_pred_model", None), report.pop("_pred_composed", None)  # a CTC head's answers
+    if blank is not None:  # ... decoded into strings (test split), beside the per-step table
+        report["ctc"] = {"blank": blank, **(_ctc.report(*preds, ctc_test, built if subset else None)
+                                            if evaluate and ctc_test is not None else {})}
+    report.update({"model": str(model_path), "data": str(data_path), "labels": opts["labels"], "mode": mode,
+                   "seed": seed, "monitor": monitor, "classes": selected if subset else None,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped, "size_search": size, "recurrence_forms": info["forms"],
                    "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
                          "total": time.perf_counter() - t_start}
-    _write(out, force, concerns, modules, composed, report, fused)
+    _write(out, force, concerns, modules, composed, report, fused, model.keep_module_files)
     return report
 
 
 def _decompose_translator(model, model_path, data_path, out, mode, seed, config, force, threads, t_start,
-                          evaluate: bool = True) -> dict:
+                          evaluate: bool = True, module_files: str = "auto") -> dict:
     """Encoder-decoder models: one translator module per target language (see ``encdec``)."""
     from . import encdec
 
@@ -640,25 +778,45 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
               "traced_rows": None, "size_search": guard}
     report["timings"] = {"identify": t_id - t_start, "build": t_build - t_id,
                          "evaluate": time.perf_counter() - t_build, "total": time.perf_counter() - t_start}
-    _write(out, force, concerns, modules, composed, report)
+    standalone, line = _module_files.decide(module_files, sum(m.ByteSize() for m in modules),
+                                            model.original.ByteSize(), len(modules), out)
+    if line:
+        warnings.warn(line)
+    _write(out, force, concerns, modules, composed, report, standalone=standalone)
     return report
 
 
-def _write(out, force, concerns, modules, composed, report, fused=None) -> None:
+def _write(out, force, concerns, modules, composed, report, fused=None, standalone: bool = True) -> None:
+    """Write the decomposition atomically; ``standalone=False`` (``--modules none``) writes no
+    module files (``report.json`` then says ``file: null`` and how to split one out)."""
     names = module_file_names([(c.class_index, c.class_name) for c in concerns])
+    report["module_files"] = "standalone" if standalone else "none"
+    _log.info("writing %s: %s composed.onnx%s and the reports", out,
+              f"{len(modules):,} module files," if standalone else "no module files (--modules none),",
+              ", fused.onnx" if fused is not None else "")
     with atomic_directory(out, force=force, inputs=(report["model"], report["data"])) as tmp:
-        (tmp / "modules").mkdir()
-        for name, proto, entry in zip(names, modules, report["modules"]):
-            entry["file"] = f"modules/{name}.onnx"
-            save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
+        if standalone:
+            (tmp / "modules").mkdir()
+        for name, proto, entry in _progress.each(list(zip(names, modules, report["modules"])), "files"):
+            entry["file"] = f"modules/{name}.onnx" if standalone else None
+            if standalone:
+                save_model_atomic(proto, tmp / "modules" / f"{name}.onnx")
         save_model_atomic(composed, tmp / "composed.onnx")
         if fused is not None:
             save_model_atomic(fused, tmp / "fused.onnx")
         write_bytes_atomic(tmp / "report.json", rep.dumps(_stable(report)).encode())
         write_bytes_atomic(tmp / "report.md", rep.markdown(report).encode())
+        _log.info("drawing report.html (%s classes)", f"{len(report['modules']):,}")
         from . import report_html
 
         write_bytes_atomic(tmp / "report.html", report_html.decomposition(report).encode())
+
+
+def _mb(path) -> str:
+    try:
+        return f"{Path(path).stat().st_size / 2**20:,.1f}"
+    except OSError:
+        return "?"
 
 
 def _stable(report: dict) -> dict:
@@ -674,7 +832,8 @@ def _describe_decomposition(model: Model, data: Dataset, concerns, modules, comp
     model_params = model.parameter_count()
     entries = []
     for c, proto in zip(concerns, modules):
-        params = count_parameters_proto(proto)
+        params = getattr(proto, "params", None) or _module_files.parameter_count(proto)
+        _log.debug("module %s: %s parameters, kept units %s", c.class_name, f"{params:,}", _kept_units(model, c))
         entries.append({"class": c.class_index, "name": c.class_name, "monolithic_accuracy": None,
                         "composed_accuracy": None, "delta": None, "params": params,
                         "params_ratio": params / model_params, "jaccard": ev.jaccard(c),
@@ -682,7 +841,7 @@ def _describe_decomposition(model: Model, data: Dataset, concerns, modules, comp
                         **_unit_counts(model, c)})
     return {"monolithic_accuracy": None, "composed_accuracy": None, "delta": None,
             "num_classes": model.num_classes, "model_params": model_params,
-            "composed_params": count_parameters_proto(composed), "modules": entries}
+            "composed_params": _module_files.parameter_count(composed), "modules": entries}
 
 
 def _kept_units(model: Model, c) -> dict:
@@ -720,6 +879,8 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
                       "auc": ev.roc_auc(scores[..., j][y >= 0], y[y >= 0] == k)})
     ma, ca = ev.accuracy(mono, y), ev.accuracy(comp, y)
     report.update({"monolithic_accuracy": ma, "composed_accuracy": ca, "delta": ca - ma})
+    if getattr(model, "ctc_blank", None) is not None:  # the strings are scored from the same answers
+        report.update({"_pred_model": mono, "_pred_composed": comp})
     return report
 
 
@@ -753,6 +914,26 @@ def replace(composed_path, module_path, out_path, class_name: str | None = None,
             "modules": ev.describe_classes(out), "parameters": count_parameters_proto(out)}
 
 
+def split(composed_path, out_path, class_name, force: bool = False) -> dict:
+    """Write the module of ``class_name`` (name or index) held in the composition ``composed_path``
+    as a standalone module file (what ``decompose --modules standalone`` would have written for it:
+    the same outputs)."""
+    from .compose import module_position, split as split_protos
+
+    check_output_file(out_path, force, inputs=[composed_path])
+    composed = load_onnx(composed_path)
+    if ev.kind(composed) not in ("composition", "fused"):
+        raise InputError(f"{composed_path}: not an onnxmod composition (it is a {ev.kind(composed)}); split reads "
+                         f"the composed.onnx a decomposition writes")
+    k = module_position(composed, class_name, str(composed_path)) if ev.kind(composed) == "composition" else 0
+    (proto,) = split_protos(composed, str(composed_path), only={k})
+    onnx.checker.check_model(proto, full_check=True)
+    save_model_atomic(proto, out_path)
+    info = module_info(proto, str(out_path))
+    return {"output": str(out_path), "class_index": info["class_index"], "class_name": info["class_name"],
+            "parameters": count_parameters_proto(proto)}
+
+
 def _is_translator(proto: onnx.ModelProto) -> bool:
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("onnxmod.shape") == "enc-dec":
@@ -761,7 +942,7 @@ def _is_translator(proto: onnx.ModelProto) -> bool:
 
 
 def evaluate(model_path, data_path, threads: int | None = None, classes=None, report=None,
-             force: bool = False) -> dict:
+             force: bool = False, labels: str = "data", ctc_blank: int | None = None) -> dict:
     """Test-split scores of a model, a composition or a module (overall and per class).
 
     Classifiers report accuracy, taggers token accuracy (``metric``). A module reports its binary
@@ -772,13 +953,22 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
     ``classes``: None (a composition that covers only some classes is scored on those classes'
     test samples, said in ``classes_note``; anything else on every class), ``"all"`` (every
     class), or a list of class names/indices (only their samples). ``report``: also write the
-    result to this file, self-contained HTML (``.html``) or Markdown (``.md``)."""
+    result to this file, self-contained HTML (``.html``) or Markdown (``.md``). ``labels``:
+    ``"data"`` (``y_test``), ``"model"`` (a model's own answers: it agrees with itself) or the path
+    of the model whose answers are the labels (a composition or module against its source model):
+    the metric is then agreement with that model. A CTC head (``ctc_blank``, or the file's
+    ``onnxmod.ctc_blank``): string accuracy and character error rate of the greedy decoding
+    against ``text_test`` (else against the labels' decoding), beside per-step agreement when
+    there are per-step labels (``_evaluate_ctc``)."""
     if report is not None:
         if Path(report).suffix.lower() not in (".html", ".htm", ".md"):
             raise UsageError(f"{report}: --report writes .html or .md files")
         check_output_file(report, force, inputs=[model_path, data_path])
     proto = load_onnx(model_path)
     k = ev.kind(proto)
+    reference = _labels.reference_model(labels, k, model_path)
+    if _is_translator(proto) and labels != "data":
+        _labels.refuse_translator(model_path)
     if _is_translator(proto):
         from . import encdec
 
@@ -795,18 +985,32 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
     covered = None
     if k == "model":
         model = Model(proto, source=str(model_path))
-        data = load_dataset_for(model, data_path, train=False)
+        blank = _ctc.blank_of(ctc_blank, model, model_path)
+        data = _labels.load(model, data_path, "data" if reference is None else "model", train=False,
+                            threads=threads, runnable=None if reference is True else reference,
+                            ctc=blank is not None, optional=blank is not None)
         C = model.num_classes
         names = model.class_names(data.class_names)
     else:
-        data = load_data(data_path, train=False, **input_spec(proto))  # float-input modules too
+        blank = _ctc.blank_of_file(proto, k, ctc_blank, model_path)
+        data = load_data(data_path, train=False, labels=reference is None and blank is None,
+                         **input_spec(proto))  # float-input modules too
+        if reference is not None:
+            data = _labels.from_model(reference, data, threads, ctc=blank is not None)
         described = ev.describe_classes(proto) if k in ("composition", "fused") else [module_info(proto, str(model_path))]
-        C = int(max([c["class_index"] for c in described] + [int(data.y_test.max())]) + 1)
+        C = int(max([c["class_index"] for c in described] + [int(data.y_test.max()) if data.y_test is not None else 0]
+                    + [blank or 0]) + 1)
         names = data.class_names or [str(i) for i in range(C)]
         if k != "module":
-            covered = sorted({int(c["class_index"]) for c in described})
+            covered = sorted({int(c["class_index"]) for c in described} | ({blank} if blank is not None else set()))
+    if blank is not None and k != "module":
+        return _evaluate_ctc(proto, k, model_path, data, blank, C, names, covered, classes, threads, reference, report)
     y = data.y_test
-    metric = "token accuracy" if y.ndim == 2 else "accuracy"
+    if y is None:  # a CTC module without per-step labels
+        raise InputError(f"{data.path}: a module is scored per step: the data needs y_test, or give the model it came "
+                         f"from (--labels MODEL.onnx)")
+    metric = _labels.metric_words("token accuracy" if y.ndim == 2 else "accuracy",
+                                  "data" if reference is None else "model")
     with _files_named(model_path, data_path), _progress.step("evaluate"):
         if k == "module":
             score = ev.module_scores(proto, data.x_test, threads=threads)
@@ -829,20 +1033,71 @@ def evaluate(model_path, data_path, threads: int | None = None, classes=None, re
         ci = module_info(proto, str(model_path))["class_index"]
         y = np.where(y >= 0, (y == ci).astype(np.int64), -1)
         C, names = 2, ["rest", names[ci] if ci < len(names) else str(ci)]
-        metric = "binary accuracy"
+        metric = _labels.metric_words("binary accuracy", "data" if reference is None else "model")
         extra["auc"] = ev.roc_auc(score[y >= 0], y[y >= 0] == 1)
     pc = ev.per_class_accuracy(pred, y, C)
+    support = np.bincount(y[(y >= 0) & (y < C)].ravel(), minlength=C)
     shown_classes = range(C) if selected is None else sorted(set(selected))
+    if selected is None and C > _classes.LIST_ALL:  # a wide head (an OCR model's characters): the classes seen
+        shown_classes = np.flatnonzero(support).tolist()
     scored = (y >= 0) if y.ndim == 1 else (y >= 0).any(axis=tuple(range(1, y.ndim)))
     r = {"model": str(model_path), "kind": k, "metric": metric, "accuracy": ev.accuracy(pred, y),
          "samples": int(scored.sum()), **extra,
          "per_class": [{"class": i, "name": names[i] if i < len(names) else str(i), "accuracy": pc[i],
-                        "support": int((y == i).sum())} for i in shown_classes]}
+                        "support": int(support[i])} for i in shown_classes]}
     if selected is not None:
         r["classes"] = [int(c) for c in sorted(set(selected))]
+    if reference is not None:
+        r["labels"] = "model" if reference is True else str(labels)
     if note:
         r["classes_note"] = note
     return _evaluation_report(r, report)
+
+
+def _evaluate_ctc(proto, k, model_path, data, blank, C, names, covered, classes, threads, reference, report_path):
+    """``evaluate`` for a CTC model or composition: strings first (string accuracy, CER), then
+    per-step scores where the data (or ``--labels``) gives per-step labels. A composition of some
+    characters is scored on the test strings that use only them (``--all-classes``: every string)."""
+    with _files_named(model_path, data.path), _progress.step("evaluate"):
+        pred = ev.predict(proto, data.x_test, threads=threads)
+    y = data.y_test
+    texts = _ctc.Texts(data.path)
+    C = max(C, len(texts.charset or []), len(data.class_names or []))  # the head's width, which a composition lacks
+    names = data.class_names if data.class_names and len(data.class_names) == C else names
+    if not texts.has("test") and y is None:
+        raise InputError(f"{data.path}: a CTC {k} is scored on decoded strings: the data needs text_test (and "
+                         f"charset), or per-step labels (y_test, or --labels)")
+    ref = _ctc.reference(data.path, C if texts.charset is None else len(texts.charset), blank, "test", y)
+    note, keep = None, None
+    if isinstance(classes, (list, tuple)):
+        chosen = sorted({_class_id(c, names, C, model_path) for c in classes} | {blank})
+        keep = _ctc.covered(ref, chosen, texts.charset)
+        note = f"scored on the {int(keep.sum()):,} test strings that use only the characters asked for (--classes)"
+    elif classes is None and covered is not None and len(covered) < C:
+        keep = _ctc.covered(ref, covered, texts.charset)
+        note = (f"scored on the {int(keep.sum()):,} of {len(ref):,} test strings that use only the {len(covered) - 1} "
+                f"characters this composition covers; --all-classes scores every string")
+    if keep is not None:
+        ref, pred = ref.subset(keep), pred[keep]
+        y = None if y is None else y[keep]
+    got = _ctc.scores(pred, ref)
+    r = {"model": str(model_path), "kind": k, "metric": "string accuracy", "accuracy": got["string_accuracy"],
+         "samples": got["strings"], "cer": got["cer"], "ctc_blank": blank, "reference": ref.describe(),
+         "per_class": []}
+    if y is not None:
+        words = _labels.metric_words("token accuracy", "data" if reference is None else "model")
+        pc = ev.per_class_accuracy(pred, y, C)
+        support = np.bincount(y[(y >= 0) & (y < C)].ravel(), minlength=C)
+        shown = [c for c in range(C) if support[c]] if C > _classes.LIST_ALL else range(C)
+        r.update({"metric": words, "accuracy": ev.accuracy(pred, y), "string_accuracy": got["string_accuracy"],
+                  "strings": got["strings"], "samples": got["strings"],
+                  "per_class": [{"class": i, "name": names[i] if i < len(names) else str(i), "accuracy": pc[i],
+                                 "support": int(support[i])} for i in shown]})
+    if reference is not None:
+        r["labels"] = "model" if reference is True else "reference model"
+    if note:
+        r["classes_note"] = note
+    return _evaluation_report(r, report_path)
 
 
 def _class_id(c, names, C, where) -> int:

@@ -178,6 +178,32 @@ def _concern_args(p: argparse.ArgumentParser) -> None:
                         "`onnxmod evaluate` scores the written files later)")
 
 
+def _your_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your data")
+    g.add_argument("--labels", choices=("data", "model"), default="data",
+                   help="model: y_* are the model's own answers on x_* (the data then needs only x_train, x_test); "
+                        "scores are agreement with the model")
+    g.add_argument("--ctc-blank", type=int, default=None, metavar="INDEX",
+                   help="the model's head is a CTC head with this blank class (default: the model's "
+                        "onnxmod.ctc_blank metadata, if any): every module keeps the blank's logit, compositions "
+                        "vote over it, and the guard, --max-loss and the report judge greedy-decoded strings")
+    g.add_argument("--modules", default="auto", choices=("auto", "standalone", "none"),
+                   help="standalone: write every module's file; none: only composed.onnx (onnxmod split writes a "
+                        "module on request); auto: standalone unless the files would exceed 8x the model's size "
+                        "and 256 MB")
+    g.add_argument("--classes", default=None, metavar="A,B,...",
+                   help="build modules only for these classes (comma-separated names or indices; negatives still "
+                        "come from every class present); scored on their own test samples")
+
+
+def _your_data_options(args) -> dict:
+    """The API keywords of ``_your_data_args``."""
+    from .classes import parse
+
+    return {"labels": args.labels, "classes": parse(args.classes), "ctc_blank": args.ctc_blank,
+            "modules": args.modules}
+
+
 # --- subcommands --------------------------------------------------------------------------------
 
 @register
@@ -215,12 +241,15 @@ class Decompose(Command):
     examples = """examples:
   onnxmod decompose fixtures/math_topics/lstm1.onnx --data fixtures/math_topics/data.npz --out out/m
   onnxmod decompose fixtures/brown_pos/gru1.onnx --data fixtures/brown_pos/data.npz --out out/pos --mode unrolled
-  onnxmod decompose fixtures/math_topics/gru2.onnx --data fixtures/math_topics/data.npz --out out/small --max-loss 1.0"""
+  onnxmod decompose fixtures/math_topics/gru2.onnx --data fixtures/math_topics/data.npz --out out/small --max-loss 1.0
+  onnxmod decompose fixtures/ctc/crnn_batch_first.onnx --data fixtures/ctc/data.npz --out out/ocr --labels model --ctc-blank 0
+  onnxmod decompose fixtures/math_topics/lstm1.onnx --data fixtures/math_topics/data.npz --out out/two --classes algebra,calculus"""
 
     def add_arguments(self, p):
         p.add_argument("model", metavar="MODEL", help="the trained recurrent model (.onnx)")
         p.add_argument("--data", required=True, metavar="NPZ",
                        help=".npz with x_train, y_train, x_test, y_test (see the README's data contract)")
+        _your_data_args(p)
         output_args(p, "output directory (must not exist unless --force)", directory=True)
         _concern_args(p)
         runtime_args(p)
@@ -234,7 +263,8 @@ class Decompose(Command):
                             sampling=SamplingConfig(args.positives, args.negatives, args.max_sequences, args.seed))
         r = api.decompose(args.model, args.data, args.out, mode=args.mode, seed=args.seed, config=cfg,
                           force=args.force, progress=_progress.on(), threads=args.threads,
-                          monitor=args.monitor, max_loss=args.max_loss, evaluate=args.evaluate)
+                          monitor=args.monitor, max_loss=args.max_loss, evaluate=args.evaluate,
+                          **_your_data_options(args))
         log.info("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items()))
         if args.json:
             print(rep.dumps(r), end="")
@@ -242,7 +272,8 @@ class Decompose(Command):
             r = printable(r)
             print(rep.table(r))
             fused = "fused.onnx, " if (r.get("fused") or {}).get("file") else ""
-            print(f"wrote {escape(args.out)}/ (modules/, composed.onnx, {fused}report.json, report.md, report.html)")
+            mods = "modules/, " if r.get("module_files", "standalone") == "standalone" else ""
+            print(f"wrote {escape(args.out)}/ ({mods}composed.onnx, {fused}report.json, report.md, report.html)")
         return 0
 
 
@@ -314,6 +345,35 @@ class Replace(Command):
 
 
 @register
+class Split(Command):
+    """Write one module of a composition as a standalone module file.
+
+    A decomposition with --modules none (the default for big models) writes only composed.onnx;
+    split writes any of its modules, with the same outputs as the standalone file."""
+
+    name = "split"
+    examples = """examples:
+  onnxmod split out/m/composed.onnx --class algebra --out out/algebra.onnx
+  onnxmod split out/ocr/composed.onnx --class 7 --out out/seven.onnx"""
+
+    def add_arguments(self, p):
+        p.add_argument("composed", metavar="COMPOSED", help="a composition (.onnx), e.g. DIR/composed.onnx")
+        p.add_argument("--class", dest="class_name", required=True, metavar="NAME",
+                       help="the module's class (name, else index)")
+        output_args(p, "the module file to write (.onnx)")
+        json_arg(p)
+
+    def run(self, args):
+        r = api.split(args.composed, args.out, args.class_name, force=args.force)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            r = printable(r)
+            print(f"wrote {r['output']}: module of class {r['class_name']!r}, {r['parameters']:,} parameters")
+        return 0
+
+
+@register
 class Evaluate(Command):
     """Test-split scores of a model, composition or module, overall and per class.
 
@@ -337,6 +397,12 @@ class Evaluate(Command):
                             "default for a composition: the classes it covers)")
         g.add_argument("--all-classes", action="store_true",
                        help="score a subset composition on every class's samples")
+        g.add_argument("--labels", default="data", metavar="data|model|MODEL.onnx",
+                       help="the labels: the data's y_test; model: the evaluated model's own answers; or the "
+                            "answers of MODEL.onnx (a composition against its source model): agreement, not accuracy")
+        g.add_argument("--ctc-blank", type=int, default=None, metavar="INDEX",
+                       help="a model with a CTC head with this blank (modules and compositions remember theirs): "
+                            "scored on greedy-decoded strings (string accuracy, character error rate)")
         g = p.add_argument_group("output")
         g.add_argument("--report", default=None, metavar="FILE",
                        help="also write a report: FILE.html (self-contained, plots with the [report] extra) "
@@ -351,7 +417,7 @@ class Evaluate(Command):
         classes = "all" if args.all_classes else (
             None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()])
         r = api.evaluate(args.model, args.data, threads=args.threads, classes=classes, report=args.report,
-                         force=args.force)
+                         force=args.force, labels=args.labels, ctc_blank=args.ctc_blank)
         if args.json:
             print(json.dumps(r, indent=2))
         else:
@@ -369,6 +435,8 @@ def print_evaluation(r: dict) -> None:
     print(evaluation_summary(r))
     if r.get("classes_note"):
         print(r["classes_note"])
+    if not r["per_class"]:  # a CTC composition scored on its strings only
+        return
     bleu = "bleu" in r
     metric = "BLEU" if bleu else f"{r.get('metric', 'accuracy')} %"
     rows = [("class", "language" if bleu else "name", metric, "sentences" if bleu else "samples")]
@@ -425,6 +493,8 @@ def print_inspect(d: dict) -> None:
         line = f"  {m.get('class_index', '?'):>3} {m.get('class_name', '?')}: from {src}"
         if m.get("mode"):
             line += f", {m['mode']}"
+        if m.get("ctc_blank") is not None:
+            line += f", CTC blank {m['ctc_blank']}"
         if m.get("kept_units"):
             line += f"; kept {_units(m['kept_units'], m.get('units'))}"
             if m.get("unrolled"):

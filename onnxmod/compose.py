@@ -2,7 +2,8 @@
 
 All modules read the same graph input; each module's dominant probability ``score[..., 1]`` is
 stacked into ``scores`` ``[..., K]`` and ``label`` is the class id of the highest one (per step for
-many-output modules). The vote compares log-odds ``logits[..., 1] - logits[..., 0]``, which rank
+many-output modules). Modules of a CTC head (``onnxmod.ctc_blank``) vote per step over the blank
+(``ctc``): ``label`` is the blank unless some module's dominant − blank log-odds is positive. The vote compares log-odds ``logits[..., 1] - logits[..., 0]``, which rank
 exactly as the probabilities do but never tie at a saturated 1.0. One graph holding K native recurrent stacks runs much faster than K sessions
 (SPEC §6). Identical initializers (e.g. an embedding table shared by modules of one model) are
 stored once.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 import numpy as np
 import onnx
@@ -35,6 +37,7 @@ def module_info(proto: onnx.ModelProto, where: str) -> dict:
             "max_steps": parse_index(meta["onnxmod.max_steps"]) if meta.get("onnxmod.max_steps") else None,
             "lang_token": parse_index(meta["onnxmod.lang_token"]) if meta.get("onnxmod.lang_token") else None,
             "output_vocab_sha256": meta.get("onnxmod.output_vocab_sha256", ""),
+            "ctc_blank": parse_index(meta["onnxmod.ctc_blank"]) if meta.get("onnxmod.ctc_blank") else None,
             "where": where}
 
 
@@ -43,9 +46,17 @@ def _signature_key(sig) -> tuple:
     return tuple((s["name"], s["dtype"], tuple(s["shape"][1:])) for s in sigs)  # batch size may differ
 
 
+def _blank_words(info: dict) -> str:
+    b = info["ctc_blank"]
+    return "no CTC blank (a (rest, dominant) module)" if b is None else f"CTC blank {b}"
+
+
 def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
     first = infos[0]
     for info in infos[1:]:
+        if first["ctc_blank"] != info["ctc_blank"]:  # never overridable: the votes would not line up
+            raise IncompatibleError(f"{first['where']} has {_blank_words(first)} and {info['where']} has "
+                                    f"{_blank_words(info)}; the modules of one composition vote the same way")
         a, b = first["input_signature"], info["input_signature"]
         if _signature_key(a) != _signature_key(b) and not allow_mismatch:
             raise IncompatibleError(
@@ -62,11 +73,12 @@ def check_compatible(infos: list[dict], allow_mismatch: bool = False) -> None:
                 f"({va[:12]} vs {vb[:12]}); pass --allow-mismatch if you know they agree")
 
 
-def _prefixed(proto: onnx.ModelProto, prefix: str, own_inputs: bool = False) -> onnx.GraphProto:
+def _prefixed(proto: onnx.ModelProto, prefix: str, own_inputs: bool = False, inplace: bool = False) -> onnx.GraphProto:
     """The module's graph with every name prefixed, except its graph inputs (shared by all) —
-    unless ``own_inputs``: then the module reads ``<prefix><input>``, which the router feeds."""
-    g = onnx.compose.add_prefix(proto, prefix, rename_inputs=True, rename_outputs=True).graph
+    unless ``own_inputs``: then the module reads ``<prefix><input>``, which the router feeds.
+    ``inplace``: rename ``proto`` itself (its owner is done with it) instead of a copy."""
     back = {} if own_inputs else {prefix + i.name: i.name for i in proto.graph.input}
+    g = onnx.compose.add_prefix(proto, prefix, rename_inputs=True, rename_outputs=True, inplace=inplace).graph
 
     def rename(graph: onnx.GraphProto):
         for node in graph.node:
@@ -179,20 +191,30 @@ def _vote_head(nodes, inits, module_outputs, infos, sources):
     one = numpy_helper.from_array(np.array([1], dtype=np.int64), "onnxmod/one")
     zero = numpy_helper.from_array(np.array([0], dtype=np.int64), "onnxmod/zero")
     ids = numpy_helper.from_array(np.array([i["class_index"] for i in infos], dtype=np.int64), "onnxmod/class_ids")
+    blank = infos[0].get("ctc_blank")
+    if blank is not None:  # CTC: margins over the blank, and a first column of 0 that the blank wins ties with
+        ids = numpy_helper.from_array(np.array([blank] + [i["class_index"] for i in infos], dtype=np.int64),
+                                      "onnxmod/class_ids")
+        inits.append(numpy_helper.from_array(np.array([2], dtype=np.int64), "onnxmod/two"))
     inits = inits + [one, zero, ids]
+    against = "onnxmod/zero" if blank is None else "onnxmod/two"  # rest (logit 0), or the blank (logit 2)
     dom, margins = [], []
     for k, (s, lg) in enumerate(pairs):
         nodes.append(helper.make_node("Gather", [s, "onnxmod/one"], [f"onnxmod/dominant_{k}"], axis=-1,
                                       name=f"onnxmod/dominant_{k}"))
         nodes.append(helper.make_node("Gather", [lg, "onnxmod/one"], [f"onnxmod/dom_logit_{k}"], axis=-1,
                                       name=f"onnxmod/dom_logit_{k}"))
-        nodes.append(helper.make_node("Gather", [lg, "onnxmod/zero"], [f"onnxmod/rest_logit_{k}"], axis=-1,
+        nodes.append(helper.make_node("Gather", [lg, against], [f"onnxmod/rest_logit_{k}"], axis=-1,
                                       name=f"onnxmod/rest_logit_{k}"))
         nodes.append(helper.make_node("Sub", [f"onnxmod/dom_logit_{k}", f"onnxmod/rest_logit_{k}"],
                                       [f"onnxmod/margin_{k}"], name=f"onnxmod/margin_{k}"))
         dom.append(f"onnxmod/dominant_{k}")
         margins.append(f"onnxmod/margin_{k}")
     nodes.append(helper.make_node("Concat", dom, [SCORES], axis=-1, name="onnxmod/scores"))
+    if blank is not None:
+        nodes.append(helper.make_node("Sub", [margins[0], margins[0]], ["onnxmod/blank_margin"],
+                                      name="onnxmod/blank_margin"))
+        margins = ["onnxmod/blank_margin"] + margins
     nodes.append(helper.make_node("Concat", margins, ["onnxmod/margins"], axis=-1, name="onnxmod/margins"))
     nodes.append(helper.make_node("ArgMax", ["onnxmod/margins"], ["onnxmod/argmax"], axis=-1, keepdims=0,
                                   name="onnxmod/argmax"))
@@ -310,65 +332,153 @@ def compose(modules: list[onnx.ModelProto], sources: list[str] | None = None,
         cl = next(i["where"] for i in infos if i["shape"] != "enc-dec")
         raise IncompatibleError(f"{tr} is a translator (encoder-decoder) module and {cl} a classifier module; "
                                 f"they cannot be composed")
-    in_vis = list(modules[0].graph.input)
-    nodes, inits, dedup = [], [], {}
-    module_outputs = []
-    translators = next(iter(kinds))
-    for k, m in enumerate(modules):
-        g = _prefixed(m, f"m{k}/", own_inputs=translators)
+    stitch = Stitcher(translators=next(iter(kinds)))
+    for m, info in zip(modules, infos):
+        stitch.add(m, info)
+    return stitch.finish(sources)
+
+
+FULL_CHECK_BYTES = 256 << 20  # a composition up to this size is checked whole; a bigger one by its skeleton
+
+
+class Stitcher:
+    """``compose`` one module at a time, so a caller that builds modules one by one (``api``:
+    67 modules of a 54 MB model) holds one module and the composition, never every module.
+
+    ``add(module, info, inplace=True)`` takes what the composition needs of ``module`` (its names
+    prefixed, in place when its owner is done with it): its initializers are copied straight into
+    the composition's graph, identical ones stored once, and its nodes and value types are copied,
+    so nothing keeps the module's own memory alive. ``finish()`` adds the vote (or the router),
+    shares identical nodes, writes the metadata and checks the result (``check``). The modules'
+    own value types (each module was shape-inferred when built) are carried over, so the
+    composition needs no second inference over all of it."""
+
+    def __init__(self, translators: bool = False):
+        self.translators = translators
+        self.proto = onnx.ModelProto()
+        self.nodes, self.dedup, self.value_info = [], {}, []
+        self.module_outputs, self.infos, self.metas = [], [], []
+        self.opsets, self.ir_version, self.in_vis = {}, 0, None
+
+    def add(self, m: onnx.ModelProto, info: dict, inplace: bool = False) -> None:
+        k = len(self.infos)
+        if self.in_vis is None:
+            self.in_vis = [_copy(i) for i in m.graph.input]
+        self.metas.append({p.key: p.value for p in m.metadata_props})
+        for o in m.opset_import:
+            self.opsets[o.domain] = max(self.opsets.get(o.domain, 0), o.version)
+        self.ir_version = max(self.ir_version, m.ir_version)
+        g = _prefixed(m, f"m{k}/", own_inputs=self.translators, inplace=inplace)
         rename = {}
         for init in g.initializer:
+            payload = init.raw_data if init.HasField("raw_data") else numpy_helper.to_array(init).tobytes()
             h = hashlib.sha256(init.data_type.to_bytes(4, "little") + bytes(str(list(init.dims)), "ascii")
-                               + numpy_helper.to_array(init).tobytes()).hexdigest()
-            if h in dedup:
-                rename[init.name] = dedup[h]
+                               + payload).hexdigest()
+            if h in self.dedup:
+                rename[init.name] = self.dedup[h]
             else:
-                dedup[h] = init.name
-                inits.append(init)
+                self.dedup[h] = init.name
+                self.proto.graph.initializer.add().CopyFrom(init)
         for node in g.node:
             for i, n in enumerate(node.input):
                 if n in rename:
                     node.input[i] = rename[n]
-            nodes.append(node)
-        module_outputs.append({o.name[len(f"m{k}/"):]: o for o in g.output})
-    if kinds.pop():
-        nodes, inits, outputs = _route_head(nodes, inits, module_outputs, infos, in_vis, sources)
-    else:
-        nodes, inits, outputs = _vote_head(nodes, inits, module_outputs, infos, sources)
-    nodes = _toposort(nodes)  # the router feeds modules from nodes added after them
-    # once every node is in (the heads read the surviving names when two modules' nodes coincide)
-    nodes, alias = _share_common_nodes(nodes)
-    resolved = [[[name, alias.get(vi.name, vi.name)] for name, vi in outs.items()] for outs in module_outputs]
-    graph = helper.make_graph(nodes, "onnxmod_composition", in_vis, outputs, initializer=inits)
-    opsets = {}
-    for m in modules:
-        for o in m.opset_import:
-            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
-                              producer_name="onnxmod", producer_version=__version__)
-    proto.ir_version = max(m.ir_version for m in modules)
-    classes = [{"class_index": i["class_index"], "class_name": i["class_name"], "source_sha256": i["source_sha256"],
-                "mode": i["mode"]} for i in infos]
-    meta = {"onnxmod.kind": "composition", "onnxmod.version": __version__,
-            "onnxmod.classes": json.dumps(classes, sort_keys=True),
-            "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
-            "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
-    meta["onnxmod.modules"] = json.dumps([{p.key: p.value for p in m.metadata_props} for m in modules],
-                                         sort_keys=True)
-    # per module, in order: [its output name, the tensor that holds it here (shared nodes resolved)]
-    meta["onnxmod.module_outputs"] = json.dumps(resolved)
-    limits = [i["max_steps"] for i in infos if i["max_steps"]]
-    if limits:
-        meta["onnxmod.max_steps"] = str(min(limits))
-    for k, v in sorted(meta.items()):
-        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    proto = onnx.shape_inference.infer_shapes(proto)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+            self.nodes.append(_copy(node))
+        self.value_info += [_unnamed_dims(_copy(v)) for v in list(g.value_info) + list(g.output)]
+        self.module_outputs.append({o.name[len(f"m{k}/"):]: _copy(o) for o in g.output})
+        self.infos.append(info)
+
+    def finish(self, sources: list[str] | None = None) -> onnx.ModelProto:
+        infos, module_outputs = self.infos, self.module_outputs
+        sources = sources or [i["where"] for i in infos]
+        if self.translators:
+            nodes, inits, outputs = _route_head(self.nodes, [], module_outputs, infos, self.in_vis, sources)
+        else:
+            nodes, inits, outputs = _vote_head(self.nodes, [], module_outputs, infos, sources)
+        nodes = _toposort(nodes)  # the router feeds modules from nodes added after them
+        # once every node is in (the heads read the surviving names when two modules' nodes coincide)
+        nodes, alias = _share_common_nodes(nodes)
+        resolved = [[[name, alias.get(vi.name, vi.name)] for name, vi in outs.items()] for outs in module_outputs]
+        produced = {o for n in nodes for o in n.output}
+        proto, self.proto = self.proto, None
+        g = proto.graph
+        g.name = "onnxmod_composition"
+        g.initializer.extend(inits)
+        g.node.extend(nodes)
+        g.input.extend(self.in_vis)
+        g.output.extend(outputs)
+        g.value_info.extend(v for v in self.value_info if v.name in produced)
+        self.nodes = self.value_info = None
+        proto.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items()))
+        proto.producer_name, proto.producer_version = "onnxmod", __version__
+        proto.ir_version = self.ir_version
+        classes = [{"class_index": i["class_index"], "class_name": i["class_name"],
+                    "source_sha256": i["source_sha256"], "mode": i["mode"]} for i in infos]
+        meta = {"onnxmod.kind": "composition", "onnxmod.version": __version__,
+                "onnxmod.classes": json.dumps(classes, sort_keys=True),
+                "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
+                "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
+        if infos[0]["ctc_blank"] is not None:
+            meta["onnxmod.ctc_blank"] = str(infos[0]["ctc_blank"])
+        meta["onnxmod.modules"] = json.dumps(self.metas, sort_keys=True)
+        # per module, in order: [its output name, the tensor that holds it here (shared nodes resolved)]
+        meta["onnxmod.module_outputs"] = json.dumps(resolved)
+        limits = [i["max_steps"] for i in infos if i["max_steps"]]
+        if limits:
+            meta["onnxmod.max_steps"] = str(min(limits))
+        for k, v in sorted(meta.items()):
+            proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+        check(proto)
+        return proto
 
 
-def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.ModelProto]:
-    """The modules a composition was built from, as standalone ModelProtos (inverse of compose)."""
+def _unnamed_dims(v: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    """``v`` with its named dimensions ("batch") made unknown: in a composition they no longer
+    mean one size (a router runs each module on its own rows), and onnxruntime holds tensors that
+    share a name to one size."""
+    if v.type.HasField("tensor_type"):
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.Clear()
+    return v
+
+
+def _copy(msg):
+    """A standalone copy of a protobuf message (a reference into a module would keep all of that
+    module's memory alive)."""
+    out = type(msg)()
+    out.CopyFrom(msg)
+    return out
+
+
+def check(proto: onnx.ModelProto, limit: int = FULL_CHECK_BYTES) -> None:
+    """``onnx.checker`` with strict shape inference on a composition. Up to ``limit`` bytes the
+    whole model is checked; a bigger one (the checker would serialize and parse it again, twice
+    its memory) by its *skeleton*: the same nodes, types and metadata, each initializer declared
+    as a typed graph input instead of carried (each module was checked whole when it was built)."""
+    size = proto.ByteSize()
+    logging.getLogger("onnxmod").debug("checking the composition (%.0f MB%s)", size / 2**20,
+                                       "" if size <= limit else ", by its skeleton")
+    if size <= limit:
+        onnx.checker.check_model(proto, full_check=True)
+        return
+    sk = onnx.ModelProto()
+    sk.ir_version, sk.producer_name, sk.producer_version = proto.ir_version, proto.producer_name, proto.producer_version
+    sk.opset_import.extend(proto.opset_import)
+    sk.metadata_props.extend(proto.metadata_props)
+    g = sk.graph
+    g.name = proto.graph.name
+    g.node.extend(proto.graph.node)
+    g.input.extend(proto.graph.input)
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in proto.graph.initializer)
+    g.output.extend(proto.graph.output)
+    g.value_info.extend(proto.graph.value_info)
+    onnx.checker.check_model(sk, full_check=True)
+
+
+def split(composed: onnx.ModelProto, where: str = "composition", only=None) -> list[onnx.ModelProto]:
+    """The modules a composition was built from, as standalone ModelProtos (inverse of compose);
+    ``only``: the positions of the modules wanted (default: all)."""
     meta = {p.key: p.value for p in composed.metadata_props}
     if meta.get("onnxmod.kind") == "fused":
         raise IncompatibleError(f"{where}: a fused composition runs one shared trunk and holds no separable modules; "
@@ -386,6 +496,8 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
     producer = {o: n for n in g.node for o in n.output}
     order = {id(n): i for i, n in enumerate(g.node)}
     for k, mmeta in enumerate(metas):
+        if only is not None and k not in only:
+            continue
         prefix = f"m{k}/"
         pairs = outputs_of[k] if k < len(outputs_of) else []
         if not pairs:
@@ -444,6 +556,19 @@ def split(composed: onnx.ModelProto, where: str = "composition") -> list[onnx.Mo
     return out
 
 
+def module_position(composed: onnx.ModelProto, class_name, where: str = "composition") -> int:
+    """The position of the module of ``class_name`` (its name first, else its index) in a composition."""
+    infos = [{"class_index": c["class_index"], "class_name": c["class_name"]}
+             for c in json.loads({p.key: p.value for p in composed.metadata_props}.get("onnxmod.classes", "[]"))]
+    target = str(class_name)
+    hits = ([i for i, info in enumerate(infos) if info["class_name"] == target]
+            or [i for i, info in enumerate(infos) if str(info["class_index"]) == target])
+    if not hits:
+        names = ", ".join(i["class_name"] for i in infos[:20]) + (", …" if len(infos) > 20 else "")
+        raise InputError(f"{where}: has no module of class {target!r} (it has {names})")
+    return hits[0]
+
+
 def replace(composed: onnx.ModelProto, new_module: onnx.ModelProto, class_name: str | None = None,
             where: str = "composition", module_where: str = "module", allow_mismatch: bool = False) -> onnx.ModelProto:
     """``composed`` with the module of ``class_name`` (default: the new module's class) swapped for
@@ -453,7 +578,9 @@ def replace(composed: onnx.ModelProto, new_module: onnx.ModelProto, class_name: 
     infos = [module_info(m, f"{where} module {i}") for i, m in enumerate(mods)]
     new = module_info(new_module, module_where)
     target = class_name if class_name is not None else new["class_name"]
-    hits = [i for i, info in enumerate(infos) if info["class_name"] == target or str(info["class_index"]) == str(target)]
+    # a name wins over an index (digit characters' classes are named "0".."9" at indices 1..10)
+    hits = ([i for i, info in enumerate(infos) if info["class_name"] == target]
+            or [i for i, info in enumerate(infos) if str(info["class_index"]) == str(target)])
     if not hits:
         names = ", ".join(i["class_name"] for i in infos)
         raise IncompatibleError(f"{where}: has no module of class {target!r} (it has {names})")

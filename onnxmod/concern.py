@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import progress as _progress
 from .errors import UsageError
 from .sampling import SamplingConfig
 
@@ -180,19 +181,21 @@ class ClassScores:
 
 
 def score_units(hidden: list[np.ndarray], rules: list[str], class_names: list[str], cfg: ConcernConfig,
-                mode: str, observations) -> list[ClassScores]:
+                mode: str, observations, classes=None) -> list[ClassScores]:
     """Every unit's score for every class; ``ClassScores.concern(cfg, cap)`` then selects, cheaply.
 
     ``hidden[k]``: op k's traced states ``[N, T, U]`` (all ops share N and T), or its gate
     activations ``[N, T, G, U]`` with gate monitoring. ``observations(c, step)`` returns
     (positive, negative) flat indices into ``[N * T]``; ``step`` is None in rolled mode (one
-    decision per layer) and 0..T-1 in unrolled mode.
+    decision per layer) and 0..T-1 in unrolled mode. ``classes``: the class indices to score
+    (default: every class of ``class_names``); the cost is linear in their number.
     """
     T = hidden[0].shape[1]
     steps = [None] if mode == "rolled" else list(range(T))
     flat = [h.reshape(-1, *h.shape[2:]) for h in hidden]
     out = []
-    for c, name in enumerate(class_names):
+    for c in _progress.each(range(len(class_names)) if classes is None else classes, "classes"):
+        name = class_names[c]
         layers = {k: [] for k in range(len(hidden))}
         npos = nneg = 0
         for t in steps:

@@ -45,6 +45,8 @@ def why_not_fusable(model: Model, concerns: list[Concern], compensated: bool) ->
     """None when ``fuse`` applies, else the reason (one line)."""
     if model.shape == "enc-dec":
         return "translators route each sentence to one module; there is nothing to vote"
+    if getattr(model, "ctc_blank", None) is not None:
+        return "a CTC head's modules vote over the blank (rest, dominant, blank); fused.onnx votes (rest, dominant) pairs"
     if len(model.inputs) != 1:
         return "the model has more than one input"
     if any(c.mode != "rolled" for c in concerns):

@@ -249,6 +249,7 @@ def check_metadata_map(meta: dict, where: str, nested: bool = False) -> None:
     integer("onnxmod.class_index", 0, MAX_CLASS_INDEX)
     integer("onnxmod.max_steps", 1, 1 << 31)
     integer("onnxmod.lang_token", 0, 1 << 31)
+    integer("onnxmod.ctc_blank", 0, MAX_CLASS_INDEX)
     if "onnxmod.input_signature" in meta:
         if not _signature_ok(_json(where, "onnxmod.input_signature", meta["onnxmod.input_signature"])):
             raise InputError(f"{where}: metadata 'onnxmod.input_signature' is malformed (expected name, dtype and "
@@ -346,33 +347,37 @@ class Dataset:
 
 def load_data(path, num_classes: int | None = None, many_output: bool | None = None,
               input_dtype=np.int64, input_shape: list | None = None, max_token: int | None = None,
-              train: bool = True) -> Dataset:
+              train: bool = True, labels: bool = True) -> Dataset:
     """Load and validate a data file against what the model expects (``max_token``: token ids must
     be below it, see ``token_limit``). ``train=False`` reads the test split only (``evaluate``):
     the training and validation arrays are then never read, and are None. Only the keys needed are
-    ever decompressed (``NpzArrays``)."""
+    ever decompressed (``NpzArrays``). ``labels=False`` (labels taken from the model,
+    ``onnxmod.labels``): ``y_*`` may be absent (then None); those present are checked as usual."""
     p = _input_path(path, "an .npz data file")
     arrays = _read_npz(p)
     needed = DATA_KEYS if train else ("x_test", "y_test")
+    if not labels:
+        needed = tuple(k for k in needed if k.startswith("x_"))
     missing = [k for k in needed if k not in arrays]
     if missing:
         raise InputError(f"{p}: missing key(s) {', '.join(missing)} (need {', '.join(needed)})")
     out = {}
     splits = ["train", "test"] if train else ["test"]
     if train and ("x_val" in arrays or "y_val" in arrays):
-        if not ("x_val" in arrays and "y_val" in arrays):
+        if not ("x_val" in arrays and ("y_val" in arrays or not labels)):
             raise InputError(f"{p}: has only one of x_val, y_val (give both or neither)")
         splits.append("val")
     for split in splits:
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        x = _check_x(p, f"x_{split}", x, input_dtype, input_shape, max_token)
-        y = _check_y(p, f"y_{split}", y, num_classes, many_output)
-        if x.shape[0] != y.shape[0]:
-            raise InputError(f"{p}: x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
+        x = _check_x(p, f"x_{split}", arrays[f"x_{split}"], input_dtype, input_shape, max_token)
+        y = None
+        if labels or f"y_{split}" in arrays:
+            y = _check_y(p, f"y_{split}", arrays[f"y_{split}"], num_classes, many_output)
+            if x.shape[0] != y.shape[0]:
+                raise InputError(f"{p}: x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
         if x.shape[0] == 0:
             raise InputError(f"{p}: x_{split} is empty")
         out[f"x_{split}"], out[f"y_{split}"] = x, y
-    if train and out["y_train"].ndim != out["y_test"].ndim:
+    if train and labels and out["y_train"].ndim != out["y_test"].ndim:
         raise InputError(f"{p}: y_train and y_test have different ranks")
     names = _strings(p, "class_names", arrays.get("class_names"))
     vocab = _strings(p, "vocab", arrays.get("vocab")) if train else None

@@ -35,16 +35,22 @@ def selections(model: Model, concern: Concern) -> dict[int, UnitSelection]:
     return out
 
 
-def channeled(values: np.ndarray, axis: int, class_indices: list[int]) -> np.ndarray:
+def channeled(values: np.ndarray, axis: int, class_indices: list[int], blank: int | None = None) -> np.ndarray:
     """The head's weights or bias with the C class entries along ``axis`` replaced by, per class
-    in ``class_indices``, the pair (rest = mean of the other classes', dominant = the class's)."""
+    in ``class_indices``, the pair (rest = mean of the other classes', dominant = the class's).
+    With a CTC ``blank``, the triple (rest, dominant, blank): rest is then the mean of the classes
+    other than the class and the blank, and the blank keeps its own entry (``ctc.LAYOUT``)."""
     C = values.shape[axis]
     parts = []
     for c in class_indices:
-        others = [i for i in range(C) if i != c]
+        mask = np.ones(C, dtype=bool)
+        mask[c] = False
+        if blank is not None:
+            mask[blank] = False
         dom = np.take(values, [c], axis=axis)
-        rest = np.take(values, others, axis=axis).mean(axis=axis, keepdims=True) if others else np.zeros_like(dom)
-        parts += [rest, dom]
+        rest = (np.compress(mask, values, axis=axis).mean(axis=axis, keepdims=True) if mask.any()
+                else np.zeros_like(dom))
+        parts += [rest, dom] + ([np.take(values, [blank], axis=axis)] if blank is not None else [])
     out = np.concatenate(parts, axis=axis)
     if np.issubdtype(values.dtype, np.integer):  # an integer head (MatMulInteger): the mean rounded
         info = np.iinfo(values.dtype)
@@ -52,36 +58,41 @@ def channeled(values: np.ndarray, axis: int, class_indices: list[int]) -> np.nda
     return out.astype(values.dtype)
 
 
-def channel_head(model: Model, class_indices: list[int], tag: str) -> None:
-    """Rewrite the head's C classes to (rest, dominant) pairs, one per class in ``class_indices``:
-    its weight and bias, every per-class constant after it (a bias added after a ``MatMul``) and
-    every literal that sizes the class axis on the way to the output."""
+def channel_head(model: Model, class_indices: list[int], tag: str, blank: int | None = None) -> None:
+    """Rewrite the head's C classes to (rest, dominant) pairs, one per class in ``class_indices``
+    ((rest, dominant, blank) triples for a CTC head's ``blank``): its weight and bias, every
+    per-class constant after it (a bias added after a ``MatMul``) and every literal that sizes the
+    class axis on the way to the output."""
     head = model.head
     w = stored(head.node, 1)
-    w.replace(channeled(w.values, head.weight_axis, class_indices), f"{head.node.name}/W_{tag}", head.weight_axis)
+    w.replace(channeled(w.values, head.weight_axis, class_indices, blank), f"{head.node.name}/W_{tag}",
+              head.weight_axis)
     if head.bias_node is not None:
         b = stored(head.bias_node, head.bias_index)
-        b.replace(channeled(b.values, b.values.ndim - 1, class_indices), f"{head.node.name}/B_{tag}",
+        b.replace(channeled(b.values, b.values.ndim - 1, class_indices, blank), f"{head.node.name}/B_{tag}",
                   b.values.ndim - 1)
     zp = head.node.inputs[3] if head.node.op == "MatMulInteger" and len(head.node.inputs) > 3 else None
     if isinstance(zp, gs.Constant) and np.asarray(zp.values).size > 1:  # per-class zero points of the weight
         z = np.asarray(zp.values)
-        head.node.inputs[3] = gs.Constant(f"{head.node.name}/zp_{tag}", channeled(z, z.ndim - 1, class_indices))
+        head.node.inputs[3] = gs.Constant(f"{head.node.name}/zp_{tag}",
+                                          channeled(z, z.ndim - 1, class_indices, blank))
+    width = (2 if blank is None else 3) * len(class_indices)
     for s in head.sites:
         c = np.asarray(s.node.inputs[s.input_index].values)
         if s.kind == "shape":
             c = c.copy()
-            c.reshape(-1)[s.axis] = 2 * len(class_indices)
+            c.reshape(-1)[s.axis] = width
             s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/classes_{tag}", c)
         elif c.ndim and c.shape[s.axis] > 1:  # a per-class constant (a bias after a MatMul)
             name = f"{head.node.name}/B_{tag}" if s.node.op == "Add" else f"{s.node.name}/classes_{tag}"
-            s.node.inputs[s.input_index] = gs.Constant(name, channeled(c, s.axis, class_indices))
+            s.node.inputs[s.input_index] = gs.Constant(name, channeled(c, s.axis, class_indices, blank))
 
 
-def channel(model: Model, class_index: int) -> tuple[gs.Variable, gs.Variable]:
-    """Rewrite the head to (rest, dominant); return the new (softmax, logits) outputs."""
+def channel(model: Model, class_index: int, blank: int | None = None) -> tuple[gs.Variable, gs.Variable]:
+    """Rewrite the head to (rest, dominant) (a CTC head: (rest, dominant, blank)); return the new
+    (softmax, logits) outputs."""
     head = model.head
-    channel_head(model, [class_index], "channeled")
+    channel_head(model, [class_index], "channeled", blank)
     for t in model.graph.tensors().values():  # free the names of the module's outputs
         if t.name in (SCORE, LOGITS) and t is not head.output:
             t.name = f"{t.name}_original"
@@ -141,8 +152,13 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
 
 
 def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None,
-                 digest: str | None = None, unrolled: str = "output", means: dict | None = None) -> onnx.ModelProto:
-    """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched)."""
+                 digest: str | None = None, unrolled: str = "output", means: dict | None = None,
+                 ctc_blank: int | None = None) -> onnx.ModelProto:
+    """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched).
+    ``ctc_blank``: a CTC head's blank, kept as every module's third logit (``onnxmod.ctc_blank``;
+    default: the model's ``ctc_blank`` attribute, which ``api.decompose`` sets)."""
+    if ctc_blank is None:
+        ctc_blank = getattr(model, "ctc_blank", None)
     m = model.fresh()
     if concern.vocabulary is not None:
         m.prune_vocabulary(concern.vocabulary)
@@ -154,8 +170,12 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
         apply_unrolled(m, concern, unrolled)
     if concern.embedding_rank is not None:
         m.reduce_embedding(concern.embedding_rank)
-    score, logits = channel(m, concern.class_index)
+    score, logits = channel(m, concern.class_index, ctc_blank)
     meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original), model.embedding_width())
+    if ctc_blank is not None:
+        meta["onnxmod.ctc_blank"] = str(ctc_blank)
+    if getattr(model, "output_vocab_sha256", None):  # a CTC head's charset: what each class index means
+        meta["onnxmod.output_vocab_sha256"] = model.output_vocab_sha256
     if concern.mode == "unrolled":
         meta["onnxmod.unrolled_semantics"] = unrolled
     proto = m.export(outputs=[score, logits], metadata=meta)

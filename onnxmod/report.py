@@ -31,11 +31,17 @@ def metric_name(report: dict) -> str:
     """The metric a report's per-class numbers are in."""
     if report.get("shape") == "enc-dec":
         return "BLEU"
-    return "token accuracy %" if report.get("shape") in MANY_OUTPUT else "accuracy %"
+    name = "token accuracy %" if report.get("shape") in MANY_OUTPUT else "accuracy %"
+    return name.replace("accuracy", "agreement with the model") if report.get("labels") == "model" else name
 
 
 def _short(report: dict) -> str:
-    return {"BLEU": "BLEU", "token accuracy %": "tok-acc%", "accuracy %": "acc%"}[metric_name(report)]
+    return {"BLEU": "BLEU", "token accuracy %": "tok-acc%", "accuracy %": "acc%",
+            "token agreement with the model %": "tok-agree%", "agreement with the model %": "agree%"}[
+        metric_name(report)]
+
+
+FIDELITY = "the labels are the model's own answers (--labels model), so the model scores 100 %"
 
 
 def per_class_rows(report: dict) -> tuple[list[str], list[list[str]], list[str]]:
@@ -75,9 +81,25 @@ def caption(report: dict) -> str:
             s += (f"; teacher-forced next-token accuracy: model {_pct(report['monolithic_accuracy'])} %, "
                   f"composed {_pct(report['composed_accuracy'])} %")
         return s
+    subset = (f"; on the test samples of the {len(report['modules'])} classes decomposed (--classes)"
+              if report.get("classes") else "")
+    if report.get("labels") == "model":
+        return f"{metric_name(report)} per class (test split; {FIDELITY}{subset})"
     if report.get("shape") in MANY_OUTPUT:
-        return "token accuracy % per class (labelled output steps of the test split; padding never counts)"
-    return "accuracy % per class (test split)"
+        return f"token accuracy % per class (labelled output steps of the test split; padding never counts{subset})"
+    return f"accuracy % per class (test split{subset})"
+
+
+def ctc_line(report: dict) -> str | None:
+    """A CTC head's strings in one line (greedy decoding of the test split), or None."""
+    c = report.get("ctc")
+    if not c or c.get("monolithic_string_accuracy") is None:
+        return None
+    covered = " whose text uses only the decomposed characters" if c.get("covered_only") else ""
+    return (f"string accuracy (greedy CTC decoding, blank {c['blank']}; {c['strings']:,} test strings{covered}, "
+            f"against {c['reference']}): model {_pct(c['monolithic_string_accuracy'])} %, composed "
+            f"{_pct(c['composed_string_accuracy'])} %, δ {_delta(c['delta_string_accuracy'])}; character error rate: "
+            f"model {_pct(c['monolithic_cer'])} %, composed {_pct(c['composed_cer'])} %")
 
 
 def guard_sentences(report: dict) -> list[str]:
@@ -88,7 +110,10 @@ def guard_sentences(report: dict) -> list[str]:
         return [] if g is not None else ["No guard (--no-guard): the reference removal cap was applied as is."]
     if s.get("kind") == "guard":
         translator = "heldout_model_bleu" in s
-        unit = "BLEU" if translator else "points of accuracy"
+        unit = "BLEU" if translator else (
+            "points of agreement with the model" if report.get("labels") == "model" else "points of accuracy")
+        if s.get("metric") == "string accuracy":
+            unit = "points of string accuracy (greedy CTC decoding)"
         base = s.get("heldout_model_bleu") if translator else s.get("heldout_model_accuracy")
         fmt = (lambda v: f"{v:.2f}") if translator else (lambda v: f"{100 * v:.2f} %")
         tried = "; ".join(
@@ -139,6 +164,8 @@ def markdown(report: dict) -> str:
         more = [] if translator else [_pct(m.get("binary_accuracy")), "—" if m.get("auc") is None else f"{m['auc']:.4f}"]
         lines.append("| " + " | ".join(r + more) + " |")
     lines.append("| " + " | ".join(last + [""] * len(extra)) + " |")
+    if ctc_line(report):
+        lines += ["", ctc_line(report)]
     words = guard_sentences(report)
     if words:
         lines += [""] + words
@@ -168,7 +195,8 @@ def table(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     body = "\n".join("  ".join(c.rjust(w) if i != 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in rows)
-    return f"{caption(report)}\n{body}"
+    strings = ctc_line(report)
+    return f"{caption(report)}\n{body}" + (f"\n{strings}" if strings else "")
 
 
 def dumps(report: dict) -> str:

@@ -243,6 +243,8 @@ def decomposition(report: dict) -> str:
             r += [rep._pct(m.get("binary_accuracy")), "—" if m.get("auc") is None else f"{m['auc']:.4f}"]
         last = last + ["", ""]
     body += ["<h2>Per class</h2>", _table(head, rows, last, caption=rep.caption(report))]
+    if rep.ctc_line(report):
+        body.append(f"<p>{_e(rep.ctc_line(report))}</p>")
     if Figure is not None:
         plots = _delta_plot(Figure, report)
         if plots:
@@ -259,7 +261,7 @@ def decomposition(report: dict) -> str:
     elif s.get("kind") == "guard":
         tb = "heldout_model_bleu" in s
         body += ["<h2>Guard trail</h2>", _table(
-            ["removal cap", "validation " + ("mean BLEU" if tb else "accuracy %"), "accepted"],
+            ["removal cap", "validation " + ("mean BLEU" if tb else f"{s.get('metric', 'accuracy')} %"), "accepted"],
             [[f"{t['cap']:g}", f"{t['heldout_bleu']:.2f}" if tb else rep._pct(t["heldout_accuracy"]),
               "yes" if t["accepted"] else "no"] for t in s["trail"]], numeric_from=1)]
     if Figure is not None:
@@ -315,4 +317,9 @@ def evaluation_summary(r: dict) -> str:
     s = f"{r['model']} ({r['kind']}): {r.get('metric', 'accuracy')} {rep._pct(r['accuracy'])} % on {r['samples']:,} test samples"
     if r.get("auc") is not None:
         s += f", ROC AUC {r['auc']:.4f}"
+    if r.get("string_accuracy") is not None:
+        s += f"; string accuracy {rep._pct(r['string_accuracy'])} % on {r['strings']:,} strings"
+    if r.get("cer") is not None:
+        s += (f" (greedy CTC decoding against {r.get('reference', 'the reference')}), character error rate "
+              f"{rep._pct(r['cer'])} %")
     return s

@@ -815,7 +815,7 @@ def test_signal_while_the_output_is_being_written(tmp_path, sig):
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("step", ["save_model_atomic", "write_bytes_atomic", "compose_protos"])
+@pytest.mark.parametrize("step", ["save_model_atomic", "write_bytes_atomic", "Stitcher"])  # Stitcher: composing
 def test_exception_midway_through_decompose_leaves_no_output(tmp_path, monkeypatch, step):
     model = float_model(tmp_path / "f.onnx", classes=3)
     data = float_data(tmp_path / "d.npz", classes=3)
@@ -824,7 +824,7 @@ def test_exception_midway_through_decompose_leaves_no_output(tmp_path, monkeypat
 
     def fail_on_second(*a, **k):
         calls.append(1)
-        if len(calls) == 2 or step == "compose_protos":
+        if len(calls) == 2 or step == "Stitcher":
             raise RuntimeError(f"simulated failure in {step}")
         return real(*a, **k)
 
