@@ -48,6 +48,25 @@ def _should_fold(node) -> bool | None:
     return None
 
 
+MIN_OPSET = 13  # the forms onnxmod writes (Unsqueeze/Split/Squeeze taking their axes and sizes as inputs)
+
+
+def upgrade_opset(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """A model written for an opset before ``MIN_OPSET`` converted to it with onnx's version
+    converter (what onnxmod writes, unrolled modules' per-step masks among them, then runs in it);
+    the line that says so, or why it could not (the model then stays as written)."""
+    version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None or version >= MIN_OPSET:
+        return proto, None
+    try:
+        from onnx import version_converter
+
+        out = version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the converter's refusal leaves the model as written
+        return proto, f"opset {version} kept: onnx's version converter refused ({' '.join(str(exc).split())[:200]})"
+    return out, f"opset {version} -> {MIN_OPSET} (onnx's version converter)"
+
+
 def canonicalize(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     """The canonical form of ``proto`` (a new proto; ``proto`` is untouched), and None, or the
     model unchanged and why the optimizer could not take it (one line).

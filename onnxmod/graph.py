@@ -50,6 +50,9 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
             graph, self.layout_rewrites = prepare_graph(proto, source)
             self.rewrites = normalize(graph)  # exporters' readouts -> forms the unit flow follows
         self.graph = graph
+        default = "" if "" in self.opset or "ai.onnx" not in self.opset else "ai.onnx"
+        if isinstance(getattr(graph, "opset", None), int) and graph.opset > self.opset.get(default, 0):
+            self.opset[default] = graph.opset  # canonicalization upgraded an old opset (onnx's version converter)
         if not graph.inputs:
             raise UnsupportedModelError(f"{source}: the graph has no input")
         self.inputs = list(graph.inputs)

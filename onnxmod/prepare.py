@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import OnnxmodError, UnsupportedModelError
-from .canonical import canonicalize
+from .canonical import canonicalize, upgrade_opset
 from .fold import fold_bounded
 from .ops import recurrent_op_types
 from .ops.layout import to_time_major
@@ -33,8 +33,9 @@ def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[s
 
 
 def _prepare(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
-    work, why = canonicalize(proto)
-    rewrites = [f"not canonicalized: {why}"] if why else []
+    work, upgraded = upgrade_opset(proto)
+    work, why = canonicalize(work)
+    rewrites = ([upgraded] if upgraded else []) + ([f"not canonicalized: {why}"] if why else [])
     inferred = onnx.shape_inference.infer_shapes(work if work is not proto else copy.deepcopy(proto), data_prop=True)
     graph = gs.import_onnx(inferred)
     rewrites += [f"{name}: layout=1 -> layout=0" for name in to_time_major(graph, recurrent_op_types())]
@@ -79,6 +80,8 @@ def _rows_independent(graph: gs.Graph, proto: onnx.ModelProto) -> bool:
     from . import probe
 
     opset = {o.domain: o.version for o in proto.opset_import}
+    default = "" if "" in opset or "ai.onnx" not in opset else "ai.onnx"
+    opset[default] = max(opset.get(default, 0), int(getattr(graph, "opset", 0) or 0))  # an upgraded opset
     try:
         return probe.rows_independent(graph, graph.outputs[0].name, opset)
     except probe.ProbeError:
