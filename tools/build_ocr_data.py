@@ -17,7 +17,8 @@ dependencies is installed (opencv): this script
 2. reads the charsets as data (``ast.literal_eval`` of ``charsets.py``, never imported): the
    package's ``core/ocr_engine.py`` and ``models/model_loader.py`` pair ``common.onnx`` with
    ``CHARSET_BETA`` (``beta=True``) and ``common_old.onnx`` with ``CHARSET_OLD`` (its default);
-3. renders seeded text images of 4-6 ASCII characters (digits and lowercase letters by default,
+3. renders seeded text images of 4-6 ASCII characters (digits and lowercase letters by default;
+   a third of the strings digits only, a third letters only, a third both,
    ``--alphabet`` to change; all in the model's charset) with Pillow in the machine's DejaVu
    fonts (``fc-list``), dark text on a white 150 x 50 canvas, every image the same size so that
    they batch;
@@ -142,12 +143,22 @@ def preprocess(img) -> np.ndarray:
     return (np.asarray(gray, dtype=np.float32) / 255.0)[None]
 
 
+def pools(alphabet: str) -> list[str]:
+    """What each string draws from, in turn: only the alphabet's digits, only its letters, all of
+    it (so compositions of the digits' or the letters' modules have strings they can spell)."""
+    digits = "".join(c for c in alphabet if c.isdigit())
+    letters = "".join(c for c in alphabet if not c.isdigit())
+    return [p for p in (digits, letters, alphabet) if p]
+
+
 def make_split(n: int, alphabet: str, fonts: list[Path], seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     images, texts = [], []
-    for _ in range(n):
+    drawn = pools(alphabet)
+    for i in range(n):
         k = int(rng.integers(4, 7))
-        text = "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=k))
+        pool = drawn[i % len(drawn)]
+        text = "".join(pool[j] for j in rng.integers(0, len(pool), size=k))
         images.append(preprocess(render(text, fonts[int(rng.integers(0, len(fonts)))], rng)))
         texts.append(text)
     return np.stack(images), np.array(texts, dtype=np.str_)
