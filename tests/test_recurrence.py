@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxmod import runtime
 from onnxmod.errors import UnsupportedModelError
 from onnxmod.graph import Model
-from onnxmod.recurrence import FRONTENDS, Recurrence, recognize, verify_forms
+from onnxmod.recurrence import recognize, verify_forms
 from onnxmod.units import UnitSelection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,14 +112,6 @@ def test_removing_units_through_any_form_equals_zeroing_them(rel):
         want = runtime.session(_zeroed(model, keep)).run(None, {model.input.name: x})[0]
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
         assert sum(op.hidden_size for op in m.recurrent) < sum(op.hidden_size for op in model.recurrent)
-
-
-def test_every_front_end_answers_to_the_contract():
-    assert [fe.name for fe in FRONTENDS] == ["loop", "unrolled", "unrolled-cell", "native", "scan"]
-    for name in ("hidden_size", "directions", "x", "y", "lengths", "unit_outputs", "reader_nodes", "reads",
-                 "weights", "reference", "gates_from_trace", "silence_groups", "why_not_silenced", "slice_units", "slice_input", "absorb",
-                 "widen_input", "mask_states", "reversed_directions", "describe"):
-        assert hasattr(Recurrence, name) or name in Recurrence.__annotations__, name
 
 
 # ---- hand-built Loop bodies: what is recognized, and what is refused with its reason ------------

@@ -1,54 +1,67 @@
 """Recurrence front-ends behind one contract (``contract.py``).
 
-Front-ends are registered here, in the order they are tried. ``recognize`` runs every one of them
+Front-ends are listed here (``FRONTENDS``), in the order they are tried. ``recognize`` runs every one of them
 over a normalized graph and returns the recurrences found and, for every candidate a front-end
 could not take, its reason (``NoMatch``). Adding a front-end is one file in this folder plus one
 line in ``FRONTENDS``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
-from .contract import FrontEnd, NoMatch, Recurrence, UnitSelection
+from .contract import Form, FrontEnd, NoMatch, Recognition, Recurrence, UnitSelection
 from .loop import LoopCells
 from .native import NativeOps, NativeRecurrence
 from .scan import ScanCells
 from .unrolled import UnrolledCells, UnrolledRNN
 
-FRONTENDS: list[FrontEnd] = [LoopCells(), UnrolledRNN(), UnrolledCells(), NativeOps(), ScanCells()]  # lifting front-ends first: they make native ops
+# The order front-ends are tried in: lifting front-ends first (they make native ops the native
+# front-end then leaves to them), the Scan front-end last (it takes the general cells the others built).
+FRONTENDS: tuple[FrontEnd, ...] = (LoopCells(), UnrolledRNN(), UnrolledCells(), NativeOps(), ScanCells())
 
 
-def register(frontend: FrontEnd) -> FrontEnd:
-    FRONTENDS.append(frontend)
-    return frontend
-
-
-def recognize(graph, source: str) -> tuple[list[Recurrence], list[NoMatch]]:
+def recognize(graph, source: str, known: Mapping[str, Form] | None = None) -> tuple[list[Recurrence], list[NoMatch]]:
     """Every recurrence of ``graph`` (in graph order within each front-end) and every miss,
-    including control flow that holds a recurrence no front-end took."""
+    including control flow that holds a recurrence no front-end took. ``known``: the forms of the
+    recurrences onnxmod lifted or built in this graph before, by node name (``Recognition``)."""
     found: list[Recurrence] = []
     misses: list[NoMatch] = []
-    claimed: set[int] = set()
+    ctx = Recognition(source, dict(known or {}))
     for fe in FRONTENDS:
-        for r in fe.find(graph, source, len(found), claimed):
+        ctx.found = len(found)
+        for r in fe.find(graph, ctx):
             if isinstance(r, Recurrence):
                 found.append(r)
-                claimed.update(id(n) for n in r.reader_nodes())
+                ctx.claimed.update(id(n) for n in r.reader_nodes())
             else:
                 misses.append(r)
     # a miss on a node a later front-end took after all (an unrolled chain the vanilla-RNN front-end
     # could not read, lifted as a general cell) is no miss
     left = {n.name for n in graph.nodes}
     misses = [m for m in misses if m.node in left]
-    misses += unclaimed_control_flow(graph, claimed)
+    misses += unclaimed_control_flow(graph, ctx.claimed)
     graph.toposort()  # recurrences are numbered in graph order, whichever front-end found them
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     found.sort(key=lambda r: position.get(id(r.reader_nodes()[0]), len(position)))
     for i, r in enumerate(found):
         r.index = i
     return found, misses
+
+
+def forms_after(lifted: Mapping[str, Form], applied) -> dict[str, Form]:
+    """The forms of lifted recurrences once the rewrite rules ran (``applied``: their ``Applied``
+    records, in order): a recurrent op a rule made from lifted ones (``Applied.made``: new node ->
+    the node it replaces) has the form of the one it replaces."""
+    forms = dict(lifted)
+    for a in applied:
+        for new, old in a.made:
+            if old in forms:
+                forms[new] = forms[old]
+    return forms
 
 
 # Lifted and original states are the same function computed in another summation order: float32
@@ -68,10 +81,10 @@ def verify_forms(model, x, threads=None) -> dict | None:
     from .. import runtime
     from ..errors import UnsupportedModelError
 
-    lifted = [r for r in model.recurrent if r.form != "native"]
+    lifted = [r for r in model.recurrent if r.form != Form.NATIVE]
     if not lifted:
         return None
-    names = list(getattr(model, "watched", []))
+    names = list(model.watched)
 
     def run(proto):
         p = onnx.ModelProto()
@@ -143,7 +156,7 @@ def unclaimed_control_flow(graph, claimed: set = frozenset()) -> list[NoMatch]:
         for attr, sub in subs:
             inner, path = _native_inside(sub)
             if inner is not None:
-                where = " > ".join((*path, "")).rstrip(" > ")
+                where = " > ".join(path)
                 out.append(NoMatch("control-flow", name, node.op,
                                    f"holds a {inner.op} node {inner.name!r} in its {attr}"
                                    f"{(' (inside ' + where + ')') if where else ''}; recurrences inside "
@@ -160,5 +173,5 @@ def unclaimed_control_flow(graph, claimed: set = frozenset()) -> list[NoMatch]:
     return out
 
 
-__all__ = ["TOLERANCE", "describe_unrecognized", "verify_forms", "FRONTENDS", "FrontEnd", "NativeRecurrence", "NoMatch", "Recurrence", "UnitSelection", "recognize",
-           "register"]
+__all__ = ["FRONTENDS", "TOLERANCE", "Form", "FrontEnd", "NativeRecurrence", "NoMatch", "Recognition", "Recurrence",
+           "UnitSelection", "describe_unrecognized", "forms_after", "recognize", "verify_forms"]

@@ -30,7 +30,7 @@ import onnx_graphsurgeon as gs
 
 from ..cells import CellParams, cell_for
 from ..cells.backend import Numpy
-from .contract import FrontEnd, NoMatch
+from .contract import Form, FrontEnd, NoMatch
 from .cellflow import CellFlow
 from .general import build, detach, miss as general_miss
 from .step import StepError, extract
@@ -287,7 +287,7 @@ class LoopCells(FrontEnd):
     name, reads_op = "loop", "Loop"
 
     # ---- plumbing ---------------------------------------------------------------------------
-    def lift(self, graph, loop, index):
+    def lift(self, graph, loop, index, ctx):
         name = loop.name or f"Loop_{index}"
         body = loop.attrs.get("body")
 
@@ -450,10 +450,7 @@ class LoopCells(FrontEnd):
             if t is not None and (t.outputs or t in graph.outputs):
                 watch.append(t.name)
         node = self._replace(graph, loop, name, X, axis, op_type, W, R, Bv, attrs, H, outs)
-        rec = NativeRecurrence(index, node, form="loop")
-        rec.watch = watch  # the model's own tensors of this recurrence's states (checked on traced rows)
-        rec.state_from_node = None
-        return rec
+        return NativeRecurrence(index, node, Form.LOOP, watch)
 
     @staticmethod
     def _unblend(v, k):
@@ -797,11 +794,10 @@ def _as_general_cell(graph, loop, name: str, index: int, X, axis: int, x_t, stat
     x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
     detach(loop)
     try:
-        rec = build(graph, name, step, x_tm, "loop", index, outs)
+        return build(graph, name, step, x_tm, Form.LOOP, index, outs,
+                     [t.name for t, _ in outs["steps"]] + [t.name for t in outs["finals"] if t is not None])
     except StepError as exc:  # pragma: no cover - the flow was checked before the graph changed
         return general_miss(frontend, name, "Loop", exc)
-    rec.watch = [t.name for t, _ in outs["steps"]] + [t.name for t in outs["finals"] if t is not None]
-    return rec
 
 
 def _identity_source(t):

@@ -14,7 +14,8 @@ from ..cells.backend import Onnx
 from ..errors import OnnxmodError, UnsupportedModelError
 from ..ops import handler_for
 from ..ops.base import SEQUENCE_LENS
-from .contract import FrontEnd, NoMatch, Recurrence, UnitSelection
+from ..ops.base import RecurrentOpHandler
+from .contract import Form, FrontEnd, NoMatch, Recurrence, UnitSelection
 
 # Ops allowed between a zero constant and an initial state input.
 _ZERO_PRESERVING = {"Slice", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Cast", "Tile",
@@ -60,9 +61,13 @@ class NativeRecurrence(Recurrence):
     """A native ``LSTM``/``GRU``/``RNN`` node. Other front-ends may hand over their recurrences in
     this form too (``form`` then says what the model wrote)."""
 
-    def __init__(self, index: int, node: gs.Node, form: str = "native"):
-        super().__init__(index, node.name)
-        self.node, self.handler, self.form = node, handler_for(node.op), form
+    node: gs.Node
+    handler: RecurrentOpHandler
+
+    def __init__(self, index: int, node: gs.Node, form: Form = Form.NATIVE, watch=(),
+                 state_from_node: gs.Node | None = None):
+        super().__init__(index, node.name, form, watch, state_from_node)
+        self.node, self.handler = node, handler_for(node.op)
         self.cell = self.handler.cell
 
     @property
@@ -123,9 +128,6 @@ class NativeRecurrence(Recurrence):
         if idx and idx[0] in self.handler.state_inputs:
             return "state"
         return "x" if idx and idx[0] == 0 else "other"
-
-    def state_input_index(self, node, tensor) -> int:
-        return next(i for i, x in enumerate(node.inputs) if x is tensor)
 
     def weights(self):
         return self.handler.weights(self.node)
@@ -232,7 +234,7 @@ def lifted_op(graph: gs.Graph, name: str, op_type: str, x, W, R, B, attrs: dict,
     return node, Y, Yh, Yc
 
 
-def describe_node(n: gs.Node, index: int | None = None, form: str = "native") -> dict:
+def describe_node(n: gs.Node, index: int | None = None, form: Form = Form.NATIVE) -> dict:
     """What ``inspect`` says of a native recurrent node (read leniently: weights may be graph inputs)."""
     h = handler_for(n.op)
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in n.attrs.items()}
@@ -262,42 +264,35 @@ class NativeOps(FrontEnd):
 
     name = "native"
 
-    def find(self, graph, source, first_index, claimed):
-        found = []
-        for node in graph.nodes:
-            h = handler_for(node.op)
-            if h is None or id(node) in claimed:
-                continue
-            if not node.name:
-                node.name = f"{node.op}_{first_index + len(found)}"
-            try:
-                h.check(node)
-            except OnnxmodError as exc:
-                yield NoMatch(self.name, node.name, node.op, str(exc).split(f"({node.op}): ", 1)[-1], type(exc))
-                continue
-            coupled, why = None, None
-            for i in h.state_inputs:
-                if len(node.inputs) > i and node.inputs[i].name:
-                    if _is_zero(node.inputs[i]):
-                        node.inputs[i] = gs.Variable.empty()
-                        continue
-                    if h.constant_state(node, i)[0] is not None:
-                        continue  # a constant (or learned, batch-broadcast) initial state: sliced with the units
-                    src = _state_producer(node.inputs[i])
-                    if src is None:
-                        which = "initial_h" if i == 5 else "initial_c"
-                        what = ("a graph input (a streaming model's state)" if node.inputs[i] in graph.inputs
-                                else "computed at run time")
-                        why = (f"{which} is {what}, neither a constant nor the final state of another recurrent op; "
-                               f"such initial states are not supported yet")
-                    coupled = src
-            if why:
-                yield NoMatch(self.name, node.name, node.op, why)
-                continue
-            rec = NativeRecurrence(first_index + len(found), node)
-            rec.state_from_node = coupled
-            found.append(rec)
-            yield rec
+    def candidates(self, graph):
+        return [n for n in graph.nodes if handler_for(n.op) is not None]
+
+    def lift(self, graph, node, index, ctx):
+        h = handler_for(node.op)
+        if not node.name:
+            node.name = f"{node.op}_{index}"
+        try:
+            h.check(node)
+        except OnnxmodError as exc:
+            return NoMatch(self.name, node.name, node.op, str(exc).split(f"({node.op}): ", 1)[-1], type(exc))
+        coupled = None
+        for i in h.state_inputs:
+            if len(node.inputs) > i and node.inputs[i].name:
+                if _is_zero(node.inputs[i]):
+                    node.inputs[i] = gs.Variable.empty()
+                    continue
+                if h.constant_state(node, i)[0] is not None:
+                    continue  # a constant (or learned, batch-broadcast) initial state: sliced with the units
+                src = _state_producer(node.inputs[i])
+                if src is None:
+                    which = "initial_h" if i == 5 else "initial_c"
+                    what = ("a graph input (a streaming model's state)" if node.inputs[i] in graph.inputs
+                            else "computed at run time")
+                    return NoMatch(self.name, node.name, node.op,
+                                   f"{which} is {what}, neither a constant nor the final state of another recurrent "
+                                   f"op; such initial states are not supported yet")
+                coupled = src
+        return NativeRecurrence(index, node, ctx.known.get(node.name, Form.NATIVE), state_from_node=coupled)
 
 
 def _cell_body(cell, p, H: int, prefix: str) -> gs.Graph:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .cellflow import CellFlow
-from .contract import FrontEnd, NoMatch
+from .contract import Form, FrontEnd, NoMatch
 from .general import build, miss as general_miss
 from .loop import Act, Lin, _Cell, _const
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
@@ -57,7 +57,7 @@ class UnrolledRNN(FrontEnd):
                     groups[id(n.inputs[1])].append(n)
         return [nodes for nodes in groups.values() if len(nodes) >= 2]
 
-    def lift(self, graph, mms, index):
+    def lift(self, graph, mms, index, ctx):
         H = int(np.asarray(mms[0].inputs[1].values).shape[0])
         by_state = {id(m.inputs[0]): m for m in mms}
         # the first step reads a state no step computed; follow the chain from there
@@ -219,9 +219,7 @@ class UnrolledRNN(FrontEnd):
         if left:
             return NoMatch(self.name, name, "MatMul", f"an intermediate step state ({left[0].name!r}) is read other "
                                                       f"than by the stacked output")
-        rec = NativeRecurrence(index, native, form="unrolled")
-        rec.watch = watch
-        return rec
+        return NativeRecurrence(index, native, Form.UNROLLED, watch)
 
 
 class UnrolledCells(FrontEnd):
@@ -261,7 +259,7 @@ class UnrolledCells(FrontEnd):
                     todo.extend(c.outputs)
         return None, None
 
-    def lift(self, graph, gathers, index):
+    def lift(self, graph, gathers, index, ctx):
         from .loop import LoopCells, _Cell
 
         loop = LoopCells()
@@ -360,9 +358,7 @@ class UnrolledCells(FrontEnd):
                     Yh, gs.Constant(f"{p}/axis0", np.array([0], dtype=np.int64))], outputs=[sq]))
                 c.inputs = [sq if t is last else t for t in c.inputs]
         graph.cleanup().toposort()
-        rec = NativeRecurrence(index, native, form="unrolled")
-        rec.watch = [out.name]
-        return rec
+        return NativeRecurrence(index, native, Form.UNROLLED, [out.name])
 
     # ---- a general cell ---------------------------------------------------------------------
     def _general(self, graph, gathers, stack, outs, index):
@@ -412,10 +408,8 @@ class UnrolledCells(FrontEnd):
         stack.outputs.clear()
         stack.inputs.clear()
         x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
-        rec = build(graph, name, step, x_tm, "unrolled", index, {"steps": [(out, stack_axis)],
-                                                                  "finals": [None] * len(states_in)})
-        rec.watch = [out.name]
-        return rec
+        return build(graph, name, step, x_tm, Form.UNROLLED, index,
+                     {"steps": [(out, stack_axis)], "finals": [None] * len(states_in)}, [out.name])
 
 
     @staticmethod
@@ -613,9 +607,7 @@ class UnrolledCells(FrontEnd):
             new_finals.append(new)
         axis = int(gathers[0].attrs.get("axis", 0))
         x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
-        rec = build(graph, name, step, x_tm, "unrolled", index, {"steps": [], "finals": new_finals})
-        rec.watch = []
-        return rec
+        return build(graph, name, step, x_tm, Form.UNROLLED, index, {"steps": [], "finals": new_finals})
 
 def _steps(graph, outs: list, dep: dict, by_input: bool = False):
     """Nodes by step: step s is what step s's outputs (``outs[s]``, a list) are computed from that no

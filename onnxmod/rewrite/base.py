@@ -42,8 +42,12 @@ class Match:
 
 @dataclass(frozen=True)
 class Applied:
+    """A rule applied: its name, the matched nodes' names and ``made``: (new node, node it replaces)
+    for every recurrent op the rewrite made in place of a matched one (forms follow it)."""
+
     rule: str
     nodes: tuple[str, ...]
+    made: tuple[tuple[str, str], ...] = ()
 
 
 class Rule:
@@ -55,7 +59,9 @@ class Rule:
     def match(self, graph: gs.Graph, node: gs.Node) -> Match | NoMatch:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def rewrite(self, graph: gs.Graph, m: Match) -> None:  # pragma: no cover - abstract
+    def rewrite(self, graph: gs.Graph, m: Match) -> dict[str, str] | None:  # pragma: no cover - abstract
+        """Rewrite the match in place; returns {new node's name: name of the matched recurrent op it
+        replaces} when it makes recurrent ops (None otherwise)."""
         raise NotImplementedError
 
     def no(self, node: gs.Node, reason: str) -> NoMatch:
@@ -90,8 +96,8 @@ def normalize(graph: gs.Graph, rules: list[Rule] | None = None, max_steps: int =
             return applied
         rule, m = hit
         names = tuple(n.name for n in m.nodes)
-        rule.rewrite(graph, m)
-        applied.append(Applied(rule.name, names))
+        made = rule.rewrite(graph, m) or {}
+        applied.append(Applied(rule.name, names, tuple(made.items())))
         graph.cleanup().toposort()
         infer_shapes(graph)
         if len(applied) > max_steps:

@@ -89,3 +89,4 @@ class BidirectionalPair(Rule):
                     gs.Constant(nm("axis"), np.array([axis], np.int64))], outputs=[t]))
             node.outputs.clear()
             node.inputs.clear()
+        return {both.name: fwd.name}
