@@ -13,24 +13,16 @@ from .gru import GRUHandler
 from .lstm import LSTMHandler
 from .rnn import RNNHandler
 
-_REGISTRY: dict[str, RecurrentOpHandler] = {}
-
-
-def register(handler: RecurrentOpHandler) -> RecurrentOpHandler:
-    _REGISTRY[handler.op_type] = handler
-    return handler
-
-
-for _h in (LSTMHandler(), GRUHandler(), RNNHandler()):
-    register(_h)
+# One handler per native recurrent op type (adding an op: one file in this folder plus one entry here).
+HANDLERS: dict[str, RecurrentOpHandler] = {h.op_type: h for h in (LSTMHandler(), GRUHandler(), RNNHandler())}
 
 
 def handler_for(op_type: str) -> RecurrentOpHandler | None:
-    return _REGISTRY.get(op_type)
+    return HANDLERS.get(op_type)
 
 
 def recurrent_op_types() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(HANDLERS))
 
 
-__all__ = ["RecurrentOpHandler", "UnitSelection", "handler_for", "recurrent_op_types", "register"]
+__all__ = ["HANDLERS", "RecurrentOpHandler", "UnitSelection", "handler_for", "recurrent_op_types"]

@@ -18,7 +18,9 @@ import onnx_graphsurgeon as gs
 
 from ..errors import InputError, UnsupportedModelError
 from ..units import UnitSelection  # noqa: F401  (re-exported: onnxmod.ops.base.UnitSelection)
-from . import activations as act
+from ..cells import CellParams, cell_for, run
+from ..cells import activations as act
+from ..cells.backend import Numpy
 
 # ONNX input positions shared by the three ops.
 X, W, R, B, SEQUENCE_LENS, INITIAL_H = 0, 1, 2, 3, 4, 5
@@ -226,8 +228,6 @@ class RecurrentOpHandler:
     # ---- numbers (the cell's equations live in ``onnxmod.cells``) -------------------------------
     @property
     def cell(self):
-        from ..cells import cell_for
-
         return cell_for(self.op_type)
 
     def gate_names(self) -> tuple[str, ...]:
@@ -239,8 +239,6 @@ class RecurrentOpHandler:
 
     def params(self, node: gs.Node) -> list:
         """Per direction, the cell's ``CellParams`` (float64) read from the node."""
-        from ..cells import CellParams
-
         Wt, Rt, Bt = self.weights(node)
         G, H = self.num_gates, self.hidden_size(node)
         P = self.peepholes(node)
@@ -263,8 +261,6 @@ class RecurrentOpHandler:
         the unrolled mode's per-step concerns. Returns ``Y`` [T, D, B, H], the final states
         ``Y_h``/``Y_c`` [D, B, H] and the per-step gate activations ``gates`` {name: [T, D, B, H]}.
         """
-        from ..cells import run
-
         Wt, Rt, Bt = self.weights(node)
         out = run(self.cell, Wt, Rt, Bt, x, self.params(node), self.reversed_directions(node),
                   sequence_lens=sequence_lens, initial=initial, masks=masks)
@@ -281,8 +277,6 @@ class RecurrentOpHandler:
         with the recurrent product computed once for every step. Returns ``[T, D, G, B, H]`` in
         ``self.gates`` order.
         """
-        from ..cells.backend import Numpy
-
         be, cell = Numpy(), self.cell
         Wt, _, Bt = (a.astype(np.float64) for a in self.weights(node))
         H, G = self.hidden_size(node), self.num_gates

@@ -651,7 +651,7 @@ class LoopCells(FrontEnd):
 
     @staticmethod
     def _resolve(attrs, op_type):
-        from ..ops import activations as act
+        from ..cells import activations as act
 
         return act.resolve(attrs["activations"], attrs.get("activation_alpha", []), attrs.get("activation_beta", []),
                            f"lifted {op_type}")

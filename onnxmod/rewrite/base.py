@@ -2,18 +2,22 @@
 
 A rule's ``match`` returns a ``Match`` (what the rewrite needs) or a ``NoMatch`` that says *why*
 the pattern rooted at that node does not qualify (a reason and the node's name, as data), so
-``why_not`` can tell a user which readout onnxmod saw and what stopped it. ``normalize`` applies
-every registered rule to a fixpoint in a fixed order (rules in registration order, nodes in
-topological order) and returns what it applied. Every rule is exact: the rewritten graph computes
-the same outputs as the original for every input the original accepted.
+``why_not`` can tell a user which readout onnxmod saw and what stopped it. ``apply_rules``
+applies rules to a fixpoint in a fixed order (rules in the order given, nodes in topological
+order) and returns what it applied. Every rule is exact: the rewritten graph computes the same
+outputs as the original for every input the original accepted.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+
+from ..ops import handler_for, recurrent_op_types
 
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -50,30 +54,23 @@ class Applied:
     made: tuple[tuple[str, str], ...] = ()
 
 
-class Rule:
+class Rule(ABC):
     """One rewrite. ``anchor`` lists the op types a pattern can be rooted at."""
 
-    name: str = ""
-    anchor: tuple[str, ...] = ()
+    name: ClassVar[str] = ""
+    anchor: ClassVar[tuple[str, ...]] = ()
 
-    def match(self, graph: gs.Graph, node: gs.Node) -> Match | NoMatch:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def match(self, graph: gs.Graph, node: gs.Node) -> Match | NoMatch:
+        """What the rewrite needs (a ``Match``), or why the pattern rooted at ``node`` does not qualify."""
 
-    def rewrite(self, graph: gs.Graph, m: Match) -> dict[str, str] | None:  # pragma: no cover - abstract
+    @abstractmethod
+    def rewrite(self, graph: gs.Graph, m: Match) -> dict[str, str] | None:
         """Rewrite the match in place; returns {new node's name: name of the matched recurrent op it
         replaces} when it makes recurrent ops (None otherwise)."""
-        raise NotImplementedError
 
     def no(self, node: gs.Node, reason: str) -> NoMatch:
         return NoMatch(reason, node.name, self.name)
-
-
-RULES: list[Rule] = []
-
-
-def register(cls):
-    RULES.append(cls())
-    return cls
 
 
 def _first_match(graph: gs.Graph, rules) -> tuple[Rule, Match] | None:
@@ -86,9 +83,8 @@ def _first_match(graph: gs.Graph, rules) -> tuple[Rule, Match] | None:
     return None
 
 
-def normalize(graph: gs.Graph, rules: list[Rule] | None = None, max_steps: int = 10_000) -> list[Applied]:
-    """Apply every rule to a fixpoint, in place; return what was applied, in order."""
-    rules = RULES if rules is None else rules
+def apply_rules(graph: gs.Graph, rules, max_steps: int = 10_000) -> list[Applied]:
+    """Apply ``rules`` to a fixpoint, in place; return what was applied, in order."""
     applied: list[Applied] = []
     while True:
         hit = _first_match(graph, rules)
@@ -104,10 +100,10 @@ def normalize(graph: gs.Graph, rules: list[Rule] | None = None, max_steps: int =
             raise RuntimeError(f"rewrite rules did not reach a fixpoint after {max_steps} steps")
 
 
-def why_not(graph: gs.Graph, rules: list[Rule] | None = None) -> list[NoMatch]:
-    """Every anchor a rule looked at and refused, with the reason (read-only)."""
+def refusals(graph: gs.Graph, rules) -> list[NoMatch]:
+    """Every anchor one of ``rules`` looked at and refused, with the reason (read-only)."""
     out = []
-    for rule in RULES if rules is None else rules:
+    for rule in rules:
         for node in graph.nodes:
             if node.op in rule.anchor:
                 m = rule.match(graph, node)
@@ -117,14 +113,12 @@ def why_not(graph: gs.Graph, rules: list[Rule] | None = None) -> list[NoMatch]:
 
 
 # ---- helpers shared by the rules ----------------------------------------------------------------
-RECURRENT_OPS = ("LSTM", "GRU", "RNN")  # what the rules around a native recurrent op anchor on
+RECURRENT_OPS = recurrent_op_types()  # what the rules around a native recurrent op anchor on
 
 
 def forward_handler(rule: "Rule", node: gs.Node):
     """(the op's handler, None) when ``node`` is a forward native recurrent op, else (None, the
     rule's NoMatch saying it is not)."""
-    from ..ops import handler_for
-
     h = handler_for(node.op)
     if h is None or h.direction(node) != "forward":
         return None, rule.no(node, "the op is not forward")

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
-from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, register
+from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler
 
 
 
@@ -39,7 +39,6 @@ def _attrs(node):
     return {k: v for k, v in node.attrs.items() if k != "direction"}
 
 
-@register
 class BidirectionalPair(Rule):
     name = "bidirectional_pair"
     anchor = RECURRENT_OPS

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Match, Namer, Rule, const, producer, register, reverse_axis
+from .base import Match, Namer, Rule, const, producer, reverse_axis
 from .dims import dim_of, evaluate, same_dim
 
 _BROADCAST = {"Expand", "Tile", "Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
@@ -43,7 +43,6 @@ def _all_equal_to(t, length, depth: int = 0) -> bool:
     return False
 
 
-@register
 class ReverseSequence(Rule):
     name = "reverse_sequence"
     anchor = ("ReverseSequence",)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, is_full_reverse, producer, register, reverse_axis
+from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, is_full_reverse, producer, reverse_axis
 
 
 
-@register
 class ReversedInput(Rule):
     name = "reversed_input"
     anchor = RECURRENT_OPS
