@@ -191,10 +191,10 @@ class _Cell:
             sign = 1.0 if op == "Add" else -1.0
             if lins[0] is not None and lins[1] is not None:
                 return lins[0] + lins[1].scale(sign)
-            if lins[0] is not None and isinstance(args[1], np.ndarray) and args[1].size in (1, lins[0].width):
-                return lins[0] + sign * np.broadcast_to(args[1].reshape(-1), (lins[0].width,))
-            if lins[1] is not None and isinstance(args[0], np.ndarray) and args[0].size in (1, lins[1].width):
-                return lins[1].scale(sign) + np.broadcast_to(args[0].reshape(-1), (lins[1].width,))
+            if lins[0] is not None and (row := _row(args[1], lins[0].width)) is not None:
+                return lins[0] + sign * row
+            if lins[1] is not None and (row := _row(args[0], lins[1].width)) is not None:
+                return lins[1].scale(sign) + row
         if op == "Mul":  # by a scalar, or by a vector along the last axis (an element-wise recurrence)
             for a, b in ((0, 1), (1, 0)):
                 if lins[a] is not None and isinstance(args[b], np.ndarray) and args[b].size in (1, lins[a].width) \
@@ -249,6 +249,19 @@ class _Cell:
                 if isinstance(inner, tuple) and inner[0] == "half_clip" and inner[1] != op:
                     return Act("HardSigmoid", inner[2], 1.0, 0.0)
         return Opaque(node, args)
+
+
+def _row(c, width: int) -> np.ndarray | None:
+    """A constant operand as the vector it adds to every row (``[width]``): a scalar, a vector, or any
+    tensor whose rows are all that vector (a bias an exporter broadcast over a static batch); else None."""
+    if not isinstance(c, np.ndarray):
+        return None
+    if c.size in (1, width):
+        return np.broadcast_to(c.reshape(-1), (width,))
+    if c.ndim >= 2 and c.shape[-1] == width:
+        rows = c.reshape(-1, width)
+        return rows[0] if np.array_equal(rows, np.broadcast_to(rows[0], rows.shape)) else None
+    return None
 
 
 def _fold(node, t, inputs, args):
@@ -700,8 +713,7 @@ class LoopCells(FrontEnd):
             a["direction"] = "reverse"
         native, Y, Yh, Yc = lifted_op(graph, name, op_type, x, W, R, Bv, a, H, extra)
         final, stacked, concat = outs["final"], outs["stacked"], outs["concat"]
-        loop.outputs.clear()
-        loop.inputs.clear()
+        detach(loop)  # its body's nodes read outer tensors: left attached, they would still count as their readers
         graph.nodes.append(gs.Node("Squeeze", f"{p}/final", inputs=[Yh, ax0], outputs=[final]))
         if outs["final_c"] is not None:
             graph.nodes.append(gs.Node("Squeeze", f"{p}/final_c", inputs=[Yc, ax0], outputs=[outs["final_c"]]))

@@ -14,6 +14,7 @@ any length. The check on traced rows (``verify_forms``) compares both on the mod
 """
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -25,69 +26,50 @@ from .general import build, miss as general_miss
 from .loop import Act, Lin, _Cell, _const
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 from .step import Constants, StepError, extract
+from .steps import step_read, step_reads
+from .tensors import depends
 
 
 def _step_source(t):
     """(P, s) when ``t`` is step ``s`` of tensor ``P`` along axis 0, else None."""
-    if not t.inputs:
-        return None
-    p = t.inputs[0]
-    if p.op == "SequenceAt" and p.inputs[0].inputs and p.inputs[0].inputs[0].op == "SplitToSequence":
-        split = p.inputs[0].inputs[0]
-        s = _const(p.inputs[1])
-        if s is not None and int(split.attrs.get("axis", 0)) == 0 and not int(split.attrs.get("keepdims", 1)) \
-                and len(split.inputs) == 1:
-            return split.inputs[0], int(s)
-    if p.op == "Gather" and int(p.attrs.get("axis", 0)) == 0:
-        s = _const(p.inputs[1])
-        if s is not None and s.ndim == 0:
-            return p.inputs[0], int(s)
-    return None
+    r = step_read(t)
+    return (r.source, r.step) if r is not None and r.axis == 0 else None
+
+
+def _value_key(w: np.ndarray) -> tuple:
+    """A key equal for equal arrays (shape, dtype and every byte): copies of one weight share it."""
+    return w.shape, w.dtype.str, hashlib.sha256(np.ascontiguousarray(w).tobytes()).digest()
 
 
 class UnrolledRNN(FrontEnd):
     name = "unrolled"
 
     def candidates(self, graph):
+        """MatMuls by one square constant, grouped by its value: an exporter may write one copy of the
+        recurrent weight per step (torch's dynamo exporter does), and equal copies are one weight."""
         groups = defaultdict(list)
         for n in graph.nodes:
             if n.op == "MatMul" and len(n.inputs) == 2 and isinstance(n.inputs[1], gs.Constant):
                 w = np.asarray(n.inputs[1].values)
                 if w.ndim == 2 and w.shape[0] == w.shape[1]:
-                    groups[id(n.inputs[1])].append(n)
+                    groups[_value_key(w)].append(n)
         return [nodes for nodes in groups.values() if len(nodes) >= 2]
 
     def lift(self, graph, mms, index, ctx):
         H = int(np.asarray(mms[0].inputs[1].values).shape[0])
-        by_state = {id(m.inputs[0]): m for m in mms}
-        # the first step reads a state no step computed; follow the chain from there
-        first = [m for m in mms if not self._computed_by_chain(m.inputs[0], mms)]
-        if len(first) != 1:
-            return None  # not one chain: a weight shared some other way
         name = f"unrolled_{mms[0].name or index}"
 
         def miss(why):
             return NoMatch(self.name, mms[0].name or name, "MatMul", why)
 
-        if not _is_zero(first[0].inputs[0]) or len(mms) < 3:
-            return None  # a weight shared by a few layers (tied weights), not a recurrence from a zero state
-        states, steps = [first[0].inputs[0]], []
-        m = first[0]
-        while m is not None:
-            nxt = self._next_state(m, H)
-            if nxt is None:
-                return miss(f"step {len(steps)} of the chain reading weight {m.inputs[1].name!r} does not end in "
-                            f"an activation of width {H}")
-            steps.append((m, nxt))
-            states.append(nxt)
-            m = by_state.get(id(nxt))
-        if len(steps) != len(mms):
-            return miss(f"the weight {mms[0].inputs[1].name!r} is read {len(mms)} times but the chain has "
-                        f"{len(steps)} steps")
+        chain = self._chain(mms, H)
+        if not isinstance(chain, tuple):
+            return None if chain is None else miss(chain)
+        states, steps = chain
         # each step: act(x_s A + h B + c), the same for every step; x_s step s of one tensor P
         forms, P = [], None
         for s, (m, nxt) in enumerate(steps):
-            xs = self._step_input(nxt.inputs[0].inputs[0], m, states[s])  # the activation's input
+            xs = self._step_input(nxt.inputs[0].inputs[0], m)  # the activation's input
             if xs is None:
                 return miss(f"step {s}: its input is not one step of a tensor computed for every step")
             src = _step_source(xs)
@@ -95,17 +77,17 @@ class UnrolledRNN(FrontEnd):
                 return miss(f"step {s} reads {xs.name!r}, not step {s} of the input the other steps read")
             P = src[0]
             width = xs.shape[-1] if xs.shape else None
-            if not isinstance(width, (int, np.integer)):
-                width = H
-            v = _Cell(xs, int(width), [states[s]], H, {}).value(nxt)
-            if not isinstance(v, Act):
+            v = _Cell(xs, int(width) if isinstance(width, (int, np.integer)) else H,
+                      [states[s]] if m is not None else [], H, {}).value(nxt)
+            if not isinstance(v, Act) or v.lin.B.shape != (H, H):
                 return miss(f"step {s} is not a vanilla RNN step act(x W + h R + b)")
             forms.append(v)
-        f0 = forms[0]
-        for s, f in enumerate(forms[1:], 1):
-            if f.spec != f0.spec or not all(np.allclose(a, b, rtol=0, atol=0) for a, b in
-                                            ((f.lin.A, f0.lin.A), (f.lin.B, f0.lin.B), (f.lin.c, f0.lin.c))):
-                return miss(f"step {s} computes a different cell than step 0")
+        f0 = forms[-1]  # a step that reads its state (the first one may not: from a zero state, folded)
+        for s, f in enumerate(forms):
+            B = f.lin.B if steps[s][0] is not None else f0.lin.B  # a folded first step's h B is 0: any B
+            if f.spec != f0.spec or not all(np.array_equal(a, b) for a, b in
+                                            ((f.lin.A, f0.lin.A), (B, f0.lin.B), (f.lin.c, f0.lin.c))):
+                return miss(f"step {s} computes a different cell than step {len(forms) - 1}")
         # P as an affine form of a time-major input X
         X, proj = self._projection(P)
         if X is None:
@@ -116,6 +98,48 @@ class UnrolledRNN(FrontEnd):
         R = f0.lin.B.T[None]
         B = np.concatenate([Wb, np.zeros(H)])[None]
         return self._replace(graph, name, X, W, R, B, f0, H, states[1:], index)
+
+    def _chain(self, mms, H):
+        """(states, steps) of the chain the MatMuls by one recurrent weight make: ``steps[s]`` is (the
+        MatMul reading state s, state s + 1), the first one (None, state 1) when the exporter folded
+        the product of the zero initial state away; None when ``mms`` is no chain from a zero state,
+        or why not (a sentence)."""
+        by_state = {id(m.inputs[0]): m for m in mms}
+        # the first step reads a state no step computed; follow the chain from there
+        first = [m for m in mms if not self._computed_by_chain(m.inputs[0], mms)]
+        if len(first) != 1 or len(mms) < 2:
+            return None  # not one chain: a weight shared some other way
+        h0 = first[0].inputs[0]
+        if _is_zero(h0):
+            states, steps = [h0], []
+        elif self._folded_first_step(h0):  # step 0 from a zero state with h0 R folded away
+            states, steps = [None, h0], [(None, h0)]
+        else:
+            return None  # a weight shared by a few layers (tied weights), not a recurrence from a zero state
+        if len(steps) + len(mms) < 3:
+            return None
+        m = first[0]
+        while m is not None:
+            nxt = self._next_state(m, H)
+            if nxt is None:
+                return (f"step {len(steps)} of the chain reading weight {m.inputs[1].name!r} does not end in an "
+                        f"activation of width {H}")
+            steps.append((m, nxt))
+            states.append(nxt)
+            m = by_state.get(id(nxt))
+        if len([m for m, _ in steps if m is not None]) != len(mms):
+            return f"the weight {mms[0].inputs[1].name!r} is read {len(mms)} times but the chain has {len(steps)} steps"
+        return states, steps
+
+    @staticmethod
+    def _folded_first_step(t) -> bool:
+        """Whether ``t`` is an activation of a sum with no variable but one step of the input (step 0
+        of a chain whose zero initial state's product an exporter folded into a constant)."""
+        p = t.inputs[0] if t.inputs else None
+        if p is None or p.op not in ("Tanh", "Relu", "Sigmoid"):
+            return False
+        x = UnrolledRNN._step_input(p.inputs[0], None)
+        return x is not None and _step_source(x) is not None and _step_source(x)[1] == 0
 
     @staticmethod
     def _computed_by_chain(t, mms, depth=0):
@@ -148,12 +172,12 @@ class UnrolledRNN(FrontEnd):
         return None
 
     @staticmethod
-    def _step_input(act_in, m, state):
-        """The leaf of the step's sum of terms that is neither the state's product nor a constant."""
+    def _step_input(act_in, m):
+        """The leaf of the step's sum of terms that is neither the state's product (``m``'s) nor a constant."""
         todo, found = [act_in], []
         while todo:
             t = todo.pop()
-            if t is m.outputs[0] or isinstance(t, gs.Constant) or _const(t) is not None:
+            if (m is not None and t is m.outputs[0]) or isinstance(t, gs.Constant) or _const(t) is not None:
                 continue
             p = t.inputs[0] if t.inputs else None
             if p is not None and p.op == "Add":
@@ -232,21 +256,14 @@ class UnrolledCells(FrontEnd):
     name = "unrolled-cell"
 
     def candidates(self, graph):
-        steps = defaultdict(dict)  # X -> {step: gather node}
-        for n in graph.nodes:
-            if n.op == "Gather" and len(n.inputs) == 2 and int(n.attrs.get("axis", 0)) in (0, 1):
-                s = _const(n.inputs[1])
-                if s is not None and s.ndim == 0 and isinstance(n.inputs[0], gs.Variable):
-                    steps[id(n.inputs[0])][int(s)] = n
-        return [[reads[s] for s in range(len(reads))] for reads in steps.values()
-                if len(reads) >= 2 and sorted(reads) == list(range(len(reads)))]
+        return step_reads(graph)
 
     @staticmethod
-    def _stack(gathers):
+    def _stack(reads):
         """The Concat stacking every step's state (through Unsqueeze), and the states in order."""
-        n_steps = len(gathers)
-        for g in gathers[:1]:
-            seen, todo = set(), [g.outputs[0]]
+        n_steps = len(reads)
+        for r in reads[:1]:
+            seen, todo = set(), [r.x]
             while todo:  # downstream of step 0's input, the first Concat of T unsqueezed tensors
                 t = todo.pop(0)
                 if id(t) in seen or len(seen) > 5000:
@@ -259,42 +276,41 @@ class UnrolledCells(FrontEnd):
                     todo.extend(c.outputs)
         return None, None
 
-    def lift(self, graph, gathers, index, ctx):
+    def lift(self, graph, reads, index, ctx):
         from .loop import LoopCells, _Cell
 
         loop = LoopCells()
-        stack, states = self._stack(gathers)
+        stack, states = self._stack(reads)
         if stack is None:  # no step's output stacked: a cell whose model reads its final states only
-            return self._general_final(graph, gathers, index)
-        if not all(self._depends(states[s + 1], gathers[s].outputs[0]) for s in range(len(states) - 1)):
+            return self._general_final(graph, reads, index)
+        if not all(depends(states[s + 1], reads[s].x) for s in range(len(states) - 1)):
             return None  # reads a tensor step by step, but no step reads the previous one's result: no recurrence
-        if not all(self._depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
-            return self._general(graph, gathers, stack, states, index)  # its state is not what it emits
-        name = f"unrolled_{gathers[0].name or index}"
+        if not all(depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
+            return self._general(graph, reads, stack, states, index)  # its state is not what it emits
+        name = f"unrolled_{reads[0].name or index}"
 
         def miss(why):
             return NoMatch(self.name, stack.name or name, "Concat", why)
 
-        axis = int(gathers[0].attrs.get("axis", 0))
-        X = gathers[0].inputs[0]
+        axis, X = reads[0].axis, reads[0].source
         if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
         I = int(X.shape[2])
         H = states[0].shape[-1] if states[0].shape else None
         # the initial state: the one leaf of step 0 that is provably zero
-        h0 = self._zero_leaf(states[0], gathers[0].outputs[0]) if isinstance(H, (int, np.integer)) else None
+        h0 = self._zero_leaf(states[0], reads[0].x) if isinstance(H, (int, np.integer)) else None
         if h0 is None:  # not the one-state cells a native op computes: the general cell front-end decides
-            return self._general(graph, gathers, stack, states, index)
+            return self._general(graph, reads, stack, states, index)
         found = None
         prev = h0
-        for s, (g, h) in enumerate(zip(gathers, states)):
-            reader = _Cell(g.outputs[0], I, [prev], int(H), {})
+        for s, (r, h) in enumerate(zip(reads, states)):
+            reader = _Cell(r.x, I, [prev], int(H), {})
             try:
                 cell = loop._identify(reader, reader.value(h), prev, int(H))
             except (ValueError, IndexError) as exc:  # shapes the forms cannot follow
                 cell = f"its step cannot be read as affine forms ({exc})"
             if isinstance(cell, str):  # none of the cells a native op computes
-                return self._general(graph, gathers, stack, states, index)
+                return self._general(graph, reads, stack, states, index)
             if found is None:
                 found = cell
             elif cell[0] != found[0] or cell[4] != found[4] or not all(
@@ -306,20 +322,6 @@ class UnrolledCells(FrontEnd):
                 return miss(f"the state of step {s} is a graph output")
         op_type, W, R, Bv, attrs = found
         return self._replace(graph, name, X, axis, op_type, W, R, Bv, attrs, int(H), stack, states, index)
-
-    @staticmethod
-    def _depends(t, on, limit=5000):
-        """Whether tensor ``t`` is computed from tensor ``on``."""
-        seen, todo = set(), [t]
-        while todo and len(seen) < limit:
-            u = todo.pop()
-            if u is on:
-                return True
-            if id(u) in seen or isinstance(u, gs.Constant) or not u.inputs:
-                continue
-            seen.add(id(u))
-            todo.extend(x for x in u.inputs[0].inputs if x.name)
-        return False
 
     @staticmethod
     def _zero_leaf(h1, x0):
@@ -361,41 +363,40 @@ class UnrolledCells(FrontEnd):
         return NativeRecurrence(index, native, Form.UNROLLED, [out.name])
 
     # ---- a general cell ---------------------------------------------------------------------
-    def _general(self, graph, gathers, stack, outs, index):
+    def _general(self, graph, reads, stack, outs, index):
         """The chain as a general cell (``general.py``): the steps told apart (``_cut``), step 1 cut
         out as the cell's step, its states being what it reads from step 0, their new values what
         step 2 reads in the same places. Every later step must compute the same (checked node by
         node), step 0 must start from zero states (the check on traced rows compares the rest), and
         nothing outside the chain may read inside it."""
-        name = f"unrolled_{gathers[0].name or index}"
-        T = len(gathers)
+        name = f"unrolled_{reads[0].name or index}"
+        T = len(reads)
 
         def miss(why):
             return general_miss(self.name, stack.name or name, "Concat", why)
 
         if T < 3:
             return miss("an unrolled chain needs 3 steps or more to tell its states apart")
-        axis = int(gathers[0].attrs.get("axis", 0))
-        X = gathers[0].inputs[0]
+        axis, X = reads[0].axis, reads[0].source
         if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
         stack_axis = int(stack.attrs.get("axis", 0)) % 3
         if stack_axis not in (0, 1) or any(_const(u.inputs[0].inputs[1]) is None or np.atleast_1d(
                 _const(u.inputs[0].inputs[1])).tolist() != [stack_axis] for u in stack.inputs):
             return miss(f"its steps are stacked by {stack.name!r} along an axis that is not time")
-        xs = [g.outputs[0] for g in gathers]
+        xs = [r.x for r in reads]
         graph.toposort()
         dep = _steps_of(graph, xs)
         first = None
         for cut in ("outputs", "inputs"):
-            got = self._cut(graph, gathers, stack, outs, xs, dep, cut)
+            got = self._cut(graph, reads, stack, outs, xs, dep, cut)
             if not isinstance(got, str):
                 break
             first = first or got
         else:
             return miss(first)
         states_in, states_out, by_step = got
-        widths = self._widths(states_in) or self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
+        widths = self._widths(states_in) or self._from_zero(by_step[0], _read_nodes(reads), dep)
         if isinstance(widths, str):
             return miss(widths)
         widths = [int(a.shape[-1]) for a in states_in]
@@ -413,13 +414,13 @@ class UnrolledCells(FrontEnd):
 
 
     @staticmethod
-    def _cut(graph, gathers, stack, outs, xs, dep, cut):
+    def _cut(graph, reads, stack, outs, xs, dep, cut):
         """Where one step ends and the next begins, then step 1's states: (states in, their new values,
         nodes by step), or why not (a sentence). ``cut="outputs"``: step s is what step s's output is
         computed from that no earlier output is (the product of a state by its recurrent weight is the
         step's that uses it); ``cut="inputs"``: step s is what reads step s's input last (a state the
         step's output does not read stays in its step)."""
-        T = len(gathers)
+        T = len(reads)
         assign, by_step, step_of = _steps(graph, [[o] for o in outs], dep, by_input=cut == "inputs")
         # the chain: what the stacked output is computed from; nothing else may read inside it
         chain = set(assign) | {id(u.inputs[0]) for u in stack.inputs if u.inputs}
@@ -434,19 +435,19 @@ class UnrolledCells(FrontEnd):
                                 f"read directly is not supported yet)")
                 if o in graph.outputs:
                     return f"step {step_of.get(id(o))}'s value {o.name!r} is a graph output"
-        return UnrolledCells._states(gathers, xs, by_step, step_of, T)
+        return UnrolledCells._states(reads, xs, by_step, step_of, T)
 
     @staticmethod
-    def _states(gathers, xs, by_step, step_of, upto):
+    def _states(reads, xs, by_step, step_of, upto):
         """Steps 2 .. ``upto`` - 1 checked against step 1 (the last ones may lack what no output reads
         any more: a state only the next step would have read); step 1's states (what it reads from
         step 0) and their new values (what step 2 reads in the same places), or why not."""
         sig = {s_: _Signature(step_of, xs[s_], s_) for s_ in (1, 2)}
-        reads = {id(g) for g in gathers}  # the Gathers of the input steps differ by their index only
-        model = Counter(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reads)
+        reading = _read_nodes(reads)  # the nodes that read the input's steps differ by the step only
+        model = Counter(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reading)
         for s_ in range(2, upto):
             here = _Signature(step_of, xs[s_], s_) if s_ > 2 else sig[2]
-            got = Counter(repr(here.node(n)) for n in by_step[s_] if id(n) not in reads)
+            got = Counter(repr(here.node(n)) for n in by_step[s_] if id(n) not in reading)
             if got != model if s_ == 2 else got - model:
                 return f"step {s_} computes another cell than step 1"
         states_in, seen = [], set()
@@ -505,15 +506,15 @@ class UnrolledCells(FrontEnd):
                 todo.extend(i for i in t.inputs[0].inputs if i.name)
         return None
 
-    def _general_final(self, graph, gathers, index):
+    def _general_final(self, graph, reads, index):
         """A chain whose steps' outputs are not stacked: what follows the cell reads the last step's
         values only (``fc(h_T)``). What the last step computes that no earlier step computes is what
         follows (it reads what the cell computed last, its *final reads*); the tensors computed as the
         final reads are at every step are the steps' outputs, and the steps are told apart by them as
         for a stacked chain."""
-        T = len(gathers)
-        xs = [g.outputs[0] for g in gathers]
-        X = gathers[0].inputs[0]
+        T = len(reads)
+        xs = [r.x for r in reads]
+        X = reads[0].source
         if T < 4 or X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return None
         graph.toposort()
@@ -523,12 +524,13 @@ class UnrolledCells(FrontEnd):
             d = max((dep.get(id(o), -1) for o in n.outputs), default=-1)
             if d >= 0:
                 by_dep[d].append(n)
-        if not any(dep.get(id(i), -1) == 1 for n in by_dep[2] for i in n.inputs if i.name and n not in gathers):
+        reading = _read_nodes(reads)
+        if not any(dep.get(id(i), -1) == 1 for n in by_dep[2] for i in n.inputs if i.name and id(n) not in reading):
             return None  # no step reads the previous one's values: no recurrence
-        name = f"unrolled_{gathers[0].name or index}"
+        name = f"unrolled_{reads[0].name or index}"
 
         def miss(why):
-            return general_miss(self.name, gathers[-1].name or name, "Gather", why)
+            return general_miss(self.name, reads[-1].name or name, reads[-1].nodes[0].op, why)
 
         sigs = [_Signature(dep, xs[s_], s_) for s_ in range(T)]
         before = Counter(repr(sigs[T - 2].node(n)) for n in by_dep[T - 2])
@@ -568,7 +570,7 @@ class UnrolledCells(FrontEnd):
             for t in n.inputs:
                 if id(t) in step_of:
                     return miss(f"{n.op} {n.name!r} reads {t.name!r} of step {step_of[id(t)]} of the chain")
-        got = self._states(gathers, xs, by_step, step_of, T)
+        got = self._states(reads, xs, by_step, step_of, T)
         if isinstance(got, str):
             return miss(got)
         states_in, states_out = got[0], got[1]
@@ -585,7 +587,7 @@ class UnrolledCells(FrontEnd):
         for r in reads_:
             if id(r) not in final_ids:
                 return miss(f"what follows the chain reads {r.name!r}, which is not one of its final states")
-        widths = self._widths(states_in) or self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
+        widths = self._widths(states_in) or self._from_zero(by_step[0], _read_nodes(reads), dep)
         if isinstance(widths, str):
             return miss(widths)
         widths = [int(a.shape[-1]) for a in states_in]
@@ -594,7 +596,7 @@ class UnrolledCells(FrontEnd):
             step = extract(name, states_in, xs[1], states_out, y_t, widths, int(X.shape[2]))
             CellFlow(step)
         except StepError as exc:
-            return general_miss(self.name, gathers[-1].name or name, "Gather", exc)
+            return general_miss(self.name, reads[-1].name or name, reads[-1].nodes[0].op, exc)
         new_finals = []
         for k, t in enumerate(finals):  # what follows the cell reads the Scan's final states
             readers = [n for n in after if any(i is t for i in n.inputs)]
@@ -605,9 +607,14 @@ class UnrolledCells(FrontEnd):
             for n in readers:
                 n.inputs = [new if i is t else i for i in n.inputs]
             new_finals.append(new)
-        axis = int(gathers[0].attrs.get("axis", 0))
+        axis = reads[0].axis
         x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
         return build(graph, name, step, x_tm, Form.UNROLLED, index, {"steps": [], "finals": new_finals})
+
+def _read_nodes(reads) -> set[int]:
+    """Ids of the nodes that read the input's steps (each differs from the others by its step only)."""
+    return {id(n) for r in reads for n in r.nodes}
+
 
 def _steps(graph, outs: list, dep: dict, by_input: bool = False):
     """Nodes by step: step s is what step s's outputs (``outs[s]``, a list) are computed from that no
