@@ -275,20 +275,25 @@ def test_a_bidirectional_gru_of_two_loops_becomes_one_layer():
 
 
 @pytest.mark.parametrize("name", ["brown_genre_gru_mask", "brown_genre_lstm_mask"])
-def test_masked_keras_cells_are_lifted_for_pre_padded_rows_and_checked(name):
-    """Keras mask_zero: the state is held on masked steps. Over pre-padded rows that is a reverse op
-    over the time-reversed input with sequence_lens = the real steps (Y reversed back is 0 on the
-    padding, as the loop's output is). The check on the model's own (pre-padded) rows passes; on
-    post-padded rows the lift computes something else, and the check refuses with the gap."""
+def test_masked_keras_cells_are_lifted_for_any_padding_of_one_block_and_checked(name):
+    """Keras mask_zero: the state (and the output) is held on masked steps. Over rows whose real steps
+    are one block — padding before it (the fixture's rows), after it, or both — that is a forward op
+    with sequence_lens = the real steps over each row rolled to start at its first real step. The
+    check passes on all three; a mask with holes computes something else, and the check refuses."""
     model = Model.load(ROOT / f"fixtures/exporters/tf2onnx_keras3/{name}.onnx")
     (op,) = model.recurrent
-    assert op.form == "loop" and op.lengths is not None and op.reversed_directions() == [True]
+    assert op.form == "loop" and op.lengths is not None and op.reversed_directions() == [False]
     x = _rows("brown_genre", 256)
     assert (x[:, 0] == 0).any() and (x[:, -1] != 0).all()  # the fixture's rows are pre-padded
-    assert verify_forms(model, x)["max_scaled_difference"] <= 1e-5
     post = np.stack([np.concatenate([r[r != 0], r[r == 0]]) for r in x])  # the same tokens, padding last
+    both = np.stack([np.roll(r, -(len(r) - (r != 0).sum()) // 2) for r in x])  # padding on both sides
+    for rows in (x, post, both):
+        checked = verify_forms(model, rows)
+        assert checked["max_scaled_difference"] <= 1e-5 and len(checked["compared"]) >= 2
+    holes = x.copy()
+    holes[:, -3] = 0  # a padding token inside the real steps
     with pytest.raises(UnsupportedModelError, match=r"differ from the model's own states by"):
-        verify_forms(model, post)
+        verify_forms(model, holes)
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "fixtures/cells/*/durnn*.onnx"))))

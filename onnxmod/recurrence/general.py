@@ -20,6 +20,8 @@ and the embedding's feature reduction (no single input weight to fold into).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -300,12 +302,20 @@ def _emit_units(step: Step, flow: CellFlow) -> np.ndarray:
     return read
 
 
-def build(graph: gs.Graph, name: str, step: Step, X_tm, form: Form, index: int, outs: dict,
+@dataclass(eq=False)
+class CellOutputs:
+    """Where the model reads a general cell: ``steps`` (tensors ``[T, N, W]`` or ``[N, T, W]`` of every
+    step's output: (tensor, time axis)) and ``finals`` (per state, the tensor the model reads its final
+    value from, or None)."""
+
+    steps: list = field(default_factory=list)
+    finals: list = field(default_factory=list)
+
+
+def build(graph: gs.Graph, name: str, step: Step, X_tm, form: Form, index: int, outs: CellOutputs,
           watch=()) -> CellRecurrence:
-    """Replace the model's cell by ``Scan`` over ``X_tm`` (``[T, N, I]``). ``outs``: ``steps`` (tensors
-    ``[T, N, W]`` or ``[N, T, W]`` of every step's output: (tensor, time axis)), ``finals`` (per
-    state, the tensor the model reads its final value from, or None); ``watch``: the model's own
-    tensors of the cell's states (``Recurrence.watch``)."""
+    """Replace the model's cell by ``Scan`` over ``X_tm`` (``[T, N, I]``), read where ``outs`` says;
+    ``watch``: the model's own tensors of the cell's states (``Recurrence.watch``)."""
     p = f"{name}/cell"
     K = step.n_states
     zero = gs.Variable(f"{p}/zero_state", dtype=np.float32)
@@ -317,16 +327,16 @@ def build(graph: gs.Graph, name: str, step: Step, X_tm, form: Form, index: int, 
     scan = gs.Node("Scan", f"{p}/scan", attrs={"body": step.graph, "num_scan_inputs": 1},
                    inputs=[zero] * K + [X_tm], outputs=[*finals, Y_tm])
     graph.nodes.append(scan)
-    for t, axis in outs["steps"]:
+    for t, axis in outs.steps:
         graph.nodes.append(gs.Node("Transpose", f"{t.name}/cell", attrs={"perm": [0, 1, 2] if axis == 0 else [1, 0, 2]},
                                    inputs=[Y_tm], outputs=[t]))
         t.dtype, t.shape = np.float32, None
-    for k, t in enumerate(outs["finals"]):
+    for k, t in enumerate(outs.finals):
         if t is not None:
             graph.nodes.append(gs.Node("Identity", f"{t.name}/cell", inputs=[finals[k]], outputs=[t]))
     rec = canonical(graph, scan, form, index)
     rec.watch = list(watch)
-    for t, axis in outs["steps"]:
+    for t, axis in outs.steps:
         t.shape = ["T", "N", rec.emitted] if axis == 0 else ["N", "T", rec.emitted]
     return rec
 

@@ -22,12 +22,14 @@ import onnx_graphsurgeon as gs
 
 from .cellflow import CellFlow
 from .contract import Form, FrontEnd, NoMatch
-from .general import build, miss as general_miss
-from .loop import Act, Lin, _Cell, _const
+from .general import CellOutputs, build
+from .general import miss as general_miss
+from .affine import Act, FormReader, Lin
+from .identify import NativeCell, NoCell, one_state
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 from .step import Constants, StepError, extract
 from .steps import step_read, step_reads
-from .tensors import depends
+from .tensors import constant, depends
 
 
 def _step_source(t):
@@ -77,8 +79,8 @@ class UnrolledRNN(FrontEnd):
                 return miss(f"step {s} reads {xs.name!r}, not step {s} of the input the other steps read")
             P = src[0]
             width = xs.shape[-1] if xs.shape else None
-            v = _Cell(xs, int(width) if isinstance(width, (int, np.integer)) else H,
-                      [states[s]] if m is not None else [], H, {}).value(nxt)
+            v = FormReader(xs, int(width) if isinstance(width, (int, np.integer)) else H,
+                           [states[s]] if m is not None else [], H, {}, opset=graph.opset).value(nxt)
             if not isinstance(v, Act) or v.lin.B.shape != (H, H):
                 return miss(f"step {s} is not a vanilla RNN step act(x W + h R + b)")
             forms.append(v)
@@ -89,7 +91,7 @@ class UnrolledRNN(FrontEnd):
                                             ((f.lin.A, f0.lin.A), (B, f0.lin.B), (f.lin.c, f0.lin.c))):
                 return miss(f"step {s} computes a different cell than step {len(forms) - 1}")
         # P as an affine form of a time-major input X
-        X, proj = self._projection(P)
+        X, proj = self._projection(P, graph.opset)
         if X is None:
             return miss(f"the steps' input {P.name!r} is not an affine map of one [T, N, I] tensor")
         A = proj.A @ f0.lin.A
@@ -177,7 +179,7 @@ class UnrolledRNN(FrontEnd):
         todo, found = [act_in], []
         while todo:
             t = todo.pop()
-            if (m is not None and t is m.outputs[0]) or isinstance(t, gs.Constant) or _const(t) is not None:
+            if (m is not None and t is m.outputs[0]) or isinstance(t, gs.Constant) or constant(t) is not None:
                 continue
             p = t.inputs[0] if t.inputs else None
             if p is not None and p.op == "Add":
@@ -187,14 +189,14 @@ class UnrolledRNN(FrontEnd):
         return found[0] if len(found) == 1 else None
 
     @staticmethod
-    def _projection(P):
+    def _projection(P, opset):
         """(X, form of P in X) for ``P = affine(X)`` with X ``[T, N, I]`` (I known), else (None, None)."""
         t = P
         leaves = []
         todo = [P]
         while todo:
             u = todo.pop()
-            if isinstance(u, gs.Constant) or _const(u) is not None:
+            if isinstance(u, gs.Constant) or constant(u) is not None:
                 continue
             p = u.inputs[0] if u.inputs else None
             if p is not None and p.op in ("Add", "Sub", "MatMul", "Mul", "Identity"):
@@ -207,7 +209,7 @@ class UnrolledRNN(FrontEnd):
         if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return None, None
         I = int(X.shape[2])
-        v = _Cell(X, I, [], 1, {}).value(t)
+        v = FormReader(X, I, [], 1, {}, opset=opset).value(t)
         if not isinstance(v, Lin) or v.A.shape[0] != I:
             return None, None
         return X, v
@@ -277,9 +279,6 @@ class UnrolledCells(FrontEnd):
         return None, None
 
     def lift(self, graph, reads, index, ctx):
-        from .loop import LoopCells, _Cell
-
-        loop = LoopCells()
         stack, states = self._stack(reads)
         if stack is None:  # no step's output stacked: a cell whose model reads its final states only
             return self._general_final(graph, reads, index)
@@ -304,31 +303,29 @@ class UnrolledCells(FrontEnd):
         found = None
         prev = h0
         for s, (r, h) in enumerate(zip(reads, states)):
-            reader = _Cell(r.x, I, [prev], int(H), {})
+            reader = FormReader(r.x, I, [prev], int(H), {}, opset=graph.opset)
             try:
-                cell = loop._identify(reader, reader.value(h), prev, int(H))
+                cell = one_state(reader, reader.value(h), int(H))
             except (ValueError, IndexError) as exc:  # shapes the forms cannot follow
-                cell = f"its step cannot be read as affine forms ({exc})"
-            if isinstance(cell, str):  # none of the cells a native op computes
+                cell = NoCell(f"its step cannot be read as affine forms ({exc})")
+            if isinstance(cell, NoCell):  # none of the cells a native op computes
                 return self._general(graph, reads, stack, states, index)
             if found is None:
                 found = cell
-            elif cell[0] != found[0] or cell[4] != found[4] or not all(
-                    np.array_equal(a, b) for a, b in zip(cell[1:4], found[1:4])):
+            elif not cell.same_as(found):
                 return miss(f"step {s} computes another cell than step 0")
             prev = h
         for s, h in enumerate(states[:-1]):  # a state read by anything but the next step and the stack
             if any(c.outputs[0] in graph.outputs for c in h.outputs if c.op == "Unsqueeze"):
                 return miss(f"the state of step {s} is a graph output")
-        op_type, W, R, Bv, attrs = found
-        return self._replace(graph, name, X, axis, op_type, W, R, Bv, attrs, int(H), stack, states, index)
+        return self._replace(graph, name, X, axis, found, int(H), stack, states, index)
 
     @staticmethod
     def _zero_leaf(h1, x0):
         seen, todo, zeros = set(), [h1], []
         while todo:
             t = todo.pop()
-            if id(t) in seen or t is x0 or isinstance(t, gs.Constant) or _const(t) is not None:
+            if id(t) in seen or t is x0 or isinstance(t, gs.Constant) or constant(t) is not None:
                 continue
             seen.add(id(t))
             if _is_zero(t):
@@ -338,10 +335,10 @@ class UnrolledCells(FrontEnd):
                 todo.extend(x for x in t.inputs[0].inputs if x.name)
         return zeros[0] if len({id(z) for z in zeros}) == 1 else None
 
-    def _replace(self, graph, name, X, axis, op_type, W, R, Bv, attrs, H, stack, states, index):
+    def _replace(self, graph, name, X, axis, cell: NativeCell, H, stack, states, index):
         p = f"{name}/lifted"
         x = time_major(graph, p, X) if axis == 1 else X
-        native, Y, Yh, _ = lifted_op(graph, name, op_type, x, W, R, Bv, attrs, H)
+        native, Y, Yh, _ = lifted_op(graph, name, cell.op_type, x, cell.W, cell.R, cell.B, cell.attrs, H)
         steps = gs.Variable(f"{p}/steps", dtype=np.float32)  # [T, N, H]
         graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
             Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[steps]))
@@ -381,8 +378,8 @@ class UnrolledCells(FrontEnd):
         if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
         stack_axis = int(stack.attrs.get("axis", 0)) % 3
-        if stack_axis not in (0, 1) or any(_const(u.inputs[0].inputs[1]) is None or np.atleast_1d(
-                _const(u.inputs[0].inputs[1])).tolist() != [stack_axis] for u in stack.inputs):
+        if stack_axis not in (0, 1) or any(constant(u.inputs[0].inputs[1]) is None or np.atleast_1d(
+                constant(u.inputs[0].inputs[1])).tolist() != [stack_axis] for u in stack.inputs):
             return miss(f"its steps are stacked by {stack.name!r} along an axis that is not time")
         xs = [r.x for r in reads]
         graph.toposort()
@@ -401,7 +398,7 @@ class UnrolledCells(FrontEnd):
             return miss(widths)
         widths = [int(a.shape[-1]) for a in states_in]
         try:
-            step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]))
+            step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]), opset=graph.opset)
             CellFlow(step)
         except StepError as exc:
             return general_miss(self.name, stack.name or name, "Concat", exc)
@@ -410,7 +407,7 @@ class UnrolledCells(FrontEnd):
         stack.inputs.clear()
         x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
         return build(graph, name, step, x_tm, Form.UNROLLED, index,
-                     {"steps": [(out, stack_axis)], "finals": [None] * len(states_in)}, [out.name])
+                     CellOutputs([(out, stack_axis)], [None] * len(states_in)), [out.name])
 
 
     @staticmethod
@@ -593,7 +590,7 @@ class UnrolledCells(FrontEnd):
         widths = [int(a.shape[-1]) for a in states_in]
         y_t = next(t for t, f in zip(states_out, finals) if id(f) == id(reads_[0]))
         try:
-            step = extract(name, states_in, xs[1], states_out, y_t, widths, int(X.shape[2]))
+            step = extract(name, states_in, xs[1], states_out, y_t, widths, int(X.shape[2]), opset=graph.opset)
             CellFlow(step)
         except StepError as exc:
             return general_miss(self.name, reads[-1].name or name, reads[-1].nodes[0].op, exc)
@@ -609,7 +606,7 @@ class UnrolledCells(FrontEnd):
             new_finals.append(new)
         axis = reads[0].axis
         x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
-        return build(graph, name, step, x_tm, Form.UNROLLED, index, {"steps": [], "finals": new_finals})
+        return build(graph, name, step, x_tm, Form.UNROLLED, index, CellOutputs([], new_finals))
 
 def _read_nodes(reads) -> set[int]:
     """Ids of the nodes that read the input's steps (each differs from the others by its step only)."""
