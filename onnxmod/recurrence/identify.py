@@ -162,3 +162,28 @@ def _reset_product(v, bias=None):
                     c = np.zeros(U.shape[1]) if bias is None else np.broadcast_to(bias, (U.shape[1],))
                     return g, Lin(np.zeros((0, U.shape[1])), U, c), 0
     return None
+
+
+def lstm_of_step(step, opset: int | None = None) -> tuple[NativeCell, list[int]] | NoCell:
+    """A cut-out step of two states of one width that is an LSTM: (the cell, the step's state that is
+    h then the one that is c), checked in numbers against the step (``check.step_gap``); h is the
+    state the step emits. Else why not."""
+    from .check import TOL, step_gap
+    from .tensors import same
+
+    if step.n_states != 2 or len(set(step.widths)) != 1:
+        return NoCell("it does not carry two states of one width")
+    H = step.widths[0]
+    emits = [k for k in range(2) if same(step.new_states[k], step.y)]
+    if len(emits) != 1:
+        return NoCell("it does not emit one of its two states")
+    order = [emits[0], 1 - emits[0]]
+    reader = FormReader(step.x, step.input_size, [step.states[k] for k in order], H, {}, opset=opset)
+    cell = lstm(reader.value(step.new_states[order[0]]), reader.value(step.new_states[order[1]]), H)
+    if isinstance(cell, NoCell):
+        return cell
+    gap = step_gap(step, cell, order, opset)
+    if gap is None or gap > TOL:
+        return NoCell("it looks like an LSTM but computes something else" if gap is not None else
+                      "its step cannot run on its own")
+    return cell, order

@@ -25,7 +25,7 @@ from .contract import Form, FrontEnd, NoMatch
 from .general import CellOutputs, build
 from .general import miss as general_miss
 from .affine import Act, FormReader, Lin
-from .identify import NativeCell, NoCell, one_state
+from .identify import NativeCell, NoCell, lstm_of_step, one_state
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 from .step import Constants, StepError, extract
 from .steps import step_read, step_reads
@@ -399,6 +399,12 @@ class UnrolledCells(FrontEnd):
         widths = [int(a.shape[-1]) for a in states_in]
         try:
             step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]), opset=graph.opset)
+        except StepError as exc:
+            return general_miss(self.name, stack.name or name, "Concat", exc)
+        lifted = lstm_of_step(step, graph.opset)  # two states that are an LSTM's: the native op
+        if not isinstance(lifted, NoCell):
+            return self._replace(graph, name, X, axis, lifted[0], widths[0], stack, outs, index)
+        try:
             CellFlow(step)
         except StepError as exc:
             return general_miss(self.name, stack.name or name, "Concat", exc)

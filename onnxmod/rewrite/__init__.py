@@ -12,7 +12,8 @@ time_distributed       N per-step copies of one Dense → ``Concat``: one MatMul
 head_transpose         ``Transpose`` after the output layer moves in front of it (TimeDistributed)
 direction_slice        ``Slice``/``Gather`` of one direction of a bidirectional op (tf2onnx Bidirectional)
 reverse_sequence       full-length ``ReverseSequence`` → ``Slice`` step -1 (go_backwards)
-reversed_input         forward op on a time-reversed input → ``direction="reverse"`` (go_backwards)
+reverse_gather         ``Gather`` of every index in reverse order → ``Slice`` step -1
+reversed_input         forward op on a time-reversed (maybe then transposed) input → ``direction="reverse"``
 bidirectional_pair     a forward and a reverse op of one cell on one input → one bidirectional op (Bidirectional(GRU))
 reshape_from_shape     ``Reshape`` target computed from ``Shape`` → constant with 0/-1 (torch dynamo)
 =====================  ==========================================================================
@@ -29,6 +30,7 @@ from .dense3d import Dense3D
 from .direction_slice import DirectionSlice
 from .head_transpose import HeadTranspose
 from .reshape_from_shape import ReshapeFromShape
+from .reverse_gather import ReverseGather
 from .reverse_sequence import ReverseSequence
 from .reversed_input import ReversedInput
 from .time_distributed import TimeDistributed
@@ -40,6 +42,7 @@ RULES: tuple[Rule, ...] = (
     HeadTranspose(),
     DirectionSlice(),
     ReverseSequence(),
+    ReverseGather(),
     ReversedInput(),
     BidirectionalPair(),  # after reversed_input: it makes the reverse op
     ReshapeFromShape(),

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
-from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler
+from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, producer
 
 
 
@@ -33,6 +33,16 @@ def _plain(node):
     if any(len(ins) > i and ins[i].name for i in (4, 5, 6)):
         return False
     return not (len(ins) > 7 and ins[7].name and not isinstance(ins[7], gs.Constant))
+
+
+def _same_tensors(x) -> list:
+    """``x``, and every other transposition of the tensor ``x`` transposes by the same ``perm`` (two
+    front-ends each made a time-major copy of one batch-major input)."""
+    p = producer(x)
+    if p is None or p.op != "Transpose":
+        return [x]
+    perm = list(p.attrs.get("perm", []))
+    return [t.outputs[0] for t in p.inputs[0].outputs if t.op == "Transpose" and list(t.attrs.get("perm", [])) == perm]
 
 
 def _attrs(node):
@@ -49,8 +59,9 @@ class BidirectionalPair(Rule):
             return no
         if not _plain(node):
             return self.no(node, "its weights are not constants, or it reads sequence_lens or an initial state")
-        for other in node.inputs[0].outputs:
-            if other is node or other.op != node.op or other.inputs[0] is not node.inputs[0]:
+        same = _same_tensors(node.inputs[0])
+        for other in [n for t in same for n in t.outputs]:
+            if other is node or other.op != node.op or not any(other.inputs[0] is t for t in same):
                 continue
             if h.direction(other) == "reverse" and _plain(other) and _attrs(other) == _attrs(node):
                 return Match(node, [node, other], {"reverse": other})
