@@ -38,9 +38,31 @@ class Ops:
         return outs[0] if n_out == 1 else outs
 
 
-def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, head=None, opset: int = 17):
+def _read_step(o, outer, t: int, T: int, reads: str, split_cache: dict):
+    """Step ``t`` of ``x`` ``[batch, T, I]`` the way an exporter reads it (``reads``)."""
+    if reads == "gather":
+        return o.op("Gather", "x", o.c(t, np.int64), axis=1)
+    if reads == "slice":
+        return o.op("Squeeze", o.op("Slice", "x", o.c([t], np.int64), o.c([t + 1], np.int64), o.c([1], np.int64)),
+                    o.c([1], np.int64))
+    if reads == "split":  # one Split into T steps of 1, each squeezed
+        if "parts" not in split_cache:
+            split_cache["parts"] = outer.op("Split", "x", outer.c([1] * T, np.int64), n_out=T, axis=1)
+        return o.op("Squeeze", split_cache["parts"][t], o.c([1], np.int64))
+    if reads == "sequence":  # SplitToSequence without sizes (keepdims=0), SequenceAt per step
+        if "seq" not in split_cache:
+            split_cache["seq"] = outer.op("SplitToSequence", "x", axis=1, keepdims=0)
+        return o.op("SequenceAt", split_cache["seq"], o.c(t, np.int64))
+    raise ValueError(reads)
+
+
+def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, head=None, opset: int = 17,
+           reads: str = "gather", copies: bool = False):
     """The cell over ``x`` ``[batch, T, I]`` (``T`` dynamic for ``loop``), last step's output through
-    ``head`` (``(W [C, Wy], b [C])``) as ``logits``, or the last step's output itself as ``y``."""
+    ``head`` (``(W [C, Wy], b [C])``) as ``logits``, or the last step's output itself as ``y``.
+    Unrolled: ``reads`` is how each step reads ``x`` (``gather``, ``slice`` + Squeeze, ``split`` +
+    Squeeze, ``sequence``: SplitToSequence + SequenceAt); ``copies`` gives every step its own copy of
+    the weights (as torch's dynamo exporter writes them)."""
     outer = Ops("outer", weights)
     inits = [numpy_helper.from_array(np.asarray(v, np.float32), f"cell.{k}") for k, v in weights.items()]
     shape = outer.op("Shape", "x")
@@ -89,10 +111,14 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
         stacked = scan_outs[-1]
     else:
         states = zeros
-        ys = []
+        ys, cache = [], {}
         for t in range(T):
             o = Ops(f"step{t}", weights)
-            x_t = o.op("Gather", "x", o.c(t, np.int64), axis=1)
+            if copies:
+                o.w = lambda key, t=t: f"cell.{key}.copy{t}"
+                inits += [numpy_helper.from_array(np.asarray(v, np.float32), f"cell.{k}.copy{t}")
+                          for k, v in weights.items()]
+            x_t = _read_step(o, outer, t, T, reads, cache)
             states, y = step(o, x_t, states)
             ys.append(o.op("Unsqueeze", y, o.c([1], np.int64)))
             outer.nodes += o.nodes
