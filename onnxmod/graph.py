@@ -213,14 +213,19 @@ def _tensor_desc(t) -> dict:
             "shape": [d if isinstance(d, (int, np.integer)) else str(d) for d in (t.shape or [])]}
 
 
+# quantized weights' types (8- and 16-bit integers); int32/int64 constants are shapes and indices
+_WEIGHT_INTEGERS = (np.int8, np.uint8, np.int16, np.uint16)
+
+
 def count_parameters(graph: gs.Graph) -> int:
-    """Floating-point parameters (weights and biases) in the graph's constants."""
+    """Parameters (weights and biases, floating-point or quantized to 8/16-bit integers) in the graph's
+    constants."""
     total = 0
     for t in graph.tensors().values():
         if isinstance(t, gs.Constant):
-            v = t.values
-            if np.issubdtype(np.asarray(v).dtype, np.floating):
-                total += int(np.asarray(v).size)
+            v = np.asarray(t.values)
+            if np.issubdtype(v.dtype, np.floating) or v.dtype in _WEIGHT_INTEGERS:
+                total += int(v.size)
     for node in graph.nodes:  # a Loop's or Scan's body holds its cell's weights
         total += sum(count_parameters(v) for v in node.attrs.values() if isinstance(v, gs.Graph))
     return total

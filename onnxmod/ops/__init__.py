@@ -11,10 +11,12 @@ from __future__ import annotations
 from .base import RecurrentOpHandler, UnitSelection
 from .gru import GRUHandler
 from .lstm import LSTMHandler
+from .quantized_lstm import DynamicQuantizeLSTMHandler
 from .rnn import RNNHandler
 
 # One handler per native recurrent op type (adding an op: one file in this folder plus one entry here).
-HANDLERS: dict[str, RecurrentOpHandler] = {h.op_type: h for h in (LSTMHandler(), GRUHandler(), RNNHandler())}
+HANDLERS: dict[str, RecurrentOpHandler] = {
+    h.op_type: h for h in (LSTMHandler(), GRUHandler(), RNNHandler(), DynamicQuantizeLSTMHandler())}
 
 
 def handler_for(op_type: str) -> RecurrentOpHandler | None:
@@ -22,7 +24,13 @@ def handler_for(op_type: str) -> RecurrentOpHandler | None:
 
 
 def recurrent_op_types() -> tuple[str, ...]:
+    """Every op type a handler reads (the ONNX ops and their quantized variants)."""
     return tuple(sorted(HANDLERS))
 
 
-__all__ = ["HANDLERS", "RecurrentOpHandler", "UnitSelection", "handler_for", "recurrent_op_types"]
+def float_op_types() -> tuple[str, ...]:
+    """The ONNX ``LSTM``/``GRU``/``RNN`` (float weights): what graph rewrites may restack."""
+    return tuple(sorted(k for k, h in HANDLERS.items() if not h.domain))
+
+
+__all__ = ["HANDLERS", "RecurrentOpHandler", "UnitSelection", "float_op_types", "handler_for", "recurrent_op_types"]

@@ -28,6 +28,7 @@ X, W, R, B, SEQUENCE_LENS, INITIAL_H = 0, 1, 2, 3, 4, 5
 
 class RecurrentOpHandler:
     op_type: str = ""
+    domain: str = ""  # the op's domain ("": ONNX's own)
     state_inputs: tuple[int, ...] = (INITIAL_H,)  # positions of initial_h (and initial_c)
     num_outputs: int = 2  # Y, Y_h (and Y_c)
 
@@ -216,7 +217,28 @@ class RecurrentOpHandler:
             if self.op_type == "GRU" and not int(node.attrs.get("linear_before_reset", 0)):
                 delta[2 * H:] = 0
             Bt[d, G * H:] += delta
-        self._set(node, B, Bt.astype(np.asarray(node.inputs[W].values).dtype), "B")
+        self._set(node, B, Bt.astype(self.float_dtype(node)), "B")
+
+    def float_dtype(self, node: gs.Node) -> np.dtype:
+        """The dtype of the op's floating-point parameters (W's)."""
+        return np.asarray(node.inputs[W].values).dtype
+
+    def input_size(self, node: gs.Node) -> int | None:
+        """The width of X (W's last axis); None when W is not a constant."""
+        w = node.inputs[W] if len(node.inputs) > W else None
+        shape = np.asarray(w.values).shape if isinstance(w, gs.Constant) else ()
+        return int(shape[2]) if len(shape) == 3 else None
+
+    def set_input_weights(self, node: gs.Node, Wt: np.ndarray) -> None:
+        """Replace W (``[D, G*H, I']``: the embedding's feature reduction)."""
+        self._set(node, W, Wt, "W_reduced")
+
+    def widen_input(self, node: gs.Node, x, columns: np.ndarray) -> None:
+        """Read ``x`` instead of X, whose extra features W's new ``columns`` ``[D, G*H, k]`` weigh."""
+        Wt = np.asarray(node.inputs[W].values)
+        node.inputs[X] = x
+        node.inputs[W] = gs.Constant(f"{node.name}/W_fused",
+                                     np.ascontiguousarray(np.concatenate([Wt, columns.astype(Wt.dtype)], axis=2)))
 
     def slice_input(self, node: gs.Node, positions: np.ndarray, zero: np.ndarray | None = None) -> None:
         """Keep input features ``positions`` (the X axis); zero the columns flagged in ``zero``."""

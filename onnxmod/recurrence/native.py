@@ -199,16 +199,13 @@ class NativeRecurrence(Recurrence):
         self.handler.slice_input(self.node, positions, zero)
 
     def set_input_weights(self, W) -> None:
-        self.handler._set(self.node, 1, W, "W_reduced")
+        self.handler.set_input_weights(self.node, W)
 
     def absorb(self, input_delta=None, own=None) -> None:
         self.handler.absorb(self.node, input_delta=input_delta, own=own)
 
     def widen_input(self, x, columns) -> None:
-        W = np.asarray(self.node.inputs[1].values)
-        self.node.inputs[0] = x
-        self.node.inputs[1] = gs.Constant(f"{self.node.name}/W_fused",
-                                          np.ascontiguousarray(np.concatenate([W, columns.astype(W.dtype)], axis=2)))
+        self.handler.widen_input(self.node, x, columns)
 
     def mask_states(self, graph, masks, prefix, source) -> None:
         _masked_scans(graph, self, masks, prefix, source)
@@ -242,8 +239,8 @@ def describe_node(n: gs.Node, index: int | None = None, form: Form = Form.NATIVE
         if isinstance(v, list):
             attrs[k] = [x.decode() if isinstance(x, bytes) else x for x in v]
     w = n.inputs[1] if len(n.inputs) > 1 else None
-    shape = np.asarray(w.values).shape if isinstance(w, gs.Constant) else (getattr(w, "shape", None) or [])
-    out = {"name": n.name, "form": form, "op_type": n.op, "cell": n.op}
+    shape = getattr(w, "shape", None) or []
+    out = {"name": n.name, "form": form, "op_type": n.op, "cell": h.cell.op_type}
     if index is not None:
         out["index"] = index
     try:
@@ -251,7 +248,10 @@ def describe_node(n: gs.Node, index: int | None = None, form: Form = Form.NATIVE
         out["rule"] = "relu" if h.output_activation(n) == "Relu" else "logistic"
     except (OnnxmodError, KeyError, TypeError, ValueError):
         pass
-    out["input_size"] = int(shape[2]) if len(shape) == 3 and isinstance(shape[2], (int, np.integer)) else None
+    size = h.input_size(n)
+    if size is None and len(shape) == 3 and isinstance(shape[2], (int, np.integer)):
+        size = int(shape[2])  # a weight given as a graph input, of a declared shape
+    out["input_size"] = size
     out["attributes"] = attrs
     out["inputs"] = {k: (n.inputs[i].name if len(n.inputs) > i and n.inputs[i].name else None)
                      for i, k in enumerate(("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"))
@@ -313,6 +313,9 @@ def _masked_scans(graph: gs.Graph, rec, masks: list[np.ndarray], p: str, source:
     to its states after every step (the cell's equations as ONNX nodes)."""
     node, handler = rec.node, rec.handler
     H, G, D = handler.hidden_size(node), handler.num_gates, handler.directions(node)
+    if handler.domain:  # the Scans compute in float: the module would be the model's float copy
+        raise UnsupportedModelError(f"{source}: node {rec.name!r} ({node.op}): --unrolled-semantics state does not "
+                                    f"support quantized recurrences; use --unrolled-semantics output")
     if any(handler._has_input(node, i) for i in (4, *handler.state_inputs)):
         raise UnsupportedModelError(f"{source}: node {rec.name!r}: --unrolled-semantics state does not support "
                                     f"sequence_lens or initial states; use --unrolled-semantics output")

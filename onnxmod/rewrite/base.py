@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..ops import handler_for, recurrent_op_types
+from ..ops import float_op_types, handler_for
 
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -113,7 +113,7 @@ def refusals(graph: gs.Graph, rules) -> list[NoMatch]:
 
 
 # ---- helpers shared by the rules ----------------------------------------------------------------
-RECURRENT_OPS = recurrent_op_types()  # what the rules around a native recurrent op anchor on
+RECURRENT_OPS = float_op_types()  # what the rules around a native recurrent op anchor on
 
 
 def forward_handler(rule: "Rule", node: gs.Node):
