@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
 from .contract import Form, FrontEnd, NoMatch, Recognition, Recurrence, UnitSelection
+from .finals import FinalState, packed_final_states
 from .loop import LoopCells
 from .native import NativeOps, NativeRecurrence
 from .scan import ScanCells
@@ -173,5 +174,6 @@ def unclaimed_control_flow(graph, claimed: set = frozenset()) -> list[NoMatch]:
     return out
 
 
-__all__ = ["FRONTENDS", "TOLERANCE", "Form", "FrontEnd", "NativeRecurrence", "NoMatch", "Recognition", "Recurrence",
-           "UnitSelection", "describe_unrecognized", "forms_after", "recognize", "verify_forms"]
+__all__ = ["FRONTENDS", "TOLERANCE", "FinalState", "Form", "FrontEnd", "NativeRecurrence", "NoMatch", "Recognition",
+           "Recurrence", "UnitSelection", "describe_unrecognized", "forms_after", "packed_final_states", "recognize",
+           "verify_forms"]

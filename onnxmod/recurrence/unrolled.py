@@ -29,6 +29,7 @@ from .identify import NativeCell, NoCell, lstm_of_step, one_state
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
 from .step import Constants, StepError, extract
 from .steps import step_read, step_reads
+from ..rewrite.base import Namer, is_full_reverse, reverse_axis
 from .tensors import constant, depends
 
 
@@ -68,22 +69,33 @@ class UnrolledRNN(FrontEnd):
         if not isinstance(chain, tuple):
             return None if chain is None else miss(chain)
         states, steps = chain
-        # each step: act(x_s A + h B + c), the same for every step; x_s step s of one tensor P
-        forms, P = [], None
+        # each step: act(x_s A + h B + c), the same for every step; x_s step s (or T-1-s: a backward
+        # direction) of one tensor P
+        forms, P, at = [], None, []
         for s, (m, nxt) in enumerate(steps):
             xs = self._step_input(nxt.inputs[0].inputs[0], m)  # the activation's input
             if xs is None:
                 return miss(f"step {s}: its input is not one step of a tensor computed for every step")
             src = _step_source(xs)
-            if src is None or src[1] != s or (P is not None and src[0] is not P):
-                return miss(f"step {s} reads {xs.name!r}, not step {s} of the input the other steps read")
+            if src is None or (P is not None and src[0] is not P):
+                return miss(f"step {s} reads {xs.name!r}, not one step of the input the other steps read")
             P = src[0]
+            at.append(src[1])
             width = xs.shape[-1] if xs.shape else None
             v = FormReader(xs, int(width) if isinstance(width, (int, np.integer)) else H,
                            [states[s]] if m is not None else [], H, {}, opset=graph.opset).value(nxt)
             if not isinstance(v, Act) or v.lin.B.shape != (H, H):
                 return miss(f"step {s} is not a vanilla RNN step act(x W + h R + b)")
             forms.append(v)
+        n = len(steps)
+        flip = P.inputs[0] if P.inputs else None
+        if flip is not None and is_full_reverse(flip) == 0:  # the steps read a tensor flipped in time
+            P, at = flip.inputs[0], [n - 1 - a for a in at]
+        reverse = at == list(range(n))[::-1] and n > 1
+        if at != list(range(n)) and not reverse:
+            return miss(f"its steps read steps {at[:4]}... of {P.name!r}, not every step in order or in reverse order")
+        if reverse and P.shape is not None and P.shape[0] != n:
+            return miss(f"its steps read {P.name!r} backwards from step {n - 1}, not from its last step")
         f0 = forms[-1]  # a step that reads its state (the first one may not: from a zero state, folded)
         for s, f in enumerate(forms):
             B = f.lin.B if steps[s][0] is not None else f0.lin.B  # a folded first step's h B is 0: any B
@@ -99,7 +111,7 @@ class UnrolledRNN(FrontEnd):
         Wb = proj.c @ f0.lin.A + f0.lin.c
         R = f0.lin.B.T[None]
         B = np.concatenate([Wb, np.zeros(H)])[None]
-        return self._replace(graph, name, X, W, R, B, f0, H, states[1:], index)
+        return self._replace(graph, name, X, W, R, B, f0, H, states[1:], index, reverse)
 
     def _chain(self, mms, H):
         """(states, steps) of the chain the MatMuls by one recurrent weight make: ``steps[s]`` is (the
@@ -214,28 +226,44 @@ class UnrolledRNN(FrontEnd):
             return None, None
         return X, v
 
-    def _replace(self, graph, name, X, W, R, B, act, H, states, index):
+    def _replace(self, graph, name, X, W, R, B, act, H, states, index, reverse=False):
+        """The chain replaced by an RNN (``reverse``: a reverse one). A ``Concat`` along time of every
+        step's state reads the op's ``Y``: in time order, or reversed in time (a forward chain over a
+        flipped input whose outputs the model stacks flipped back)."""
         p = f"{name}/lifted"
+        n = len(states)
         state_ids = {id(s): i for i, s in enumerate(states)}
-        stack = [n for n in graph.nodes if n.op == "Concat" and int(n.attrs.get("axis", 0)) == 0
-                 and [state_ids.get(id(x)) for x in n.inputs] == list(range(len(states)))]
+
+        def stacked(node):  # None, or whether the Concat holds the steps reversed in time
+            if node.op != "Concat" or int(node.attrs.get("axis", 0)) != 0:
+                return None
+            at = [state_ids.get(id(x)) for x in node.inputs]
+            if None in at or len(at) != n:
+                return None
+            t = [n - 1 - i for i in at] if reverse else at  # the time of each stacked state
+            return False if t == list(range(n)) else (True if t == list(range(n))[::-1] else None)
+
+        stack = [c for c in graph.nodes if stacked(c) is not None]
         for i, s in enumerate(states[:-1]):
-            other = [c for c in s.outputs if c.op != "MatMul" and c not in stack and not (
+            other = [c for c in s.outputs if c.op != "MatMul" and not any(c is k for k in stack) and not (
                 c.op == "Add" or c.op in ("Tanh", "Relu", "Sigmoid"))]
             if other:
                 return NoMatch(self.name, name, "MatMul", f"the state of step {i} is read by {other[0].op} "
                                                           f"{other[0].name!r}, not only by the next step and the stacked output")
-        native, Y, Yh, _ = lifted_op(graph, name, "RNN", X, W, R, B, {"activations": [act.name]}, H)
+        attrs = {"activations": [act.name], **({"direction": "reverse"} if reverse else {})}
+        native, Y, Yh, _ = lifted_op(graph, name, "RNN", X, W, R, B, attrs, H)
         watch = []
-        for node in list(graph.nodes):  # a Concat along time of every step's state [1, N, H]: Y without D
-            if node.op == "Concat" and int(node.attrs.get("axis", 0)) == 0 \
-                    and [state_ids.get(id(x)) for x in node.inputs] == list(range(len(states))):
-                out = node.outputs[0]
-                node.outputs.clear()
-                node.inputs.clear()
-                graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
-                    Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[out]))
-                watch.append(out.name)
+        for node in stack:  # Y without D (reversed in time back, if the model stacked it so)
+            flipped = stacked(node)
+            out = node.outputs[0]
+            node.outputs.clear()
+            node.inputs.clear()
+            steps = gs.Variable(f"{p}/steps_in_time", dtype=np.float32) if flipped else out
+            graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
+                Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[steps]))
+            if flipped:
+                reverse_axis(graph, Namer(graph, p), steps, 0, out=out)
+            watch.append(out.name)
         last = states[-1]
         for c in list(last.outputs):  # the final state read directly: Y_h ([1, N, H], as the step's)
             if c.op != "MatMul":
