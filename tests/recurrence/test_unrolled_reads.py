@@ -99,6 +99,19 @@ class _RNN(torch.nn.Module):
         return self.fc(self.rnn(x)[0][:, -1])
 
 
+class _RNN2(torch.nn.Module):
+    """Two bidirectional layers: the exporter unrolls every direction of every layer, the backward
+    ones over the input flipped in time, their outputs stacked flipped back."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.RNN(I, H, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = torch.nn.Linear(2 * H, C)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
 class _Cells(torch.nn.Module):
     """nn.LSTMCell unrolled by hand; ``both``: a second cell over the sequence flipped in time, its
     outputs flipped back and joined to the first's (a bidirectional layer written by hand)."""
@@ -144,6 +157,8 @@ def torch_exports(tmp_path_factory):
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
         out["rnn_dynamo"] = _export(_RNN(), True, d / "rnn.onnx")
+        torch.manual_seed(0)
+        out["rnn2_dynamo"] = _export(_RNN2(), True, d / "rnn2.onnx")
         for both in (False, True):
             torch.manual_seed(0)
             cells = _Cells(both).eval()
@@ -169,3 +184,13 @@ def test_torch_lstm_cells_unrolled_by_hand(torch_exports, exporter, both):
     if both:
         assert model.recurrent[0].reversed_directions() == [False, True]
         assert {"reversed_input", "bidirectional_pair"} <= {a.rule for a in model.rewrites}
+
+
+def test_torch_dynamo_two_bidirectional_layers_unrolled(torch_exports):
+    proto = torch_exports["rnn2_dynamo"]
+    x = np.random.default_rng(0).normal(0, 1, (3, T, I)).astype(np.float32)
+    model = Model(proto, source="rnn2.onnx")
+    assert [(op.form, op.op_type, op.directions) for op in model.recurrent] == [("unrolled", "RNN", 2)] * 2
+    assert all(op.reversed_directions() == [False, True] for op in model.recurrent)
+    assert verify_forms(model, x)["max_scaled_difference"] <= 1e-5
+    assert model.parameter_count() == 2 * (I * H + H * H + 2 * H) + 2 * (2 * H * H + H * H + 2 * H) + 2 * H * C + C
