@@ -18,7 +18,8 @@ from .finals import FinalState, packed_final_states
 from .loop import LoopCells
 from .native import NativeOps, NativeRecurrence
 from .scan import ScanCells
-from .unrolled import UnrolledCells, UnrolledRNN
+from .unrolled import UnrolledCells
+from .unrolled_rnn import UnrolledRNN
 
 # The order front-ends are tried in: lifting front-ends first (they make native ops the native
 # front-end then leaves to them), the Scan front-end last (it takes the general cells the others built).
