@@ -32,18 +32,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .. import optable
 from .step import Step, StepError
-
-_UNARY = {"Identity", "Dropout", "Cast", "Tanh", "Sigmoid", "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Softsign",
-          "Softplus", "HardSigmoid", "HardSwish", "Gelu", "Mish", "ThresholdedRelu", "Neg", "Abs", "Exp", "Log",
-          "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Sign", "Floor", "Ceil", "Round", "Not", "IsNaN"}
-_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu", "Where", "Clip", "Equal",
-                "Greater", "Less", "And", "Or"}
-_PLUMBING = {"Identity", "Dropout", "Cast", "Concat", "Split", "Slice", "Gather", "Reshape", "Flatten", "Squeeze",
-             "Unsqueeze", "Transpose"}
-_MIXING = {"Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "LpNormalization", "InstanceNormalization",
-           "GroupNormalization", "MeanVarianceNormalization", "CumSum", "TopK", "ArgMax", "ArgMin"}
-
 
 def _values(t):
     return np.asarray(t.values) if isinstance(t, gs.Constant) else None
@@ -152,9 +142,9 @@ class CellFlow:
         t0 = tracked[0]
         P, r, A = self.pos[id(t0)], self.rank[id(t0)], self.act[id(t0)]
         out = node.outputs[0] if node.outputs else None
-        if op in _UNARY or (op == "Clip" and len(tracked) == 1 and node.inputs[0] is t0):
-            return self._set(out, P, r, A if op in _PLUMBING else op)
-        if op in _ELEMENTWISE:
+        if optable.is_unary(op) or (op == "Clip" and len(tracked) == 1 and node.inputs[0] is t0):
+            return self._set(out, P, r, A if optable.is_plumbing(op) else op)
+        if optable.is_elementwise(op):
             return self._elementwise(node, tracked)
         if op in ("MatMul", "Gemm"):
             return self._matmul(node, tracked)
@@ -176,7 +166,7 @@ class CellFlow:
                 raise StepError(node, f"mixes units: {op} over the unit axis")
             keep = int(node.attrs.get("keepdims", 1))
             return self._set(out, P, r if keep else r - len(axes), A)
-        if op in _MIXING:
+        if optable.mixes_inside_a_cell(op):
             raise StepError(node, f"mixes units: {op} over the unit axis")
         if op in ("Shape", "Size"):
             raise StepError(node, "reads the shape of a tensor that carries units (its width changes when units go)")

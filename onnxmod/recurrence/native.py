@@ -10,17 +10,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .. import optable
 from ..cells.backend import Onnx
 from ..errors import OnnxmodError, UnsupportedModelError
 from ..ops import handler_for
 from ..ops.base import SEQUENCE_LENS
 from ..ops.base import RecurrentOpHandler
 from .contract import Form, FrontEnd, NoMatch, Recurrence, UnitSelection
-
-# Ops allowed between a zero constant and an initial state input.
-_ZERO_PRESERVING = {"Slice", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Cast", "Tile",
-                    "Gather", "Transpose", "Concat"}
-
 
 def _is_zero(t, depth: int = 0) -> bool:
     """True when tensor ``t`` is provably all zeros (constant, or ConstantOfShape(0) reshaped)."""
@@ -39,7 +35,7 @@ def _is_zero(t, depth: int = 0) -> bool:
     if p.op == "Constant":
         v = p.attrs.get("value")
         return v is not None and not np.any(np.asarray(v.values if isinstance(v, gs.Constant) else v))
-    if p.op in _ZERO_PRESERVING:
+    if optable.copies_values(p.op):  # its elements are its input's (every input's: Concat)
         data = p.inputs[:] if p.op == "Concat" else p.inputs[:1]
         return all(_is_zero(x, depth + 1) for x in data)
     return False

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .. import optable
 from ..ops import float_op_types, handler_for
 
 INT64_MIN = np.iinfo(np.int64).min
@@ -172,15 +173,11 @@ def slice_params(node: gs.Node, rank: int | None):
     return starts, ends, axes, steps
 
 
-_ELEMENTWISE = {"Identity", "Relu", "Tanh", "Sigmoid", "Softsign", "Softplus", "Elu", "Selu", "LeakyRelu",
-                "HardSigmoid", "Abs", "Neg", "Exp"}
-
-
 def rowwise(node: gs.Node) -> dict | None:
     """The attributes to re-create ``node`` on a tensor of any rank, when it acts on each row of
     the last axis alone (an elementwise activation, or Softmax/LogSoftmax over the last axis);
     else None."""
-    if node.op in _ELEMENTWISE and len(node.inputs) == 1:
+    if optable.is_unary(node.op) and len(node.inputs) == 1:
         return dict(node.attrs)
     if node.op in ("Softmax", "LogSoftmax"):
         r = rank_of(node.inputs[0])

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import optable
 from .base import Match, Namer, Rule, const, producer, reverse_axis
 from .dims import dim_of, evaluate, same_dim
-
-_BROADCAST = {"Expand", "Tile", "Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
-
 
 def _all_equal_to(t, length, depth: int = 0) -> bool:
     """Every element of ``t`` is ``length`` (an int or a ``Dyn``)."""
@@ -32,7 +30,7 @@ def _all_equal_to(t, length, depth: int = 0) -> bool:
     p = producer(t)
     if p is None:
         return False
-    if p.op in _BROADCAST:
+    if optable.copies_values(p.op) and p.op != "Concat":  # its elements are its input's
         return _all_equal_to(p.inputs[0], length, depth + 1)
     if p.op == "ConstantOfShape":
         val = p.attrs.get("value")
