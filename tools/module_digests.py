@@ -1,9 +1,9 @@
 """The sha256 of every module file onnxmod writes for every fixture model: refactors change no byte.
 
-    python tools/module_digests.py                      # decompose, print the digests, compare with tools/module_digests.json
-    python tools/module_digests.py --write              # (re)write tools/module_digests.json (the branch's reference)
+    python tools/module_digests.py             # decompose, print the digests, compare with tools/module_digests.json
+    python tools/module_digests.py --write     # (re)write tools/module_digests.json (the branch's reference)
     python tools/module_digests.py --only exporters cells   # a subset of the fixture folders
-    python tools/module_digests.py --jobs 2             # models decomposed in that many processes
+    python tools/module_digests.py --jobs 2    # models decomposed in that many processes
 
 Decomposes every model in ``fixtures/{math_topics,brown_genre,brown_pos,cmu_phones,exporters/*,cells/*}``
 in rolled mode (and a few in unrolled mode) with ``evaluate=False``, the guard off and small samples

@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..errors import InputError, UnsupportedModelError
-from ..units import UnitSelection  # noqa: F401  (re-exported: onnxmod.ops.base.UnitSelection)
 from ..cells import CellParams, cell_for, run
 from ..cells import activations as act
 from ..cells.backend import Numpy
+from ..errors import InputError, UnsupportedModelError
+from ..units import UnitSelection  # noqa: F401  (re-exported: onnxmod.ops.base.UnitSelection)
 
 # ONNX input positions shared by the three ops.
 X, W, R, B, SEQUENCE_LENS, INITIAL_H = 0, 1, 2, 3, 4, 5

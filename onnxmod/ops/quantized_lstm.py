@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 
 from ..cells import cell_for
 from ..errors import InputError, UnsupportedModelError
-from .base import B, R, W, UnitSelection
+from .base import B, R, UnitSelection, W
 from .lstm import LSTMHandler
 
 W_SCALE, W_ZERO, R_SCALE, R_ZERO = 8, 9, 10, 11

@@ -110,7 +110,8 @@ def verify_forms(model, x, threads=None) -> dict | None:
     if gap > TOLERANCE:
         forms = ", ".join(f"{r.name!r} ({r.form} -> {r.op_type})" for r in lifted)
         raise UnsupportedModelError(f"{model.source}: the recognized recurrence(s) {forms} differ from the model's own "
-                                    f"states by {gap:.3g} (of max(1, |value|)) on {len(x)} traced rows (tolerance {TOLERANCE:g})")
+                                    f"states by {gap:.3g} (of max(1, |value|)) on {len(x)} traced rows "
+                                    f"(tolerance {TOLERANCE:g})")
     return {"recurrences": [f"{r.name} ({r.form} -> {r.op_type})" for r in lifted], "rows": int(len(x)),
             "max_scaled_difference": gap, "compared": sorted(k for k in want if k in got)}
 

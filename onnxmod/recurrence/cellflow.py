@@ -35,6 +35,7 @@ import onnx_graphsurgeon as gs
 from .. import optable
 from .step import Step, StepError
 
+
 def _values(t):
     return np.asarray(t.values) if isinstance(t, gs.Constant) else None
 
@@ -121,7 +122,8 @@ class CellFlow:
     # ---- propagation --------------------------------------------------------------------------
     def _set(self, t, pos, rank, act):
         self.pos[id(t)], self.rank[id(t)] = np.asarray(pos, dtype=np.int64), int(rank)
-        self.act[id(t)] = np.full(len(pos), act, dtype=object) if isinstance(act, str) else np.asarray(act, dtype=object)
+        self.act[id(t)] = (np.full(len(pos), act, dtype=object) if isinstance(act, str)
+                           else np.asarray(act, dtype=object))
 
     @staticmethod
     def _producer(t):
@@ -346,7 +348,7 @@ class CellFlow:
                                                    "element-wise, as an LSTM's h and c): not supported yet")
             self.unit_of[root] = len(self.unit_of)
         self.emitted = len(self.unit_of)
-        for k, s in enumerate(self.step.states):
+        for s in self.step.states:
             for p in self.pos[id(s)].tolist():
                 root = self.find(p)
                 if root not in self.unit_of:
@@ -453,7 +455,7 @@ class CellFlow:
         for (nid, i), v in done.items():
             node = next(n for n in self.step.graph.nodes if id(n) == nid)
             node.inputs[i] = gs.Constant(f"{node.name}/in{i}", np.ascontiguousarray(v))
-        for k, s in enumerate(self.step.states):
+        for s in self.step.states:
             s.shape = ["N", int(alive(s).sum())]
         x = self.step.x
         x.shape = ["N", int(alive(x).sum())]

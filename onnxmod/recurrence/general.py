@@ -199,7 +199,8 @@ class CellRecurrence(Recurrence):
             gs.Node("Shape", f"{p}/shape", inputs=[self.x], outputs=[shape]),
             gs.Node("Slice", f"{p}/steps", inputs=[shape, gs.Constant(f"{p}/c0", np.array([0])),
                                                    gs.Constant(f"{p}/c1", np.array([1]))], outputs=[steps]),
-            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", table), gs.Constant(f"{p}/m0", np.array([0])),
+            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", table),
+                                                  gs.Constant(f"{p}/m0", np.array([0])),
                                                   steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask_b]),
             gs.Node("Cast", f"{p}/mask_float", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[mask_b], outputs=[mask]),
         ]
@@ -293,7 +294,8 @@ def _emit_units(step: Step, flow: CellFlow) -> np.ndarray:
         if idx:
             t = gs.Variable(f"{step.name}/extra{k}", dtype=np.float32)
             g.nodes.append(gs.Node("Gather", f"{step.name}/extra{k}", attrs={"axis": 1}, outputs=[t], inputs=[
-                step.new_states[k].inputs[0].inputs[0], gs.Constant(f"{step.name}/extra{k}_idx", np.array(idx, np.int64))]))
+                step.new_states[k].inputs[0].inputs[0],
+                gs.Constant(f"{step.name}/extra{k}_idx", np.array(idx, np.int64))]))
             parts.append(t)
     out = gs.Variable(f"{step.name}/y_every_unit", dtype=np.float32)
     g.nodes.append(gs.Node("Concat", f"{step.name}/y_every_unit", attrs={"axis": 1}, inputs=parts, outputs=[out]))
@@ -376,7 +378,8 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: Form, index: int, built: boo
         wc = gs.Constant(f"{p}/state{k}_width", np.array([w], dtype=np.int64))
         graph.nodes += [gs.Node("Concat", f"{p}/state{k}_shape", attrs={"axis": 0}, inputs=[batch, wc], outputs=[dims]),
                         gs.Node("ConstantOfShape", f"{p}/state{k}_0", attrs={
-                            "value": gs.Constant(f"{p}/zero{k}", np.zeros(1, np.float32))}, inputs=[dims], outputs=[new])]
+                            "value": gs.Constant(f"{p}/zero{k}", np.zeros(1, np.float32))},
+                                inputs=[dims], outputs=[new])]
         scan.inputs[k] = new
         widths_at.append(wc)
     if not built:

@@ -14,9 +14,9 @@ from .. import optable
 from ..cells.backend import Onnx
 from ..errors import OnnxmodError, UnsupportedModelError
 from ..ops import handler_for
-from ..ops.base import SEQUENCE_LENS
-from ..ops.base import RecurrentOpHandler
+from ..ops.base import SEQUENCE_LENS, RecurrentOpHandler
 from .contract import Form, FrontEnd, NoMatch, Recurrence, UnitSelection
+
 
 def _is_zero(t, depth: int = 0) -> bool:
     """True when tensor ``t`` is provably all zeros (constant, or ConstantOfShape(0) reshaped)."""
@@ -336,7 +336,8 @@ def _masked_scans(graph: gs.Graph, rec, masks: list[np.ndarray], p: str, source:
     nodes.append(gs.Node("Concat", f"{p}/state_shape", attrs={"axis": 0},
                          inputs=[batch, gs.Constant(f"{p}/H", np.array([H]))], outputs=[state_shape]))
     zero = v("zero_state")
-    nodes.append(gs.Node("ConstantOfShape", f"{p}/zero", attrs={"value": gs.Constant(f"{p}/zv", np.zeros(1, np.float32))},
+    nodes.append(gs.Node("ConstantOfShape", f"{p}/zero",
+                         attrs={"value": gs.Constant(f"{p}/zv", np.zeros(1, np.float32))},
                          inputs=[state_shape], outputs=[zero]))
     ys, hs, cs = [], [], []
     for d in range(D):
@@ -366,7 +367,8 @@ def _masked_scans(graph: gs.Graph, rec, masks: list[np.ndarray], p: str, source:
         ups = []
         for i, t in enumerate(parts):
             u = v(f"{out.name.split('/')[-1] or 'o'}_u{i}")
-            nodes.append(gs.Node("Unsqueeze", f"{u.name}/node", inputs=[t, gs.Constant(f"{u.name}/ax", np.array([axis]))],
+            nodes.append(gs.Node("Unsqueeze", f"{u.name}/node",
+                                 inputs=[t, gs.Constant(f"{u.name}/ax", np.array([axis]))],
                                  outputs=[u]))
             ups.append(u)
         nodes.append(gs.Node("Concat", f"{p}/{len(nodes)}/concat", attrs={"axis": axis}, inputs=ups, outputs=[out]))

@@ -11,7 +11,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .contract import Form, FrontEnd, NoMatch
-from .general import canonical, miss as general_miss
+from .general import canonical
+from .general import miss as general_miss
 from .native import time_major
 from .step import StepError
 

@@ -21,7 +21,6 @@ import onnx_graphsurgeon as gs
 from .evaluate import NotEvaluated, evaluate
 
 
-
 class StepError(Exception):
     """Why a step cannot be cut out or followed: the node (its name and op) and the reason."""
 
@@ -91,7 +90,8 @@ class Constants:
                 self.memo[id(u)] = np.asarray(u.values)
                 todo.pop()
                 continue
-            if id(u) in self.dynamic or not u.inputs or any(isinstance(v, gs.Graph) for v in u.inputs[0].attrs.values()):
+            if id(u) in self.dynamic or not u.inputs or any(isinstance(v, gs.Graph)
+                                                            for v in u.inputs[0].attrs.values()):
                 self.memo[id(u)] = None
                 todo.pop()
                 continue

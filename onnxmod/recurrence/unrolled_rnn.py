@@ -245,8 +245,9 @@ class UnrolledRNN(FrontEnd):
             other = [c for c in s.outputs if c.op != "MatMul" and not any(c is k for k in stack) and not (
                 c.op == "Add" or c.op in ("Tanh", "Relu", "Sigmoid"))]
             if other:
-                return NoMatch(self.name, name, "MatMul", f"the state of step {i} is read by {other[0].op} "
-                                                          f"{other[0].name!r}, not only by the next step and the stacked output")
+                return NoMatch(self.name, name, "MatMul",
+                               f"the state of step {i} is read by {other[0].op} {other[0].name!r}, not only by the "
+                               f"next step and the stacked output")
         attrs = {"activations": [act.name], **({"direction": "reverse"} if reverse else {})}
         native, Y, Yh, _ = lifted_op(graph, name, "RNN", X, W, R, B, attrs, H)
         watch = []

@@ -117,7 +117,7 @@ def refusals(graph: gs.Graph, rules) -> list[NoMatch]:
 RECURRENT_OPS = float_op_types()  # what the rules around a native recurrent op anchor on
 
 
-def forward_handler(rule: "Rule", node: gs.Node):
+def forward_handler(rule: Rule, node: gs.Node):
     """(the op's handler, None) when ``node`` is a forward native recurrent op, else (None, the
     rule's NoMatch saying it is not)."""
     h = handler_for(node.op)

@@ -22,7 +22,6 @@ from ..ops import handler_for
 from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, producer
 
 
-
 def _plain(node):
     """Constant W, R (B, P) and no sequence_lens or initial state: what the merge can stack."""
     ins = node.inputs

@@ -14,7 +14,6 @@ from .. import optable
 from .base import const, producer, slice_params
 
 
-
 @dataclass(frozen=True)
 class Dyn:
     """A dynamic size: ``origin`` is (tensor name, axis) after resolution, ``symbol`` the inferred

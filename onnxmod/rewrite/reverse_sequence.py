@@ -17,6 +17,7 @@ from .. import optable
 from .base import Match, Namer, Rule, const, producer, reverse_axis
 from .dims import dim_of, evaluate, same_dim
 
+
 def _all_equal_to(t, length, depth: int = 0) -> bool:
     """Every element of ``t`` is ``length`` (an int or a ``Dyn``)."""
     if depth > 32:

@@ -29,7 +29,8 @@ class Ops:
 
     def c(self, value, dtype=np.float32) -> str:
         out = self.name("const")
-        self.nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.asarray(value, dtype))))
+        value = numpy_helper.from_array(np.asarray(value, dtype))
+        self.nodes.append(helper.make_node("Constant", [], [out], value=value))
         return out
 
     def op(self, op_type: str, *inputs, n_out: int = 1, **attrs):
@@ -68,7 +69,7 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
     shape = outer.op("Shape", "x")
     batch = outer.op("Unsqueeze", outer.op("Gather", shape, outer.c(0, np.int64)), outer.c([0], np.int64))
     zeros = []
-    for k, w in enumerate(widths):
+    for w in widths:
         dims = outer.op("Concat", batch, outer.c([w], np.int64), axis=0)
         if form == "loop":
             zeros.append(outer.op("ConstantOfShape", dims, value=numpy_helper.from_array(np.zeros(1, np.float32))))
@@ -86,7 +87,8 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
         outs = [body.op("Identity", s) for s in new]
         g = helper.make_graph(
             body.nodes, "cell_body",
-            [helper.make_tensor_value_info(it, TensorProto.INT64, []), helper.make_tensor_value_info(cond, TensorProto.BOOL, []),
+            [helper.make_tensor_value_info(it, TensorProto.INT64, []),
+             helper.make_tensor_value_info(cond, TensorProto.BOOL, []),
              *[helper.make_tensor_value_info(s, TensorProto.FLOAT, None) for s in states],
              helper.make_tensor_sequence_value_info(seq, TensorProto.FLOAT, None)],
             [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
@@ -103,7 +105,8 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
         outs = [body.op("Identity", s) for s in new] + [body.op("Identity", y)]
         g = helper.make_graph(body.nodes, "cell_body",
                               [*[helper.make_tensor_value_info(s, TensorProto.FLOAT, ["batch", w])
-                                 for s, w in zip(states, widths)], helper.make_tensor_value_info("x_t", TensorProto.FLOAT,
+                                 for s, w in zip(states, widths)],
+                               helper.make_tensor_value_info("x_t", TensorProto.FLOAT,
                                                                                                  ["batch", I])],
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs])
         scan_outs = outer.op("Scan", *zeros, "x", n_out=len(widths) + 1, body=g, num_scan_inputs=1,

@@ -11,10 +11,9 @@ import pytest
 from onnx import numpy_helper
 from rewrite_util import GATES, Builder, accepted, assert_exact, check_rule, refused_without_rules, rewritten, run
 
-from onnxmod.units import UnitSelection
-
 from onnxmod.rewrite import NoMatch
 from onnxmod.rewrite.reverse_gather import ReverseGather
+from onnxmod.units import UnitSelection
 
 F, H, C, T = 5, 6, 4, 7
 
