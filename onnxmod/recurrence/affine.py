@@ -237,7 +237,7 @@ def _gemm(node, t, args, lins):
 def _add(node, t, args, lins):
     sign = 1.0 if node.op == "Add" else -1.0
     if lins[0] is not None and lins[1] is not None:
-        return lins[0] + lins[1].scale(sign)
+        return lins[0] + lins[1].scale(sign) if lins[0].width == lins[1].width else None
     if lins[0] is not None and (r := row(args[1], lins[0].width)) is not None:
         return lins[0] + sign * r
     if lins[1] is not None and (r := row(args[0], lins[1].width)) is not None:

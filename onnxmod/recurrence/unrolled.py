@@ -88,10 +88,7 @@ class UnrolledCells(FrontEnd):
         prev = h0
         for s, (r, h) in enumerate(zip(reads, states)):
             reader = FormReader(r.x, I, [prev], int(H), {}, opset=graph.opset)
-            try:
-                cell = one_state(reader, reader.value(h), int(H))
-            except (ValueError, IndexError) as exc:  # shapes the forms cannot follow
-                cell = NoCell(f"its step cannot be read as affine forms ({exc})")
+            cell = one_state(reader, reader.value(h), int(H))
             if isinstance(cell, NoCell):  # none of the cells a native op computes
                 return self._general(graph, reads, stack, states, index)
             if found is None:

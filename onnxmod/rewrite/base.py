@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.util.exception import OnnxGraphSurgeonException
 
 from .. import optable
 from ..ops import float_op_types, handler_for
@@ -261,8 +262,8 @@ def infer_shapes(graph: gs.Graph) -> None:
     try:
         proto = gs.export_onnx(g, do_type_check=False)
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception:  # shapes stay as they were; rules needing them then do not match
-        return
+    except (OnnxGraphSurgeonException, onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        return  # shapes stay as they were; rules needing them then do not match
     info = {vi.name: vi for vi in list(proto.graph.value_info) + list(proto.graph.output)}
     for name, t in graph.tensors().items():
         vi = info.get(name)
