@@ -263,6 +263,34 @@ def test_a_recurrence_inside_if_is_refused_naming_the_construct():
         Model(proto, source="vad.onnx")
 
 
+def test_a_loop_recurrence_inside_if_is_refused_naming_the_construct():
+    """A branch that runs a cell in a Loop (carrying its state) is a recurrence inside the If too: the
+    refusal names the If and the Loop, not "no recurrent op found"."""
+    H = 2
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Tanh", ["h"], ["h_new"])], "body",
+        [helper.make_tensor_value_info("it", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", H])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_new", TensorProto.FLOAT, ["N", H])])
+    branch = helper.make_graph([helper.make_node("Loop", ["T", "", "x"], ["hT"], name="cell_loop", body=body)],
+                               "then", [], [helper.make_tensor_value_info("hT", TensorProto.FLOAT, None)],
+                               [numpy_helper.from_array(np.array(3, np.int64), "T")])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["o"])], "else", [],
+                              [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)])
+    g = helper.make_graph([helper.make_node("If", ["flag"], ["h"], name="vad_if", then_branch=branch,
+                                            else_branch=other),
+                           helper.make_node("Gemm", ["h", "head"], ["logits"], transB=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, H]),
+                           helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.ones((2, H), np.float32), "head")])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModelError, match=r"'vad_if' \(If\): holds a Loop 'cell_loop' carrying 1 state"):
+        Model(proto, source="vad.onnx")
+
+
 def test_a_bidirectional_gru_of_two_loops_becomes_one_layer():
     """tf2onnx's Bidirectional(GRU): two Loops (the backward one on a reversed input) lifted, the
     backward one made a reverse op, the pair merged into one bidirectional GRU whose two directions'
