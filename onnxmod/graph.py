@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import UnsupportedModelError
 from .prepare import prepare_graph
-from .recurrence import Recurrence, describe_unrecognized, recognize
+from .recurrence import Form, Recurrence, describe_unrecognized, forms_after, recognize
 from .rewrite import normalize
 from .embedding import Embedding
 from .flow import UnitFlow
@@ -57,22 +57,23 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
             raise UnsupportedModelError(f"{source}: the graph has no input")
         self.inputs = list(graph.inputs)
         self.input = graph.inputs[0]
-        self.recurrent = self._find_recurrent_ops()
+        known = dict((_lifted or ({}, []))[0]) if _normalized is not None else {}
+        self.recurrent = self._find_recurrent_ops(known)
         if _normalized is None:
             # front-ends that lift a form into native ops (a Loop body, say) leave readouts the rules may
             # now apply to; the pristine graph keeps the lifted ops, and which form each came from
-            self.lifted = {op.name: op.form for op in self.recurrent if op.form != "native"}
+            self.lifted = {op.name: op.form for op in self.recurrent if op.form != Form.NATIVE}
             # the model's own tensors that hold lifted recurrences' states (compared on traced rows)
-            self.watched = [w for op in self.recurrent for w in getattr(op, "watch", [])]
+            self.watched = [w for op in self.recurrent for w in op.watch]
             more = normalize(graph) if self.lifted else []
             if more:  # the rules rewrote around lifted ops (a reverse direction, a pair merged): recognize again
                 self.rewrites += more
-                self.recurrent = self._find_recurrent_ops()
-                self.lifted = self._restore_forms(self.lifted)
+                self.recurrent = self._find_recurrent_ops(forms_after(self.lifted, more))
+                self.lifted = {op.name: op.form for op in self.recurrent if op.form != Form.NATIVE}
             self._pristine = graph.copy()
         else:
-            self.lifted = self._restore_forms((_lifted or ({}, []))[0])
-            self.watched = list((_lifted or ({}, []))[1])
+            self.lifted = known
+            self.watched = list(_lifted[1])
         self.output = self._pick_output()
         self.head = self._find_head()
         self._flow_units()
@@ -93,29 +94,19 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
         m._pristine, m.rewrites, m.layout_rewrites = self._pristine, self.rewrites, self.layout_rewrites
         return m
 
-    def _restore_forms(self, lifted: dict) -> dict:
-        """Give recognized native ops the form a front-end lifted them from (``lifted``: node name ->
-        form); an op a rule made from lifted ones (a bidirectional pair) is named after the first."""
-        out = {}
-        for op in self.recurrent:
-            form = next((f for k, f in lifted.items() if op.name == k or op.name.startswith(k + "/")), None)
-            if form is not None:
-                op.form = out[op.name] = form
-        return out
-
     @property
     def runnable(self) -> onnx.ModelProto:
         """A proto onnxruntime runs that computes what the model computes: the original, unless
         normalization or a front-end rewrote forms onnxruntime cannot run or onnxmod cannot slice
         (then the normalized graph, exported once)."""
-        if not self.rewrites and not self.layout_rewrites and not any(op.form != "native" for op in self.recurrent):
+        if not self.rewrites and not self.layout_rewrites and not any(op.form != Form.NATIVE for op in self.recurrent):
             return self.original
         if getattr(self, "_runnable", None) is None:
             self._runnable = self.fresh().export(metadata=self.metadata)
         return self._runnable
 
-    def _find_recurrent_ops(self) -> list[Recurrence]:
-        ops, misses = recognize(self.graph, self.source)
+    def _find_recurrent_ops(self, known: dict) -> list[Recurrence]:
+        ops, misses = recognize(self.graph, self.source, known)
         if misses:  # a candidate no front-end could take: refuse with its reason (a general cell's first)
             m = sorted(misses, key=lambda m: not m.final)[0]
             raise m.error(f"{self.source}: {m}")
@@ -124,11 +115,11 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
                 f"{self.source}: no recurrent op found (no LSTM, GRU or RNN op, and no Loop, Scan or unrolled cell "
                 f"that a front-end recognizes); nothing to decompose")
         self.graph.cleanup()
-        by_node = {id(op.node): op for op in ops if getattr(op, "node", None) is not None}
+        by_node = {id(n): op for op in ops for n in op.reader_nodes()}
         produced = {id(t): op for op in ops for t, _ in op.unit_outputs()}
         for op in ops:
             op.source = self._upstream_recurrent(op.x, produced)
-            src = getattr(op, "state_from_node", None)
+            src = op.state_from_node
             enc = by_node.get(id(src)) if src is not None else None
             op.state_from = enc.index if enc is not None else None
             if enc is not None:
@@ -271,14 +262,19 @@ def _tensor_desc(t) -> dict:
             "shape": [d if isinstance(d, (int, np.integer)) else str(d) for d in (t.shape or [])]}
 
 
+# quantized weights' types (8- and 16-bit integers); int32/int64 constants are shapes and indices
+_WEIGHT_INTEGERS = (np.int8, np.uint8, np.int16, np.uint16)
+
+
 def count_parameters(graph: gs.Graph) -> int:
-    """Floating-point parameters (weights and biases) in the graph's constants."""
+    """Parameters (weights and biases, floating-point or quantized to 8/16-bit integers) in the graph's
+    constants."""
     total = 0
     for t in graph.tensors().values():
         if isinstance(t, gs.Constant):
-            v = t.values
-            if np.issubdtype(np.asarray(v).dtype, np.floating):
-                total += int(np.asarray(v).size)
+            v = np.asarray(t.values)
+            if np.issubdtype(v.dtype, np.floating) or v.dtype in _WEIGHT_INTEGERS:
+                total += int(v.size)
     for node in graph.nodes:  # a Loop's or Scan's body holds its cell's weights
         total += sum(count_parameters(v) for v in node.attrs.values() if isinstance(v, gs.Graph))
     return total

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import FIXTURES
 
 from onnxmod import runtime
-
-from conftest import FIXTURES
 
 MANIFEST = FIXTURES / "cells" / "manifest.json"
 

@@ -2,6 +2,7 @@
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
+from builders import build, random_stack, zeroed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,8 +11,6 @@ from onnxmod.cells.backend import Numpy
 from onnxmod.graph import Model
 from onnxmod.ops import handler_for
 from onnxmod.ops.base import UnitSelection
-
-from builders import build, random_stack, zeroed
 
 CELLS = [("LSTM", 0, False), ("GRU", 0, False), ("GRU", 1, False), ("RNN", 0, False), ("RNN", 0, True)]
 
@@ -250,7 +249,8 @@ def test_silenced_units_output_exactly_zero_and_leave_the_others_as_if_removed(o
     assert (y[..., silent] == 0).all()
     keep = np.array([j for j in range(H) if j != silent])
     rows = np.concatenate([gi * H + keep for gi in range(G)])
-    y_removed = run(W[:, rows], R[:, rows][:, :, keep], np.concatenate([B[:, rows], B[:, G * H + rows]], axis=1), x, H - 1)
+    B_kept = np.concatenate([B[:, rows], B[:, G * H + rows]], axis=1)
+    y_removed = run(W[:, rows], R[:, rows][:, :, keep], B_kept, x, H - 1)
     np.testing.assert_allclose(y[..., keep], y_removed, atol=1e-5, rtol=0)
 
 

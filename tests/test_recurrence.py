@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxmod import runtime
 from onnxmod.errors import UnsupportedModelError
 from onnxmod.graph import Model
-from onnxmod.recurrence import FRONTENDS, Recurrence, recognize, verify_forms
+from onnxmod.recurrence import recognize, verify_forms
 from onnxmod.units import UnitSelection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,14 +112,6 @@ def test_removing_units_through_any_form_equals_zeroing_them(rel):
         want = runtime.session(_zeroed(model, keep)).run(None, {model.input.name: x})[0]
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
         assert sum(op.hidden_size for op in m.recurrent) < sum(op.hidden_size for op in model.recurrent)
-
-
-def test_every_front_end_answers_to_the_contract():
-    assert [fe.name for fe in FRONTENDS] == ["loop", "unrolled", "unrolled-cell", "native", "scan"]
-    for name in ("hidden_size", "directions", "x", "y", "lengths", "unit_outputs", "reader_nodes", "reads",
-                 "weights", "reference", "gates_from_trace", "silence_groups", "why_not_silenced", "slice_units", "slice_input", "absorb",
-                 "widen_input", "mask_states", "reversed_directions", "describe"):
-        assert hasattr(Recurrence, name) or name in Recurrence.__annotations__, name
 
 
 # ---- hand-built Loop bodies: what is recognized, and what is refused with its reason ------------
@@ -271,6 +263,34 @@ def test_a_recurrence_inside_if_is_refused_naming_the_construct():
         Model(proto, source="vad.onnx")
 
 
+def test_a_loop_recurrence_inside_if_is_refused_naming_the_construct():
+    """A branch that runs a cell in a Loop (carrying its state) is a recurrence inside the If too: the
+    refusal names the If and the Loop, not "no recurrent op found"."""
+    H = 2
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Tanh", ["h"], ["h_new"])], "body",
+        [helper.make_tensor_value_info("it", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", H])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_new", TensorProto.FLOAT, ["N", H])])
+    branch = helper.make_graph([helper.make_node("Loop", ["T", "", "x"], ["hT"], name="cell_loop", body=body)],
+                               "then", [], [helper.make_tensor_value_info("hT", TensorProto.FLOAT, None)],
+                               [numpy_helper.from_array(np.array(3, np.int64), "T")])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["o"])], "else", [],
+                              [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)])
+    g = helper.make_graph([helper.make_node("If", ["flag"], ["h"], name="vad_if", then_branch=branch,
+                                            else_branch=other),
+                           helper.make_node("Gemm", ["h", "head"], ["logits"], transB=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, H]),
+                           helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.ones((2, H), np.float32), "head")])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModelError, match=r"'vad_if' \(If\): holds a Loop 'cell_loop' carrying 1 state"):
+        Model(proto, source="vad.onnx")
+
+
 def test_a_bidirectional_gru_of_two_loops_becomes_one_layer():
     """tf2onnx's Bidirectional(GRU): two Loops (the backward one on a reversed input) lifted, the
     backward one made a reverse op, the pair merged into one bidirectional GRU whose two directions'
@@ -283,20 +303,25 @@ def test_a_bidirectional_gru_of_two_loops_becomes_one_layer():
 
 
 @pytest.mark.parametrize("name", ["brown_genre_gru_mask", "brown_genre_lstm_mask"])
-def test_masked_keras_cells_are_lifted_for_pre_padded_rows_and_checked(name):
-    """Keras mask_zero: the state is held on masked steps. Over pre-padded rows that is a reverse op
-    over the time-reversed input with sequence_lens = the real steps (Y reversed back is 0 on the
-    padding, as the loop's output is). The check on the model's own (pre-padded) rows passes; on
-    post-padded rows the lift computes something else, and the check refuses with the gap."""
+def test_masked_keras_cells_are_lifted_for_any_padding_of_one_block_and_checked(name):
+    """Keras mask_zero: the state (and the output) is held on masked steps. Over rows whose real steps
+    are one block — padding before it (the fixture's rows), after it, or both — that is a forward op
+    with sequence_lens = the real steps over each row rolled to start at its first real step. The
+    check passes on all three; a mask with holes computes something else, and the check refuses."""
     model = Model.load(ROOT / f"fixtures/exporters/tf2onnx_keras3/{name}.onnx")
     (op,) = model.recurrent
-    assert op.form == "loop" and op.lengths is not None and op.reversed_directions() == [True]
+    assert op.form == "loop" and op.lengths is not None and op.reversed_directions() == [False]
     x = _rows("brown_genre", 256)
     assert (x[:, 0] == 0).any() and (x[:, -1] != 0).all()  # the fixture's rows are pre-padded
-    assert verify_forms(model, x)["max_scaled_difference"] <= 1e-5
     post = np.stack([np.concatenate([r[r != 0], r[r == 0]]) for r in x])  # the same tokens, padding last
+    both = np.stack([np.roll(r, -(len(r) - (r != 0).sum()) // 2) for r in x])  # padding on both sides
+    for rows in (x, post, both):
+        checked = verify_forms(model, rows)
+        assert checked["max_scaled_difference"] <= 1e-5 and len(checked["compared"]) >= 2
+    holes = x.copy()
+    holes[:, -3] = 0  # a padding token inside the real steps
     with pytest.raises(UnsupportedModelError, match=r"differ from the model's own states by"):
-        verify_forms(model, post)
+        verify_forms(model, holes)
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "fixtures/cells/*/durnn*.onnx"))))

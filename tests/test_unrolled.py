@@ -2,6 +2,7 @@
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from builders import build, random_stack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,8 +11,6 @@ from onnxmod.concern import Concern
 from onnxmod.graph import Model
 from onnxmod.ops import handler_for
 from onnxmod.unrolled import apply_unrolled
-
-from builders import build, random_stack
 
 CELLS = [("LSTM", 0, False), ("GRU", 0, False), ("GRU", 1, False), ("RNN", 0, False), ("RNN", 0, True)]
 

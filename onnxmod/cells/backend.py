@@ -10,7 +10,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedModelError
-from ..ops import activations as _act
+from . import activations as _act
 
 
 class Numpy:

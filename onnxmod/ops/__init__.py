@@ -11,26 +11,26 @@ from __future__ import annotations
 from .base import RecurrentOpHandler, UnitSelection
 from .gru import GRUHandler
 from .lstm import LSTMHandler
+from .quantized_lstm import DynamicQuantizeLSTMHandler
 from .rnn import RNNHandler
 
-_REGISTRY: dict[str, RecurrentOpHandler] = {}
-
-
-def register(handler: RecurrentOpHandler) -> RecurrentOpHandler:
-    _REGISTRY[handler.op_type] = handler
-    return handler
-
-
-for _h in (LSTMHandler(), GRUHandler(), RNNHandler()):
-    register(_h)
+# One handler per native recurrent op type (adding an op: one file in this folder plus one entry here).
+HANDLERS: dict[str, RecurrentOpHandler] = {
+    h.op_type: h for h in (LSTMHandler(), GRUHandler(), RNNHandler(), DynamicQuantizeLSTMHandler())}
 
 
 def handler_for(op_type: str) -> RecurrentOpHandler | None:
-    return _REGISTRY.get(op_type)
+    return HANDLERS.get(op_type)
 
 
 def recurrent_op_types() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    """Every op type a handler reads (the ONNX ops and their quantized variants)."""
+    return tuple(sorted(HANDLERS))
 
 
-__all__ = ["RecurrentOpHandler", "UnitSelection", "handler_for", "recurrent_op_types", "register"]
+def float_op_types() -> tuple[str, ...]:
+    """The ONNX ``LSTM``/``GRU``/``RNN`` (float weights): what graph rewrites may restack."""
+    return tuple(sorted(k for k, h in HANDLERS.items() if not h.domain))
+
+
+__all__ = ["HANDLERS", "RecurrentOpHandler", "UnitSelection", "float_op_types", "handler_for", "recurrent_op_types"]

@@ -16,9 +16,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..cells import CellParams, cell_for, run
+from ..cells import activations as act
+from ..cells.backend import Numpy
 from ..errors import InputError, UnsupportedModelError
 from ..units import UnitSelection  # noqa: F401  (re-exported: onnxmod.ops.base.UnitSelection)
-from . import activations as act
 
 # ONNX input positions shared by the three ops.
 X, W, R, B, SEQUENCE_LENS, INITIAL_H = 0, 1, 2, 3, 4, 5
@@ -26,6 +28,7 @@ X, W, R, B, SEQUENCE_LENS, INITIAL_H = 0, 1, 2, 3, 4, 5
 
 class RecurrentOpHandler:
     op_type: str = ""
+    domain: str = ""  # the op's domain ("": ONNX's own)
     state_inputs: tuple[int, ...] = (INITIAL_H,)  # positions of initial_h (and initial_c)
     num_outputs: int = 2  # Y, Y_h (and Y_c)
 
@@ -214,7 +217,28 @@ class RecurrentOpHandler:
             if self.op_type == "GRU" and not int(node.attrs.get("linear_before_reset", 0)):
                 delta[2 * H:] = 0
             Bt[d, G * H:] += delta
-        self._set(node, B, Bt.astype(np.asarray(node.inputs[W].values).dtype), "B")
+        self._set(node, B, Bt.astype(self.float_dtype(node)), "B")
+
+    def float_dtype(self, node: gs.Node) -> np.dtype:
+        """The dtype of the op's floating-point parameters (W's)."""
+        return np.asarray(node.inputs[W].values).dtype
+
+    def input_size(self, node: gs.Node) -> int | None:
+        """The width of X (W's last axis); None when W is not a constant."""
+        w = node.inputs[W] if len(node.inputs) > W else None
+        shape = np.asarray(w.values).shape if isinstance(w, gs.Constant) else ()
+        return int(shape[2]) if len(shape) == 3 else None
+
+    def set_input_weights(self, node: gs.Node, Wt: np.ndarray) -> None:
+        """Replace W (``[D, G*H, I']``: the embedding's feature reduction)."""
+        self._set(node, W, Wt, "W_reduced")
+
+    def widen_input(self, node: gs.Node, x, columns: np.ndarray) -> None:
+        """Read ``x`` instead of X, whose extra features W's new ``columns`` ``[D, G*H, k]`` weigh."""
+        Wt = np.asarray(node.inputs[W].values)
+        node.inputs[X] = x
+        node.inputs[W] = gs.Constant(f"{node.name}/W_fused",
+                                     np.ascontiguousarray(np.concatenate([Wt, columns.astype(Wt.dtype)], axis=2)))
 
     def slice_input(self, node: gs.Node, positions: np.ndarray, zero: np.ndarray | None = None) -> None:
         """Keep input features ``positions`` (the X axis); zero the columns flagged in ``zero``."""
@@ -226,8 +250,6 @@ class RecurrentOpHandler:
     # ---- numbers (the cell's equations live in ``onnxmod.cells``) -------------------------------
     @property
     def cell(self):
-        from ..cells import cell_for
-
         return cell_for(self.op_type)
 
     def gate_names(self) -> tuple[str, ...]:
@@ -239,8 +261,6 @@ class RecurrentOpHandler:
 
     def params(self, node: gs.Node) -> list:
         """Per direction, the cell's ``CellParams`` (float64) read from the node."""
-        from ..cells import CellParams
-
         Wt, Rt, Bt = self.weights(node)
         G, H = self.num_gates, self.hidden_size(node)
         P = self.peepholes(node)
@@ -263,8 +283,6 @@ class RecurrentOpHandler:
         the unrolled mode's per-step concerns. Returns ``Y`` [T, D, B, H], the final states
         ``Y_h``/``Y_c`` [D, B, H] and the per-step gate activations ``gates`` {name: [T, D, B, H]}.
         """
-        from ..cells import run
-
         Wt, Rt, Bt = self.weights(node)
         out = run(self.cell, Wt, Rt, Bt, x, self.params(node), self.reversed_directions(node),
                   sequence_lens=sequence_lens, initial=initial, masks=masks)
@@ -281,8 +299,6 @@ class RecurrentOpHandler:
         with the recurrent product computed once for every step. Returns ``[T, D, G, B, H]`` in
         ``self.gates`` order.
         """
-        from ..cells.backend import Numpy
-
         be, cell = Numpy(), self.cell
         Wt, _, Bt = (a.astype(np.float64) for a in self.weights(node))
         H, G = self.hidden_size(node), self.num_gates

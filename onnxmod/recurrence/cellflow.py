@@ -32,17 +32,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .. import optable
 from .step import Step, StepError
-
-_UNARY = {"Identity", "Dropout", "Cast", "Tanh", "Sigmoid", "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Softsign",
-          "Softplus", "HardSigmoid", "HardSwish", "Gelu", "Mish", "ThresholdedRelu", "Neg", "Abs", "Exp", "Log",
-          "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Sign", "Floor", "Ceil", "Round", "Not", "IsNaN"}
-_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu", "Where", "Clip", "Equal",
-                "Greater", "Less", "And", "Or"}
-_PLUMBING = {"Identity", "Dropout", "Cast", "Concat", "Split", "Slice", "Gather", "Reshape", "Flatten", "Squeeze",
-             "Unsqueeze", "Transpose"}
-_MIXING = {"Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "LpNormalization", "InstanceNormalization",
-           "GroupNormalization", "MeanVarianceNormalization", "CumSum", "TopK", "ArgMax", "ArgMin"}
 
 
 def _values(t):
@@ -131,7 +122,8 @@ class CellFlow:
     # ---- propagation --------------------------------------------------------------------------
     def _set(self, t, pos, rank, act):
         self.pos[id(t)], self.rank[id(t)] = np.asarray(pos, dtype=np.int64), int(rank)
-        self.act[id(t)] = np.full(len(pos), act, dtype=object) if isinstance(act, str) else np.asarray(act, dtype=object)
+        self.act[id(t)] = (np.full(len(pos), act, dtype=object) if isinstance(act, str)
+                           else np.asarray(act, dtype=object))
 
     @staticmethod
     def _producer(t):
@@ -152,9 +144,9 @@ class CellFlow:
         t0 = tracked[0]
         P, r, A = self.pos[id(t0)], self.rank[id(t0)], self.act[id(t0)]
         out = node.outputs[0] if node.outputs else None
-        if op in _UNARY or (op == "Clip" and len(tracked) == 1 and node.inputs[0] is t0):
-            return self._set(out, P, r, A if op in _PLUMBING else op)
-        if op in _ELEMENTWISE:
+        if optable.is_unary(op) or (op == "Clip" and len(tracked) == 1 and node.inputs[0] is t0):
+            return self._set(out, P, r, A if optable.is_plumbing(op) else op)
+        if optable.is_elementwise(op):
             return self._elementwise(node, tracked)
         if op in ("MatMul", "Gemm"):
             return self._matmul(node, tracked)
@@ -176,7 +168,7 @@ class CellFlow:
                 raise StepError(node, f"mixes units: {op} over the unit axis")
             keep = int(node.attrs.get("keepdims", 1))
             return self._set(out, P, r if keep else r - len(axes), A)
-        if op in _MIXING:
+        if optable.mixes_inside_a_cell(op):
             raise StepError(node, f"mixes units: {op} over the unit axis")
         if op in ("Shape", "Size"):
             raise StepError(node, "reads the shape of a tensor that carries units (its width changes when units go)")
@@ -356,7 +348,7 @@ class CellFlow:
                                                    "element-wise, as an LSTM's h and c): not supported yet")
             self.unit_of[root] = len(self.unit_of)
         self.emitted = len(self.unit_of)
-        for k, s in enumerate(self.step.states):
+        for s in self.step.states:
             for p in self.pos[id(s)].tolist():
                 root = self.find(p)
                 if root not in self.unit_of:
@@ -463,7 +455,7 @@ class CellFlow:
         for (nid, i), v in done.items():
             node = next(n for n in self.step.graph.nodes if id(n) == nid)
             node.inputs[i] = gs.Constant(f"{node.name}/in{i}", np.ascontiguousarray(v))
-        for k, s in enumerate(self.step.states):
+        for s in self.step.states:
             s.shape = ["N", int(alive(s).sum())]
         x = self.step.x
         x.shape = ["N", int(alive(x).sum())]

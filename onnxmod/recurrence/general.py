@@ -20,13 +20,15 @@ and the embedding's feature reduction (no single input weight to fold into).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedModelError
 from .cellflow import CellFlow
-from .contract import NoMatch, Recurrence, UnitSelection
+from .contract import Form, NoMatch, Recurrence, UnitSelection
 from .native import _is_zero
 from .step import Step, StepError
 
@@ -37,12 +39,18 @@ class CellRecurrence(Recurrence):
     cell = None
     input_weight = False
 
-    def __init__(self, index: int, name: str, scan: gs.Node, y: gs.Variable, form: str, widths_at: list,
-                 finals: list):
-        super().__init__(index, name)
-        self.scan, self._y, self.form = scan, y, form
-        self.widths_at = widths_at  # per state: the Constant node input holding its width (zero initial state)
-        self.finals = finals  # per state: the tensor the model reads its final value from (or None)
+    scan: gs.Node
+    widths_at: list  # per state: the Constant holding its width (in its zero initial state's shape)
+    finals: list  # per state: the tensor the model reads its final value from (or None)
+    emitted: int  # how many units the model's own per-step output holds (the first ones of ``y``)
+    step: Step
+    flow: CellFlow
+
+    def __init__(self, index: int, name: str, scan: gs.Node, y: gs.Variable, form: Form, widths_at: list,
+                 finals: list, emitted: int, watch=()):
+        super().__init__(index, name, form, watch)
+        self.scan, self._y = scan, y
+        self.widths_at, self.finals, self.emitted = widths_at, finals, emitted
         self.reflow()
 
     def reflow(self) -> None:
@@ -176,7 +184,7 @@ class CellRecurrence(Recurrence):
         self.flow.slice(np.ones(self.hidden_size, bool), keep, zero_input=z)
         self.reflow()
 
-    def mask_states(self, graph, masks, prefix, source=None) -> None:
+    def mask_states(self, graph, masks, prefix, source) -> None:
         """Units outside step t's row of ``masks[0]`` (``[T_max, units]``, sliced to the input's length)
         removed at step t: 0 wherever the step reads them through a weight, and in its new states and
         output — what the step computes with those units sliced out (with a constant mask: exactly the
@@ -191,7 +199,8 @@ class CellRecurrence(Recurrence):
             gs.Node("Shape", f"{p}/shape", inputs=[self.x], outputs=[shape]),
             gs.Node("Slice", f"{p}/steps", inputs=[shape, gs.Constant(f"{p}/c0", np.array([0])),
                                                    gs.Constant(f"{p}/c1", np.array([1]))], outputs=[steps]),
-            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", table), gs.Constant(f"{p}/m0", np.array([0])),
+            gs.Node("Slice", f"{p}/mask", inputs=[gs.Constant(f"{p}/masks", table),
+                                                  gs.Constant(f"{p}/m0", np.array([0])),
                                                   steps, gs.Constant(f"{p}/ax", np.array([0]))], outputs=[mask_b]),
             gs.Node("Cast", f"{p}/mask_float", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[mask_b], outputs=[mask]),
         ]
@@ -285,7 +294,8 @@ def _emit_units(step: Step, flow: CellFlow) -> np.ndarray:
         if idx:
             t = gs.Variable(f"{step.name}/extra{k}", dtype=np.float32)
             g.nodes.append(gs.Node("Gather", f"{step.name}/extra{k}", attrs={"axis": 1}, outputs=[t], inputs=[
-                step.new_states[k].inputs[0].inputs[0], gs.Constant(f"{step.name}/extra{k}_idx", np.array(idx, np.int64))]))
+                step.new_states[k].inputs[0].inputs[0],
+                gs.Constant(f"{step.name}/extra{k}_idx", np.array(idx, np.int64))]))
             parts.append(t)
     out = gs.Variable(f"{step.name}/y_every_unit", dtype=np.float32)
     g.nodes.append(gs.Node("Concat", f"{step.name}/y_every_unit", attrs={"axis": 1}, inputs=parts, outputs=[out]))
@@ -294,10 +304,20 @@ def _emit_units(step: Step, flow: CellFlow) -> np.ndarray:
     return read
 
 
-def build(graph: gs.Graph, name: str, step: Step, X_tm, form: str, index: int, outs: dict) -> CellRecurrence:
-    """Replace the model's cell by ``Scan`` over ``X_tm`` (``[T, N, I]``). ``outs``: ``steps`` (tensors
-    ``[T, N, W]`` or ``[N, T, W]`` of every step's output: (tensor, time axis)), ``finals`` (per
-    state, the tensor the model reads its final value from, or None)."""
+@dataclass(eq=False)
+class CellOutputs:
+    """Where the model reads a general cell: ``steps`` (tensors ``[T, N, W]`` or ``[N, T, W]`` of every
+    step's output: (tensor, time axis)) and ``finals`` (per state, the tensor the model reads its final
+    value from, or None)."""
+
+    steps: list = field(default_factory=list)
+    finals: list = field(default_factory=list)
+
+
+def build(graph: gs.Graph, name: str, step: Step, X_tm, form: Form, index: int, outs: CellOutputs,
+          watch=()) -> CellRecurrence:
+    """Replace the model's cell by ``Scan`` over ``X_tm`` (``[T, N, I]``), read where ``outs`` says;
+    ``watch``: the model's own tensors of the cell's states (``Recurrence.watch``)."""
     p = f"{name}/cell"
     K = step.n_states
     zero = gs.Variable(f"{p}/zero_state", dtype=np.float32)
@@ -309,24 +329,26 @@ def build(graph: gs.Graph, name: str, step: Step, X_tm, form: str, index: int, o
     scan = gs.Node("Scan", f"{p}/scan", attrs={"body": step.graph, "num_scan_inputs": 1},
                    inputs=[zero] * K + [X_tm], outputs=[*finals, Y_tm])
     graph.nodes.append(scan)
-    for t, axis in outs["steps"]:
+    for t, axis in outs.steps:
         graph.nodes.append(gs.Node("Transpose", f"{t.name}/cell", attrs={"perm": [0, 1, 2] if axis == 0 else [1, 0, 2]},
                                    inputs=[Y_tm], outputs=[t]))
         t.dtype, t.shape = np.float32, None
-    for k, t in enumerate(outs["finals"]):
+    for k, t in enumerate(outs.finals):
         if t is not None:
             graph.nodes.append(gs.Node("Identity", f"{t.name}/cell", inputs=[finals[k]], outputs=[t]))
     rec = canonical(graph, scan, form, index)
-    for t, axis in outs["steps"]:
+    rec.watch = list(watch)
+    for t, axis in outs.steps:
         t.shape = ["T", "N", rec.emitted] if axis == 0 else ["N", "T", rec.emitted]
     return rec
 
 
-def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecurrence:
+def canonical(graph: gs.Graph, scan: gs.Node, form: Form, index: int, built: bool = False) -> CellRecurrence:
     """A forward ``Scan`` over one time-major input whose body is a cell, in the form the pipeline
     works on: zero initial states of the batch's size (``ConstantOfShape``, widths in constants the
     slicing updates), a body that emits every unit, ``[1, N, U]`` a step, so that the Scan's per-step
-    output is ``Y`` ``[T, 1, N, U]``, read through a Squeeze. Raises ``StepError`` when the body
+    output is ``Y`` ``[T, 1, N, U]``, read through a Squeeze. ``built``: the Scan is one this function
+    made before (a graph recognized again), already in that form. Raises ``StepError`` when the body
     cannot be followed."""
     body = scan.attrs["body"]
     K = len(scan.inputs) - 1
@@ -341,9 +363,8 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
     batch = None
     for k, init in enumerate(inits):
         w = step.widths[k]
-        pr = init.inputs[0] if init.inputs else None
-        if pr is not None and pr.name == f"{p}/state{k}_0":  # already canonical
-            widths_at.append(pr.inputs[0].inputs[0].inputs[1])
+        if built:  # ConstantOfShape(Concat(batch, width)): the width is the Concat's constant
+            widths_at.append(init.inputs[0].inputs[0].inputs[0].inputs[1])
             continue
         if not _is_zero(init):
             raise StepError(scan, f"its initial state {k} is not provably zero")
@@ -357,11 +378,11 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
         wc = gs.Constant(f"{p}/state{k}_width", np.array([w], dtype=np.int64))
         graph.nodes += [gs.Node("Concat", f"{p}/state{k}_shape", attrs={"axis": 0}, inputs=[batch, wc], outputs=[dims]),
                         gs.Node("ConstantOfShape", f"{p}/state{k}_0", attrs={
-                            "value": gs.Constant(f"{p}/zero{k}", np.zeros(1, np.float32))}, inputs=[dims], outputs=[new])]
+                            "value": gs.Constant(f"{p}/zero{k}", np.zeros(1, np.float32))},
+                                inputs=[dims], outputs=[new])]
         scan.inputs[k] = new
         widths_at.append(wc)
-    y_node = body.outputs[K].inputs[0] if body.outputs[K].inputs else None
-    if y_node is None or y_node.name != f"{p}/y_t_1NU":
+    if not built:
         # the body emits [1, N, U] a step: the Scan's own output is Y [T, 1, N, U] (a native op's layout),
         # which lives as long as the Scan does, whoever reads it
         y1 = gs.Variable(f"{p}/y_t_1NU", dtype=np.float32)
@@ -392,9 +413,7 @@ def canonical(graph: gs.Graph, scan: gs.Node, form: str, index: int) -> CellRecu
             t.shape = None
     finals = [t if (t.outputs or t in graph.outputs) else None for t in scan.outputs[:K]]
     graph.cleanup().toposort()
-    rec = CellRecurrence(index, name, scan, y, form, widths_at, finals)
-    rec.emitted = emitted
-    return rec
+    return CellRecurrence(index, name, scan, y, form, widths_at, finals, emitted)
 
 
 def miss(frontend: str, name: str, op: str, why) -> NoMatch:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .. import optable
 from ..cells.backend import Onnx
 from ..errors import OnnxmodError, UnsupportedModelError
 from ..ops import handler_for
-from ..ops.base import SEQUENCE_LENS
-from .contract import FrontEnd, NoMatch, Recurrence, UnitSelection
-
-# Ops allowed between a zero constant and an initial state input.
-_ZERO_PRESERVING = {"Slice", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Cast", "Tile",
-                    "Gather", "Transpose", "Concat"}
+from ..ops.base import SEQUENCE_LENS, RecurrentOpHandler
+from .contract import Form, FrontEnd, NoMatch, Recurrence, UnitSelection
 
 
 def _is_zero(t, depth: int = 0) -> bool:
@@ -38,7 +35,7 @@ def _is_zero(t, depth: int = 0) -> bool:
     if p.op == "Constant":
         v = p.attrs.get("value")
         return v is not None and not np.any(np.asarray(v.values if isinstance(v, gs.Constant) else v))
-    if p.op in _ZERO_PRESERVING:
+    if optable.copies_values(p.op):  # its elements are its input's (every input's: Concat)
         data = p.inputs[:] if p.op == "Concat" else p.inputs[:1]
         return all(_is_zero(x, depth + 1) for x in data)
     return False
@@ -60,9 +57,13 @@ class NativeRecurrence(Recurrence):
     """A native ``LSTM``/``GRU``/``RNN`` node. Other front-ends may hand over their recurrences in
     this form too (``form`` then says what the model wrote)."""
 
-    def __init__(self, index: int, node: gs.Node, form: str = "native"):
-        super().__init__(index, node.name)
-        self.node, self.handler, self.form = node, handler_for(node.op), form
+    node: gs.Node
+    handler: RecurrentOpHandler
+
+    def __init__(self, index: int, node: gs.Node, form: Form = Form.NATIVE, watch=(),
+                 state_from_node: gs.Node | None = None):
+        super().__init__(index, node.name, form, watch, state_from_node)
+        self.node, self.handler = node, handler_for(node.op)
         self.cell = self.handler.cell
 
     @property
@@ -123,9 +124,6 @@ class NativeRecurrence(Recurrence):
         if idx and idx[0] in self.handler.state_inputs:
             return "state"
         return "x" if idx and idx[0] == 0 else "other"
-
-    def state_input_index(self, node, tensor) -> int:
-        return next(i for i, x in enumerate(node.inputs) if x is tensor)
 
     def weights(self):
         return self.handler.weights(self.node)
@@ -197,16 +195,13 @@ class NativeRecurrence(Recurrence):
         self.handler.slice_input(self.node, positions, zero)
 
     def set_input_weights(self, W) -> None:
-        self.handler._set(self.node, 1, W, "W_reduced")
+        self.handler.set_input_weights(self.node, W)
 
     def absorb(self, input_delta=None, own=None) -> None:
         self.handler.absorb(self.node, input_delta=input_delta, own=own)
 
     def widen_input(self, x, columns) -> None:
-        W = np.asarray(self.node.inputs[1].values)
-        self.node.inputs[0] = x
-        self.node.inputs[1] = gs.Constant(f"{self.node.name}/W_fused",
-                                          np.ascontiguousarray(np.concatenate([W, columns.astype(W.dtype)], axis=2)))
+        self.handler.widen_input(self.node, x, columns)
 
     def mask_states(self, graph, masks, prefix, source) -> None:
         _masked_scans(graph, self, masks, prefix, source)
@@ -232,7 +227,7 @@ def lifted_op(graph: gs.Graph, name: str, op_type: str, x, W, R, B, attrs: dict,
     return node, Y, Yh, Yc
 
 
-def describe_node(n: gs.Node, index: int | None = None, form: str = "native") -> dict:
+def describe_node(n: gs.Node, index: int | None = None, form: Form = Form.NATIVE) -> dict:
     """What ``inspect`` says of a native recurrent node (read leniently: weights may be graph inputs)."""
     h = handler_for(n.op)
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in n.attrs.items()}
@@ -240,8 +235,8 @@ def describe_node(n: gs.Node, index: int | None = None, form: str = "native") ->
         if isinstance(v, list):
             attrs[k] = [x.decode() if isinstance(x, bytes) else x for x in v]
     w = n.inputs[1] if len(n.inputs) > 1 else None
-    shape = np.asarray(w.values).shape if isinstance(w, gs.Constant) else (getattr(w, "shape", None) or [])
-    out = {"name": n.name, "form": form, "op_type": n.op, "cell": n.op}
+    shape = getattr(w, "shape", None) or []
+    out = {"name": n.name, "form": form, "op_type": n.op, "cell": h.cell.op_type}
     if index is not None:
         out["index"] = index
     try:
@@ -249,7 +244,10 @@ def describe_node(n: gs.Node, index: int | None = None, form: str = "native") ->
         out["rule"] = "relu" if h.output_activation(n) == "Relu" else "logistic"
     except (OnnxmodError, KeyError, TypeError, ValueError):
         pass
-    out["input_size"] = int(shape[2]) if len(shape) == 3 and isinstance(shape[2], (int, np.integer)) else None
+    size = h.input_size(n)
+    if size is None and len(shape) == 3 and isinstance(shape[2], (int, np.integer)):
+        size = int(shape[2])  # a weight given as a graph input, of a declared shape
+    out["input_size"] = size
     out["attributes"] = attrs
     out["inputs"] = {k: (n.inputs[i].name if len(n.inputs) > i and n.inputs[i].name else None)
                      for i, k in enumerate(("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"))
@@ -262,42 +260,35 @@ class NativeOps(FrontEnd):
 
     name = "native"
 
-    def find(self, graph, source, first_index, claimed):
-        found = []
-        for node in graph.nodes:
-            h = handler_for(node.op)
-            if h is None or id(node) in claimed:
-                continue
-            if not node.name:
-                node.name = f"{node.op}_{first_index + len(found)}"
-            try:
-                h.check(node)
-            except OnnxmodError as exc:
-                yield NoMatch(self.name, node.name, node.op, str(exc).split(f"({node.op}): ", 1)[-1], type(exc))
-                continue
-            coupled, why = None, None
-            for i in h.state_inputs:
-                if len(node.inputs) > i and node.inputs[i].name:
-                    if _is_zero(node.inputs[i]):
-                        node.inputs[i] = gs.Variable.empty()
-                        continue
-                    if h.constant_state(node, i)[0] is not None:
-                        continue  # a constant (or learned, batch-broadcast) initial state: sliced with the units
-                    src = _state_producer(node.inputs[i])
-                    if src is None:
-                        which = "initial_h" if i == 5 else "initial_c"
-                        what = ("a graph input (a streaming model's state)" if node.inputs[i] in graph.inputs
-                                else "computed at run time")
-                        why = (f"{which} is {what}, neither a constant nor the final state of another recurrent op; "
-                               f"such initial states are not supported yet")
-                    coupled = src
-            if why:
-                yield NoMatch(self.name, node.name, node.op, why)
-                continue
-            rec = NativeRecurrence(first_index + len(found), node)
-            rec.state_from_node = coupled
-            found.append(rec)
-            yield rec
+    def candidates(self, graph):
+        return [n for n in graph.nodes if handler_for(n.op) is not None]
+
+    def lift(self, graph, node, index, ctx):
+        h = handler_for(node.op)
+        if not node.name:
+            node.name = f"{node.op}_{index}"
+        try:
+            h.check(node)
+        except OnnxmodError as exc:
+            return NoMatch(self.name, node.name, node.op, str(exc).split(f"({node.op}): ", 1)[-1], type(exc))
+        coupled = None
+        for i in h.state_inputs:
+            if len(node.inputs) > i and node.inputs[i].name:
+                if _is_zero(node.inputs[i]):
+                    node.inputs[i] = gs.Variable.empty()
+                    continue
+                if h.constant_state(node, i)[0] is not None:
+                    continue  # a constant (or learned, batch-broadcast) initial state: sliced with the units
+                src = _state_producer(node.inputs[i])
+                if src is None:
+                    which = "initial_h" if i == 5 else "initial_c"
+                    what = ("a graph input (a streaming model's state)" if node.inputs[i] in graph.inputs
+                            else "computed at run time")
+                    return NoMatch(self.name, node.name, node.op,
+                                   f"{which} is {what}, neither a constant nor the final state of another recurrent "
+                                   f"op; such initial states are not supported yet")
+                coupled = src
+        return NativeRecurrence(index, node, ctx.known.get(node.name, Form.NATIVE), state_from_node=coupled)
 
 
 def _cell_body(cell, p, H: int, prefix: str) -> gs.Graph:
@@ -318,6 +309,9 @@ def _masked_scans(graph: gs.Graph, rec, masks: list[np.ndarray], p: str, source:
     to its states after every step (the cell's equations as ONNX nodes)."""
     node, handler = rec.node, rec.handler
     H, G, D = handler.hidden_size(node), handler.num_gates, handler.directions(node)
+    if handler.domain:  # the Scans compute in float: the module would be the model's float copy
+        raise UnsupportedModelError(f"{source}: node {rec.name!r} ({node.op}): --unrolled-semantics state does not "
+                                    f"support quantized recurrences; use --unrolled-semantics output")
     if any(handler._has_input(node, i) for i in (4, *handler.state_inputs)):
         raise UnsupportedModelError(f"{source}: node {rec.name!r}: --unrolled-semantics state does not support "
                                     f"sequence_lens or initial states; use --unrolled-semantics output")
@@ -342,7 +336,8 @@ def _masked_scans(graph: gs.Graph, rec, masks: list[np.ndarray], p: str, source:
     nodes.append(gs.Node("Concat", f"{p}/state_shape", attrs={"axis": 0},
                          inputs=[batch, gs.Constant(f"{p}/H", np.array([H]))], outputs=[state_shape]))
     zero = v("zero_state")
-    nodes.append(gs.Node("ConstantOfShape", f"{p}/zero", attrs={"value": gs.Constant(f"{p}/zv", np.zeros(1, np.float32))},
+    nodes.append(gs.Node("ConstantOfShape", f"{p}/zero",
+                         attrs={"value": gs.Constant(f"{p}/zv", np.zeros(1, np.float32))},
                          inputs=[state_shape], outputs=[zero]))
     ys, hs, cs = [], [], []
     for d in range(D):
@@ -372,7 +367,8 @@ def _masked_scans(graph: gs.Graph, rec, masks: list[np.ndarray], p: str, source:
         ups = []
         for i, t in enumerate(parts):
             u = v(f"{out.name.split('/')[-1] or 'o'}_u{i}")
-            nodes.append(gs.Node("Unsqueeze", f"{u.name}/node", inputs=[t, gs.Constant(f"{u.name}/ax", np.array([axis]))],
+            nodes.append(gs.Node("Unsqueeze", f"{u.name}/node",
+                                 inputs=[t, gs.Constant(f"{u.name}/ax", np.array([axis]))],
                                  outputs=[u]))
             ups.append(u)
         nodes.append(gs.Node("Concat", f"{p}/{len(nodes)}/concat", attrs={"axis": axis}, inputs=ups, outputs=[out]))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .contract import FrontEnd, NoMatch
-from .general import canonical, miss as general_miss
+from .contract import Form, FrontEnd, NoMatch
+from .general import canonical
+from .general import miss as general_miss
 from .native import time_major
 from .step import StepError
 
@@ -19,7 +20,7 @@ from .step import StepError
 class ScanCells(FrontEnd):
     name, reads_op = "scan", "Scan"
 
-    def lift(self, graph, scan, index):
+    def lift(self, graph, scan, index, ctx):
         name = scan.name or f"Scan_{index}"
         scan.name = name
         body = scan.attrs.get("body")
@@ -54,6 +55,6 @@ class ScanCells(FrontEnd):
             for attr in ("scan_input_axes", "scan_output_axes"):
                 scan.attrs.pop(attr, None)
         try:
-            return canonical(graph, scan, scan.attrs.get("_onnxmod_form", "scan"), index)
+            return canonical(graph, scan, ctx.known.get(name, Form.SCAN), index, built=name in ctx.known)
         except StepError as exc:
             return general_miss(self.name, name, "Scan", exc)

@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
-FOLD_LIMIT = 1 << 24  # elements: a step-constant larger than this is not evaluated (never in a cell's weights)
+from .evaluate import NotEvaluated, evaluate
 
 
 class StepError(Exception):
@@ -69,12 +68,14 @@ class Step:
 
 
 class Constants:
-    """Values of tensors computed from constants only (memoized; dtype kept), by ONNX's reference
-    evaluator one node at a time; None for anything that reads a graph input or a loop variable."""
+    """Values of tensors computed from constants only (memoized; dtype kept), by the reference
+    evaluator (``evaluate.py``) one node at a time under ``opset``; None for anything that reads a
+    graph input or a loop variable."""
 
-    def __init__(self, dynamic: set | None = None):
+    def __init__(self, dynamic: set | None = None, opset: int | None = None):
         self.memo: dict[int, np.ndarray | None] = {}
         self.dynamic = dynamic if dynamic is not None else set()
+        self.opset = opset
 
     def __call__(self, t) -> np.ndarray | None:
         if id(t) in self.memo:
@@ -89,7 +90,8 @@ class Constants:
                 self.memo[id(u)] = np.asarray(u.values)
                 todo.pop()
                 continue
-            if id(u) in self.dynamic or not u.inputs or any(isinstance(v, gs.Graph) for v in u.inputs[0].attrs.values()):
+            if id(u) in self.dynamic or not u.inputs or any(isinstance(v, gs.Graph)
+                                                            for v in u.inputs[0].attrs.values()):
                 self.memo[id(u)] = None
                 todo.pop()
                 continue
@@ -104,36 +106,13 @@ class Constants:
                 for o in node.outputs:
                     self.memo[id(o)] = None
                 continue
-            res = _evaluate(node, args)
+            try:
+                res = evaluate(node, args, self.opset)
+            except NotEvaluated:
+                res = None
             for k, o in enumerate(node.outputs):
                 self.memo[id(o)] = None if res is None else res[k]
         return self.memo[id(t)]
-
-
-def _evaluate(node: gs.Node, args: list) -> list | None:
-    from onnx.reference import ReferenceEvaluator
-
-    if node.op == "Constant":
-        v = node.attrs.get("value")
-        return [np.asarray(v.values if isinstance(v, gs.Constant) else v)] if v is not None else None
-    if node.op in ("ConstantOfShape", "Expand", "Tile", "Range"):
-        want = args[0] if node.op == "ConstantOfShape" else (args[1] if len(args) > 1 else None)
-        if want is None or np.prod(np.abs(np.asarray(want, dtype=np.float64)).clip(1, None)) > FOLD_LIMIT:
-            return None
-    names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
-    outs = [f"out{i}" for i in range(len(node.outputs))]
-    try:
-        proto = onnx.helper.make_node(node.op, names, outs, domain=node.domain or "", **{
-            k: (v.values if isinstance(v, gs.Constant) else v) for k, v in node.attrs.items()})
-        g = onnx.helper.make_graph([proto], "fold", [onnx.helper.make_tensor_value_info(
-            n, onnx.helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype), np.asarray(a).shape)
-            for n, a in zip(names, args) if n], [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
-                                                for o in outs])
-        m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 18)])
-        res = ReferenceEvaluator(m).run(None, {n: np.asarray(a) for n, a in zip(names, args) if n})
-    except Exception:  # noqa: BLE001 - an op the evaluator does not know: not a constant here
-        return None
-    return [np.asarray(r) for r in res]
 
 
 def forward_closure(starts) -> set:
@@ -151,12 +130,13 @@ def forward_closure(starts) -> set:
 
 
 def extract(name: str, states_in: list, x_t, states_out: list, y_t, widths: list[int], input_size: int,
-            consts: Constants | None = None) -> Step:
+            consts: Constants | None = None, opset: int | None = None) -> Step:
     """Cut the step out of a graph: every node between (``states_in``, ``x_t``) and (``states_out``,
-    ``y_t``), copied into a new graph whose other inputs are bound to their constant values.
-    Raises ``StepError`` naming the node that reads something else (the step index, a graph input)."""
+    ``y_t``), copied into a new graph whose other inputs are bound to their constant values (folded
+    under ``opset``, the graph's). Raises ``StepError`` naming the node that reads something else (the
+    step index, a graph input)."""
     dynamic = forward_closure([*states_in, x_t])
-    consts = consts or Constants(dynamic)
+    consts = consts or Constants(dynamic, opset)
     consts.dynamic = dynamic
     new: dict[int, object] = {}
     p = name

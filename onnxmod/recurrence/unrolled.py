@@ -1,16 +1,16 @@
-"""Front-end: a vanilla RNN unrolled step by step (torch's default exporter writes ``nn.RNN`` so),
-lifted into the native ``RNN`` op.
+"""Front-end: a cell unrolled step by step (torch's default exporter for a cell written in plain ops,
+``nn.LSTMCell`` called in a Python loop), re-rolled.
 
-Recognition: the recurrent weight is one constant read by a ``MatMul`` at every step, each step's
-``MatMul`` reading the previous step's state (the first one a provably zero state). Each step
-``s`` is read as ``act(x_s A + h B + c)`` (the affine forms of the Loop front-end), the same at every
-step; ``x_s`` is step ``s`` of one tensor ``P`` (``SequenceAt`` of ``SplitToSequence``, ``Gather`` or
-a one-step ``Slice``), itself an affine form of a time-major input ``X`` (the input projection,
-computed once for every step). The chain becomes ``RNN(X)`` with ``W = (A_P A)^T``, ``R = B^T``, and
-the tensor that stacks the step states (a ``Concat`` along time) reads the op's ``Y``.
+Each step reads one step of the input (``steps.py``: ``Gather``, a one-step ``Slice``, ``Split``,
+``SplitToSequence``) and the previous step's values; a ``Concat`` stacks every step's output, or what
+follows the cell reads the last step's values only. A one-state cell a native op computes (vanilla
+RNN, GRU), read at every step as affine forms and the same at every step, becomes the native op; so
+does a two-state step that is an LSTM's (checked in numbers against the step). Any other cell is a
+general cell (``general.py``): the steps are told apart (``chain.py``), step 1 is cut out as the
+cell's step and re-rolled into a ``Scan``.
 
-The unrolled graph itself only runs at the length it was exported with; the lifted one runs at
-any length. The check on traced rows (``verify_forms``) compares both on the model's own data.
+The unrolled graph itself only runs at the length it was exported with; the lifted one runs at any
+length. The check on traced rows (``verify_forms``) compares both on the model's own data.
 """
 from __future__ import annotations
 
@@ -19,209 +19,17 @@ from collections import Counter, defaultdict
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .affine import FormReader
 from .cellflow import CellFlow
-from .contract import FrontEnd, NoMatch
-from .general import build, miss as general_miss
-from .loop import Act, Lin, _Cell, _const
+from .chain import Signature, cut_steps, not_from_zero, read_nodes, step_states, steps_by, steps_of, unknown_width
+from .contract import Form, FrontEnd, NoMatch
+from .general import CellOutputs, build
+from .general import miss as general_miss
+from .identify import NativeCell, NoCell, lstm_of_step, one_state
 from .native import NativeRecurrence, _is_zero, lifted_op, time_major
-from .step import Constants, StepError, extract
-
-
-def _step_source(t):
-    """(P, s) when ``t`` is step ``s`` of tensor ``P`` along axis 0, else None."""
-    if not t.inputs:
-        return None
-    p = t.inputs[0]
-    if p.op == "SequenceAt" and p.inputs[0].inputs and p.inputs[0].inputs[0].op == "SplitToSequence":
-        split = p.inputs[0].inputs[0]
-        s = _const(p.inputs[1])
-        if s is not None and int(split.attrs.get("axis", 0)) == 0 and not int(split.attrs.get("keepdims", 1)) \
-                and len(split.inputs) == 1:
-            return split.inputs[0], int(s)
-    if p.op == "Gather" and int(p.attrs.get("axis", 0)) == 0:
-        s = _const(p.inputs[1])
-        if s is not None and s.ndim == 0:
-            return p.inputs[0], int(s)
-    return None
-
-
-class UnrolledRNN(FrontEnd):
-    name = "unrolled"
-
-    def candidates(self, graph):
-        groups = defaultdict(list)
-        for n in graph.nodes:
-            if n.op == "MatMul" and len(n.inputs) == 2 and isinstance(n.inputs[1], gs.Constant):
-                w = np.asarray(n.inputs[1].values)
-                if w.ndim == 2 and w.shape[0] == w.shape[1]:
-                    groups[id(n.inputs[1])].append(n)
-        return [nodes for nodes in groups.values() if len(nodes) >= 2]
-
-    def lift(self, graph, mms, index):
-        H = int(np.asarray(mms[0].inputs[1].values).shape[0])
-        by_state = {id(m.inputs[0]): m for m in mms}
-        # the first step reads a state no step computed; follow the chain from there
-        first = [m for m in mms if not self._computed_by_chain(m.inputs[0], mms)]
-        if len(first) != 1:
-            return None  # not one chain: a weight shared some other way
-        name = f"unrolled_{mms[0].name or index}"
-
-        def miss(why):
-            return NoMatch(self.name, mms[0].name or name, "MatMul", why)
-
-        if not _is_zero(first[0].inputs[0]) or len(mms) < 3:
-            return None  # a weight shared by a few layers (tied weights), not a recurrence from a zero state
-        states, steps = [first[0].inputs[0]], []
-        m = first[0]
-        while m is not None:
-            nxt = self._next_state(m, H)
-            if nxt is None:
-                return miss(f"step {len(steps)} of the chain reading weight {m.inputs[1].name!r} does not end in "
-                            f"an activation of width {H}")
-            steps.append((m, nxt))
-            states.append(nxt)
-            m = by_state.get(id(nxt))
-        if len(steps) != len(mms):
-            return miss(f"the weight {mms[0].inputs[1].name!r} is read {len(mms)} times but the chain has "
-                        f"{len(steps)} steps")
-        # each step: act(x_s A + h B + c), the same for every step; x_s step s of one tensor P
-        forms, P = [], None
-        for s, (m, nxt) in enumerate(steps):
-            xs = self._step_input(nxt.inputs[0].inputs[0], m, states[s])  # the activation's input
-            if xs is None:
-                return miss(f"step {s}: its input is not one step of a tensor computed for every step")
-            src = _step_source(xs)
-            if src is None or src[1] != s or (P is not None and src[0] is not P):
-                return miss(f"step {s} reads {xs.name!r}, not step {s} of the input the other steps read")
-            P = src[0]
-            width = xs.shape[-1] if xs.shape else None
-            if not isinstance(width, (int, np.integer)):
-                width = H
-            v = _Cell(xs, int(width), [states[s]], H, {}).value(nxt)
-            if not isinstance(v, Act):
-                return miss(f"step {s} is not a vanilla RNN step act(x W + h R + b)")
-            forms.append(v)
-        f0 = forms[0]
-        for s, f in enumerate(forms[1:], 1):
-            if f.spec != f0.spec or not all(np.allclose(a, b, rtol=0, atol=0) for a, b in
-                                            ((f.lin.A, f0.lin.A), (f.lin.B, f0.lin.B), (f.lin.c, f0.lin.c))):
-                return miss(f"step {s} computes a different cell than step 0")
-        # P as an affine form of a time-major input X
-        X, proj = self._projection(P)
-        if X is None:
-            return miss(f"the steps' input {P.name!r} is not an affine map of one [T, N, I] tensor")
-        A = proj.A @ f0.lin.A
-        W = A.T[None]
-        Wb = proj.c @ f0.lin.A + f0.lin.c
-        R = f0.lin.B.T[None]
-        B = np.concatenate([Wb, np.zeros(H)])[None]
-        return self._replace(graph, name, X, W, R, B, f0, H, states[1:], index)
-
-    @staticmethod
-    def _computed_by_chain(t, mms, depth=0):
-        """Whether ``t`` descends from one of ``mms`` (a state some step computed)."""
-        seen, todo = set(), [t]
-        outs = {id(m.outputs[0]) for m in mms}
-        while todo:
-            u = todo.pop()
-            if id(u) in outs:
-                return True
-            if id(u) in seen or not u.inputs or len(seen) > 200:
-                continue
-            seen.add(id(u))
-            todo.extend(x for x in u.inputs[0].inputs if isinstance(x, gs.Variable))
-        return False
-
-    @staticmethod
-    def _next_state(m, H):
-        """The first activation after ``m`` along single-consumer Adds: the step's new state."""
-        t = m.outputs[0]
-        for _ in range(6):
-            consumers = [c for c in t.outputs]
-            acts = [c for c in consumers if c.op in ("Tanh", "Relu", "Sigmoid")]
-            if acts:
-                return acts[0].outputs[0]
-            adds = [c for c in consumers if c.op == "Add"]
-            if len(adds) != 1:
-                return None
-            t = adds[0].outputs[0]
-        return None
-
-    @staticmethod
-    def _step_input(act_in, m, state):
-        """The leaf of the step's sum of terms that is neither the state's product nor a constant."""
-        todo, found = [act_in], []
-        while todo:
-            t = todo.pop()
-            if t is m.outputs[0] or isinstance(t, gs.Constant) or _const(t) is not None:
-                continue
-            p = t.inputs[0] if t.inputs else None
-            if p is not None and p.op == "Add":
-                todo.extend(p.inputs)
-            else:
-                found.append(t)
-        return found[0] if len(found) == 1 else None
-
-    @staticmethod
-    def _projection(P):
-        """(X, form of P in X) for ``P = affine(X)`` with X ``[T, N, I]`` (I known), else (None, None)."""
-        t = P
-        leaves = []
-        todo = [P]
-        while todo:
-            u = todo.pop()
-            if isinstance(u, gs.Constant) or _const(u) is not None:
-                continue
-            p = u.inputs[0] if u.inputs else None
-            if p is not None and p.op in ("Add", "Sub", "MatMul", "Mul", "Identity"):
-                todo.extend(x for x in p.inputs if x.name)
-            else:
-                leaves.append(u)
-        if len({id(x) for x in leaves}) != 1:
-            return None, None
-        X = leaves[0]
-        if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
-            return None, None
-        I = int(X.shape[2])
-        v = _Cell(X, I, [], 1, {}).value(t)
-        if not isinstance(v, Lin) or v.A.shape[0] != I:
-            return None, None
-        return X, v
-
-    def _replace(self, graph, name, X, W, R, B, act, H, states, index):
-        p = f"{name}/lifted"
-        state_ids = {id(s): i for i, s in enumerate(states)}
-        stack = [n for n in graph.nodes if n.op == "Concat" and int(n.attrs.get("axis", 0)) == 0
-                 and [state_ids.get(id(x)) for x in n.inputs] == list(range(len(states)))]
-        for i, s in enumerate(states[:-1]):
-            other = [c for c in s.outputs if c.op != "MatMul" and c not in stack and not (
-                c.op == "Add" or c.op in ("Tanh", "Relu", "Sigmoid"))]
-            if other:
-                return NoMatch(self.name, name, "MatMul", f"the state of step {i} is read by {other[0].op} "
-                                                          f"{other[0].name!r}, not only by the next step and the stacked output")
-        native, Y, Yh, _ = lifted_op(graph, name, "RNN", X, W, R, B, {"activations": [act.name]}, H)
-        watch = []
-        for node in list(graph.nodes):  # a Concat along time of every step's state [1, N, H]: Y without D
-            if node.op == "Concat" and int(node.attrs.get("axis", 0)) == 0 \
-                    and [state_ids.get(id(x)) for x in node.inputs] == list(range(len(states))):
-                out = node.outputs[0]
-                node.outputs.clear()
-                node.inputs.clear()
-                graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
-                    Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[out]))
-                watch.append(out.name)
-        last = states[-1]
-        for c in list(last.outputs):  # the final state read directly: Y_h ([1, N, H], as the step's)
-            if c.op != "MatMul":
-                c.inputs = [Yh if x is last else x for x in c.inputs]
-        graph.cleanup().toposort()
-        left = [s for s in states if s.outputs]
-        if left:
-            return NoMatch(self.name, name, "MatMul", f"an intermediate step state ({left[0].name!r}) is read other "
-                                                      f"than by the stacked output")
-        rec = NativeRecurrence(index, native, form="unrolled")
-        rec.watch = watch
-        return rec
+from .step import StepError, extract
+from .steps import step_reads
+from .tensors import constant, depends
 
 
 class UnrolledCells(FrontEnd):
@@ -234,21 +42,14 @@ class UnrolledCells(FrontEnd):
     name = "unrolled-cell"
 
     def candidates(self, graph):
-        steps = defaultdict(dict)  # X -> {step: gather node}
-        for n in graph.nodes:
-            if n.op == "Gather" and len(n.inputs) == 2 and int(n.attrs.get("axis", 0)) in (0, 1):
-                s = _const(n.inputs[1])
-                if s is not None and s.ndim == 0 and isinstance(n.inputs[0], gs.Variable):
-                    steps[id(n.inputs[0])][int(s)] = n
-        return [[reads[s] for s in range(len(reads))] for reads in steps.values()
-                if len(reads) >= 2 and sorted(reads) == list(range(len(reads)))]
+        return step_reads(graph)
 
     @staticmethod
-    def _stack(gathers):
+    def _stack(reads):
         """The Concat stacking every step's state (through Unsqueeze), and the states in order."""
-        n_steps = len(gathers)
-        for g in gathers[:1]:
-            seen, todo = set(), [g.outputs[0]]
+        n_steps = len(reads)
+        for r in reads[:1]:
+            seen, todo = set(), [r.x]
             while todo:  # downstream of step 0's input, the first Concat of T unsqueezed tensors
                 t = todo.pop(0)
                 if id(t) in seen or len(seen) > 5000:
@@ -261,74 +62,51 @@ class UnrolledCells(FrontEnd):
                     todo.extend(c.outputs)
         return None, None
 
-    def lift(self, graph, gathers, index):
-        from .loop import LoopCells, _Cell
-
-        loop = LoopCells()
-        stack, states = self._stack(gathers)
+    def lift(self, graph, reads, index, ctx):
+        stack, states = self._stack(reads)
         if stack is None:  # no step's output stacked: a cell whose model reads its final states only
-            return self._general_final(graph, gathers, index)
-        if not all(self._depends(states[s + 1], gathers[s].outputs[0]) for s in range(len(states) - 1)):
+            return self._general_final(graph, reads, index)
+        if not all(depends(states[s + 1], reads[s].x) for s in range(len(states) - 1)):
             return None  # reads a tensor step by step, but no step reads the previous one's result: no recurrence
-        if not all(self._depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
-            return self._general(graph, gathers, stack, states, index)  # its state is not what it emits
-        name = f"unrolled_{gathers[0].name or index}"
+        if not all(depends(states[s + 1], states[s]) for s in range(len(states) - 1)):
+            return self._general(graph, reads, stack, states, index)  # its state is not what it emits
+        name = f"unrolled_{reads[0].name or index}"
 
         def miss(why):
             return NoMatch(self.name, stack.name or name, "Concat", why)
 
-        axis = int(gathers[0].attrs.get("axis", 0))
-        X = gathers[0].inputs[0]
+        axis, X = reads[0].axis, reads[0].source
         if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
         I = int(X.shape[2])
         H = states[0].shape[-1] if states[0].shape else None
         # the initial state: the one leaf of step 0 that is provably zero
-        h0 = self._zero_leaf(states[0], gathers[0].outputs[0]) if isinstance(H, (int, np.integer)) else None
+        h0 = self._zero_leaf(states[0], reads[0].x) if isinstance(H, (int, np.integer)) else None
         if h0 is None:  # not the one-state cells a native op computes: the general cell front-end decides
-            return self._general(graph, gathers, stack, states, index)
+            return self._general(graph, reads, stack, states, index)
         found = None
         prev = h0
-        for s, (g, h) in enumerate(zip(gathers, states)):
-            reader = _Cell(g.outputs[0], I, [prev], int(H), {})
-            try:
-                cell = loop._identify(reader, reader.value(h), prev, int(H))
-            except (ValueError, IndexError) as exc:  # shapes the forms cannot follow
-                cell = f"its step cannot be read as affine forms ({exc})"
-            if isinstance(cell, str):  # none of the cells a native op computes
-                return self._general(graph, gathers, stack, states, index)
+        for s, (r, h) in enumerate(zip(reads, states)):
+            reader = FormReader(r.x, I, [prev], int(H), {}, opset=graph.opset)
+            cell = one_state(reader, reader.value(h), int(H))
+            if isinstance(cell, NoCell):  # none of the cells a native op computes
+                return self._general(graph, reads, stack, states, index)
             if found is None:
                 found = cell
-            elif cell[0] != found[0] or cell[4] != found[4] or not all(
-                    np.array_equal(a, b) for a, b in zip(cell[1:4], found[1:4])):
+            elif not cell.same_as(found):
                 return miss(f"step {s} computes another cell than step 0")
             prev = h
         for s, h in enumerate(states[:-1]):  # a state read by anything but the next step and the stack
             if any(c.outputs[0] in graph.outputs for c in h.outputs if c.op == "Unsqueeze"):
                 return miss(f"the state of step {s} is a graph output")
-        op_type, W, R, Bv, attrs = found
-        return self._replace(graph, name, X, axis, op_type, W, R, Bv, attrs, int(H), stack, states, index)
-
-    @staticmethod
-    def _depends(t, on, limit=5000):
-        """Whether tensor ``t`` is computed from tensor ``on``."""
-        seen, todo = set(), [t]
-        while todo and len(seen) < limit:
-            u = todo.pop()
-            if u is on:
-                return True
-            if id(u) in seen or isinstance(u, gs.Constant) or not u.inputs:
-                continue
-            seen.add(id(u))
-            todo.extend(x for x in u.inputs[0].inputs if x.name)
-        return False
+        return self._replace(graph, name, X, axis, found, int(H), stack, states, index)
 
     @staticmethod
     def _zero_leaf(h1, x0):
         seen, todo, zeros = set(), [h1], []
         while todo:
             t = todo.pop()
-            if id(t) in seen or t is x0 or isinstance(t, gs.Constant) or _const(t) is not None:
+            if id(t) in seen or t is x0 or isinstance(t, gs.Constant) or constant(t) is not None:
                 continue
             seen.add(id(t))
             if _is_zero(t):
@@ -338,10 +116,10 @@ class UnrolledCells(FrontEnd):
                 todo.extend(x for x in t.inputs[0].inputs if x.name)
         return zeros[0] if len({id(z) for z in zeros}) == 1 else None
 
-    def _replace(self, graph, name, X, axis, op_type, W, R, Bv, attrs, H, stack, states, index):
+    def _replace(self, graph, name, X, axis, cell: NativeCell, H, stack, states, index):
         p = f"{name}/lifted"
         x = time_major(graph, p, X) if axis == 1 else X
-        native, Y, Yh, _ = lifted_op(graph, name, op_type, x, W, R, Bv, attrs, H)
+        native, Y, Yh, _ = lifted_op(graph, name, cell.op_type, x, cell.W, cell.R, cell.B, cell.attrs, H)
         steps = gs.Variable(f"{p}/steps", dtype=np.float32)  # [T, N, H]
         graph.nodes.append(gs.Node("Squeeze", f"{p}/steps", inputs=[
             Y, gs.Constant(f"{p}/axis1", np.array([1], dtype=np.int64))], outputs=[steps]))
@@ -360,51 +138,54 @@ class UnrolledCells(FrontEnd):
                     Yh, gs.Constant(f"{p}/axis0", np.array([0], dtype=np.int64))], outputs=[sq]))
                 c.inputs = [sq if t is last else t for t in c.inputs]
         graph.cleanup().toposort()
-        rec = NativeRecurrence(index, native, form="unrolled")
-        rec.watch = [out.name]
-        return rec
+        return NativeRecurrence(index, native, Form.UNROLLED, [out.name])
 
     # ---- a general cell ---------------------------------------------------------------------
-    def _general(self, graph, gathers, stack, outs, index):
+    def _general(self, graph, reads, stack, outs, index):
         """The chain as a general cell (``general.py``): the steps told apart (``_cut``), step 1 cut
         out as the cell's step, its states being what it reads from step 0, their new values what
         step 2 reads in the same places. Every later step must compute the same (checked node by
         node), step 0 must start from zero states (the check on traced rows compares the rest), and
         nothing outside the chain may read inside it."""
-        name = f"unrolled_{gathers[0].name or index}"
-        T = len(gathers)
+        name = f"unrolled_{reads[0].name or index}"
+        T = len(reads)
 
         def miss(why):
             return general_miss(self.name, stack.name or name, "Concat", why)
 
         if T < 3:
             return miss("an unrolled chain needs 3 steps or more to tell its states apart")
-        axis = int(gathers[0].attrs.get("axis", 0))
-        X = gathers[0].inputs[0]
+        axis, X = reads[0].axis, reads[0].source
         if X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return miss("the unrolled steps read a tensor that is not [N, T, I] or [T, N, I] with a known I")
         stack_axis = int(stack.attrs.get("axis", 0)) % 3
-        if stack_axis not in (0, 1) or any(_const(u.inputs[0].inputs[1]) is None or np.atleast_1d(
-                _const(u.inputs[0].inputs[1])).tolist() != [stack_axis] for u in stack.inputs):
+        if stack_axis not in (0, 1) or any(constant(u.inputs[0].inputs[1]) is None or np.atleast_1d(
+                constant(u.inputs[0].inputs[1])).tolist() != [stack_axis] for u in stack.inputs):
             return miss(f"its steps are stacked by {stack.name!r} along an axis that is not time")
-        xs = [g.outputs[0] for g in gathers]
+        xs = [r.x for r in reads]
         graph.toposort()
-        dep = _steps_of(graph, xs)
+        dep = steps_of(graph, xs)
         first = None
         for cut in ("outputs", "inputs"):
-            got = self._cut(graph, gathers, stack, outs, xs, dep, cut)
+            got = cut_steps(graph, reads, stack, outs, xs, dep, cut)
             if not isinstance(got, str):
                 break
             first = first or got
         else:
             return miss(first)
         states_in, states_out, by_step = got
-        widths = self._widths(states_in) or self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
+        widths = unknown_width(states_in) or not_from_zero(by_step[0], read_nodes(reads), dep, graph.opset)
         if isinstance(widths, str):
             return miss(widths)
         widths = [int(a.shape[-1]) for a in states_in]
         try:
-            step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]))
+            step = extract(name, states_in, xs[1], states_out, outs[1], widths, int(X.shape[2]), opset=graph.opset)
+        except StepError as exc:
+            return general_miss(self.name, stack.name or name, "Concat", exc)
+        lifted = lstm_of_step(step, graph.opset)  # two states that are an LSTM's: the native op
+        if not isinstance(lifted, NoCell):
+            return self._replace(graph, name, X, axis, lifted[0], widths[0], stack, outs, index)
+        try:
             CellFlow(step)
         except StepError as exc:
             return general_miss(self.name, stack.name or name, "Concat", exc)
@@ -412,195 +193,50 @@ class UnrolledCells(FrontEnd):
         stack.outputs.clear()
         stack.inputs.clear()
         x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
-        rec = build(graph, name, step, x_tm, "unrolled", index, {"steps": [(out, stack_axis)],
-                                                                  "finals": [None] * len(states_in)})
-        rec.watch = [out.name]
-        return rec
+        return build(graph, name, step, x_tm, Form.UNROLLED, index,
+                     CellOutputs([(out, stack_axis)], [None] * len(states_in)), [out.name])
 
 
-    @staticmethod
-    def _cut(graph, gathers, stack, outs, xs, dep, cut):
-        """Where one step ends and the next begins, then step 1's states: (states in, their new values,
-        nodes by step), or why not (a sentence). ``cut="outputs"``: step s is what step s's output is
-        computed from that no earlier output is (the product of a state by its recurrent weight is the
-        step's that uses it); ``cut="inputs"``: step s is what reads step s's input last (a state the
-        step's output does not read stays in its step)."""
-        T = len(gathers)
-        assign, by_step, step_of = _steps(graph, [[o] for o in outs], dep, by_input=cut == "inputs")
-        # the chain: what the stacked output is computed from; nothing else may read inside it
-        chain = set(assign) | {id(u.inputs[0]) for u in stack.inputs if u.inputs}
-        for n in graph.nodes:
-            if id(n) not in chain:
-                continue
-            for o in n.outputs:
-                for c in o.outputs:
-                    if id(c) not in chain and c is not stack:
-                        return (f"step {step_of.get(id(o))}'s value {o.name!r} is read by {c.op} {c.name!r}, outside "
-                                f"the stacked output (a chain whose steps' outputs are stacked and whose final state is "
-                                f"read directly is not supported yet)")
-                if o in graph.outputs:
-                    return f"step {step_of.get(id(o))}'s value {o.name!r} is a graph output"
-        return UnrolledCells._states(gathers, xs, by_step, step_of, T)
-
-    @staticmethod
-    def _states(gathers, xs, by_step, step_of, upto):
-        """Steps 2 .. ``upto`` - 1 checked against step 1 (the last ones may lack what no output reads
-        any more: a state only the next step would have read); step 1's states (what it reads from
-        step 0) and their new values (what step 2 reads in the same places), or why not."""
-        sig = {s_: _Signature(step_of, xs[s_], s_) for s_ in (1, 2)}
-        reads = {id(g) for g in gathers}  # the Gathers of the input steps differ by their index only
-        model = Counter(repr(sig[1].node(n)) for n in by_step[1] if id(n) not in reads)
-        for s_ in range(2, upto):
-            here = _Signature(step_of, xs[s_], s_) if s_ > 2 else sig[2]
-            got = Counter(repr(here.node(n)) for n in by_step[s_] if id(n) not in reads)
-            if got != model if s_ == 2 else got - model:
-                return f"step {s_} computes another cell than step 1"
-        states_in, seen = [], set()
-        for n in by_step[1]:
-            for t in n.inputs:
-                if t.name and not isinstance(t, gs.Constant) and step_of.get(id(t), -1) == 0 and id(t) not in seen:
-                    if t is xs[0]:
-                        return "step 1 reads step 0's input: not a state a cell carries"
-                    seen.add(id(t))
-                    states_in.append(t)
-        if not states_in:
-            return "step 1 reads nothing step 0 computed"
-        in_step2 = defaultdict(list)
-        for n in by_step[2]:
-            in_step2[repr(sig[2].node(n))].append(n)
-        states_out = []
-        step1 = {id(m) for m in by_step[1]}
-        for a in states_in:
-            found = set()
-            for n in a.outputs:
-                if id(n) not in step1:
-                    continue
-                key = repr(sig[1].node(n))
-                for p, t in enumerate(n.inputs):
-                    if t is a:
-                        found |= {id(m.inputs[p]) for m in in_step2.get(key, []) if step_of.get(id(m.inputs[p])) == 1}
-            if len(found) != 1:
-                return f"step 2 does not read one value of step 1 where step 1 reads {a.name!r} of step 0"
-            fid = found.pop()
-            states_out.append(next(t for n in by_step[1] for t in n.outputs if id(t) == fid))
-        return states_in, states_out, by_step
-
-    @staticmethod
-    def _widths(states_in) -> str | None:
-        """None when every state's width is known, else why not."""
-        for k, a in enumerate(states_in):
-            w = a.shape[-1] if a.shape else None
-            if not isinstance(w, (int, np.integer)):
-                return f"the width of its state {k} ({a.name!r}) is not known"
-        return None
-
-    @staticmethod
-    def _from_zero(step0, reads, dep):
-        """None when what step 0 reads besides its input is constants, zeros and what they compute."""
-        consts = Constants()
-        for n in step0:
-            if id(n) in reads:
-                continue
-            todo = [t for t in n.inputs if t.name and dep.get(id(t), -1) < 0]
-            while todo:
-                t = todo.pop()
-                if isinstance(t, gs.Constant) or _is_zero(t) or consts(t) is not None:
-                    continue
-                if not t.inputs:
-                    return f"step 0 reads {t.name!r}, which is not provably zero (a general cell starts from zero states)"
-                todo.extend(i for i in t.inputs[0].inputs if i.name)
-        return None
-
-    def _general_final(self, graph, gathers, index):
+    def _general_final(self, graph, reads, index):
         """A chain whose steps' outputs are not stacked: what follows the cell reads the last step's
         values only (``fc(h_T)``). What the last step computes that no earlier step computes is what
         follows (it reads what the cell computed last, its *final reads*); the tensors computed as the
         final reads are at every step are the steps' outputs, and the steps are told apart by them as
         for a stacked chain."""
-        T = len(gathers)
-        xs = [g.outputs[0] for g in gathers]
-        X = gathers[0].inputs[0]
+        T = len(reads)
+        xs = [r.x for r in reads]
+        X = reads[0].source
         if T < 4 or X.shape is None or len(X.shape) != 3 or not isinstance(X.shape[2], (int, np.integer)):
             return None
         graph.toposort()
-        dep = _steps_of(graph, xs)
+        dep = steps_of(graph, xs)
         by_dep = defaultdict(list)
         for n in graph.nodes:
             d = max((dep.get(id(o), -1) for o in n.outputs), default=-1)
             if d >= 0:
                 by_dep[d].append(n)
-        if not any(dep.get(id(i), -1) == 1 for n in by_dep[2] for i in n.inputs if i.name and n not in gathers):
+        reading = read_nodes(reads)
+        if not any(dep.get(id(i), -1) == 1 for n in by_dep[2] for i in n.inputs if i.name and id(n) not in reading):
             return None  # no step reads the previous one's values: no recurrence
-        name = f"unrolled_{gathers[0].name or index}"
+        name = f"unrolled_{reads[0].name or index}"
 
         def miss(why):
-            return general_miss(self.name, gathers[-1].name or name, "Gather", why)
+            return general_miss(self.name, reads[-1].name or name, reads[-1].nodes[0].op, why)
 
-        sigs = [_Signature(dep, xs[s_], s_) for s_ in range(T)]
-        before = Counter(repr(sigs[T - 2].node(n)) for n in by_dep[T - 2])
-        after = []
-        for n in by_dep[T - 1]:  # in graph order: a node no earlier step computes follows the cell
-            key = repr(sigs[T - 1].node(n))
-            if before[key] > 0:
-                before[key] -= 1
-            else:
-                after.append(n)
-        after_ids = {id(n) for n in after}
-        reads_ = []
-        for n in after:
-            for t in n.inputs:
-                if t.name and dep.get(id(t), -1) >= 0 and not (t.inputs and id(t.inputs[0]) in after_ids) \
-                        and all(t is not r for r in reads_):
-                    if dep.get(id(t)) != T - 1:
-                        return miss(f"{n.op} {n.name!r} reads {t.name!r} of step {dep.get(id(t))}, not a final value")
-                    reads_.append(t)
-        if not reads_:
-            return miss("nothing after the chain reads its last step")
-        outs = []  # per step, the tensors computed where the final reads are at the last step
-        for s_ in range(T):
-            here = []
-            for r in reads_:
-                n = r.inputs[0]
-                j = next(i for i, o in enumerate(n.outputs) if o is r)
-                same = [m for m in by_dep[s_] if id(m) not in after_ids and repr(sigs[s_].node(m)) == repr(sigs[T - 1].node(n))]
-                if len(same) != 1:
-                    return miss(f"step {s_} does not compute {r.name!r} once as the last step does")
-                here.append(same[0].outputs[j])
-            outs.append(here)
-        assign, by_step, step_of = _steps(graph, outs, dep)
-        for n in graph.nodes:  # nothing else reads inside the chain
-            if id(n) in assign or id(n) in after_ids:
-                continue
-            for t in n.inputs:
-                if id(t) in step_of:
-                    return miss(f"{n.op} {n.name!r} reads {t.name!r} of step {step_of[id(t)]} of the chain")
-        got = self._states(gathers, xs, by_step, step_of, T)
+        got = _cell_and_what_follows(graph, reads, xs, dep, by_dep)
         if isinstance(got, str):
             return miss(got)
-        states_in, states_out = got[0], got[1]
-        sig1, last = _Signature(step_of, xs[1], 1), _Signature(step_of, xs[T - 1], T - 1)
-        finals = []
-        for t in states_out:  # the final states: computed at the last step as step 1 computes its new ones
-            n = t.inputs[0]
-            j = next(i for i, o in enumerate(n.outputs) if o is t)
-            same = [m for m in by_step[T - 1] if repr(last.node(m)) == repr(sig1.node(n))]
-            if len(same) != 1:
-                return miss(f"its last step does not compute {t.name!r} once as step 1 does")
-            finals.append(same[0].outputs[j])
-        final_ids = {id(t) for t in finals}
-        for r in reads_:
-            if id(r) not in final_ids:
-                return miss(f"what follows the chain reads {r.name!r}, which is not one of its final states")
-        widths = self._widths(states_in) or self._from_zero(by_step[0], {id(g) for g in gathers}, dep)
+        states_in, states_out, finals, after, final_reads, by_step = got
+        widths = unknown_width(states_in) or not_from_zero(by_step[0], read_nodes(reads), dep, graph.opset)
         if isinstance(widths, str):
             return miss(widths)
         widths = [int(a.shape[-1]) for a in states_in]
-        y_t = next(t for t, f in zip(states_out, finals) if id(f) == id(reads_[0]))
+        y_t = next(t for t, f in zip(states_out, finals) if id(f) == id(final_reads[0]))
         try:
-            step = extract(name, states_in, xs[1], states_out, y_t, widths, int(X.shape[2]))
+            step = extract(name, states_in, xs[1], states_out, y_t, widths, int(X.shape[2]), opset=graph.opset)
             CellFlow(step)
         except StepError as exc:
-            return general_miss(self.name, gathers[-1].name or name, "Gather", exc)
+            return general_miss(self.name, reads[-1].name or name, reads[-1].nodes[0].op, exc)
         new_finals = []
         for k, t in enumerate(finals):  # what follows the cell reads the Scan's final states
             readers = [n for n in after if any(i is t for i in n.inputs)]
@@ -611,66 +247,87 @@ class UnrolledCells(FrontEnd):
             for n in readers:
                 n.inputs = [new if i is t else i for i in n.inputs]
             new_finals.append(new)
-        axis = int(gathers[0].attrs.get("axis", 0))
-        x_tm = time_major(graph, f"{name}/cell", X) if axis == 1 else X
-        rec = build(graph, name, step, x_tm, "unrolled", index, {"steps": [], "finals": new_finals})
-        rec.watch = []
-        return rec
-
-def _steps(graph, outs: list, dep: dict, by_input: bool = False):
-    """Nodes by step: step s is what step s's outputs (``outs[s]``, a list) are computed from that no
-    earlier step's are, or (``by_input``) the step of the last input each of those nodes reads.
-    Returns (id(node) -> step, step -> nodes in graph order, id(tensor) -> step)."""
-    assign: dict[int, int] = {}
-    for s_, ts in enumerate(outs):
-        todo = list(ts)
-        while todo:
-            t = todo.pop()
-            if isinstance(t, gs.Constant) or not t.inputs or dep.get(id(t), -1) < 0 or id(t.inputs[0]) in assign:
-                continue
-            n = t.inputs[0]
-            assign[id(n)] = max(dep.get(id(o), -1) for o in n.outputs) if by_input else s_
-            todo.extend(i for i in n.inputs if i.name)
-    by_step = defaultdict(list)
-    for n in graph.nodes:
-        if id(n) in assign:
-            by_step[assign[id(n)]].append(n)
-    return assign, by_step, {id(o): assign[id(n)] for n in graph.nodes if id(n) in assign for o in n.outputs}
-
-def _steps_of(graph, xs) -> dict:
-    """id(tensor) -> the last step whose input it is computed from (-1: none), in one pass."""
-    dep = {id(x): s for s, x in enumerate(xs)}
-    for n in graph.nodes:
-        d = max((dep.get(id(i), -1) for i in n.inputs if i.name), default=-1)
-        for o in n.outputs:
-            dep.setdefault(id(o), d)
-    return dep
+        x_tm = time_major(graph, f"{name}/cell", X) if reads[0].axis == 1 else X
+        return build(graph, name, step, x_tm, Form.UNROLLED, index, CellOutputs([], new_finals))
 
 
-class _Signature:
-    """What a node of step ``s`` computes, as a nested tuple: its op, attributes and inputs, with
-    step ``s``'s input as ``X``, any value of step ``s - 1`` as ``S`` and constants by value."""
+def _what_follows(by_dep, dep, sigs, T):
+    """(the nodes after the chain — what the last step computes that no earlier step does —, the
+    chain's values they read: its final reads), or why not."""
+    before = Counter(repr(sigs[T - 2].node(n)) for n in by_dep[T - 2])
+    after = []
+    for n in by_dep[T - 1]:  # in graph order: a node no earlier step computes follows the cell
+        key = repr(sigs[T - 1].node(n))
+        if before[key] > 0:
+            before[key] -= 1
+        else:
+            after.append(n)
+    after_ids = {id(n) for n in after}
+    reads_ = []
+    for n in after:
+        for t in n.inputs:
+            if t.name and dep.get(id(t), -1) >= 0 and not (t.inputs and id(t.inputs[0]) in after_ids) \
+                    and all(t is not r for r in reads_):
+                if dep.get(id(t)) != T - 1:
+                    return f"{n.op} {n.name!r} reads {t.name!r} of step {dep.get(id(t))}, not a final value"
+                reads_.append(t)
+    if not reads_:
+        return "nothing after the chain reads its last step"
+    return after, reads_
 
-    def __init__(self, dep: dict, x, s: int):
-        self.dep, self.x, self.s, self.memo = dep, x, s, {}
 
-    def tensor(self, t):
-        if t is self.x:
-            return ("X",)
-        if isinstance(t, gs.Constant):
-            v = np.asarray(t.values)
-            return ("C", v.dtype.str, v.shape, hash(v.tobytes()))
-        d = self.dep.get(id(t), -1)
-        if d == self.s - 1:
-            return ("S",)
-        if d != self.s or not t.inputs:
-            return ("V", t.name)
+def _outputs_at_every_step(final_reads, by_dep, sigs, after_ids, T):
+    """Per step, the tensors computed where the final reads are at the last step, or why not."""
+    outs = []
+    for s_ in range(T):
+        here = []
+        for r in final_reads:
+            n = r.inputs[0]
+            j = next(i for i, o in enumerate(n.outputs) if o is r)
+            same = [m for m in by_dep[s_] if id(m) not in after_ids
+                    and repr(sigs[s_].node(m)) == repr(sigs[T - 1].node(n))]
+            if len(same) != 1:
+                return f"step {s_} does not compute {r.name!r} once as the last step does"
+            here.append(same[0].outputs[j])
+        outs.append(here)
+    return outs
+
+
+def _cell_and_what_follows(graph, reads, xs, dep, by_dep):
+    """(states in, their new values, the final states, the nodes after the chain, its final reads,
+    nodes by step) of a chain whose last step's values only are read, or why not."""
+    T = len(reads)
+    sigs = [Signature(dep, xs[s_], s_) for s_ in range(T)]
+    got = _what_follows(by_dep, dep, sigs, T)
+    if isinstance(got, str):
+        return got
+    after, final_reads = got
+    after_ids = {id(n) for n in after}
+    outs = _outputs_at_every_step(final_reads, by_dep, sigs, after_ids, T)
+    if isinstance(outs, str):
+        return outs
+    assign, by_step, step_of = steps_by(graph, outs, dep)
+    for n in graph.nodes:  # nothing else reads inside the chain
+        if id(n) in assign or id(n) in after_ids:
+            continue
+        for t in n.inputs:
+            if id(t) in step_of:
+                return f"{n.op} {n.name!r} reads {t.name!r} of step {step_of[id(t)]} of the chain"
+    got = step_states(reads, xs, by_step, step_of, T)
+    if isinstance(got, str):
+        return got
+    states_in, states_out = got[0], got[1]
+    sig1, last = Signature(step_of, xs[1], 1), Signature(step_of, xs[T - 1], T - 1)
+    finals = []
+    for t in states_out:  # the final states: computed at the last step as step 1 computes its new ones
         n = t.inputs[0]
-        return (self.node(n), next(i for i, o in enumerate(n.outputs) if o is t))
-
-    def node(self, n):
-        if id(n) not in self.memo:
-            attrs = tuple(sorted((k, repr(np.asarray(v.values).tolist()) if isinstance(v, gs.Constant) else repr(v))
-                                 for k, v in n.attrs.items()))
-            self.memo[id(n)] = (n.op, attrs, tuple(self.tensor(i) if i.name else None for i in n.inputs))
-        return self.memo[id(n)]
+        j = next(i for i, o in enumerate(n.outputs) if o is t)
+        same = [m for m in by_step[T - 1] if repr(last.node(m)) == repr(sig1.node(n))]
+        if len(same) != 1:
+            return f"its last step does not compute {t.name!r} once as step 1 does"
+        finals.append(same[0].outputs[j])
+    final_ids = {id(t) for t in finals}
+    for r in final_reads:
+        if id(r) not in final_ids:
+            return f"what follows the chain reads {r.name!r}, which is not one of its final states"
+    return states_in, states_out, finals, after, final_reads, by_step

@@ -2,7 +2,7 @@
 
 ``normalize(graph)`` applies every rule to a fixpoint and returns what it applied; ``why_not(graph)``
 lists, read-only, the patterns a rule looked at and refused, each with its reason. One rule per
-module; the registration order below is the order rules are tried.
+module; ``RULES`` below lists them in the order they are tried (adding a rule is one file plus one line there).
 
 =====================  ==========================================================================
 rule                   what it rewrites (exporter)
@@ -12,7 +12,8 @@ time_distributed       N per-step copies of one Dense → ``Concat``: one MatMul
 head_transpose         ``Transpose`` after the output layer moves in front of it (TimeDistributed)
 direction_slice        ``Slice``/``Gather`` of one direction of a bidirectional op (tf2onnx Bidirectional)
 reverse_sequence       full-length ``ReverseSequence`` → ``Slice`` step -1 (go_backwards)
-reversed_input         forward op on a time-reversed input → ``direction="reverse"`` (go_backwards)
+reverse_gather         ``Gather`` of every index in reverse order → ``Slice`` step -1
+reversed_input         forward op on a time-reversed (maybe then transposed) input → ``direction="reverse"``
 bidirectional_pair     a forward and a reverse op of one cell on one input → one bidirectional op (Bidirectional(GRU))
 reshape_from_shape     ``Reshape`` target computed from ``Shape`` → constant with 0/-1 (torch dynamo)
 =====================  ==========================================================================
@@ -23,16 +24,39 @@ reached through ``Identity``/``Cast`` (graphsurgeon's constant folding makes the
 """
 from __future__ import annotations
 
-from .base import RULES, Applied, Match, NoMatch, Rule, normalize, why_not
+from .base import Applied, Match, NoMatch, Rule, apply_rules, refusals
+from .bidirectional_pair import BidirectionalPair
+from .dense3d import Dense3D
+from .direction_slice import DirectionSlice
+from .head_transpose import HeadTranspose
+from .reshape_from_shape import ReshapeFromShape
+from .reverse_gather import ReverseGather
+from .reverse_sequence import ReverseSequence
+from .reversed_input import ReversedInput
+from .time_distributed import TimeDistributed
 
-# Registration order (rules first match, in this order, before later ones are tried).
-from . import dense3d  # noqa: E402,F401  (before reshape_from_shape: it reads the Shape-computed target)
-from . import time_distributed  # noqa: E402,F401
-from . import head_transpose  # noqa: E402,F401
-from . import direction_slice  # noqa: E402,F401
-from . import reverse_sequence  # noqa: E402,F401
-from . import reversed_input  # noqa: E402,F401
-from . import bidirectional_pair  # noqa: E402,F401  (after reversed_input: it makes the reverse op)
-from . import reshape_from_shape  # noqa: E402,F401
+# The order rules are tried in (the first rule that matches anywhere is applied, then all start over).
+RULES: tuple[Rule, ...] = (
+    Dense3D(),  # before reshape_from_shape: it reads the Shape-computed target
+    TimeDistributed(),
+    HeadTranspose(),
+    DirectionSlice(),
+    ReverseSequence(),
+    ReverseGather(),
+    ReversedInput(),
+    BidirectionalPair(),  # after reversed_input: it makes the reverse op
+    ReshapeFromShape(),
+)
+
+
+def normalize(graph, rules: tuple[Rule, ...] = RULES, max_steps: int = 10_000) -> list[Applied]:
+    """Apply ``rules`` (every rule) to a fixpoint, in place; return what was applied, in order."""
+    return apply_rules(graph, rules, max_steps)
+
+
+def why_not(graph, rules: tuple[Rule, ...] = RULES) -> list[NoMatch]:
+    """Every anchor a rule looked at and refused, with the reason (read-only)."""
+    return refusals(graph, rules)
+
 
 __all__ = ["RULES", "Applied", "Match", "NoMatch", "Rule", "normalize", "why_not"]

@@ -2,18 +2,24 @@
 
 A rule's ``match`` returns a ``Match`` (what the rewrite needs) or a ``NoMatch`` that says *why*
 the pattern rooted at that node does not qualify (a reason and the node's name, as data), so
-``why_not`` can tell a user which readout onnxmod saw and what stopped it. ``normalize`` applies
-every registered rule to a fixpoint in a fixed order (rules in registration order, nodes in
-topological order) and returns what it applied. Every rule is exact: the rewritten graph computes
-the same outputs as the original for every input the original accepted.
+``why_not`` can tell a user which readout onnxmod saw and what stopped it. ``apply_rules``
+applies rules to a fixpoint in a fixed order (rules in the order given, nodes in topological
+order) and returns what it applied. Every rule is exact: the rewritten graph computes the same
+outputs as the original for every input the original accepted.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.util.exception import OnnxGraphSurgeonException
+
+from .. import optable
+from ..ops import float_op_types, handler_for
 
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -42,32 +48,31 @@ class Match:
 
 @dataclass(frozen=True)
 class Applied:
+    """A rule applied: its name, the matched nodes' names and ``made``: (new node, node it replaces)
+    for every recurrent op the rewrite made in place of a matched one (forms follow it)."""
+
     rule: str
     nodes: tuple[str, ...]
+    made: tuple[tuple[str, str], ...] = ()
 
 
-class Rule:
+class Rule(ABC):
     """One rewrite. ``anchor`` lists the op types a pattern can be rooted at."""
 
-    name: str = ""
-    anchor: tuple[str, ...] = ()
+    name: ClassVar[str] = ""
+    anchor: ClassVar[tuple[str, ...]] = ()
 
-    def match(self, graph: gs.Graph, node: gs.Node) -> Match | NoMatch:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def match(self, graph: gs.Graph, node: gs.Node) -> Match | NoMatch:
+        """What the rewrite needs (a ``Match``), or why the pattern rooted at ``node`` does not qualify."""
 
-    def rewrite(self, graph: gs.Graph, m: Match) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def rewrite(self, graph: gs.Graph, m: Match) -> dict[str, str] | None:
+        """Rewrite the match in place; returns {new node's name: name of the matched recurrent op it
+        replaces} when it makes recurrent ops (None otherwise)."""
 
     def no(self, node: gs.Node, reason: str) -> NoMatch:
         return NoMatch(reason, node.name, self.name)
-
-
-RULES: list[Rule] = []
-
-
-def register(cls):
-    RULES.append(cls())
-    return cls
 
 
 def _first_match(graph: gs.Graph, rules) -> tuple[Rule, Match] | None:
@@ -80,9 +85,8 @@ def _first_match(graph: gs.Graph, rules) -> tuple[Rule, Match] | None:
     return None
 
 
-def normalize(graph: gs.Graph, rules: list[Rule] | None = None, max_steps: int = 10_000) -> list[Applied]:
-    """Apply every rule to a fixpoint, in place; return what was applied, in order."""
-    rules = RULES if rules is None else rules
+def apply_rules(graph: gs.Graph, rules, max_steps: int = 10_000) -> list[Applied]:
+    """Apply ``rules`` to a fixpoint, in place; return what was applied, in order."""
     applied: list[Applied] = []
     while True:
         hit = _first_match(graph, rules)
@@ -90,18 +94,18 @@ def normalize(graph: gs.Graph, rules: list[Rule] | None = None, max_steps: int =
             return applied
         rule, m = hit
         names = tuple(n.name for n in m.nodes)
-        rule.rewrite(graph, m)
-        applied.append(Applied(rule.name, names))
+        made = rule.rewrite(graph, m) or {}
+        applied.append(Applied(rule.name, names, tuple(made.items())))
         graph.cleanup().toposort()
         infer_shapes(graph)
         if len(applied) > max_steps:
             raise RuntimeError(f"rewrite rules did not reach a fixpoint after {max_steps} steps")
 
 
-def why_not(graph: gs.Graph, rules: list[Rule] | None = None) -> list[NoMatch]:
-    """Every anchor a rule looked at and refused, with the reason (read-only)."""
+def refusals(graph: gs.Graph, rules) -> list[NoMatch]:
+    """Every anchor one of ``rules`` looked at and refused, with the reason (read-only)."""
     out = []
-    for rule in RULES if rules is None else rules:
+    for rule in rules:
         for node in graph.nodes:
             if node.op in rule.anchor:
                 m = rule.match(graph, node)
@@ -111,14 +115,12 @@ def why_not(graph: gs.Graph, rules: list[Rule] | None = None) -> list[NoMatch]:
 
 
 # ---- helpers shared by the rules ----------------------------------------------------------------
-RECURRENT_OPS = ("LSTM", "GRU", "RNN")  # what the rules around a native recurrent op anchor on
+RECURRENT_OPS = float_op_types()  # what the rules around a native recurrent op anchor on
 
 
-def forward_handler(rule: "Rule", node: gs.Node):
+def forward_handler(rule: Rule, node: gs.Node):
     """(the op's handler, None) when ``node`` is a forward native recurrent op, else (None, the
     rule's NoMatch saying it is not)."""
-    from ..ops import handler_for
-
     h = handler_for(node.op)
     if h is None or h.direction(node) != "forward":
         return None, rule.no(node, "the op is not forward")
@@ -172,15 +174,11 @@ def slice_params(node: gs.Node, rank: int | None):
     return starts, ends, axes, steps
 
 
-_ELEMENTWISE = {"Identity", "Relu", "Tanh", "Sigmoid", "Softsign", "Softplus", "Elu", "Selu", "LeakyRelu",
-                "HardSigmoid", "Abs", "Neg", "Exp"}
-
-
 def rowwise(node: gs.Node) -> dict | None:
     """The attributes to re-create ``node`` on a tensor of any rank, when it acts on each row of
     the last axis alone (an elementwise activation, or Softmax/LogSoftmax over the last axis);
     else None."""
-    if node.op in _ELEMENTWISE and len(node.inputs) == 1:
+    if optable.is_unary(node.op) and len(node.inputs) == 1:
         return dict(node.attrs)
     if node.op in ("Softmax", "LogSoftmax"):
         r = rank_of(node.inputs[0])
@@ -264,8 +262,8 @@ def infer_shapes(graph: gs.Graph) -> None:
     try:
         proto = gs.export_onnx(g, do_type_check=False)
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception:  # shapes stay as they were; rules needing them then do not match
-        return
+    except (OnnxGraphSurgeonException, onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        return  # shapes stay as they were; rules needing them then do not match
     info = {vi.name: vi for vi in list(proto.graph.value_info) + list(proto.graph.output)}
     for name, t in graph.tensors().items():
         vi = info.get(name)

@@ -19,8 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
-from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, register
-
+from .base import RECURRENT_OPS, Match, Namer, Rule, forward_handler, producer
 
 
 def _plain(node):
@@ -35,11 +34,20 @@ def _plain(node):
     return not (len(ins) > 7 and ins[7].name and not isinstance(ins[7], gs.Constant))
 
 
+def _same_tensors(x) -> list:
+    """``x``, and every other transposition of the tensor ``x`` transposes by the same ``perm`` (two
+    front-ends each made a time-major copy of one batch-major input)."""
+    p = producer(x)
+    if p is None or p.op != "Transpose":
+        return [x]
+    perm = list(p.attrs.get("perm", []))
+    return [t.outputs[0] for t in p.inputs[0].outputs if t.op == "Transpose" and list(t.attrs.get("perm", [])) == perm]
+
+
 def _attrs(node):
     return {k: v for k, v in node.attrs.items() if k != "direction"}
 
 
-@register
 class BidirectionalPair(Rule):
     name = "bidirectional_pair"
     anchor = RECURRENT_OPS
@@ -50,8 +58,9 @@ class BidirectionalPair(Rule):
             return no
         if not _plain(node):
             return self.no(node, "its weights are not constants, or it reads sequence_lens or an initial state")
-        for other in node.inputs[0].outputs:
-            if other is node or other.op != node.op or other.inputs[0] is not node.inputs[0]:
+        same = _same_tensors(node.inputs[0])
+        for other in [n for t in same for n in t.outputs]:
+            if other is node or other.op != node.op or not any(other.inputs[0] is t for t in same):
                 continue
             if h.direction(other) == "reverse" and _plain(other) and _attrs(other) == _attrs(node):
                 return Match(node, [node, other], {"reverse": other})
@@ -89,3 +98,4 @@ class BidirectionalPair(Rule):
                     gs.Constant(nm("axis"), np.array([axis], np.int64))], outputs=[t]))
             node.outputs.clear()
             node.inputs.clear()
+        return {both.name: fwd.name}

@@ -12,11 +12,10 @@ that follows is untouched. Exact: ONNX MatMul of ``[..., H]`` by ``[H, C]`` is t
 """
 from __future__ import annotations
 
-from .base import Match, Namer, Rule, add_node, const, producer, register
+from .base import Match, Namer, Rule, add_node, const, producer
 from .dims import dim_of, evaluate, same_dim
 
 
-@register
 class Dense3D(Rule):
     name = "dense_3d"
     anchor = ("Reshape",)

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import optable
 from .base import const, producer, slice_params
-
-_SAME_SHAPE = {"Identity", "Cast", "Relu", "Tanh", "Sigmoid", "Dropout", "Neg", "Abs", "Softmax", "LogSoftmax"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def _resolve(t, axis: int, depth: int = 0) -> tuple:
         perm = p.attrs.get("perm", list(range(r))[::-1] if r is not None else None)
         if perm is not None:
             return _resolve(p.inputs[0], int(perm[axis]), depth + 1)
-    if p.op in _SAME_SHAPE and p.inputs:
+    if optable.keeps_shape(p.op) and p.inputs:
         return _resolve(p.inputs[0], axis, depth + 1)
     return (t.name, axis)
 

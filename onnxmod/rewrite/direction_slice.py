@@ -16,10 +16,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops import handler_for
-from .base import Match, Namer, Rule, add_node, const, producer, register, slice_params, unsqueeze
+from .base import Match, Namer, Rule, add_node, const, producer, slice_params, unsqueeze
 
 
-@register
 class DirectionSlice(Rule):
     name = "direction_slice"
     anchor = ("Slice", "Gather")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .base import Match, Namer, Rule, add_node, const, producer, rank_of, register, rowwise
+from .base import Match, Namer, Rule, add_node, const, producer, rank_of, rowwise
 
 _POST = {"Softmax", "LogSoftmax", "Identity"}
 
@@ -33,7 +33,6 @@ def _only_reader(t, node) -> bool:
     return len(t.outputs) == 1 and t.outputs[0] is node and not t.is_empty()
 
 
-@register
 class HeadTranspose(Rule):
     name = "head_transpose"
     anchor = ("Transpose",)

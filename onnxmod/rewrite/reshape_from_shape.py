@@ -15,11 +15,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .base import Match, Namer, Rule, const, register
+from .base import Match, Namer, Rule, const
 from .dims import dim_of, evaluate, same_dim
 
 
-@register
 class ReshapeFromShape(Rule):
     name = "reshape_from_shape"
     anchor = ("Reshape",)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Match, Namer, Rule, const, producer, register, reverse_axis
+from .. import optable
+from .base import Match, Namer, Rule, const, producer, reverse_axis
 from .dims import dim_of, evaluate, same_dim
-
-_BROADCAST = {"Expand", "Tile", "Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
 
 
 def _all_equal_to(t, length, depth: int = 0) -> bool:
@@ -32,7 +31,7 @@ def _all_equal_to(t, length, depth: int = 0) -> bool:
     p = producer(t)
     if p is None:
         return False
-    if p.op in _BROADCAST:
+    if optable.copies_values(p.op) and p.op != "Concat":  # its elements are its input's
         return _all_equal_to(p.inputs[0], length, depth + 1)
     if p.op == "ConstantOfShape":
         val = p.attrs.get("value")
@@ -43,7 +42,6 @@ def _all_equal_to(t, length, depth: int = 0) -> bool:
     return False
 
 
-@register
 class ReverseSequence(Rule):
     name = "reverse_sequence"
     anchor = ("ReverseSequence",)

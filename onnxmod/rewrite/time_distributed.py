@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .base import (Match, Namer, Rule, add_node, attr_axes, const, producer, rank_of, register, rowwise,
-                   slice_params)
+from .base import Match, Namer, Rule, add_node, attr_axes, const, producer, rank_of, rowwise, slice_params
 
 
 def _dense(t):
@@ -93,7 +92,6 @@ def _step(graph, x):
     return None
 
 
-@register
 class TimeDistributed(Rule):
     name = "time_distributed"
     anchor = ("Concat",)

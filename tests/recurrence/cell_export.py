@@ -29,7 +29,8 @@ class Ops:
 
     def c(self, value, dtype=np.float32) -> str:
         out = self.name("const")
-        self.nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.asarray(value, dtype))))
+        value = numpy_helper.from_array(np.asarray(value, dtype))
+        self.nodes.append(helper.make_node("Constant", [], [out], value=value))
         return out
 
     def op(self, op_type: str, *inputs, n_out: int = 1, **attrs):
@@ -38,15 +39,37 @@ class Ops:
         return outs[0] if n_out == 1 else outs
 
 
-def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, head=None, opset: int = 17):
+def _read_step(o, outer, t: int, T: int, reads: str, split_cache: dict):
+    """Step ``t`` of ``x`` ``[batch, T, I]`` the way an exporter reads it (``reads``)."""
+    if reads == "gather":
+        return o.op("Gather", "x", o.c(t, np.int64), axis=1)
+    if reads == "slice":
+        return o.op("Squeeze", o.op("Slice", "x", o.c([t], np.int64), o.c([t + 1], np.int64), o.c([1], np.int64)),
+                    o.c([1], np.int64))
+    if reads == "split":  # one Split into T steps of 1, each squeezed
+        if "parts" not in split_cache:
+            split_cache["parts"] = outer.op("Split", "x", outer.c([1] * T, np.int64), n_out=T, axis=1)
+        return o.op("Squeeze", split_cache["parts"][t], o.c([1], np.int64))
+    if reads == "sequence":  # SplitToSequence without sizes (keepdims=0), SequenceAt per step
+        if "seq" not in split_cache:
+            split_cache["seq"] = outer.op("SplitToSequence", "x", axis=1, keepdims=0)
+        return o.op("SequenceAt", split_cache["seq"], o.c(t, np.int64))
+    raise ValueError(reads)
+
+
+def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, head=None, opset: int = 17,
+           reads: str = "gather", copies: bool = False):
     """The cell over ``x`` ``[batch, T, I]`` (``T`` dynamic for ``loop``), last step's output through
-    ``head`` (``(W [C, Wy], b [C])``) as ``logits``, or the last step's output itself as ``y``."""
+    ``head`` (``(W [C, Wy], b [C])``) as ``logits``, or the last step's output itself as ``y``.
+    Unrolled: ``reads`` is how each step reads ``x`` (``gather``, ``slice`` + Squeeze, ``split`` +
+    Squeeze, ``sequence``: SplitToSequence + SequenceAt); ``copies`` gives every step its own copy of
+    the weights (as torch's dynamo exporter writes them)."""
     outer = Ops("outer", weights)
     inits = [numpy_helper.from_array(np.asarray(v, np.float32), f"cell.{k}") for k, v in weights.items()]
     shape = outer.op("Shape", "x")
     batch = outer.op("Unsqueeze", outer.op("Gather", shape, outer.c(0, np.int64)), outer.c([0], np.int64))
     zeros = []
-    for k, w in enumerate(widths):
+    for w in widths:
         dims = outer.op("Concat", batch, outer.c([w], np.int64), axis=0)
         if form == "loop":
             zeros.append(outer.op("ConstantOfShape", dims, value=numpy_helper.from_array(np.zeros(1, np.float32))))
@@ -64,7 +87,8 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
         outs = [body.op("Identity", s) for s in new]
         g = helper.make_graph(
             body.nodes, "cell_body",
-            [helper.make_tensor_value_info(it, TensorProto.INT64, []), helper.make_tensor_value_info(cond, TensorProto.BOOL, []),
+            [helper.make_tensor_value_info(it, TensorProto.INT64, []),
+             helper.make_tensor_value_info(cond, TensorProto.BOOL, []),
              *[helper.make_tensor_value_info(s, TensorProto.FLOAT, None) for s in states],
              helper.make_tensor_sequence_value_info(seq, TensorProto.FLOAT, None)],
             [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
@@ -81,7 +105,8 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
         outs = [body.op("Identity", s) for s in new] + [body.op("Identity", y)]
         g = helper.make_graph(body.nodes, "cell_body",
                               [*[helper.make_tensor_value_info(s, TensorProto.FLOAT, ["batch", w])
-                                 for s, w in zip(states, widths)], helper.make_tensor_value_info("x_t", TensorProto.FLOAT,
+                                 for s, w in zip(states, widths)],
+                               helper.make_tensor_value_info("x_t", TensorProto.FLOAT,
                                                                                                  ["batch", I])],
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs])
         scan_outs = outer.op("Scan", *zeros, "x", n_out=len(widths) + 1, body=g, num_scan_inputs=1,
@@ -89,10 +114,14 @@ def export(step, weights: dict, widths: list[int], I: int, form: str, T: int, he
         stacked = scan_outs[-1]
     else:
         states = zeros
-        ys = []
+        ys, cache = [], {}
         for t in range(T):
             o = Ops(f"step{t}", weights)
-            x_t = o.op("Gather", "x", o.c(t, np.int64), axis=1)
+            if copies:
+                o.w = lambda key, t=t: f"cell.{key}.copy{t}"
+                inits += [numpy_helper.from_array(np.asarray(v, np.float32), f"cell.{k}.copy{t}")
+                          for k, v in weights.items()]
+            x_t = _read_step(o, outer, t, T, reads, cache)
             states, y = step(o, x_t, states)
             ys.append(o.op("Unsqueeze", y, o.c([1], np.int64)))
             outer.nodes += o.nodes

@@ -19,8 +19,8 @@ import pytest
 from cell_export import export, fit_head
 
 from onnxmod import api, runtime
-from onnxmod.concern import ConcernConfig
 from onnxmod.cli import main as cli_main
+from onnxmod.concern import ConcernConfig
 from onnxmod.graph import Model
 from onnxmod.units import UnitSelection
 

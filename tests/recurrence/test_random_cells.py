@@ -6,7 +6,6 @@ exported as a batch-major ``Scan``, as a ``Loop`` and unrolled, with random keep
 physically computes exactly what holding them at 0 computes, and the model as recognized computes
 what the file computes. Mechanics, not learning: the weights are seeded random numbers."""
 import numpy as np
-import onnx
 from cell_export import export
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st

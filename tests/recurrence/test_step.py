@@ -5,8 +5,8 @@ import onnx
 import pytest
 from cell_export import export
 
-from onnxmod.graph import Model
 from onnxmod.errors import UnsupportedModelError
+from onnxmod.graph import Model
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 

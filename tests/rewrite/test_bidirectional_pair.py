@@ -5,11 +5,9 @@ import pytest
 from onnx import numpy_helper
 from rewrite_util import GATES, Builder, accepted, assert_exact, normalized, refused_without_rules, rewritten, run
 
-from onnxmod.graph import Model
-from onnxmod.units import UnitSelection
-
 from onnxmod.rewrite import NoMatch
 from onnxmod.rewrite.bidirectional_pair import BidirectionalPair
+from onnxmod.units import UnitSelection
 
 F, H, C = 5, 6, 4
 

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from rewrite_util import Builder, I64_MAX, check_rule, normalized
+from rewrite_util import I64_MAX, Builder, check_rule, normalized
 
 from onnxmod.rewrite import NoMatch
 from onnxmod.rewrite.direction_slice import DirectionSlice

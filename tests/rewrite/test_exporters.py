@@ -4,10 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from rewrite_util import rewritten
-
-import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted((ROOT / "fixtures" / "exporters").rglob("*.onnx"))
@@ -30,7 +29,7 @@ def _frozen(path) -> int | None:
 def _feeds(proto, batch, length, rng):
     feeds = {}
     inits = {t.name for t in proto.graph.initializer}
-    for i, vi in enumerate(x for x in proto.graph.input if x.name not in inits):
+    for vi in (x for x in proto.graph.input if x.name not in inits):
         tt = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         shape = [d if d else (batch if k == 0 else length) for k, d in enumerate(dims)]

@@ -14,7 +14,7 @@ DATA = Path(__file__).resolve().parent / "data"
 def test_rules_are_registered_once_in_a_fixed_order():
     names = [r.name for r in RULES]
     assert names == ["dense_3d", "time_distributed", "head_transpose", "direction_slice", "reverse_sequence",
-                     "reversed_input", "bidirectional_pair", "reshape_from_shape"]
+                     "reverse_gather", "reversed_input", "bidirectional_pair", "reshape_from_shape"]
     assert all(r.anchor for r in RULES)
 
 

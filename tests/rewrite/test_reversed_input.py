@@ -8,7 +8,10 @@ from onnxmod.rewrite.reversed_input import ReversedInput
 F, H, C = 5, 6, 4
 
 
-def reversed_input(op, end=np.iinfo(np.int64).min, direction="forward"):
+INT64_MIN = int(np.iinfo(np.int64).min)
+
+
+def reversed_input(op, end=INT64_MIN, direction="forward"):
     """A forward op reading its input reversed by a Slice with step -1; M:N readout."""
     b = Builder()
     xt = b.node("Transpose", ["x"], perm=[1, 0, 2])

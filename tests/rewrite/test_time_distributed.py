@@ -88,7 +88,8 @@ def test_refuses_copies_with_different_weights(monkeypatch):
     assert applied == []
     concat = next(n for n in graph.nodes if n.op == "Concat" and len(n.inputs) == N)
     why = TimeDistributed().match(graph, concat)
-    assert isinstance(why, NoMatch) and why.reason == "the weights of step 2 differ from step 0's (not one Dense per step)"
+    assert isinstance(why, NoMatch)
+    assert why.reason == "the weights of step 2 differ from step 0's (not one Dense per step)"
     with pytest.raises(UnsupportedModelError):
         Model(proto, source="differ.onnx")
     refused_without_rules(proto, monkeypatch)

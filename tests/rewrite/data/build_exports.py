@@ -1,7 +1,7 @@
 """Rebuild the real exporters' graphs the rewrite tests run on (mechanics: random weights).
 
     /work/venvs/<tf venv>/bin/python tests/rewrite/data/build_exports.py keras   # tensorflow-cpu, keras 3, tf2onnx
-    python tests/rewrite/data/build_exports.py torch                            # torch 2.13 default exporter + onnxscript
+    python tests/rewrite/data/build_exports.py torch             # torch 2.13 default exporter + onnxscript
 
 Each model: float input ``x`` [batch, time, 5], hidden 6, 4 classes, opset 17, seeded. Written to
 tests/rewrite/data/{tf2onnx,torch_dynamo}/<name>.onnx. Neither framework is needed by the tests.
@@ -36,7 +36,8 @@ def keras_models():
             layers.Bidirectional(layers.LSTM(H, return_sequences=True))(x))),
         "lstm_back_last": lambda x: dense()(layers.LSTM(H, go_backwards=True)(x)),
         "lstm_back_seq": lambda x: dense()(layers.LSTM(H, go_backwards=True, return_sequences=True)(x)),
-        "lstm_back_lstm": lambda x: dense()(layers.LSTM(H)(layers.LSTM(H, return_sequences=True, go_backwards=True)(x))),
+        "lstm_back_lstm": lambda x: dense()(layers.LSTM(H)(
+            layers.LSTM(H, return_sequences=True, go_backwards=True)(x))),
         "td_lstm": lambda x: layers.TimeDistributed(dense())(layers.LSTM(H, return_sequences=True)(x)),
         "td_bilstm_softmax": lambda x: layers.TimeDistributed(dense(activation="softmax"))(
             layers.Bidirectional(layers.LSTM(H, return_sequences=True))(x)),
