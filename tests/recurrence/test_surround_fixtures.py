@@ -70,6 +70,9 @@ def _recognized(path):
     out = gs.export_onnx(graph)
     del out.opset_import[:]
     out.opset_import.extend(proto.opset_import)
+    for o in out.opset_import:  # preparation converts an opset before 13 to 13
+        if o.domain in ("", "ai.onnx"):
+            o.version = max(o.version, graph.opset)
     out.ir_version = proto.ir_version
     return proto, out, found
 
