@@ -49,21 +49,10 @@ def decide(choice: str, module_bytes: int, model_bytes: int, count: int, out) ->
 
 
 def parameter_count(proto) -> int:
-    """Floating-point parameters of a ModelProto, read from its initializers' dims (and those of
-    its subgraphs) without copying any weight: what ``graph.count_parameters_proto`` counts through
-    onnx-graphsurgeon, which copies every weight (a 1 GB composition: 1 GB more)."""
-    floating = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    """Parameters of a ModelProto, counted without copying any weight (``graph.count_parameters_proto``)."""
+    from .graph import count_parameters_proto
 
-    def graph(g) -> int:
-        total = sum(int(np.prod(t.dims, dtype=np.int64)) for t in g.initializer if t.data_type in floating)
-        for n in g.node:
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    total += graph(a.g)
-                for sub in a.graphs:
-                    total += graph(sub)
-        return total
-    return graph(proto.graph)
+    return count_parameters_proto(proto)
 
 
 class StoredModule:
