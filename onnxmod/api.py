@@ -20,6 +20,7 @@ from . import evaluate as ev
 from . import progress as _progress
 from . import runtime
 from . import report as rep
+from . import search
 from .ablation import concern_by_effect, unit_effects
 from .compose import compose as compose_protos
 from .compose import module_info
@@ -431,11 +432,6 @@ def _knobs(ladders, state) -> dict:
                     (ladder[i] for ladder, i in zip(ladders, state))))
 
 
-def _warn_cap0(why: str) -> None:
-    warnings.warn(f"the guard backed off to removal cap 0 ({why} at every larger cap): modules are the whole "
-                  f"model (Jaccard 1.000); --no-guard or a larger --guard removes units anyway")
-
-
 @_progress.labelled("guard")
 def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=None):
     """The reference removal cap, backed off (cap, cap/2, 0) while the validation accuracy of the
@@ -452,8 +448,6 @@ def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=No
         trail.append({"cap": cap, "heldout_accuracy": acc, "accepted": bool(base - acc <= config.guard / 100)})
         if ok:
             break
-    if cap == 0.0 and config.removal_cap > 0:
-        _warn_cap0(f"the composition lost more than {config.guard} points of validation accuracy")
     return concerns, modules, composed, {"kind": "guard", "tolerance_points": config.guard, "cap": cap,
                                          "heldout_rows": int(len(y_val)), "heldout_model_accuracy": base,
                                          "trail": trail}
@@ -542,11 +536,12 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
         size["max_loss_points"] = max_loss
         _, reference = _build(model, [s.concern(config) for s in scores], vocab, digest, config.unrolled, means)
         size["reference_cap_params"] = count_parameters_proto(reference)
-        if count_parameters_proto(composed) > size["reference_cap_params"]:
+        if count_parameters_proto(composed) > size["reference_cap_params"] and not search.removes_nothing(concerns):
             warnings.warn(f"--max-loss {max_loss}: the composition ({count_parameters_proto(composed):,} parameters) "
                           f"is bigger than the default removal cap's ({size['reference_cap_params']:,}): the search "
                           f"starts from modules that keep every unit and removes only what the validation split "
                           f"certifies within {max_loss} points")
+    nothing = search.warn_if_nothing_removed(model, concerns, config.removal_cap, size)
     reason = why_not_fusable(model, concerns, compensated=means is not None)
     fused = None if reason else fuse(model, concerns, vocab, digest)
     t_build = time.perf_counter()
@@ -555,7 +550,8 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
     report.update({"model": str(model_path), "data": str(data_path), "mode": mode, "seed": seed, "monitor": monitor,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped, "size_search": size, "recurrence_forms": info["forms"],
-                   "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
+                   "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason},
+                   **({"nothing_removed": nothing} if nothing else {})})
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
                          "total": time.perf_counter() - t_start}
@@ -590,12 +586,11 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
         trail.append({"cap": cap, "heldout_bleu": got, "accepted": bool(ok)})
         if ok:
             break
-    if val is not None and cap == 0.0 and config.removal_cap > 0:
-        _warn_cap0(f"the composition lost more than {config.guard} mean BLEU on the validation pairs")
     if val is not None:
         guard = {"kind": "guard", "metric": "mean BLEU over languages", "tolerance_points": config.guard,
                  "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
                  "heldout_split": "seeded pairs of the training split, kept out of tracing"}
+    nothing = search.warn_if_nothing_removed(model, concerns, config.removal_cap, guard)
     t_build = time.perf_counter()
     mono_bleu = encdec.bleu(model.runnable, data) if evaluate else {}
     comp_bleu = encdec.bleu(composed, data) if evaluate else {}
@@ -624,7 +619,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
               "delta_bleu": {k: comp_bleu[k] - mono_bleu[k] for k in mono_bleu},
               "num_classes": len(data.languages), "model_params": model_params,
               "composed_params": count_parameters_proto(composed), "modules": entries, "skipped": [],
-              "traced_rows": None, "size_search": guard}
+              "traced_rows": None, "size_search": guard, **({"nothing_removed": nothing} if nothing else {})}
     report["timings"] = {"identify": t_id - t_start, "build": t_build - t_id,
                          "evaluate": time.perf_counter() - t_build, "total": time.perf_counter() - t_start}
     _write(out, force, concerns, modules, composed, report)

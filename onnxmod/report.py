@@ -81,7 +81,16 @@ def caption(report: dict) -> str:
 
 
 def guard_sentences(report: dict) -> list[str]:
-    """What the guard or the size search decided, and why, in words."""
+    """What the guard or the size search decided, and why, in words; and, when the decomposition
+    removed nothing, why (``nothing_removed``)."""
+    out = _decision_sentences(report)
+    why = report.get("nothing_removed")
+    if why and not any("whole model" in w for w in out):
+        out.append(f"Nothing was removed: {why[0].upper()}{why[1:]}.")
+    return out
+
+
+def _decision_sentences(report: dict) -> list[str]:
     s = report.get("size_search")
     if not s:
         g = (report.get("config") or {}).get("guard")

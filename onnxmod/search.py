@@ -1,0 +1,75 @@
+"""What the guard and the size search decided, checked and said: a decomposition that removes
+nothing (for whatever reason), and each class's own loss (the size search bounds it, every report
+flags a class whose test loss lies far beyond the bound).
+
+A composition can look fine overall while one class collapses: on Brown POS ``lstm1`` at
+``--max-loss 1.0`` the overall loss was 1.03 points while ``PRT`` lost 15.9. And a decomposition
+can silently remove nothing: a removal cap below one unit of every layer, a guard that backed off,
+scores that mark no unit. Both are said here, once, in one ``onnxmod: warning:`` line each.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+FLAG_Z = 2.0  # a class is flagged when its test loss exceeds the bound by more than this many standard errors
+
+
+# --------------------------------------------------------------------------------------------
+# a decomposition that removes nothing
+# --------------------------------------------------------------------------------------------
+def removes_nothing(concerns) -> bool:
+    """Every concern keeps every unit (at every step), every embedding row and every feature: each
+    module computes what the model computes."""
+    return all(bool(np.all(k)) for c in concerns for k in c.keep.values()) and all(
+        (c.vocabulary is None or bool(np.all(c.vocabulary))) and c.embedding_rank is None for c in concerns)
+
+
+def _layers(model, concerns) -> list[tuple[str, int]]:
+    """(layer name, units) of every recurrent layer."""
+    return [(op.name, int(concerns[0].keep[op.index].shape[-1])) for op in model.recurrent]
+
+
+def why_nothing_removed(model, concerns, removal_cap: float, size: dict | None) -> str:
+    """Why no module lost a unit, in words: the guard backed off to cap 0, the cap (as chosen) is
+    below one unit of every layer, no unit's concern scores mark it, or the size search certified
+    nothing."""
+    whole = "modules are the whole model (Jaccard 1.000)"
+    size = size or {}
+    if size.get("kind") == "size search":
+        return (f"the size search certified no removal within --max-loss {size.get('max_loss_points')} points on "
+                f"the validation split: {whole}; a larger --max-loss, or the default removal cap without it, "
+                f"removes units")
+    cap = size["cap"] if size.get("kind") == "guard" else removal_cap
+    if size.get("kind") == "guard" and cap == 0 and removal_cap > 0:
+        what = ("mean BLEU on the validation pairs" if "heldout_model_bleu" in size
+                else "points of validation accuracy")
+        return (f"the guard backed off to removal cap 0 (the composition lost more than {size['tolerance_points']} "
+                f"{what} at every larger cap): {whole}; --no-guard or a larger --guard removes units anyway")
+    guarded = size.get("kind") == "guard" and cap < removal_cap
+    cap_is = (f"the guard backed off to removal cap {cap:g}, which is" if guarded else f"removal cap {cap:g} is")
+    hint = "a larger --guard or --no-guard removes units" if guarded else "a larger --removal-cap removes units"
+    layers = _layers(model, concerns)
+    below = [(name, u) for name, u in layers if math.floor(cap * u) == 0]
+    if cap == 0:
+        return f"removal cap 0 removes no unit: {whole}"
+    if len(below) == len(layers):
+        name, u = max(layers, key=lambda lu: lu[1])
+        return (f"{cap_is} below one unit of every layer (largest: {name!r} with {u} units, floor({cap:g} × {u}) "
+                f"= 0): {whole}; {hint}")
+    rounded = f"; it is below one unit of {', '.join(repr(n) for n, _ in below)}" if below else ""
+    at = f"at the removal cap the guard backed off to ({cap:g})" if guarded else f"at removal cap {cap:g}"
+    return (f"no class's concern scores mark any unit for removal {at}{rounded}: no unit is used more by the "
+            f"other classes than by its own; {whole}")
+
+
+def warn_if_nothing_removed(model, concerns, removal_cap: float, size: dict | None) -> str | None:
+    """One ``onnxmod: warning:`` line when the decomposition removes nothing; returns the reason
+    (for the report) or None."""
+    if not concerns or not removes_nothing(concerns):
+        return None
+    why = why_nothing_removed(model, concerns, removal_cap, size)
+    warnings.warn(why, stacklevel=2)
+    return why
