@@ -568,7 +568,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
         raise UsageError(f"{model_path}: unrolled mode is not supported for encoder-decoder models yet "
                          f"(the decoder's per-step state would need the encoder's bridge at every step); use rolled")
     data = encdec.load_translation_data(data_path, model)
-    fit, val = encdec.holdout(data, seed) if config.guard is not None else (data, None)
+    fit, val, split = encdec.holdout(data, seed) if config.guard is not None else (data, None, None)
     scores = encdec.score_languages(model, fit, config, threads)
     t_id = time.perf_counter()
     digest = model_digest(model.original)
@@ -589,7 +589,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     if val is not None:
         guard = {"kind": "guard", "metric": "mean BLEU over languages", "tolerance_points": config.guard,
                  "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
-                 "heldout_split": "seeded pairs of the training split, kept out of tracing"}
+                 "heldout_split": split}
     nothing = search.warn_if_nothing_removed(model, concerns, config.removal_cap, guard)
     t_build = time.perf_counter()
     mono_bleu = encdec.bleu(model.runnable, data) if evaluate else {}
