@@ -906,6 +906,8 @@ def nested_edit(rng, proto: onnx.ModelProto) -> str:
         entry = mods[int(rng.integers(len(mods)))]
     except (KeyError, ValueError, TypeError, IndexError):
         return "no nested metadata"
+    if not isinstance(entry, dict):  # damaged by an earlier edit
+        return "no nested metadata"
     key = _pick(rng, list(entry) + META_KEYS)
     how = rng.random()
     if how < 0.15:
@@ -1069,7 +1071,7 @@ def json_edit(rng, text: bytes) -> tuple[str, bytes]:
 
     how = rng.random()
     if how < 0.1:
-        return "truncated", text[: int(rng.integers(len(text)))]
+        return "truncated", text[: int(rng.integers(len(text) + 1))]
     if how < 0.15:
         return "random bytes", rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
     if how < 0.2:
@@ -1152,7 +1154,7 @@ def gen_zoo(rng, zoo: Zoo):
         files, edits = dict(zoo.files), []
         for _ in range(int(_pick(rng, [1, 1, 2]))):
             if rng.random() < 0.5:
-                what, files["index.json"] = json_edit(rng, files["index.json"])
+                what, files["index.json"] = json_edit(rng, files.get("index.json", b""))
                 edits.append(f"index.json {what}")
             else:
                 valid = {"fingerprints": rng.normal(size=(len(json_files(files)), 8)).astype(np.float32),
