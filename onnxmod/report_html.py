@@ -233,7 +233,7 @@ def decomposition(report: dict) -> str:
         body.append(f'<p class="note">{NO_PLOTS}</p>')
     words = rep.guard_sentences(report)
     if words:
-        cls = "warn" if any("whole model" in w or "bigger" in w for w in words) else "note"
+        cls = "warn" if any(k in w for w in words for k in ("whole model", "bigger", "Beyond the bound")) else "note"
         title = "What the size search decided" if s_kind(report) == "size search" else "What the guard decided"
         body += [f"<h2>{title}</h2>"] + [f'<p class="{cls}">{_e(w)}</p>' for w in words]
     head, rows, last = rep.per_class_rows(report)

@@ -73,3 +73,62 @@ def warn_if_nothing_removed(model, concerns, removal_cap: float, size: dict | No
     why = why_nothing_removed(model, concerns, removal_cap, size)
     warnings.warn(why, stacklevel=2)
     return why
+
+
+# --------------------------------------------------------------------------------------------
+# each class's own loss
+# --------------------------------------------------------------------------------------------
+def class_losses(label: np.ndarray, reference: np.ndarray, y: np.ndarray, rows: np.ndarray,
+                 classes) -> dict[int, tuple[float, float, int]]:
+    """Per class c of ``classes``: (the recall c loses against ``reference``, its standard error,
+    the labelled answers of class c in ``rows``) — answers of class c turned wrong minus answers
+    turned right, over n_c. As for the overall bound (``api._loss_bound``), answers within one
+    sequence are not independent: the error is sqrt(sum over sequences of (lost - won)^2) / n_c.
+    Classes with no answer in ``rows`` are left out."""
+    was, now = (reference == y) & rows, (label == y) & rows
+    d = ((was & ~now).astype(np.int64) - (~was & now)).reshape(y.shape[0], -1)
+    yy, rr = y.reshape(y.shape[0], -1), rows.reshape(y.shape[0], -1)
+    out = {}
+    for c in classes:
+        mine = (yy == c) & rr
+        n = int(mine.sum())
+        if n == 0:
+            continue
+        per_sequence = np.where(mine, d, 0).sum(axis=1)
+        out[int(c)] = (float(per_sequence.sum()) / n, math.sqrt(float((per_sequence ** 2).sum())) / n, n)
+    return out
+
+
+def class_over_bound(label, reference, y, rows, classes, tolerance: float, z: float) -> tuple | None:
+    """The class whose recall loss exceeds ``tolerance`` by more than ``z`` of its own standard
+    errors, by the widest margin: (class, loss, standard error), or None when every class holds.
+    The size search's per-class bound: a small class is judged within its own (larger) error, so
+    noise on a few dozen answers does not close every knob, while a collapse (Brown POS ``PRT``:
+    15.9 points) is refused."""
+    worst, margin = None, 0.0
+    for c, (loss, se, _) in class_losses(label, reference, y, rows, classes).items():
+        over = loss - z * se - tolerance
+        if over > margin:
+            worst, margin = (c, loss, se), over
+    return worst
+
+
+def flag_classes(report: dict, tolerance_points: float | None, bound: str) -> list[dict]:
+    """Classes whose test δ (composed minus model recall, ``delta``) lies far below
+    ``-tolerance_points``: beyond ``FLAG_Z`` of their own standard errors (``delta_se``, the
+    paired error of ``class_losses``). Stored in the report as ``flagged_classes`` and named, each,
+    in one ``onnxmod: warning:`` line; ``bound`` says whose tolerance it is (e.g. ``--max-loss 1.0``)."""
+    if tolerance_points is None:
+        return []
+    tol = tolerance_points / 100
+    flagged = [{"class": m["class"], "name": m["name"], "delta": m["delta"], "standard_error": m["delta_se"]}
+               for m in report["modules"] if m.get("delta") is not None and m.get("delta_se") is not None
+               and -m["delta"] - FLAG_Z * m["delta_se"] > tol]
+    report["flagged_classes"] = flagged
+    if flagged:
+        shown = ", ".join(f"{f['name']!r} {100 * f['delta']:+.2f} (± {100 * f['standard_error']:.2f})" for f in flagged)
+        many = len(flagged) > 1
+        warnings.warn(f"{len(flagged)} class{'es' if many else ''} lost far more on the test split than {bound} allows "
+                      f"(δ more than {FLAG_Z:g} standard errors below -{tolerance_points:g} points): {shown}",
+                      stacklevel=2)
+    return flagged

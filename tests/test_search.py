@@ -73,3 +73,57 @@ def test_reasons_in_words():
     assert why.startswith("the guard backed off to removal cap 0 (") and "accuracy" in why, why
     why = search.why_nothing_removed(model, kept, 0.05, {"kind": "size search", "max_loss_points": 0.2})
     assert "certified no removal within --max-loss 0.2" in why, why
+
+
+def test_class_losses_count_answers_turned_wrong_and_their_error_over_sequences():
+    y = np.array([[0, 0, 1, -1], [0, 1, 1, 1]])
+    ref = np.array([[0, 0, 1, 2], [0, 1, 1, 1]])  # every labelled answer right
+    lab = np.array([[1, 1, 1, 0], [0, 1, 0, 1]])  # class 0 loses two answers in sequence 0; class 1 one in seq 1
+    got = search.class_losses(lab, ref, y, y >= 0, [0, 1, 2])
+    assert set(got) == {0, 1}  # class 2 has no labelled answer
+    loss, se, n = got[0]
+    assert n == 3 and loss == 2 / 3 and abs(se - 2 / 3) < 1e-12  # both losses in one sequence: sqrt(2^2) / 3
+    loss, se, n = got[1]
+    assert n == 4 and loss == 1 / 4 and abs(se - 1 / 4) < 1e-12
+    assert search.class_over_bound(lab, ref, y, y >= 0, [0, 1], tolerance=0.1, z=0.0)[0] == 0  # the widest margin
+    assert search.class_over_bound(lab, ref, y, y >= 0, [0, 1], tolerance=0.1, z=1.0) is None  # within its error
+    assert search.class_over_bound(ref, ref, y, y >= 0, [0, 1], tolerance=0.0, z=0.0) is None
+
+
+def test_flags_name_classes_far_below_the_bound():
+    import warnings
+
+    report = {"modules": [{"class": 0, "name": "a", "delta": -0.003, "delta_se": 0.002},
+                          {"class": 1, "name": "b", "delta": -0.08, "delta_se": 0.02},
+                          {"class": 2, "name": "c", "delta": -0.08, "delta_se": 0.04},
+                          {"class": 3, "name": "d", "delta": None, "delta_se": None}]}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        flagged = search.flag_classes(report, 1.0, "--max-loss 1.0")
+    assert [f["name"] for f in flagged] == ["b"] == [f["name"] for f in report["flagged_classes"]]
+    assert len(w) == 1 and "'b' -8.00 (± 2.00)" in str(w[0].message) and "--max-loss 1.0" in str(w[0].message)
+    assert search.flag_classes({"modules": report["modules"]}, None, "no bound") == []
+
+
+def test_max_loss_bounds_each_class_on_brown_pos(tmp_path):
+    """Issue 22's acceptance: `decompose fixtures/brown_pos/lstm1.onnx --mode rolled --max-loss 1.0`
+    lost 1.03 points overall while PRT lost 15.91, NUM 5.45 and X 5.21, and nothing said so. Now the
+    search bounds each class's recall too, and every class still below -5.0 on test is named in a
+    warning (and in the report)."""
+    import json
+
+    res = _cli("decompose", fixture_path("brown_pos", "lstm1.onnx"), "--data", fixture_path("brown_pos", "data.npz"),
+               "--mode", "rolled", "--max-loss", "1.0", "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    r = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert r["delta"] >= -0.010, r["delta"]
+    lines = _warnings(res.stderr)
+    low = [m["name"] for m in r["modules"] if m["delta"] < -0.05]
+    for name in low:
+        assert any(f"'{name}'" in ln and "far more" in ln for ln in lines), (name, lines)
+    assert {f["name"] for f in r["flagged_classes"]} >= set(low)
+    prt = next(m for m in r["modules"] if m["name"] == "PRT")
+    assert prt["delta"] > -0.05, prt  # the class that collapsed is bounded now
+    assert any(t.get("class_over_bound") for t in r["size_search"]["trail"])  # the per-class bound refused steps
+    if low:
+        assert "Beyond the bound" in (tmp_path / "out" / "report.md").read_text()
