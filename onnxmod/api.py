@@ -684,9 +684,14 @@ def _kept_units(model: Model, c) -> dict:
 
 
 def _unit_counts(model: Model, c) -> dict:
-    """What the reports draw: every layer's unit count and, unrolled, the units kept at each step."""
+    """What the reports draw: every layer's unit count; which units the class drops (ids, per
+    layer: the units × classes map) and, unrolled, at how many steps it drops each of them and the
+    units kept at each step."""
     out = {"units": {op.name: int(c.keep[op.index].shape[-1]) for op in model.recurrent}}
+    dropped = {op.name: (~np.atleast_2d(c.keep[op.index])).sum(axis=0) for op in model.recurrent}
+    out["dropped_units"] = {name: [int(u) for u in np.flatnonzero(d)] for name, d in dropped.items()}
     if any(c.keep[op.index].ndim == 2 for op in model.recurrent):
+        out["dropped_unit_steps"] = {name: [int(v) for v in d[d > 0]] for name, d in dropped.items()}
         out["kept_units_per_step"] = {op.name: [int(v) for v in np.atleast_2d(c.keep[op.index]).sum(axis=1)]
                                       for op in model.recurrent}
     return out

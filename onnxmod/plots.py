@@ -184,6 +184,11 @@ class Chart:
                           f'{_e(self.title)}</text>', *self.parts, "</svg>"])
 
 
+def _title_width(title: str, legend=()) -> float:
+    """Room for the title at the top left and the legend's labels at the top right."""
+    return 60 + 7.0 * len(title) + sum(CHAR * len(label) + 30 for label in legend)
+
+
 def _short(name: str, limit: int = 18) -> str:
     name = str(name)
     return name if len(name) <= limit else name[:limit - 1] + "…"
@@ -204,8 +209,8 @@ def bars(names: list[str], values: list[float | None], title: str, ylabel: str, 
     if signed and lo == hi == 0.0:
         lo, hi = -1.0, 1.0
     ticks = nice_ticks(lo, hi)
-    c = Chart(max(320, 46 * len(names) + 90), 250, title, bottom=_bottom(names)).scale((0, len(names)),
-                                                                                       (ticks[0], ticks[-1]))
+    c = Chart(max(320, 46 * len(names) + 90, _title_width(title, [reference[1]] if reference else [])), 250, title,
+              bottom=_bottom(names)).scale((0, len(names)), (ticks[0], ticks[-1]))
     c.y_axis(ylabel, ticks)
     band = c.pw / max(len(names), 1)
     marked = marked or set()
@@ -229,8 +234,8 @@ def grouped_bars(names: list[str], series: list[tuple[str, str, list[float]]], t
     """Bars side by side per name, one series each: (label, colour, values)."""
     hi = max([v for _, _, vs in series for v in vs] + [1.0])
     ticks = nice_ticks(0.0, hi * 1.1)
-    c = Chart(max(320, 70 * len(names) + 90), 250, title, bottom=_bottom(names)).scale((0, len(names)),
-                                                                                       (0, ticks[-1]))
+    c = Chart(max(320, 70 * len(names) + 90, _title_width(title, [label for label, _, _ in series])), 250, title,
+              bottom=_bottom(names)).scale((0, len(names)), (0, ticks[-1]))
     c.y_axis(ylabel, ticks)
     band = c.pw / max(len(names), 1)
     width = band * 0.8 / max(len(series), 1)
@@ -254,8 +259,10 @@ def heatmap(rows: list[str], values: list[list[float]], title: str, scale_label:
     cell_w = max(2.0, min(60.0 if columns is not None else 14.0, (max_width - left - 90) / max(n_cols, 1)))
     cell_h = 18.0
     bottom = 40 if columns is None else _bottom(columns) + (14 if column_label else 0)
-    c = Chart(left + cell_w * n_cols + 90, 30 + cell_h * len(rows) + bottom, title, left=left, right=90,
-              top=26, bottom=bottom)
+    bar_h = max(cell_h * len(rows), CHAR * 0.9 * len(scale_label) + 8)  # the colour bar's label fits beside it
+    width = max(left + cell_w * n_cols + 90, _title_width(title))
+    c = Chart(width, 30 + bar_h + bottom, title, left=left, right=width - left - cell_w * n_cols, top=26,
+              bottom=bottom)
     for i, row in enumerate(values):
         y = c.t + cell_h * i
         j = 0
@@ -283,7 +290,7 @@ def heatmap(rows: list[str], values: list[list[float]], title: str, scale_label:
             c.text(c.l + cell_w * (j + 0.5), base + 15, str(j), size=FONT - 1)
     if column_label:
         c.text(c.l + cell_w * n_cols / 2, c.h - 6, column_label)
-    _colour_bar(c, c.l + cell_w * n_cols + 16, c.t, max(cell_h * len(rows), 60), scale_label, scale)
+    _colour_bar(c, c.l + cell_w * n_cols + 16, c.t, bar_h, scale_label, scale)
     return c.svg()
 
 
@@ -311,8 +318,11 @@ def trail(points: list[tuple[float, float, str]], title: str, xlabel: str, ylabe
     ys = [p[1] for p in points] + [h[0] for h in hlines]
     ys = ys or [0.0]
     xt = x_ticks or nice_ticks(min(xs), max(xs))
-    yt = nice_ticks(min(ys), max(ys))
-    c = Chart(560, 270, title).scale((min(xt[0], min(xs)), max(xt[-1], max(xs))), (yt[0], yt[-1]))
+    pad = 0.08 * ((max(ys) - min(ys)) or abs(max(ys)) or 1.0)  # no point or line on the frame
+    yt = nice_ticks(min(ys) - pad, max(ys) + pad)
+    labels = [i[2] for i in legend] + [h[3] for h in hlines if h[3]] + ([vline[1]] if vline else [])
+    c = Chart(max(560, _title_width(title, labels)), 270, title).scale(
+        (min(xt[0], min(xs)), max(xt[-1], max(xs))), (yt[0], yt[-1]))
     pad = 0.04 * (c.xr[1] - c.xr[0] or 1.0)
     c.scale((c.xr[0] - pad, c.xr[1] + pad), c.yr)
     c.y_axis(ylabel, yt)
