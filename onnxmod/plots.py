@@ -179,9 +179,9 @@ class Chart:
     def svg(self) -> str:
         head = (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{_n(self.w)}" height="{_n(self.h)}" '
                 f'viewBox="0 0 {_n(self.w)} {_n(self.h)}" font-family="system-ui,sans-serif">')
-        return "\n".join([head, f"<title>{_e(self.title)}</title>",
-                          f'<text x="{_n(self.l)}" y="14" font-size="{FONT + 1}" font-weight="600" fill="#222222">'
-                          f'{_e(self.title)}</text>', *self.parts, "</svg>"])
+        caption = (f'<text x="{_n(self.l)}" y="14" font-size="{FONT + 1}" font-weight="600" fill="#222222">'
+                   f'{_e(self.title)}</text>')
+        return "\n".join([head, f"<title>{_e(self.title)}</title>", caption, *self.parts, "</svg>"])
 
 
 def _title_width(title: str, legend=()) -> float:
@@ -283,7 +283,7 @@ def heatmap(rows: list[str], values: list[list[float]], title: str, scale_label:
         for j, name in enumerate(columns):
             c.text(c.l + cell_w * (j + 0.5) + 3, base + 8, _short(name), anchor="end", size=FONT - 1, rotate=-35)
     else:
-        step = max(1, int(math.ceil(40 / cell_w)))
+        step = max(1, math.ceil(40 / cell_w))
         step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, step) if s >= step)
         for j in range(0, n_cols, step):
             c.line(c.l + cell_w * (j + 0.5), base, c.l + cell_w * (j + 0.5), base + 4, GREY)

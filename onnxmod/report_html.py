@@ -67,7 +67,9 @@ def _kept_maps(report: dict) -> list[str]:
                                      label, column_label="step"))
         return out
     frac = [[m["kept_units"][layer] / m["units"][layer] for layer in layers] for m in mods]
-    text = lambda i, j: f"{mods[i]['kept_units'][layers[j]]:g}/{mods[i]['units'][layers[j]]}"  # noqa: E731
+
+    def text(i, j):
+        return f"{mods[i]['kept_units'][layers[j]]:g}/{mods[i]['units'][layers[j]]}"
     return [plots.heatmap(names, frac, "kept units per class and layer", label, columns=layers, cell_text=text)]
 
 

@@ -6,8 +6,8 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
-
 from conftest import ROOT, fixture_path
+
 from onnxmod import search
 from onnxmod.concern import Concern
 
