@@ -339,7 +339,7 @@ class Evaluate(Command):
                        help="score a subset composition on every class's samples")
         g = p.add_argument_group("output")
         g.add_argument("--report", default=None, metavar="FILE",
-                       help="also write a report: FILE.html (self-contained, plots with the [report] extra) "
+                       help="also write a report: FILE.html (self-contained, with a chart) "
                             "or FILE.md")
         g.add_argument("--force", action="store_true", help="replace an existing --report file")
         runtime_args(p)

@@ -480,7 +480,9 @@ def test_class_without_training_samples_warns_and_is_skipped(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
     lines = stderr_lines(res)
-    assert len(lines) == 1 and lines[0].startswith("onnxmod: warning: "), res.stderr
+    assert all(ln.startswith("onnxmod: warning: ") for ln in lines), res.stderr
+    # this 6-unit model's modules keep every unit at cap 0.05 (said in a line of its own)
+    assert len([ln for ln in lines if "whole model" not in ln]) == 1, res.stderr
     assert "d.npz" in lines[0] and "'3'" in lines[0] and "no training samples" in lines[0]
     modules = sorted(p.name for p in (tmp_path / "out" / "modules").iterdir())
     assert modules == ["0.onnx", "1.onnx", "2.onnx"]
