@@ -238,18 +238,34 @@ def bench_translator(target: str, model: Model, repeats: int, threads: int) -> d
 _TIMED = """
 import json, statistics, sys, tempfile, time, warnings
 warnings.simplefilter("ignore")
+import numpy as np
+import onnxruntime as ort
 from onnxmod import api
 from onnxmod.concern import ConcernConfig
-model, data, mode, kw, repeats, threads = json.loads(sys.argv[1])
+model, data, rows, mode, kw, repeats, threads = json.loads(sys.argv[1])
 if "guard" in kw:
     kw["config"] = ConcernConfig(guard=kw.pop("guard"))
-walls = []
+so = ort.SessionOptions()
+so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+x = np.load(rows)
+def plain():  # one plain pass over the traced rows, timed in this process, next to the runs it divides
+    t = time.perf_counter()
+    for a in range(0, len(x), 256):
+        sess.run(None, {sess.get_inputs()[0].name: x[a:a + 256]})
+    return time.perf_counter() - t
+plain()
+walls, cpus, passes = [], [], []
 with tempfile.TemporaryDirectory() as d:
     for i in range(repeats + 1):  # the first run pays for imports and first sessions: not counted
-        t = time.perf_counter()
+        passes.append(plain())
+        t, c = time.perf_counter(), time.process_time()
         r = api.decompose(model, data, f"{d}/{i}", mode=mode, progress=False, threads=threads, **kw)
         walls.append(time.perf_counter() - t)
-print(json.dumps({"wall": statistics.median(walls[1:]), "timings": r["timings"]}))
+        cpus.append(time.process_time() - c)
+print(json.dumps({"wall": statistics.median(walls[1:]), "cpu": statistics.median(cpus[1:]),
+                  "plain": statistics.median(passes), "timings": r["timings"]}))
 """
 
 
@@ -262,9 +278,9 @@ def _tree(commit: str, into: Path) -> Path:
     return into
 
 
-def _timed(tree: Path, model: Path, data: Path, kw: dict, repeats: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", _TIMED, json.dumps([str(model), str(data), "rolled", kw, repeats,
-                                                                    threads])],
+def _timed(tree: Path, model: Path, data: Path, rows: Path, kw: dict, repeats: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", _TIMED, json.dumps([str(model), str(data), str(rows), "rolled", kw,
+                                                                    repeats, threads])],
                          capture_output=True, text=True, cwd=str(tree), env=dict(os.environ, PYTHONPATH=str(tree)))
     if out.returncode != 0:
         raise RuntimeError(f"{tree}: {out.stderr.strip().splitlines()[-1]}")
@@ -277,9 +293,9 @@ def _head() -> str:
 
 
 def compare(targets, commits, repeats: int, threads: int) -> list[dict]:
-    """``decompose`` (rolled) ÷ one plain pass, for each commit's onnxmod and this tree's, side by side:
-    the same plain pass divides all of them, and the trees take turns per configuration, so the
-    machine's load drifts over all of them alike."""
+    """``decompose`` (rolled) ÷ one plain pass, for each commit's onnxmod and this tree's, side by side.
+    Each run is divided by plain passes timed in its own process right before it (a shared
+    machine's load changes within minutes), and the trees take turns per configuration."""
     results = []
     with tempfile.TemporaryDirectory(prefix="onnxmod-bench-") as tmp:
         try:
@@ -292,14 +308,16 @@ def compare(targets, commits, repeats: int, threads: int) -> list[dict]:
             model_path, data_path = paths(target)
             model = Model.load(model_path)
             data = api.load_dataset_for(model, data_path)
-            rows = traced_rows(model, data.y_train, SamplingConfig())
-            plain = time_passes(model, model_path, {model.input.name: data.x_train[rows]}, threads, repeats, {})
-            o = {"target": target, "plain_pass_s": plain, "ratios": {}, "timings": {}}
+            x = Path(tmp) / f"{target.replace('/', '-')}.npy"
+            np.save(x, data.x_train[traced_rows(model, data.y_train, SamplingConfig())])
+            o = {"target": target, "plain_pass_s": [], "ratios": {}, "timings": {}}
             for name, kw in CONFIGS.items():
                 for tree, folder in trees.items():
-                    got = _timed(folder, model_path, data_path, kw, repeats, threads)
-                    o["ratios"].setdefault(name, {})[tree] = got["wall"] / plain
+                    got = _timed(folder, model_path, data_path, x, kw, repeats, threads)
+                    o["ratios"].setdefault(name, {})[tree] = got["wall"] / got["plain"]
+                    o.setdefault("cpu_s", {}).setdefault(name, {})[tree] = got["cpu"]
                     o["timings"].setdefault(name, {})[tree] = got["timings"]
+                    o["plain_pass_s"].append(got["plain"])
             show_comparison(o, commits)
             results.append(o)
     return results
@@ -309,11 +327,15 @@ def show_comparison(o: dict, commits) -> None:
     trees = list(next(iter(o["ratios"].values())))
     labels = [f"{t} (before)" if t == BASELINE else f"{t} (slowed)" if t == SLOWED else t for t in trees]
     w = max(len(x) for x in labels) + 2
-    print(f"== {o['target']}: decompose rolled ÷ one plain pass ({1e3 * o['plain_pass_s']:.1f} ms), medians of runs "
-          f"taking turns")
+    p = o["plain_pass_s"]
+    print(f"== {o['target']}: decompose rolled ÷ one plain pass (timed next to each run: {1e3 * min(p):.0f}–"
+          f"{1e3 * max(p):.0f} ms), medians, the trees taking turns")
     print("  " + " " * 26 + "".join(x.rjust(w) for x in labels))
     for name, by_tree in o["ratios"].items():
         print(f"  {name:<26}" + "".join(f"{by_tree[t]:.1f}x".rjust(w) for t in trees))
+    print("  CPU seconds per decompose (all threads; steadier than wall time on a shared machine)")
+    for name, by_tree in o["cpu_s"].items():
+        print(f"  {name:<26}" + "".join(f"{by_tree[t]:.2f} s".rjust(w) for t in trees))
 
 
 def show(o: dict) -> None:
