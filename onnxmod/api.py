@@ -549,7 +549,7 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                           f"is bigger than the default removal cap's ({size['reference_cap_params']:,}): the search "
                           f"starts from modules that keep every unit and removes only what the validation split "
                           f"certifies within {max_loss} points")
-    nothing = search.warn_if_nothing_removed(model, concerns, config.removal_cap, size)
+    nothing = search.nothing_removed(model, concerns, config.removal_cap, size)
     reason = why_not_fusable(model, concerns, compensated=means is not None)
     fused = None if reason else fuse(model, concerns, vocab, digest)
     t_build = time.perf_counter()
@@ -562,11 +562,13 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                    **({"nothing_removed": nothing} if nothing else {})})
     if evaluate:
         search.flag_classes(report, max_loss if max_loss is not None else config.guard,
-                            f"--max-loss {max_loss}" if max_loss is not None else f"the guard's {config.guard} points")
+                            f"--max-loss {max_loss} points" if max_loss is not None
+                            else f"the guard's {config.guard} points")
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
                          "total": time.perf_counter() - t_start}
     _write(out, force, concerns, modules, composed, report, fused)
+    search.warn(report)
     return report
 
 
@@ -601,7 +603,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
         guard = {"kind": "guard", "metric": "mean BLEU over languages", "tolerance_points": config.guard,
                  "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
                  "heldout_split": split}
-    nothing = search.warn_if_nothing_removed(model, concerns, config.removal_cap, guard)
+    nothing = search.nothing_removed(model, concerns, config.removal_cap, guard)
     t_build = time.perf_counter()
     mono_bleu = encdec.bleu(model.runnable, data) if evaluate else {}
     comp_bleu = encdec.bleu(composed, data) if evaluate else {}
@@ -634,6 +636,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     report["timings"] = {"identify": t_id - t_start, "build": t_build - t_id,
                          "evaluate": time.perf_counter() - t_build, "total": time.perf_counter() - t_start}
     _write(out, force, concerns, modules, composed, report)
+    search.warn(report)
     return report
 
 

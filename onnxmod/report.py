@@ -89,9 +89,7 @@ def guard_sentences(report: dict) -> list[str]:
         out.append(f"Nothing was removed: {why[0].upper()}{why[1:]}.")
     flagged = report.get("flagged_classes")
     if flagged:
-        s = report.get("size_search") or {}
-        bound = (f"--max-loss {s.get('max_loss_points')}" if s.get("kind") == "size search"
-                 else f"the guard's {s.get('tolerance_points')} points")
+        bound = report.get("flag_bound", "the bound")
         shown = ", ".join(f"{f['name']} {_delta(f['delta'])} (± {100 * f['standard_error']:.2f})" for f in flagged)
         out.append(f"Beyond the bound: on the test split, {shown} lost far more than {bound} allows (δ more than "
                    f"two of its own standard errors below the bound). Check these classes before reusing their "

@@ -65,14 +65,26 @@ def why_nothing_removed(model, concerns, removal_cap: float, size: dict | None) 
             f"other classes than by its own; {whole}")
 
 
-def warn_if_nothing_removed(model, concerns, removal_cap: float, size: dict | None) -> str | None:
-    """One ``onnxmod: warning:`` line when the decomposition removes nothing; returns the reason
-    (for the report) or None."""
+def nothing_removed(model, concerns, removal_cap: float, size: dict | None) -> str | None:
+    """Why the decomposition removes nothing (for the report and ``warn``), or None when it removes
+    something."""
     if not concerns or not removes_nothing(concerns):
         return None
-    why = why_nothing_removed(model, concerns, removal_cap, size)
-    warnings.warn(why, stacklevel=2)
-    return why
+    return why_nothing_removed(model, concerns, removal_cap, size)
+
+
+def warn(report: dict) -> None:
+    """The report's warnings, one ``onnxmod: warning:`` line each, once its files are written (a run
+    that fails to write them prints only its error): nothing removed, classes beyond the bound."""
+    if report.get("nothing_removed"):
+        warnings.warn(report["nothing_removed"], stacklevel=3)
+    flagged = report.get("flagged_classes")
+    if flagged:
+        shown = ", ".join(f"{f['name']!r} {100 * f['delta']:+.2f} (± {100 * f['standard_error']:.2f})" for f in flagged)
+        many = len(flagged) > 1
+        warnings.warn(f"{len(flagged)} class{'es' if many else ''} lost far more on the test split than "
+                      f"{report['flag_bound']} allows (δ more than {FLAG_Z:g} standard errors below the bound): "
+                      f"{shown}", stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,19 +128,13 @@ def class_over_bound(label, reference, y, rows, classes, tolerance: float, z: fl
 def flag_classes(report: dict, tolerance_points: float | None, bound: str) -> list[dict]:
     """Classes whose test δ (composed minus model recall, ``delta``) lies far below
     ``-tolerance_points``: beyond ``FLAG_Z`` of their own standard errors (``delta_se``, the
-    paired error of ``class_losses``). Stored in the report as ``flagged_classes`` and named, each,
-    in one ``onnxmod: warning:`` line; ``bound`` says whose tolerance it is (e.g. ``--max-loss 1.0``)."""
+    paired error of ``class_losses``). Stored in the report as ``flagged_classes`` (and
+    ``flag_bound``: whose tolerance it is, e.g. ``--max-loss 1.0``), for ``warn`` to name."""
     if tolerance_points is None:
         return []
     tol = tolerance_points / 100
     flagged = [{"class": m["class"], "name": m["name"], "delta": m["delta"], "standard_error": m["delta_se"]}
                for m in report["modules"] if m.get("delta") is not None and m.get("delta_se") is not None
                and -m["delta"] - FLAG_Z * m["delta_se"] > tol]
-    report["flagged_classes"] = flagged
-    if flagged:
-        shown = ", ".join(f"{f['name']!r} {100 * f['delta']:+.2f} (± {100 * f['standard_error']:.2f})" for f in flagged)
-        many = len(flagged) > 1
-        warnings.warn(f"{len(flagged)} class{'es' if many else ''} lost far more on the test split than {bound} allows "
-                      f"(δ more than {FLAG_Z:g} standard errors below -{tolerance_points:g} points): {shown}",
-                      stacklevel=2)
+    report["flagged_classes"], report["flag_bound"] = flagged, bound
     return flagged
