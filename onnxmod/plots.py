@@ -10,7 +10,9 @@ Every chart is an ``<svg>`` element with ``role="img"`` and a ``<title>`` (its a
 """
 from __future__ import annotations
 
+import functools
 import html
+import itertools
 import math
 
 FONT = 11  # px
@@ -24,6 +26,7 @@ def _hex(c: str) -> tuple[int, int, int]:
     return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
 
 
+@functools.lru_cache(maxsize=4096)
 def colour(v: float, scale=VIRIDIS) -> str:
     """``v`` in [0, 1] (clipped) on ``scale``, linearly between its evenly spaced anchors."""
     v = 0.0 if v != v else min(max(float(v), 0.0), 1.0)
@@ -266,15 +269,14 @@ def heatmap(rows: list[str], values: list[list[float]], title: str, scale_label:
     for i, row in enumerate(values):
         y = c.t + cell_h * i
         j = 0
-        while j < len(row):
-            k = j
-            while k + 1 < len(row) and row[k + 1] == row[j] and cell_text is None:
-                k += 1
-            c.rect(c.l + cell_w * j, y, cell_w * (k - j + 1), cell_h, colour(row[j], scale))
+        runs = ([(v, 1) for v in row] if cell_text is not None
+                else [(v, len(list(g))) for v, g in itertools.groupby(row)])
+        for v, n in runs:
+            c.rect(c.l + cell_w * j, y, cell_w * n, cell_h, colour(float(v), scale))
             if cell_text is not None and cell_text(i, j) is not None:
                 c.text(c.l + cell_w * (j + 0.5), y + cell_h / 2 + 4, cell_text(i, j), size=FONT - 2,
-                       fill=_ink(row[j], scale))
-            j = k + 1
+                       fill=_ink(v, scale))
+            j += n
         c.text(c.l - 5, y + cell_h / 2 + 4, _short(rows[i]), anchor="end", size=FONT - 1)
     base = c.t + cell_h * len(rows)
     c.add(f'<rect x="{_n(c.l)}" y="{_n(c.t)}" width="{_n(cell_w * n_cols)}" height="{_n(cell_h * len(rows))}" '
