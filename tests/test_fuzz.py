@@ -457,7 +457,7 @@ def _refused_naming_a_case_file(fn) -> None:
 @given(st.integers(0, 2**31 - 1))
 def test_fingerprint_target_of_the_long_fuzzer(workdir, modules, seed):
     """tools/fuzz.py's fingerprint generator: edited files, probe data valid, mutated, bombs or broken."""
-    desc, payload = fuzz.gen_fingerprint(np.random.default_rng(seed), modules)
+    _, payload = fuzz.gen_fingerprint(np.random.default_rng(seed), modules)
     _refused_naming_a_case_file(lambda: fuzz.run_fingerprint(payload, workdir))
 
 
@@ -465,7 +465,7 @@ def test_fingerprint_target_of_the_long_fuzzer(workdir, modules, seed):
 @given(st.integers(0, 2**31 - 1))
 def test_zoo_target_of_the_long_fuzzer(workdir, zoo, seed):
     """tools/fuzz.py's zoo generator: find on a damaged index, index of a zoo with damaged members."""
-    desc, payload = fuzz.gen_zoo(np.random.default_rng(seed), zoo)
+    _, payload = fuzz.gen_zoo(np.random.default_rng(seed), zoo)
     _refused_naming_a_case_file(lambda: fuzz.run_zoo(payload, workdir))
 
 
