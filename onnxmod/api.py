@@ -24,6 +24,7 @@ from . import module_files as _module_files
 from . import progress as _progress
 from . import runtime
 from . import report as rep
+from . import search
 from .ablation import concern_by_effect, unit_effects
 from .compose import Stitcher
 from .compose import compose as compose_protos
@@ -378,10 +379,12 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     AUC's standard error on the split (Hanley-McNeil: ~0.002 for math_topics' modules, ~0.015
     for Brown genres') and (b) the composition's validation accuracy loss against the
     keep-everything composition, plus one standard error of that paired difference
-    (``_loss_bound``), stays within ``max_loss``; a rejected step closes that knob for that
+    (``_loss_bound``), stays within ``max_loss``, and (c) no class's own recall loses more than
+    ``max_loss`` beyond its own standard error (``search.class_over_bound``: an overall loss within
+    bounds hid Brown POS ``PRT`` losing 15.9 points); a rejected step closes that knob for that
     class. The search reads one seeded half of the validation split; the other half, which no
     choice has seen, then certifies the result: accepted steps are undone, last first, until
-    bound (b) holds on it too. (Searching and judging on the same rows let the search spend
+    bounds (b) and (c) hold on it too. (Searching and judging on the same rows let the search spend
     gains that were only noise: math_topics ``gru2`` passed at +0.4 on validation and lost 1.6
     points on test.) Each module is evaluated once per step tried (its log-odds cached) and the
     composition's vote is recomputed from the cache exactly as the composed graph computes it
@@ -392,23 +395,25 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
     cfg = dataclasses.replace(config, rank_all=True)
     ids = np.array([s.class_index for s in scores])
     _log.info("size search: %s classes on %s validation rows (%s)", f"{len(scores):,}", f"{len(y_val):,}",
-              (metric or StepAccuracy()).name)
+              metric.name)
+    names = {s.class_index: s.class_name for s in scores}
     width = model.embedding_width()
     no_features = model.why_not_reducible_embedding()
     ladders = (UNIT_STEPS, VOCAB_STEPS if token_counts is not None else (0.0,),
                (0.0,) if no_features else FEATURE_STEPS)
     valid = y_val >= 0
-    search = np.zeros(len(y_val), dtype=bool)
-    search[np.random.default_rng(np.random.SeedSequence([config.sampling.seed, 7933])).permutation(len(y_val))[
+    half = np.zeros(len(y_val), dtype=bool)
+    half[np.random.default_rng(np.random.SeedSequence([config.sampling.seed, 7933])).permutation(len(y_val))[
         :(len(y_val) + 1) // 2]] = True
     scored = metric.scored(ref)  # the answers the loss counts (steps or samples; a CTC model: strings)
-    rows_a = scored & search[(slice(None),) + (None,) * (scored.ndim - 1)]  # searched half, scored
+    rows_a = scored & half[(slice(None),) + (None,) * (scored.ndim - 1)]  # searched half, scored
     rows_b = scored & ~rows_a  # the half that certifies
-    steps_a = valid & search[(slice(None),) + (None,) * (valid.ndim - 1)]  # the modules' AUCs: per step
+    steps_a = valid & half[(slice(None),) + (None,) * (valid.ndim - 1)]  # per step: modules' AUCs, class recall
+    steps_b = valid & ~steps_a
     cache: dict = {}
     effects = None
     if scores[0].mode == "rolled":  # units leave in the order of how little they move the class's log-odds
-        probe = np.flatnonzero(search)[:ABLATION_ROWS]
+        probe = np.flatnonzero(half)[:ABLATION_ROWS]
         effects = unit_effects(model, x_val[probe], list(ids), valid[probe], threads)
 
     def module(j: int, state: tuple):
@@ -454,12 +459,14 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
             changed = acc = bound = None
             if label is not None:
                 changed = float((label[rows_a] != reference[rows_a]).mean())
-                acc = metric(label[search], ref[search] if isinstance(ref, np.ndarray) else ref.subset(search))
+                acc = metric(label[half], ref[half] if isinstance(ref, np.ndarray) else ref.subset(half))
                 bound = _loss_bound(label, reference, ref, rows_a, metric=metric)
-            ok = module_ok and bound <= max_loss
+            over = None if label is None else search.class_over_bound(label, reference, y_val, steps_a, ids, max_loss,
+                                                                       LOSS_Z)
+            ok = module_ok and bound <= max_loss and over is None
             trail.append({"class": scores[j].class_name, **_knobs(ladders, step), "module_auc": cand[4],
                           "heldout_changed": changed, "heldout_accuracy": acc, "loss_bound": bound,
-                          "accepted": bool(ok)})
+                          "class_over_bound": None if over is None else names[over[0]], "accepted": bool(ok)})
             if ok:
                 states, final = trial, label
                 path.append(states)
@@ -471,8 +478,11 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
         states = path[steps]
         final = vote(states)
         bound = _loss_bound(final, reference, ref, rows_b, CERTIFY_Z, metric=metric)
-        certified.append({"accepted_steps_kept": steps, "loss_bound": bound, "accepted": bool(bound <= max_loss)})
-        if bound <= max_loss:
+        over = search.class_over_bound(final, reference, y_val, steps_b, ids, max_loss, CERTIFY_Z)
+        ok = bound <= max_loss and over is None
+        certified.append({"accepted_steps_kept": steps, "loss_bound": bound,
+                          "class_over_bound": None if over is None else names[over[0]], "accepted": bool(ok)})
+        if ok:
             break
     chosen = [module(j, st) for j, st in enumerate(states)]
     concerns, modules = [c[0] for c in chosen], [c[1] for c in chosen]
@@ -482,18 +492,13 @@ def _size_search(model, scores, config, max_loss, x_val, y_val, vocab, digest, t
         "heldout_accuracy": metric(final, ref), "metric": metric.name,
         "heldout_changed": float((final[valid] != reference[valid]).mean()), "modules_evaluated": len(cache),
         "chosen": [{"class": s.class_name, **_knobs(ladders, st)} for s, st in zip(scores, states)],
-        "search_rows": int(search.sum()), "trail": trail, "certification": certified,
+        "search_rows": int(half.sum()), "trail": trail, "certification": certified,
         **({"embedding_features_fixed": no_features} if no_features else {})}
 
 
 def _knobs(ladders, state) -> dict:
     return dict(zip(("units_removed", "vocabulary_removed", "embedding_features_removed"),
                     (ladder[i] for ladder, i in zip(ladders, state))))
-
-
-def _warn_cap0(why: str) -> None:
-    warnings.warn(f"the guard backed off to removal cap 0 ({why} at every larger cap): modules are the whole "
-                  f"model (Jaccard 1.000); --no-guard or a larger --guard removes units anyway")
 
 
 @_progress.labelled("guard")
@@ -521,8 +526,6 @@ def _guard(model, scores, config, x_val, y_val, vocab, digest, threads, means=No
         trail.append({"cap": cap, "heldout_accuracy": acc, "accepted": bool(base - acc <= config.guard / 100)})
         if ok:
             break
-    if cap == 0.0 and config.removal_cap > 0:
-        _warn_cap0(f"the composition lost more than {config.guard} points of validation {metric.name}")
     return concerns, modules, composed, {"kind": "guard", "tolerance_points": config.guard, "cap": cap,
                                          "heldout_rows": int(len(y_val)), "heldout_model_accuracy": base,
                                          "trail": trail, "metric": metric.name}
@@ -682,11 +685,12 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
         size["max_loss_points"] = max_loss
         _, reference = _build(model, [s.concern(config) for s in scores], vocab, digest, config.unrolled, means)
         size["reference_cap_params"] = count_parameters_proto(reference)
-        if count_parameters_proto(composed) > size["reference_cap_params"]:
+        if count_parameters_proto(composed) > size["reference_cap_params"] and not search.removes_nothing(concerns):
             warnings.warn(f"--max-loss {max_loss}: the composition ({count_parameters_proto(composed):,} parameters) "
                           f"is bigger than the default removal cap's ({size['reference_cap_params']:,}): the search "
                           f"starts from modules that keep every unit and removes only what the validation split "
                           f"certifies within {max_loss} points")
+    nothing = search.nothing_removed(model, concerns, config.removal_cap, size)
     reason = why_not_fusable(model, concerns, compensated=means is not None)
     if reason:
         _log.info("no fused.onnx: %s", reason)
@@ -706,11 +710,17 @@ def _decompose(model_path, data_path, out_dir, mode, seed, config, force, progre
                    "seed": seed, "monitor": monitor, "classes": selected if subset else None,
                    "shape": model.shape, "config": config.as_dict(), "traced_rows": info["traced_rows"],
                    "skipped": skipped, "size_search": size, "recurrence_forms": info["forms"],
-                   "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason}})
+                   "fused": {"file": "fused.onnx"} if fused is not None else {"file": None, "why_not": reason},
+                   **({"nothing_removed": nothing} if nothing else {})})
+    if evaluate:
+        search.flag_classes(report, max_loss if max_loss is not None else config.guard,
+                            f"--max-loss {max_loss} points" if max_loss is not None
+                            else f"the guard's {config.guard} points")
     report["timings"] = {"trace": info["trace_s"], "identify": info["identify_s"],
                          "build": t_build - t_id, "evaluate": time.perf_counter() - t_build,
                          "total": time.perf_counter() - t_start}
     _write(out, force, concerns, modules, composed, report, fused, model.keep_module_files)
+    search.warn(report)
     return report
 
 
@@ -723,7 +733,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
         raise UsageError(f"{model_path}: unrolled mode is not supported for encoder-decoder models yet "
                          f"(the decoder's per-step state would need the encoder's bridge at every step); use rolled")
     data = encdec.load_translation_data(data_path, model)
-    fit, val = encdec.holdout(data, seed) if config.guard is not None else (data, None)
+    fit, val, split = encdec.holdout(data, seed) if config.guard is not None else (data, None, None)
     scores = encdec.score_languages(model, fit, config, threads)
     t_id = time.perf_counter()
     digest = model_digest(model.original)
@@ -741,12 +751,11 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
         trail.append({"cap": cap, "heldout_bleu": got, "accepted": bool(ok)})
         if ok:
             break
-    if val is not None and cap == 0.0 and config.removal_cap > 0:
-        _warn_cap0(f"the composition lost more than {config.guard} mean BLEU on the validation pairs")
     if val is not None:
         guard = {"kind": "guard", "metric": "mean BLEU over languages", "tolerance_points": config.guard,
                  "cap": cap, "heldout_rows": int(val.y_test.shape[0]), "heldout_model_bleu": base, "trail": trail,
-                 "heldout_split": "seeded pairs of the training split, kept out of tracing"}
+                 "heldout_split": split}
+    nothing = search.nothing_removed(model, concerns, config.removal_cap, guard)
     t_build = time.perf_counter()
     mono_bleu = encdec.bleu(model.runnable, data) if evaluate else {}
     comp_bleu = encdec.bleu(composed, data) if evaluate else {}
@@ -775,7 +784,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
               "delta_bleu": {k: comp_bleu[k] - mono_bleu[k] for k in mono_bleu},
               "num_classes": len(data.languages), "model_params": model_params,
               "composed_params": count_parameters_proto(composed), "modules": entries, "skipped": [],
-              "traced_rows": None, "size_search": guard}
+              "traced_rows": None, "size_search": guard, **({"nothing_removed": nothing} if nothing else {})}
     report["timings"] = {"identify": t_id - t_start, "build": t_build - t_id,
                          "evaluate": time.perf_counter() - t_build, "total": time.perf_counter() - t_start}
     standalone, line = _module_files.decide(module_files, sum(m.ByteSize() for m in modules),
@@ -783,6 +792,7 @@ def _decompose_translator(model, model_path, data_path, out, mode, seed, config,
     if line:
         warnings.warn(line)
     _write(out, force, concerns, modules, composed, report, standalone=standalone)
+    search.warn(report)
     return report
 
 
@@ -850,9 +860,14 @@ def _kept_units(model: Model, c) -> dict:
 
 
 def _unit_counts(model: Model, c) -> dict:
-    """What the reports draw: every layer's unit count and, unrolled, the units kept at each step."""
+    """What the reports draw: every layer's unit count; which units the class drops (ids, per
+    layer: the units × classes map) and, unrolled, at how many steps it drops each of them and the
+    units kept at each step."""
     out = {"units": {op.name: int(c.keep[op.index].shape[-1]) for op in model.recurrent}}
+    dropped = {op.name: (~np.atleast_2d(c.keep[op.index])).sum(axis=0) for op in model.recurrent}
+    out["dropped_units"] = {name: [int(u) for u in np.flatnonzero(d)] for name, d in dropped.items()}
     if any(c.keep[op.index].ndim == 2 for op in model.recurrent):
+        out["dropped_unit_steps"] = {name: [int(v) for v in d[d > 0]] for name, d in dropped.items()}
         out["kept_units_per_step"] = {op.name: [int(v) for v in np.atleast_2d(c.keep[op.index]).sum(axis=1)]
                                       for op in model.recurrent}
     return out
@@ -867,6 +882,7 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
     comp, scores = ev.predict_composed(composed, x, threads=threads)
     mono_pc = ev.per_class_accuracy(mono, y, model.num_classes)
     comp_pc = ev.per_class_accuracy(comp, y, model.num_classes)
+    errors = search.class_losses(comp, mono, y, y >= 0, [c.class_index for c in concerns])  # each δ's error
     for j, (c, entry) in enumerate(zip(concerns, report["modules"])):
         k = c.class_index
         # a module says "dominant" exactly when its 2-way softmax gives the dominant side > 0.5:
@@ -875,6 +891,7 @@ def _evaluate_decomposition(model: Model, data: Dataset, concerns, modules, comp
         truth = np.where(y >= 0, (y == k).astype(np.int64), -1)
         entry.update({"monolithic_accuracy": mono_pc[k], "composed_accuracy": comp_pc[k],
                       "delta": None if mono_pc[k] is None else comp_pc[k] - mono_pc[k],
+                      "delta_se": errors[k][1] if k in errors else None,
                       "binary_accuracy": ev.accuracy(binary, truth),
                       "auc": ev.roc_auc(scores[..., j][y >= 0], y[y >= 0] == k)})
     ma, ca = ev.accuracy(mono, y), ev.accuracy(comp, y)

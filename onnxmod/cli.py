@@ -287,7 +287,7 @@ class Compose(Command):
     name = "compose"
     examples = """examples:
   onnxmod compose out/m/modules/algebra.onnx out/m/modules/calculus.onnx --out out/pair.onnx
-  onnxmod compose out/a/modules/{fr,de,it}.onnx out/b/modules/ua.onnx --out out/frdeitua.onnx"""
+  onnxmod compose out/m/modules/algebra.onnx out/small/modules/calculus.onnx --out out/mixed.onnx"""
 
     def add_arguments(self, p):
         p.add_argument("modules", nargs="+", metavar="MODULE", help="module files (.onnx) written by decompose")
@@ -319,7 +319,7 @@ class Replace(Command):
 
     name = "replace"
     examples = """examples:
-  onnxmod replace out/et/composed.onnx --class en --with out/et2/modules/en.onnx --out out/et-fixed.onnx"""
+  onnxmod replace out/pair.onnx --class calculus --with out/small/modules/calculus.onnx --out out/pair-fixed.onnx"""
 
     def add_arguments(self, p):
         p.add_argument("composed", metavar="COMPOSED", help="the composition (.onnx) to change")
@@ -405,7 +405,7 @@ class Evaluate(Command):
                             "scored on greedy-decoded strings (string accuracy, character error rate)")
         g = p.add_argument_group("output")
         g.add_argument("--report", default=None, metavar="FILE",
-                       help="also write a report: FILE.html (self-contained, plots with the [report] extra) "
+                       help="also write a report: FILE.html (self-contained, with a chart) "
                             "or FILE.md")
         g.add_argument("--force", action="store_true", help="replace an existing --report file")
         runtime_args(p)
@@ -536,15 +536,26 @@ def build_parser() -> argparse.ArgumentParser:
         c.parser = s
         c.add_arguments(s)
         _logging_args(s)
-        s.set_defaults(_command=c)
+        s.set_defaults(_command=c, _parser=s)
     return p
 
 
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``parser.parse_args``, except that arguments no parser recognized are a usage error of the
+    (sub)command they were given to: its usage line, then ``onnxmod SUBCOMMAND: error: ...``, as
+    every other usage error (argparse reports them on the top-level parser, naming no subcommand).
+    The innermost subparser reached sets ``_parser``."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        raise _Usage(getattr(args, "_parser", parser), f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def run(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     level = _configure_logging(args.verbose, args.quiet)
     show = sys.stderr.isatty() and not getattr(args, "json", False) and level <= logging.WARNING
-    log.debug("arguments: %s", {k: v for k, v in vars(args).items() if not k.startswith("_")})
+    log.debug("arguments: %s", {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "handler"})
     t0 = time.perf_counter()
     with _progress.shown(show), warnings.catch_warnings():
         if args.quiet:

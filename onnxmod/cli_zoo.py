@@ -26,8 +26,8 @@ class Fingerprint(Command):
 
     name = "fingerprint"
     examples = """examples:
-  onnxmod fingerprint fixtures/zoo/tomita/*.onnx --out out/fp.npz --probes 64
-  onnxmod fingerprint out/m/modules/*.onnx --out out/fp.npz --probe-data fixtures/math_topics/data.npz"""
+  onnxmod fingerprint fixtures/zoo/tomita/members/*.onnx --out out/fp.npz --probes 64
+  onnxmod fingerprint out/m/modules/*.onnx --out out/fp-m.npz --probe-data fixtures/math_topics/data.npz"""
 
     def add_arguments(self, s):
         s.add_argument("files", nargs="+", metavar="FILE.onnx", help="models, modules or compositions (same input)")
@@ -59,7 +59,7 @@ class Zoo(Command):
     name = "zoo"
     examples = """examples:
   onnxmod zoo index fixtures/zoo/digits --out out/digits-index --probes 64
-  onnxmod zoo find --index out/digits-index --class 7 --signature-of fixtures/zoo/digits/digits-0000.onnx"""
+  onnxmod zoo find --index out/digits-index --class 7 --signature-of fixtures/zoo/digits/members/digits-0000.onnx"""
 
     def add_arguments(self, z):
         zs = z.add_subparsers(dest="zoo_command", required=True, parser_class=type(z), metavar="ZOO_COMMAND",
@@ -76,7 +76,7 @@ class Zoo(Command):
         s.add_argument("--json", action="store_true", help="print the summary as JSON")
         _parallel_args(s)
         _logging_args(s)
-        s.set_defaults(handler=run_zoo_index)
+        s.set_defaults(handler=run_zoo_index, _parser=s)
         s = zs.add_parser("find", help="rank the index's modules for a class by label-free predicted quality")
         s.add_argument("--index", required=True, help="index directory (onnxmod zoo index)")
         s.add_argument("--class", dest="class_name", required=True, help="class name, e.g. 7")
@@ -87,7 +87,7 @@ class Zoo(Command):
                        "metadata, e.g. tomita3; default: any task)")
         s.add_argument("--json", action="store_true", help="print the ranking as JSON")
         _logging_args(s)
-        s.set_defaults(handler=run_zoo_find)
+        s.set_defaults(handler=run_zoo_find, _parser=s)
 
     def run(self, args) -> int:
         args.handler(args)

@@ -32,7 +32,7 @@ from . import seq2seq
 from .concern import ClassScores, ConcernConfig, score_layer
 from .errors import InputError, UnsupportedModelError
 from .graph import Model
-from .io import _read_npz, load_data
+from .io import _read_npz, load_data, load_onnx
 from .modularize import module_metadata
 from . import progress as _progress
 from .runtime import run_batched, session
@@ -55,6 +55,9 @@ class TranslationData:
     lang_test: np.ndarray
     max_len: int
     ref_test: list[str] | None = None  # reference sentences as written (lowercase), when the data has them
+    x_val: np.ndarray | None = None  # pairs the model never trained on (x_val/y_val), when the data has them
+    y_val: np.ndarray | None = None
+    lang_val: np.ndarray | None = None
 
 
 def load_translation_data(path, model: Model | None = None) -> TranslationData:
@@ -70,7 +73,7 @@ def load_translation_data(path, model: Model | None = None) -> TranslationData:
     languages = [str(s) for s in arrays["languages"]]
     if V is not None and len(vocab) != V:
         raise InputError(f"{d.path}: tgt_vocab has {len(vocab)} entries but the model outputs {V}")
-    if d.y_train.max() >= len(vocab) or d.y_test.max() >= len(vocab):
+    if any(y is not None and y.max() >= len(vocab) for y in (d.y_train, d.y_test, d.y_val)):
         raise InputError(f"{d.path}: target ids exceed tgt_vocab ({len(vocab)} entries)")
     tokens = []
     for lang in languages:
@@ -92,8 +95,11 @@ def load_translation_data(path, model: Model | None = None) -> TranslationData:
     if refs is not None and len(refs) != d.y_test.shape[0]:
         raise InputError(f"{d.path}: ref_test has {len(refs)} sentences but y_test has {d.y_test.shape[0]} rows")
     # tokens generated at most: the target length without its language token
+    if d.y_val is not None and d.y_val.shape[1] != d.y_test.shape[1]:
+        raise InputError(f"{d.path}: y_val has {d.y_val.shape[1]} target steps but y_test has {d.y_test.shape[1]}")
     return TranslationData(d.path, d.x_train, d.y_train, d.x_test, d.y_test, languages, tokens, vocab, src_vocab,
-                           langs(d.y_train, "y_train"), langs(d.y_test, "y_test"), int(d.y_test.shape[1]) - 1, refs)
+                           langs(d.y_train, "y_train"), langs(d.y_test, "y_test"), int(d.y_test.shape[1]) - 1, refs,
+                           d.x_val, d.y_val, None if d.y_val is None else langs(d.y_val, "y_val"))
 
 
 def feeds(model, x: np.ndarray, y: np.ndarray) -> dict:
@@ -176,16 +182,29 @@ def _sha(vocab) -> str:
     return hashlib.sha256("\n".join(vocab).encode()).hexdigest() if vocab else ""
 
 
-def holdout(data: TranslationData, seed: int, rows: int = 600) -> tuple[TranslationData, TranslationData]:
-    """(training pairs without a seeded validation part, that part as a test split)."""
+TRAINING_PAIRS = "seeded pairs of the training split, kept out of tracing"
+
+
+def holdout(data: TranslationData, seed: int, rows: int = 600) -> tuple[TranslationData, TranslationData, str]:
+    """(pairs to identify concerns on, validation pairs as a test split, where these come from).
+
+    The validation pairs are ``x_val``/``y_val`` (at most ``rows``, seeded) when the data has them:
+    pairs the model never trained on. Otherwise a seeded part of the training pairs, kept out of
+    tracing: the model has fit those, so BLEU on them is optimistic (on ``et_endeit``, 54.77 on
+    training pairs against 2.71 on test); the third value says which."""
     import dataclasses
 
+    if data.x_val is not None:
+        n = data.y_val.shape[0]
+        val = np.arange(n) if n <= rows else held_out(n, rows, seed, 7901)[1]
+        return data, dataclasses.replace(data, x_test=data.x_val[val], y_test=data.y_val[val],
+                                         lang_test=data.lang_val[val], ref_test=None), "x_val"
     n = data.y_train.shape[0]
     k = min(rows, n // 5)
     fit, val = held_out(n, k, seed, 7901)
     return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit], lang_train=data.lang_train[fit]),
             dataclasses.replace(data, x_test=data.x_train[val], y_test=data.y_train[val], lang_test=data.lang_train[val],
-                                ref_test=None))
+                                ref_test=None), TRAINING_PAIRS)
 
 
 def mean_bleu(by_language: dict) -> float:
@@ -194,7 +213,7 @@ def mean_bleu(by_language: dict) -> float:
 
 def bleu(model_or_proto, data: TranslationData, limit: int | None = None, threads: int | None = 1) -> dict:
     """Corpus BLEU per language on the test split (greedy decoding in onnxruntime)."""
-    proto = model_or_proto if isinstance(model_or_proto, onnx.ModelProto) else onnx.load(str(model_or_proto))
+    proto = model_or_proto if isinstance(model_or_proto, onnx.ModelProto) else load_onnx(model_or_proto)
     sess = session(proto, threads=threads)
     n = data.x_test.shape[0] if limit is None else min(limit, data.x_test.shape[0])
     x, y, lang = data.x_test[:n], data.y_test[:n], data.lang_test[:n]

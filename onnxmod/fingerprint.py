@@ -40,7 +40,7 @@ import onnx
 
 from . import runtime
 from .errors import IncompatibleError, InputError, OnnxmodError, UsageError
-from .io import input_spec, load_onnx, token_limit
+from .io import NpzArrays, input_spec, load_onnx, read_npz, token_limit
 
 KINDS = ("functional", "interactive", "mechanistic")
 N_SINGULAR = 4
@@ -86,40 +86,50 @@ def _sig_key(sig: dict) -> tuple:
     return sig["dtype"], tuple(sig["shape"])
 
 
+def _probe_arrays(path, sig: dict) -> list[tuple[NpzArrays, str, int]]:
+    """(file, key, rows) of every ``x_*`` array of ``path`` (sorted by key), each checked against
+    ``sig`` from its ``.npy`` header alone (``io.read_npz``: nothing is decompressed yet, a bomb is
+    refused here); ``y_*`` never read."""
+    z = read_npz(path, "an .npz file of probe inputs")
+    p = z.p
+    keys = sorted(k for k in z if k.startswith("x_"))
+    if not keys:
+        raise InputError(f"{p}: no x_* array to draw probes from")
+    out, shapes = [], set()
+    want = list(sig["shape"])
+    for k in keys:
+        shape, dtype = z.header(k)
+        if len(shape) != len(want) + 1 or any(w not in (None, 0) and w != d for w, d in zip(want, shape[1:])):
+            raise InputError(f"{p}: {k} has shape {list(shape)}, the model takes [N, "
+                             f"{', '.join('?' if w is None else str(w) for w in want)}]")
+        if np.dtype(sig["dtype"]).kind in "iu":
+            if dtype.kind not in "iu":
+                raise InputError(f"{p}: {k} is {dtype}, the model takes token ids ({sig['dtype']})")
+        elif dtype.kind != "f":
+            raise InputError(f"{p}: {k} is {dtype}, the model takes {sig['dtype']}")
+        shapes.add(shape[1:])
+        out.append((z, k, shape[0]))
+    if len(shapes) > 1:
+        raise InputError(f"{p}: the x_* arrays have different shapes {sorted(list(s) for s in shapes)}")
+    return out
+
+
+def _probe_rows(z: NpzArrays, key: str, rows: np.ndarray, sig: dict) -> np.ndarray:
+    """Rows ``rows`` of one probe array, read (one array at a time: memory stays within one
+    array's limit) and checked: token ids within the model's vocabulary."""
+    a = z[key]
+    if np.dtype(sig["dtype"]).kind in "iu" and sig["vocab"] is not None and a.size and (
+            a.min() < 0 or a.max() >= sig["vocab"]):
+        raise InputError(f"{z.p}: {key} has token ids outside [0, {sig['vocab']})")
+    picked = a[rows]
+    del a
+    with np.errstate(over="ignore", invalid="ignore"):
+        return picked.astype(sig["dtype"])
+
+
 def read_probe_rows(path, sig: dict) -> np.ndarray:
-    """Every ``x_*`` array of ``path`` (sorted by key), checked against ``sig``; ``y_*`` never read."""
-    p = Path(path)
-    try:
-        z = np.load(p, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except Exception as exc:
-        raise InputError(f"{p}: not an .npz file ({type(exc).__name__})") from None
-    with z:
-        keys = sorted(k for k in z.files if k.startswith("x_"))
-        if not keys:
-            raise InputError(f"{p}: no x_* array to draw probes from")
-        rows = []
-        for k in keys:
-            try:
-                a = z[k]
-            except Exception as exc:
-                raise InputError(f"{p}: {k} cannot be read ({type(exc).__name__})") from None
-            want = [d for d in sig["shape"]]
-            if a.ndim != len(want) + 1 or any(w not in (None, 0) and w != s for w, s in zip(want, a.shape[1:])):
-                raise InputError(f"{p}: {k} has shape {list(a.shape)}, the model takes [N, "
-                                 f"{', '.join('?' if w is None else str(w) for w in want)}]")
-            if np.dtype(sig["dtype"]).kind in "iu":
-                if a.dtype.kind not in "iu":
-                    raise InputError(f"{p}: {k} is {a.dtype}, the model takes token ids ({sig['dtype']})")
-                if sig["vocab"] is not None and a.size and (a.min() < 0 or a.max() >= sig["vocab"]):
-                    raise InputError(f"{p}: {k} has token ids outside [0, {sig['vocab']})")
-            elif a.dtype.kind != "f":
-                raise InputError(f"{p}: {k} is {a.dtype}, the model takes {sig['dtype']}")
-            rows.append(a.astype(sig["dtype"]))
-    if len({r.shape[1:] for r in rows}) > 1:
-        raise InputError(f"{p}: the x_* arrays have different shapes {[list(r.shape) for r in rows]}")
-    return np.concatenate(rows, axis=0)
+    """Every ``x_*`` array of ``path`` (sorted by key), checked against ``sig``, rows concatenated."""
+    return np.concatenate([_probe_rows(z, k, np.arange(n), sig) for z, k, n in _probe_arrays(path, sig)], axis=0)
 
 
 def draw_probes(sig: dict, n: int, seed: int = 0, probe_data=None, length: int = 10) -> np.ndarray:
@@ -130,9 +140,21 @@ def draw_probes(sig: dict, n: int, seed: int = 0, probe_data=None, length: int =
     rng = np.random.default_rng(seed)
     if probe_data is not None:
         sources = list(probe_data) if isinstance(probe_data, (list, tuple)) else [probe_data]
-        rows = np.concatenate([read_probe_rows(s, sig) for s in sources], axis=0)
-        idx = rng.choice(rows.shape[0], size=n, replace=rows.shape[0] < n)
-        return np.ascontiguousarray(rows[idx])
+        arrays = [a for s in sources for a in _probe_arrays(s, sig)]  # every header checked before any read
+        total = sum(rows for _, _, rows in arrays)
+        if total == 0:
+            raise InputError(f"{', '.join(str(s) for s in sources)}: the x_* arrays hold no rows to draw probes from")
+        idx = rng.choice(total, size=n, replace=total < n)  # rows of the x_* arrays, concatenated in order
+        out, start = None, 0
+        for z, key, rows in arrays:
+            mine = (idx >= start) & (idx < start + rows)
+            if mine.any():
+                picked = _probe_rows(z, key, idx[mine] - start, sig)
+                if out is None:
+                    out = np.empty((n, *picked.shape[1:]), picked.dtype)
+                out[mine] = picked
+            start += rows
+        return np.ascontiguousarray(out)
     shape = [length if d in (None, 0) else d for d in sig["shape"]]
     if np.dtype(sig["dtype"]).kind in "iu":
         if not sig["vocab"]:

@@ -425,6 +425,7 @@ class NpzArrays:
         except Exception as exc:  # zip format errors of every kind
             raise InputError(f"{p}: not a readable .npz file ({type(exc).__name__}: {_first_line(exc, 120)})") from None
         self.members = {}
+        self._headers: dict = {}
         for i in infos:
             key = i.filename[:-4] if i.filename.endswith(".npy") else i.filename
             self.members.setdefault(key, i)
@@ -441,7 +442,14 @@ class NpzArrays:
     def get(self, key, default=None):
         return self[key] if key in self.members else default
 
-    def __getitem__(self, key: str) -> np.ndarray:
+    def header(self, key: str) -> tuple[tuple, np.dtype]:
+        """The member's declared shape and dtype (its ``.npy`` header), after every check
+        ``__getitem__`` makes, without decompressing the array."""
+        if key not in self._headers:
+            self._headers[key] = self._checked_header(key)
+        return self._headers[key]
+
+    def _checked_header(self, key: str) -> tuple[tuple, np.dtype]:
         import zipfile
 
         p, info = self.p, self.members[key]
@@ -455,24 +463,57 @@ class NpzArrays:
                                else np.lib.format.read_array_header_2_0)
                 shape, fortran, dtype = read_header(f, max_header_size=10000)
                 header = f.tell() if f.seekable() else None
-                if dtype.hasobject:
-                    raise InputError(f"{p}: key {key!r} holds Python objects (pickled), which onnxmod never loads; "
-                                     f"store numbers or strings")
-                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                room = info.file_size - (header or 0)
-                if declared > MAX_ARRAY_BYTES or declared > room:
-                    raise InputError(f"{p}: key {key!r} declares shape {list(shape)} of {dtype} ({declared:,} bytes) "
-                                     f"but " + (f"onnxmod's limit is {MAX_ARRAY_BYTES:,} bytes per array"
-                                                if declared > MAX_ARRAY_BYTES else f"holds {room:,} bytes"))
+        except Exception as exc:
+            raise InputError(f"{p}: key {key!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+        if dtype.hasobject:
+            raise InputError(f"{p}: key {key!r} holds Python objects (pickled), which onnxmod never loads; "
+                             f"store numbers or strings")
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        room = info.file_size - (header or 0)
+        if declared > MAX_ARRAY_BYTES or declared > room:
+            raise InputError(f"{p}: key {key!r} declares shape {list(shape)} of {dtype} ({declared:,} bytes) "
+                             f"but " + (f"onnxmod's limit is {MAX_ARRAY_BYTES:,} bytes per array"
+                                        if declared > MAX_ARRAY_BYTES else f"holds {room:,} bytes"))
+        return tuple(int(d) for d in shape), dtype
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        p = self.p
+        self.header(key)
+        try:
             with np.load(str(p), allow_pickle=False) as z:
                 return z[key]
-        except InputError:
-            raise
         except Exception as exc:
             if "allow_pickle" in str(exc) or "pickle" in str(exc):
                 raise InputError(f"{p}: key {key!r} holds Python objects (pickled), which onnxmod never loads; "
                                  f"store numbers or strings") from None
             raise InputError(f"{p}: key {key!r} cannot be read ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+
+
+def read_npz(path, what: str = "an .npz file") -> NpzArrays:
+    """The guarded reader every ``.npz`` onnxmod reads goes through (data, probe data, zoo data,
+    fingerprint tables): an existing regular file, opened lazily (``NpzArrays``), each array
+    checked against ``MAX_ARRAY_BYTES`` before it is decompressed."""
+    return NpzArrays(_input_path(path, what))
+
+
+MAX_JSON_BYTES = 64 << 20  # an index's JSON (zoo index.json): far above any real one, far below memory
+
+
+def read_json(path, what: str = "a JSON file"):
+    """A JSON file's value, read only when it is a regular file below ``MAX_JSON_BYTES``; anything
+    unreadable is a one-line InputError naming the file."""
+    import json
+
+    p = _input_path(path, what)
+    size = p.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise InputError(f"{p}: {size:,} bytes, above onnxmod's limit of {MAX_JSON_BYTES:,} bytes for {what}")
+    try:
+        return json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{p}: not valid JSON ({type(exc).__name__}: {_first_line(exc, 120)})") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
 
 
 def _read_npz(p: Path) -> NpzArrays:

@@ -103,7 +103,23 @@ def ctc_line(report: dict) -> str | None:
 
 
 def guard_sentences(report: dict) -> list[str]:
-    """What the guard or the size search decided, and why, in words."""
+    """What the guard or the size search decided, and why, in words; and, when the decomposition
+    removed nothing, why (``nothing_removed``)."""
+    out = _decision_sentences(report)
+    why = report.get("nothing_removed")
+    if why and not any("whole model" in w for w in out):
+        out.append(f"Nothing was removed: {why[0].upper()}{why[1:]}.")
+    flagged = report.get("flagged_classes")
+    if flagged:
+        bound = report.get("flag_bound", "the bound")
+        shown = ", ".join(f"{f['name']} {_delta(f['delta'])} (± {100 * f['standard_error']:.2f})" for f in flagged)
+        out.append(f"Beyond the bound: on the test split, {shown} lost far more than {bound} allows (δ more than "
+                   f"two of its own standard errors below the bound). Check these classes before reusing their "
+                   f"modules; a smaller --max-loss or --guard keeps more of them.")
+    return out
+
+
+def _decision_sentences(report: dict) -> list[str]:
     s = report.get("size_search")
     if not s:
         g = (report.get("config") or {}).get("guard")
@@ -122,6 +138,11 @@ def guard_sentences(report: dict) -> list[str]:
         out = [f"Guard: on {s['heldout_rows']:,} validation rows ({s.get('heldout_split', 'held out')}) the model "
                f"scores {fmt(base)}; a composition may lose at most {s['tolerance_points']} {unit}. Tried {tried}. "
                f"Chosen removal cap: {s['cap']:g}."]
+        if s.get("heldout_split", "x_val") != "x_val":
+            what = "pairs" if translator else "rows"
+            out.append(f"The data has no x_val/y_val ({what} the model never trained on), so the guard validated on "
+                       f"{what} of the training split, which the model has fit: its judgement is optimistic. Add "
+                       f"x_val/y_val to the data to validate on unseen {what}.")
         if s["cap"] == 0:
             out.append("The guard backed off to cap 0: every module keeps every unit, so the modules are the "
                        "whole model (Jaccard 1.000) — reuse works, but nothing was made smaller.")
@@ -138,6 +159,9 @@ def guard_sentences(report: dict) -> list[str]:
             out.append(f"The size search's composition ({report['composed_params']:,} parameters) is bigger than "
                        f"the default removal cap's ({ref:,}): the search starts from modules that keep every unit "
                        f"and removes only what the validation split certifies within the loss bound.")
+        if s.get("heldout_split", "x_val") != "x_val":
+            out.append("The data has no x_val/y_val (rows the model never trained on), so the search validated on "
+                       "rows of the training split, which the model has fit: its certification is optimistic.")
         return out
     return []
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 
 import numpy as np
 import onnx
@@ -10,6 +11,18 @@ import onnxruntime as ort
 
 from . import progress as _progress
 from .errors import InputError
+
+
+MESSAGE_LIMIT = 500  # characters of an onnxruntime message kept in a one-line refusal
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : ")
+
+
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's message on one line: every line kept (its details, e.g. ``index: 0 Got: 256
+    Expected: 1``, come after the first), whitespace collapsed, the ``[ONNXRuntimeError] : 2 :``
+    code dropped, at most ``MESSAGE_LIMIT`` characters."""
+    msg = _ORT_PREFIX.sub("", " ".join(str(exc).split())) or type(exc).__name__
+    return msg if len(msg) <= MESSAGE_LIMIT else msg[:MESSAGE_LIMIT - 1] + "…"
 
 
 def session(model, threads: int | None = None) -> ort.InferenceSession:
@@ -27,8 +40,7 @@ def session(model, threads: int | None = None) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # a graph onnxruntime refuses (the static checks passed): one line, named node
-        msg = " ".join(str(exc).split())[:300]
-        raise InputError(f"onnxruntime cannot load the model: {msg}") from None
+        raise InputError(f"onnxruntime cannot load the model: {ort_message(exc)}") from None
 
 
 def batches(sess: ort.InferenceSession, x, outputs: list[str] | None = None, batch_size: int = 512,
@@ -46,8 +58,7 @@ def batches(sess: ort.InferenceSession, x, outputs: list[str] | None = None, bat
             try:
                 res = sess.run(outputs, {k: v[start:stop] for k, v in feeds.items()})
             except Exception as exc:  # onnxruntime raises its own types; keep one line
-                msg = str(exc).strip().splitlines()[0][:300]
-                raise InputError(f"onnxruntime failed on rows {start}..{stop - 1}: {msg}") from None
+                raise InputError(f"onnxruntime failed on rows {start}..{stop - 1}: {ort_message(exc)}") from None
             yield start, stop, res
             (progress or bar.update)(stop - start)
 

@@ -13,7 +13,9 @@
   hard link).
 * Temporary siblings carry the writer's pid in their name (``.NAME.PID.XXXX.partial`` /
   ``.tmp`` / ``.old``; a ``.partial`` folder also records pid and host in its marker). A run
-  into the same folder removes those whose writer is dead (killed mid-way): nothing else.
+  into the same folder removes those whose writer is dead (killed mid-way), whichever output
+  they were for (``--out out/b`` sweeps a killed ``--out out/a``'s): nothing else, and never a
+  live writer's.
 """
 from __future__ import annotations
 
@@ -197,23 +199,26 @@ def _stamp_pid(folder: Path) -> int | None:
     return None
 
 
+_TEMP = re.compile(r"\.(.+)\.(\d{1,10})\.[A-Za-z0-9_]+\.(partial|tmp|old)")
+
+
 def sweep_stale(final) -> list[Path]:
-    """Remove the temporary siblings of ``final`` a killed onnxmod run left behind: named by
+    """Remove the temporary files and folders killed onnxmod runs left in ``final``'s folder, for
+    any output (``.NAME.PID.XXXX.partial`` / ``.tmp`` / ``.old``, NAME any name): named by
     onnxmod's rule with a pid that is dead (and, for a ``.partial`` folder, the same pid and this
-    host in its marker; for an ``.old`` folder, a valid output marker). Returns what was removed."""
-    final = Path(final)
-    folder = final.parent
-    pat = re.compile(re.escape(f".{final.name}.") + r"(\d{1,10})\.[A-Za-z0-9_]+\.(partial|tmp|old)")
+    host in its marker; for an ``.old`` folder, a valid output marker). A live writer's, and
+    anything that only looks alike, stay. Returns what was removed."""
+    folder = Path(final).parent
     removed = []
     try:
         names = os.listdir(folder if str(folder) else ".")
     except OSError:
         return removed
-    for n in names:
-        m = pat.fullmatch(n)
+    for n in sorted(names):
+        m = _TEMP.fullmatch(n)
         if not m:
             continue
-        pid, kind = int(m.group(1)), m.group(2)
+        pid, kind = int(m.group(2)), m.group(3)
         if _alive(pid):
             continue
         p = folder / n

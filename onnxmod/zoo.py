@@ -28,7 +28,6 @@ Kendall's tau 0.57 on the classes held out when it was chosen (5-9; agreement al
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tempfile
@@ -39,7 +38,7 @@ import numpy as np
 
 from . import fingerprint as fp
 from .errors import InputError, OnnxmodError, UsageError
-from .io import load_onnx
+from .io import MAX_CLASS_INDEX, _signature_ok, input_spec, load_data, load_onnx, read_json, read_npz
 
 
 def members(zoo_dir) -> list[Path]:
@@ -52,39 +51,77 @@ def members(zoo_dir) -> list[Path]:
     return found
 
 
+def _member_classes(meta: dict, where: str) -> list[int] | None:
+    """``zoo.classes``: which of the data file's class ids the member's outputs are (None: all)."""
+    raw = meta.get("zoo.classes")
+    if not raw:
+        return None
+    try:
+        classes = json.loads(raw)
+    except (ValueError, RecursionError):
+        classes = None
+    if not (isinstance(classes, list) and classes and len(set(map(repr, classes))) == len(classes)
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < MAX_CLASS_INDEX for c in classes)):
+        raise InputError(f"{where}: metadata 'zoo.classes' is not a JSON list of distinct class ids "
+                         f"({str(raw)[:40]!r})")
+    return classes
+
+
 def _member_data(zoo: Path, proto, where: str, tmp: Path) -> tuple[Path, list[int] | None]:
+    """The member's data file (inside the zoo), or, when ``zoo.classes`` picks some of its classes,
+    a temporary file holding only those rows, relabelled 0..k-1. Read through ``io.load_data``:
+    the same guards (sizes before decompression, dtypes, shapes) as any data file."""
     meta = {p.key: p.value for p in proto.metadata_props}
     rel = meta.get("zoo.data")
     if not rel:
         raise InputError(f"{where}: not a zoo member (no 'zoo.data' metadata naming its data file)")
-    data = (zoo / rel).resolve()
-    if not data.is_relative_to(zoo.resolve()) or not data.is_file():
-        raise InputError(f"{where}: its data file {rel!r} is not a file inside the zoo")
-    classes = None
-    if meta.get("zoo.classes"):
-        try:
-            classes = [int(c) for c in json.loads(meta["zoo.classes"])]
-        except (ValueError, TypeError):
-            raise InputError(f"{where}: metadata 'zoo.classes' is not a JSON list of class ids") from None
+    try:
+        data = (zoo / rel).resolve()
+        inside = data.is_relative_to(zoo.resolve()) and data.is_file()
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        raise InputError(f"{where}: its data file {rel[:80]!r} is not a file inside the zoo")
+    classes = _member_classes(meta, where)
     if classes is None:
         return data, None
-    with np.load(data, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    d = load_data(data, **input_spec(proto))
+    if d.y_train.ndim != 1:
+        raise InputError(f"{data}: metadata 'zoo.classes' of {where} picks classes of one-output data, but y_train "
+                         f"has shape {list(d.y_train.shape)}")
+    names = d.class_names
+    if names is not None and max(classes) >= len(names):
+        raise InputError(f"{where}: metadata 'zoo.classes' names class {max(classes)} but {data} has "
+                         f"{len(names)} class names")
     out = {}
+    order = np.argsort(classes, kind="stable")
+    ids = np.array(classes, np.int64)[order]
     for s in ("train", "test", "val"):
-        if f"y_{s}" not in arrays:
+        x, y = getattr(d, f"x_{s}"), getattr(d, f"y_{s}")
+        if y is None:
             continue
-        y = arrays[f"y_{s}"]
-        keep = np.isin(y, classes)
-        out[f"x_{s}"] = arrays[f"x_{s}"][keep]
-        out[f"y_{s}"] = np.searchsorted(np.array(classes), y[keep]).astype(np.int64)
-    names = arrays.get("class_names")
+        keep = np.isin(y, ids)
+        out[f"x_{s}"] = x[keep]
+        out[f"y_{s}"] = order[np.searchsorted(ids, y[keep])].astype(np.int64)  # position in zoo.classes
     out["class_names"] = np.array([str(names[c]) if names is not None else str(c) for c in classes])
-    if "vocab" in arrays:
-        out["vocab"] = arrays["vocab"]
+    if d.vocab is not None:
+        out["vocab"] = np.array(d.vocab)
     p = tmp / "data.npz"
     p.write_bytes(fp.npz_bytes(out))
     return p, classes
+
+
+def _accuracy(meta: dict, where: str) -> float | None:
+    raw = meta.get("zoo.test_accuracy")
+    if not raw:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise InputError(f"{where}: metadata 'zoo.test_accuracy' is {raw[:40]!r}, expected a number in 0..1")
+    return v
 
 
 def decompose_member(job) -> dict:
@@ -100,6 +137,7 @@ def decompose_member(job) -> dict:
         proto = load_onnx(path)
         sig = fp.signature(proto)
         meta = {p.key: p.value for p in proto.metadata_props}
+        accuracy = _accuracy(meta, rel)
         with tempfile.TemporaryDirectory(prefix="onnxmod-zoo-") as t:
             tmp = Path(t)
             data, classes = _member_data(zoo, proto, rel, tmp)
@@ -118,8 +156,7 @@ def decompose_member(job) -> dict:
         msg = str(exc)
         return {"error": msg if msg.startswith((rel, str(path))) else f"{rel}: {msg}"}
     return {"member": rel, "signature": sig, "modules": mods, "task": meta.get("zoo.task"),
-            "data": meta.get("zoo.data"), "classes": classes,
-            "test_accuracy": float(meta["zoo.test_accuracy"]) if meta.get("zoo.test_accuracy") else None}
+            "data": meta.get("zoo.data"), "classes": classes, "test_accuracy": accuracy}
 
 
 def build_index(zoo_dir, out_dir, probes: int = 256, seed: int = 0, probe_data=None, force: bool = False,
@@ -190,16 +227,48 @@ def _probes(sig, n, seed, sources) -> np.ndarray:
     return fp.draw_probes(sig, n, seed, list(sources))
 
 
+_ENTRY = {"file": str, "member": str, "class_name": str, "vocab_sha256": str}
+
+
+def _check_index(index, where: Path) -> None:
+    """index.json as ``build_index`` writes it: what ``find`` reads of each module entry, typed."""
+    mods = index.get("modules") if isinstance(index, dict) else None
+    if not isinstance(mods, list):
+        raise InputError(f"{where}: not an onnxmod zoo index (no 'modules' list)")
+    for k, e in enumerate(mods):
+        bad = None
+        if not isinstance(e, dict):
+            bad = "is not an object"
+        else:
+            bad = next((f"field {f!r} is not a {t.__name__}" for f, t in _ENTRY.items() if not isinstance(e.get(f), t)),
+                       None)
+            if bad is None and not (e.get("task") is None or isinstance(e["task"], str)):
+                bad = "field 'task' is not a string"
+            if bad is None and not _signature_ok(e.get("input_signature")):
+                bad = "field 'input_signature' is malformed (expected name, dtype and shape per input)"
+        if bad:
+            raise InputError(f"{where}: module entry {k} {bad}")
+
+
 def load_index(index_dir) -> tuple[dict, np.ndarray]:
+    """index.json and the fingerprint table of an index directory, read through the guarded readers
+    (``io.read_json``, ``io.read_npz``) and checked against each other."""
     d = Path(index_dir)
-    try:
-        index = json.loads((d / "index.json").read_text())
-        with np.load(d / "fingerprints.npz", allow_pickle=False) as z:
-            table, files = z["fingerprints"], [str(f) for f in z["files"]]
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{d}: not an onnxmod zoo index (index.json + fingerprints.npz): "
-                         f"{type(exc).__name__}: {exc}") from None
-    if files != [e["file"] for e in index.get("modules", [])]:
+    if not d.is_dir():
+        raise InputError(f"{d}: not a directory (an onnxmod zoo index holds index.json and fingerprints.npz)")
+    index = read_json(d / "index.json", "a zoo index (index.json)")
+    _check_index(index, d / "index.json")
+    z = read_npz(d / "fingerprints.npz", "a zoo index's fingerprint table (fingerprints.npz)")
+    for key in ("fingerprints", "files"):
+        if key not in z:
+            raise InputError(f"{z.p}: missing key {key!r}")
+    table, files = z["fingerprints"], z["files"]
+    if table.ndim != 2 or table.dtype.kind != "f":
+        raise InputError(f"{z.p}: fingerprints has shape {list(table.shape)} of {table.dtype}, expected a 2-D float table")
+    if files.ndim != 1 or files.dtype.kind != "U" or files.shape[0] != table.shape[0]:
+        raise InputError(f"{z.p}: files has shape {list(files.shape)} of {files.dtype}, expected one name per "
+                         f"fingerprint row ({table.shape[0]})")
+    if [str(f) for f in files] != [e["file"] for e in index["modules"]]:
         raise InputError(f"{d}: index.json and fingerprints.npz list different modules")
     return index, table.astype(np.float64)
 

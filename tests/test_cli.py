@@ -338,3 +338,74 @@ def test_module_evaluation_reports_auc(math_lstm1, tmp_path):
     again = onnxmod("evaluate", mod, "--data", data, "--report", tmp_path / "calculus.md")
     assert_one_line_error(again, 2, "calculus.md", "already exists")
     assert_one_line_error(onnxmod("evaluate", mod, "--data", data, "--report", tmp_path / "r.txt"), 2, ".html", ".md")
+
+
+def test_unrecognized_arguments_are_usage_errors_of_their_subcommand():
+    """Issue 22: `--bogus` got `onnxmod: error: unrecognized arguments` with no usage line and no
+    subcommand; now it is a usage error like any other, of the (sub)command it was given to."""
+    assert_usage_error(onnxmod("decompose", "x.onnx", "--data", "y.npz", "--out", "z", "--bogus"),
+                       "onnxmod decompose", "unrecognized arguments: --bogus")
+    assert_usage_error(onnxmod("zoo", "find", "--index", "i", "--class", "1", "--signature-of", "s.onnx", "--top",
+                               "3", "extra"), "onnxmod zoo find", "unrecognized arguments: extra")
+    assert_usage_error(onnxmod("inspect", "m.onnx", "--bogus=1"), "onnxmod inspect", "--bogus=1")
+
+
+# the order in which the help examples run: producers of out/... first
+_EXAMPLE_ORDER = ("decompose", "compose", "replace", "evaluate", "inspect", "fingerprint", "zoo")
+
+
+def _help_examples() -> list[tuple[str, str]]:
+    """(subcommand, command line) for every example of every subcommand's help text."""
+    _, subs = _parsers()
+    assert set(subs) <= set(_EXAMPLE_ORDER), set(subs) - set(_EXAMPLE_ORDER)
+    out = []
+    for name in _EXAMPLE_ORDER:
+        text = subs[name].format_help()
+        block = text.split("examples:\n", 1)[1]
+        out += [(name, ln.strip()) for ln in block.splitlines() if ln.strip().startswith("onnxmod ")]
+    return out
+
+
+def test_every_help_example_names_shipped_files_and_runs(tmp_path):
+    """Issue 22: `fingerprint -h` and `zoo find -h` showed paths that do not exist. Every help
+    example's shipped paths (fixtures/...) exist, and every example runs as printed, in order, from
+    a folder holding the repository's fixtures (outputs go to out/)."""
+    import glob
+    import shlex
+
+    from conftest import FIXTURES
+
+    (tmp_path / "fixtures").symlink_to(FIXTURES)
+    examples = _help_examples()
+    assert len(examples) >= 15
+    for name, line in examples:
+        args = shlex.split(line)[1:]
+        expanded = []
+        for a in args:
+            if a.startswith("fixtures/"):
+                hits = sorted(glob.glob(a, root_dir=tmp_path))
+                assert hits, f"`{line}` ({name} -h) names {a}, which does not exist"
+                expanded += hits
+            elif any(c in a for c in "*?["):
+                hits = sorted(glob.glob(a, root_dir=tmp_path))
+                assert hits, f"`{line}` ({name} -h): {a} matches nothing after the examples before it"
+                expanded += hits
+            else:
+                expanded.append(a)
+        res = onnxmod(*expanded, cwd=tmp_path)
+        assert res.returncode == 0, f"`{line}` ({name} -h) exited {res.returncode}: {res.stderr}"
+
+
+def test_onnxruntime_errors_keep_their_details_on_one_line(tmp_path):
+    """Issue 22: onnxruntime's message was cut to its first line, which drops the useful part."""
+    from onnxmod import runtime
+    from onnxmod.errors import InputError
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    sess = runtime.session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    with pytest.raises(InputError) as e:
+        runtime.run_batched(sess, np.zeros((256, 3), np.float32))
+    msg = str(e.value)
+    assert "index: 0 Got: 256 Expected: 1" in msg and "\n" not in msg and "[ONNXRuntimeError]" not in msg, msg

@@ -79,3 +79,31 @@ def test_translators_with_different_output_vocabularies_are_refused(translator):
             p.value = "f" * 64
     with pytest.raises(IncompatibleError, match="output vocabularies"):
         compose([m, other])
+
+
+def test_the_translator_guard_validates_on_x_val_and_says_when_it_cannot(tmp_path):
+    """Issue 22: the guard read 600 held-out *training* pairs even when the data had pairs the model
+    never trained on (validation BLEU 54.77 against 2.71 on test for et_endeit), unflagged. With
+    x_val/y_val it reads those; without, the report says it validated on training pairs."""
+    import warnings
+
+    from onnxmod import api
+
+    model, data = fixture_path("translation", "et_endeit/lstm.onnx"), fixture_path("translation", "et_endeit/data.npz")
+    z = dict(np.load(data))
+    z["x_val"], z["y_val"] = z["x_test"][:300], z["y_test"][:300]  # mechanics: any pairs it never trained on
+    np.savez(tmp_path / "val.npz", **z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = api.decompose(model, tmp_path / "val.npz", tmp_path / "a", progress=False, evaluate=False)
+        plain = api.decompose(model, data, tmp_path / "b", progress=False, evaluate=False)
+    g = r["size_search"]
+    assert g["heldout_split"] == "x_val" and g["heldout_rows"] == 300, g
+    assert "no x_val" not in (tmp_path / "a" / "report.md").read_text()
+    held = encdec.holdout(encdec.load_translation_data(tmp_path / "val.npz"), 0)[1]
+    assert np.array_equal(held.x_test, z["x_test"][:300])  # the pairs the guard decoded
+    p = plain["size_search"]
+    assert p["heldout_split"] != "x_val" and "training split" in p["heldout_split"]
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert "no x_val/y_val" in md and "optimistic" in md
+    assert "no x_val/y_val" in (tmp_path / "b" / "report.html").read_text()

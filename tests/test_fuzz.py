@@ -426,3 +426,114 @@ def test_issue12_lying_npz_headers(workdir, seed):
     with pytest.raises(OnnxmodError, match=f"'{key}' declares"):
         NpzArrays(path)[key]
     refused_or_ok(lambda: load_data(path, **expect), "bomb.npz")
+
+
+# ---- issue 22: fingerprints and zoos read through the same guarded readers --------------------------
+
+@pytest.fixture(scope="module")
+def zoo(workdir, modules):
+    return fuzz.Zoo(modules, workdir)
+
+
+def _refused_naming_a_case_file(fn) -> None:
+    """``refused_or_ok`` where a refusal names a ``case*`` file, except a usage error (an option's
+    value, e.g. ``--probes 0``), which names the option instead."""
+    from onnxmod.errors import UsageError
+
+    try:
+        refused_or_ok(fn, ("case",))
+    except AssertionError:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn()
+        except UsageError as exc:
+            _one_line_refusal(exc, None)
+            return
+        raise
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_fingerprint_target_of_the_long_fuzzer(workdir, modules, seed):
+    """tools/fuzz.py's fingerprint generator: edited files, probe data valid, mutated, bombs or broken."""
+    _, payload = fuzz.gen_fingerprint(np.random.default_rng(seed), modules)
+    _refused_naming_a_case_file(lambda: fuzz.run_fingerprint(payload, workdir))
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(st.integers(0, 2**31 - 1))
+def test_zoo_target_of_the_long_fuzzer(workdir, zoo, seed):
+    """tools/fuzz.py's zoo generator: find on a damaged index, index of a zoo with damaged members."""
+    _, payload = fuzz.gen_zoo(np.random.default_rng(seed), zoo)
+    _refused_naming_a_case_file(lambda: fuzz.run_zoo(payload, workdir))
+
+
+def _peak_mb(code: str) -> tuple[str, float]:
+    """Run ``code`` in a fresh interpreter; (its last line of output, its own peak RSS in MB)."""
+    import subprocess
+
+    code += "\nprint(next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert res.returncode == 0, res.stderr
+    *out, peak = res.stdout.strip().splitlines()
+    return "\n".join(out), int(peak) / 1024
+
+
+def test_fingerprint_probe_data_bomb_is_refused_before_it_inflates(workdir):
+    """Issue 22: `fingerprint --probe-data` with a 2 MB .npz whose x_train inflates to 2 GB peaked at
+    2 GB, then MemoryError (exit 70). Now refused from the zip header, within tens of MB."""
+    bomb = workdir / "fp-bomb.npz"
+    fuzz.write_npz_bomb(bomb, {"x_test": np.zeros((4, 40), np.int64)}, "x_train", fuzz.BIG_BOMB)
+    assert bomb.stat().st_size < 16 << 20
+    model = FIXTURES / "math_topics" / "lstm1.onnx"
+    out, peak = _peak_mb(
+        "from onnxmod import api\nfrom onnxmod.errors import InputError\n"
+        f"try:\n    api.fingerprint([{str(model)!r}], {str(workdir / 'fp.npz')!r}, probe_data={str(bomb)!r})\n"
+        "except InputError as e:\n    print(e)")
+    assert str(bomb) in out and "'x_train'" in out and "limit" in out, out
+    assert peak < 600, peak
+
+
+def test_zoo_member_data_bomb_skips_the_member_without_inflating(workdir, zoo):
+    """A zoo member whose data file is a bomb (its classes picked by zoo.classes, so onnxmod reads it
+    itself): the member is skipped with one warning, memory stays bounded."""
+    import shutil
+
+    z = workdir / "bombzoo"
+    shutil.rmtree(z, ignore_errors=True)
+    shutil.copytree(zoo.root, z)
+    fuzz.write_npz_bomb(z / "data" / "d.npz", {k: v for k, v in zoo.valid.items() if k != "x_train"}, "x_train",
+                        fuzz.BIG_BOMB)
+    out, peak = _peak_mb(
+        "import warnings\nfrom onnxmod import api\nfrom onnxmod.errors import InputError\n"
+        "with warnings.catch_warnings(record=True) as w:\n    warnings.simplefilter('always')\n"
+        f"    try:\n        api.zoo_index({str(z)!r}, {str(workdir / 'bombidx')!r}, probes=8)\n"
+        "    except InputError as e:\n        print(e)\n"
+        "print(sum('skipped zoo member' in str(x.message) and 'x_train' in str(x.message) for x in w))")
+    assert out.splitlines()[-1] == str(len(zoo.members)) and "no member could be indexed" in out, out
+    assert peak < 600, peak
+
+
+def test_damaged_zoo_indexes_are_refused_naming_the_file(workdir, zoo):
+    import json
+    import shutil
+
+    from onnxmod import zoo as zs
+
+    idx = workdir / "dmg-index"
+    for text, words in ((b"[" * 100000 + b"]" * 100000, "not valid JSON"),
+                        (json.dumps({"modules": [{"file": 3}]}).encode(), "module entry 0 field 'file'"),
+                        (json.dumps({"modules": "x"}).encode(), "no 'modules' list")):
+        shutil.rmtree(idx, ignore_errors=True)
+        shutil.copytree(zoo.index, idx)
+        (idx / "index.json").write_bytes(text)
+        with pytest.raises(OnnxmodError, match=words) as e:
+            zs.load_index(idx)
+        _one_line_refusal(e.value, "index.json")
+    shutil.rmtree(idx)
+    shutil.copytree(zoo.index, idx)
+    np.savez(idx / "fingerprints.npz", fingerprints=np.zeros(3), files=np.array(["a"]))
+    with pytest.raises(OnnxmodError, match="expected a 2-D float table"):
+        zs.load_index(idx)

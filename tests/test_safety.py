@@ -69,9 +69,16 @@ def test_sweep_removes_only_provably_stale_leftovers(tmp_path):
     (stale / safety.MARKER).write_text(json.dumps({"onnxmod_output": 0, "pid": dead, "host": os.uname().nodename}))
     stale_tmp = tmp_path / f".out.{dead}.x1.tmp"
     stale_tmp.write_bytes(b"half")
+    other_tmp = tmp_path / f".other.onnx.{dead}.k2x_9qa1.tmp"  # another output's, in the same folder
+    other_tmp.write_bytes(b"half")
+    other = tmp_path / f".other.{dead}.abc.partial"
+    other.mkdir()
+    (other / safety.MARKER).write_text(json.dumps({"onnxmod_output": 0, "pid": dead, "host": os.uname().nodename}))
     keep = [tmp_path / f".out.{dead}.nomark.partial",  # no stamp: not provably ours
             tmp_path / f".out.{os.getpid()}.live.partial",  # a live writer
-            tmp_path / f".other.{dead}.x.tmp",  # another output's
+            tmp_path / f".other.{os.getpid()}.x.tmp",  # another output's, live writer
+            tmp_path / f".other.{dead}.x.txt",  # not onnxmod's naming
+            tmp_path / f".{dead}.x.tmp",  # no output name
             tmp_path / f".out.{dead}.x.txt"]  # not onnxmod's naming
     for p in keep:
         p.mkdir() if p.suffix == ".partial" else p.write_bytes(b"x")
@@ -80,5 +87,5 @@ def test_sweep_removes_only_provably_stale_leftovers(tmp_path):
     (wrong / safety.MARKER).write_text(json.dumps({"onnxmod_output": 0, "pid": dead + 1, "host": os.uname().nodename}))
     keep.append(wrong)
     removed = safety.sweep_stale(final)
-    assert sorted(removed) == sorted([stale, stale_tmp])
+    assert sorted(removed) == sorted([stale, stale_tmp, other_tmp, other])
     assert all(p.exists() for p in keep)

@@ -18,7 +18,12 @@ For each target model (fixtures/<task>/<model>.onnx with its data.npz) it prints
    the model, and the composition collapses to one trunk by sharing identical nodes);
 4. module size: parameters and file size of each module ÷ the monolithic model (same decomposition);
 5. peak memory (max RSS of a child process running `decompose`) for each mode, and its growth
-   with the number of traced samples (--positives 125/250/500).
+   with the number of traced samples (--positives 125/250/500);
+6. first, side by side (issue 22): `decompose` rolled ÷ one plain pass for the onnxmod of older
+   commits (``--compare``, default: the last commit before report.html's plots and the merge that
+   brought them, extracted with ``git archive`` into a temporary folder) and for this tree, as
+   shipped, ``--no-evaluate`` and ``--no-evaluate --no-guard``, each tree in a fresh process, the
+   trees taking turns (``--compare`` with no commit skips it, ``--compare-only`` runs only it).
 
 Translators (encoder-decoder, e.g. translation/en_frdeit/lstm) get the same ratios for their one
 mode (rolled): the plain pass is teacher-forced over the traced sentence pairs, and the separate
@@ -50,6 +55,13 @@ from onnxmod.trace import Tracer  # noqa: E402
 
 DEFAULT_TARGETS = ["math_topics/lstm1", "brown_pos/lstm4", "translation/en_frdeit/lstm"]
 BATCHES = (1, 16, 256)
+# issue 22: decompose's ratios grew between these commits (report.html's matplotlib plots, merged with
+# the 'ux' branch); they are compared, side by side with this tree, for the targets below
+BASELINE = "add691d"  # the last commit before report.html's plots
+SLOWED = "7d97dd0"  # the merge that brought them
+COMPARE_TARGETS = ("math_topics/lstm1", "brown_pos/lstm4")
+CONFIGS = {"as shipped": {}, "--no-evaluate": {"evaluate": False},
+           "--no-evaluate --no-guard": {"evaluate": False, "guard": None}}
 
 
 def median_time(fn, repeats: int) -> float:
@@ -223,6 +235,109 @@ def bench_translator(target: str, model: Model, repeats: int, threads: int) -> d
     return out
 
 
+_TIMED = """
+import json, statistics, sys, tempfile, time, warnings
+warnings.simplefilter("ignore")
+import numpy as np
+import onnxruntime as ort
+from onnxmod import api
+from onnxmod.concern import ConcernConfig
+model, data, rows, mode, kw, repeats, threads = json.loads(sys.argv[1])
+if "guard" in kw:
+    kw["config"] = ConcernConfig(guard=kw.pop("guard"))
+so = ort.SessionOptions()
+so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+x = np.load(rows)
+def plain():  # one plain pass over the traced rows, timed in this process, next to the runs it divides
+    t = time.perf_counter()
+    for a in range(0, len(x), 256):
+        sess.run(None, {sess.get_inputs()[0].name: x[a:a + 256]})
+    return time.perf_counter() - t
+plain()
+walls, cpus, passes = [], [], []
+with tempfile.TemporaryDirectory() as d:
+    for i in range(repeats + 1):  # the first run pays for imports and first sessions: not counted
+        passes.append(plain())
+        t, c = time.perf_counter(), time.process_time()
+        r = api.decompose(model, data, f"{d}/{i}", mode=mode, progress=False, threads=threads, **kw)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+print(json.dumps({"wall": statistics.median(walls[1:]), "cpu": statistics.median(cpus[1:]),
+                  "plain": statistics.median(passes), "timings": r["timings"]}))
+"""
+
+
+def _tree(commit: str, into: Path) -> Path:
+    """``commit``'s onnxmod package, extracted (git archive) under ``into``; returns the folder to
+    put on PYTHONPATH."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "onnxmod"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def _timed(tree: Path, model: Path, data: Path, rows: Path, kw: dict, repeats: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", _TIMED, json.dumps([str(model), str(data), str(rows), "rolled", kw,
+                                                                    repeats, threads])],
+                         capture_output=True, text=True, cwd=str(tree), env=dict(os.environ, PYTHONPATH=str(tree)))
+    if out.returncode != 0:
+        raise RuntimeError(f"{tree}: {out.stderr.strip().splitlines()[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _head() -> str:
+    res = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return res.stdout.strip() or "?"
+
+
+def compare(targets, commits, repeats: int, threads: int) -> list[dict]:
+    """``decompose`` (rolled) ÷ one plain pass, for each commit's onnxmod and this tree's, side by side.
+    Each run is divided by plain passes timed in its own process right before it (a shared
+    machine's load changes within minutes), and the trees take turns per configuration."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="onnxmod-bench-") as tmp:
+        try:
+            trees = {c: _tree(c, Path(tmp) / c) for c in commits}
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"== comparison with {', '.join(commits)} skipped: cannot read the commits ({exc})")
+            return []
+        trees[f"this tree ({_head()})"] = ROOT
+        for target in targets:
+            model_path, data_path = paths(target)
+            model = Model.load(model_path)
+            data = api.load_dataset_for(model, data_path)
+            x = Path(tmp) / f"{target.replace('/', '-')}.npy"
+            np.save(x, data.x_train[traced_rows(model, data.y_train, SamplingConfig())])
+            o = {"target": target, "plain_pass_s": [], "ratios": {}, "timings": {}}
+            for name, kw in CONFIGS.items():
+                for tree, folder in trees.items():
+                    got = _timed(folder, model_path, data_path, x, kw, repeats, threads)
+                    o["ratios"].setdefault(name, {})[tree] = got["wall"] / got["plain"]
+                    o.setdefault("cpu_s", {}).setdefault(name, {})[tree] = got["cpu"]
+                    o["timings"].setdefault(name, {})[tree] = got["timings"]
+                    o["plain_pass_s"].append(got["plain"])
+            show_comparison(o, commits)
+            results.append(o)
+    return results
+
+
+def show_comparison(o: dict, commits) -> None:
+    trees = list(next(iter(o["ratios"].values())))
+    labels = [f"{t} (before)" if t == BASELINE else f"{t} (slowed)" if t == SLOWED else t for t in trees]
+    w = max(len(x) for x in labels) + 2
+    p = o["plain_pass_s"]
+    print(f"== {o['target']}: decompose rolled ÷ one plain pass (timed next to each run: {1e3 * min(p):.0f}–"
+          f"{1e3 * max(p):.0f} ms), medians, the trees taking turns")
+    print("  " + " " * 26 + "".join(x.rjust(w) for x in labels))
+    for name, by_tree in o["ratios"].items():
+        print(f"  {name:<26}" + "".join(f"{by_tree[t]:.1f}x".rjust(w) for t in trees))
+    print("  CPU seconds per decompose (all threads; steadier than wall time on a shared machine)")
+    for name, by_tree in o["cpu_s"].items():
+        print(f"  {name:<26}" + "".join(f"{by_tree[t]:.2f} s".rjust(w) for t in trees))
+
+
 def show(o: dict) -> None:
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     print(f"== {o['target']} ({o['shape']}, {o['traced_samples']} traced samples, {o['threads']} threads)")
@@ -265,9 +380,17 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=str(ROOT / "out" / "bench.json"))
+    p.add_argument("--compare", nargs="*", default=[BASELINE, SLOWED], metavar="COMMIT",
+                   help=f"also time decompose of these commits' onnxmod against this tree's, side by side, on "
+                        f"{', '.join(COMPARE_TARGETS)} (default: {BASELINE} before issue 22's slowdown, {SLOWED} "
+                        f"that slowed it; --compare with no commit skips it)")
+    p.add_argument("--compare-only", action="store_true", help="only the comparison")
     args = p.parse_args(argv)
     results = []
-    for t in args.target:
+    if args.compare:
+        targets = [t for t in args.target if t in COMPARE_TARGETS] or list(COMPARE_TARGETS)
+        results += compare(targets, args.compare, args.repeats, args.threads)
+    for t in ([] if args.compare_only else args.target):
         if not paths(t)[0].exists():
             print(f"== {t}: fixture missing (skipped)")
             continue

@@ -4,7 +4,7 @@
     python tools/fuzz.py --count 10000 [--seed N] [--jobs 2] [--targets model data slice]
     python tools/fuzz.py --seed N --case I        # re-run one case, with its traceback
 
-Three targets, each input generated from ``(seed, case index)`` so any finding is reproducible:
+Six targets, each input generated from ``(seed, case index)`` so any finding is reproducible:
 
 * ``model`` — ``onnxmod.io.load_onnx`` + ``onnxmod.graph.Model`` (+ ``describe()``, and a random
   unit selection + export when the model is accepted) on mutated bytes of real and generated
@@ -19,6 +19,13 @@ Three targets, each input generated from ``(seed, case index)`` so any finding i
 * ``module`` — ``api.inspect``/``api.compose``/``api.evaluate``/``api.replace`` on real modules and
   compositions whose ``onnxmod.*`` metadata (nested ``onnxmod.modules`` entries included) and
   sometimes graph was edited; no temporary output may remain.
+* ``fingerprint`` — ``api.fingerprint`` (every kind, odd probe and chain counts) on modules,
+  compositions and models, sometimes edited, with generated probe data: valid, mutated, issue 22's
+  2 GB ``x_train`` bomb, and the ``data`` target's broken containers.
+* ``zoo`` — ``api.zoo_find`` on a real index whose ``index.json`` (retyped or dropped fields,
+  truncation, deep nesting) or ``fingerprints.npz`` (as probe data above) was damaged, and
+  ``api.zoo_index`` on zoos whose members' ``zoo.*`` metadata (paths out of the zoo, bad class
+  lists and accuracies), graphs or data file were damaged.
 
 Issue 12's generators run inside these targets (counted apart in the summary): IR 3 stacks
 (weights also graph inputs), Gemm heads with a computed bias, folding bombs (``ConstantOfShape``
@@ -67,8 +74,8 @@ from onnxmod.io import load_data, load_onnx  # noqa: E402
 from onnxmod.ops.base import UnitSelection  # noqa: E402
 
 FIXTURE = ROOT / "fixtures" / "math_topics" / "lstm1.onnx"
-TARGETS = ("model", "data", "slice", "module")
-WEIGHTS = {"model": 0.45, "data": 0.3, "slice": 0.13, "module": 0.12}
+TARGETS = ("model", "data", "slice", "module", "fingerprint", "zoo")
+WEIGHTS = {"model": 0.45, "data": 0.3, "slice": 0.13, "module": 0.12, "fingerprint": 0.05, "zoo": 0.05}
 
 # ---- base models ------------------------------------------------------------------------------
 
@@ -102,6 +109,11 @@ class Pool:
         if not hasattr(self, "_modules"):
             self._modules = Modules(self.seed, workdir)
         return self._modules
+
+    def zoo(self, workdir: Path) -> "Zoo":
+        if not hasattr(self, "_zoo"):
+            self._zoo = Zoo(self.modules(workdir), workdir)
+        return self._zoo
 
     def pick(self, rng: np.random.Generator):
         if self.fixture is not None and rng.random() < 0.15:
@@ -841,13 +853,16 @@ class Modules:
 
         rng = np.random.default_rng([seed, 11])
         self.files: list[bytes] = []
+        self.bases: list[bytes] = []  # the models they come from (the zoo target's members)
         self.data = root / "modules-data.npz"
         x = rng.normal(size=(24, 4, 3)).astype(np.float32)
         y = np.tile(np.arange(3), 8).astype(np.int64)
         np.savez(self.data, x_train=x, y_train=y, x_test=x[:9], y_test=y[:9])
+        self.valid = {"x_train": x, "y_train": y, "x_test": x[:9], "y_test": y[:9]}
         for i, (op, mode) in enumerate((("LSTM", "rolled"), ("GRU", "unrolled"))):
             m = root / f"modules-{i}.onnx"
             onnx.save(build(random_stack(np.random.default_rng(i), op, 1, 3, 1, features=3, classes=3)), str(m))
+            self.bases.append(m.read_bytes())
             out = root / f"modules-{i}"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -890,6 +905,8 @@ def nested_edit(rng, proto: onnx.ModelProto) -> str:
         mods = json.loads(meta["onnxmod.modules"])
         entry = mods[int(rng.integers(len(mods)))]
     except (KeyError, ValueError, TypeError, IndexError):
+        return "no nested metadata"
+    if not isinstance(entry, dict):  # damaged by an earlier edit
         return "no nested metadata"
     key = _pick(rng, list(entry) + META_KEYS)
     how = rng.random()
@@ -947,6 +964,259 @@ def run_module(payload, mods: Modules, workdir: Path) -> None:
             raise AssertionError(f"temporary output left behind: {left}")
 
 
+# ---- fingerprints and zoos (issue 22) ------------------------------------------------------------
+
+FP_KINDS = ("functional", "functional", "interactive", "mechanistic")
+BIG_BOMB = 250_000_000  # int64 elements: an x_train inflating to 2 GB from ~2 MB (issue 22's report)
+
+
+def _bomb_member(key: str, n: int) -> bytes:
+    """An .npz holding only member ``key``: ``n`` int64 zeros, deflated (built once per process)."""
+    if (key, n) not in _BOMBS:
+        b = _io.BytesIO()
+        write_npz_bomb(b, {}, key, n)
+        _BOMBS[key, n] = b.getvalue()
+    return _BOMBS[key, n]
+
+
+def gen_npz(rng, valid: dict) -> tuple[str, bytes]:
+    """An .npz read as probe data or as a zoo's data file: ``valid`` as is or with an array mutated,
+    issue 22's 2 GB ``x_train`` bomb next to valid arrays, or any of ``gen_data``'s bad files (zip
+    bombs, pickles, truncations, random bytes, ...)."""
+    how = rng.random()
+    if how < 0.35:
+        z = dict(valid)
+        edits = []
+        for _ in range(int(_pick(rng, [0, 0, 1, 2]))):
+            key = _pick(rng, list(z) + ["x_extra"])
+            if key not in z:
+                z[key] = rng.normal(size=(2, 2))
+                edits.append(f"add {key} float [2, 2]")
+            else:
+                z[key], what = _mutate_array(rng, z[key])
+                edits.append(f"{key}: {what}")
+        buf = _io.BytesIO()
+        np.savez(buf, **z)
+        return f"npz [{'; '.join(edits) or 'valid arrays'}]", buf.getvalue()
+    if how < 0.45:
+        key = _pick(rng, ["x_train", "x_val", "y_train"])
+        buf = _io.BytesIO(_bomb_member(key, BIG_BOMB))
+        with zipfile.ZipFile(buf, "a") as zf:
+            for k, v in valid.items():
+                if k != key:
+                    with zf.open(k + ".npy", "w") as f:
+                        np.lib.format.write_array(f, np.asanyarray(v), allow_pickle=False)
+        return f"zip bomb {key} inflates to 2 GB", buf.getvalue()
+    desc, raw, _ = gen_data(rng)
+    return desc, raw
+
+
+class Zoo:
+    """A tiny zoo (the module target's base models as members, with ``zoo.*`` metadata and one data
+    file) and its index, built once per process."""
+
+    def __init__(self, mods: "Modules", root: Path):
+        from onnxmod import api
+
+        self.root = root / "zoo"
+        (self.root / "members").mkdir(parents=True)
+        (self.root / "data").mkdir()
+        self.data = (mods.data).read_bytes()
+        (self.root / "data" / "d.npz").write_bytes(self.data)
+        self.members = []
+        for i, raw in enumerate(mods.bases):
+            proto = onnx.ModelProto.FromString(raw)
+            for k, v in (("zoo.data", "data/d.npz"), ("zoo.task", f"task{i}"), ("zoo.classes", "[0, 1, 2]"),
+                         ("zoo.test_accuracy", "0.5")):
+                proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+            self.members.append(proto.SerializeToString())
+            (self.root / "members" / f"m{i}.onnx").write_bytes(self.members[-1])
+        self.index = root / "zoo-index"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            api.zoo_index(self.root, self.index, probes=8)
+        self.files = {p.relative_to(self.index).as_posix(): p.read_bytes()
+                      for p in sorted(self.index.rglob("*")) if p.is_file()}
+        with np.load(mods.data) as z:
+            self.valid = {k: z[k] for k in z.files}
+
+
+ZOO_META_VALUES = ["", "data/d.npz", "data/missing.npz", "../outside.npz", "/etc/passwd", "data/\x00.npz", "data",
+                   "[0, 1, 2]", "[2, 0]", "[0, 0]", "[-1]", "[1e400]", "[true]", "[99]", "{}", "[]", "[0.5]", "x",
+                   "0.5", "nan", "-3", "1e999", "0x1"]
+
+
+def zoo_meta_edit(rng, proto: onnx.ModelProto) -> str:
+    meta = {e.key: e.value for e in proto.metadata_props}
+    key = _pick(rng, ["zoo.data", "zoo.classes", "zoo.test_accuracy", "zoo.task", "onnxmod.kind"])
+    if rng.random() < 0.2:
+        meta.pop(key, None)
+        what = f"del {key}"
+    else:
+        meta[key] = _pick(rng, ZOO_META_VALUES)
+        what = f"{key}={meta[key]!r}"
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    return what
+
+
+JSON_VALUES = [None, 0, -1, 1.5, "", "x", [], {}, [1], {"name": 1}, True, "9" * 40]
+
+
+def json_edit(rng, text: bytes) -> tuple[str, bytes]:
+    """One edit of an index.json: a field of a module entry retyped or dropped, the modules list
+    damaged, the text truncated, nested deeply or replaced by bytes."""
+    import json
+
+    how = rng.random()
+    if how < 0.1:
+        return "truncated", text[: int(rng.integers(len(text) + 1))]
+    if how < 0.15:
+        return "random bytes", rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
+    if how < 0.2:
+        return "deeply nested", b"[" * 100000 + b"]" * 100000
+    try:
+        d = json.loads(text)
+    except (ValueError, RecursionError):
+        d = None
+    if not (isinstance(d, dict) and isinstance(d.get("modules"), list) and d["modules"]
+            and all(isinstance(e, dict) for e in d["modules"])):  # damaged by an earlier edit
+        return "truncated", text[: int(rng.integers(len(text) + 1))]
+    if how < 0.3:
+        d["modules"] = _pick(rng, JSON_VALUES)
+        return f"modules={d['modules']!r}", json.dumps(d).encode()
+    if how < 0.35:
+        d = _pick(rng, JSON_VALUES)
+        return f"index={d!r}", json.dumps(d).encode()
+    e = d["modules"][int(rng.integers(len(d["modules"])))]
+    key = _pick(rng, list(e) + ["input_signature", "file"])
+    if rng.random() < 0.25:
+        e.pop(key, None)
+        what = f"del {key}"
+    elif key == "input_signature" and rng.random() < 0.5:
+        e[key] = _pick(rng, [{"name": "x", "dtype": "float32", "shape": 5}, [], [{"name": "x"}],
+                             {"name": "x", "dtype": "float32", "shape": ["b", -1, 3.5]}])
+        what = f"{key}={e[key]!r}"
+    else:
+        e[key] = _pick(rng, JSON_VALUES)
+        what = f"{key}={e[key]!r}"
+    return f"entry {what}", json.dumps(d).encode()
+
+
+def gen_fingerprint(rng, mods: "Modules"):
+    """``api.fingerprint`` on 1-3 modules, compositions or base models (their metadata or graph
+    sometimes edited), with generated probe data (valid, mutated, bombs, broken containers)."""
+    files, edits = [], []
+    for _ in range(int(rng.integers(1, 4))):
+        proto = (onnx.ModelProto.FromString(_pick(rng, mods.bases)) if rng.random() < 0.3 else mods.pick(rng))
+        for _ in range(int(_pick(rng, [0, 0, 0, 1, 2]))):
+            edits.append(meta_edit(rng, proto) if rng.random() < 0.6 else field_edit(rng, proto))
+        files.append(proto.SerializeToString())
+    probe, what = None, "no probe data"
+    if rng.random() < 0.7:
+        valid = {k: v for k, v in mods.valid.items() if k.startswith("x_")}
+        what, probe = gen_npz(rng, valid)
+    kind = _pick(rng, FP_KINDS)
+    probes, chains = int(_pick(rng, [0, 1, 5, 16, 64])), int(_pick(rng, [0, 1, 2, 8]))
+    desc = (f"fingerprint {kind} of {len(files)} file(s) ({'; '.join(edits) or 'unedited'}), probes {probes}, "
+            f"chains {chains}, probe data: {what}")
+    return desc, (files, probe, kind, probes, chains, int(rng.integers(3)))
+
+
+def run_fingerprint(payload, workdir: Path) -> None:
+    from onnxmod import api
+
+    files, probe, kind, probes, chains, seed = payload
+    paths = []
+    for i, raw in enumerate(files):
+        paths.append(workdir / f"case{i}.onnx")
+        paths[-1].write_bytes(raw)
+    data = None
+    if probe is not None:
+        data = workdir / "case-probe.npz"
+        data.write_bytes(probe)
+    out = workdir / "fp.npz"
+    try:
+        api.fingerprint(paths, out, kind=kind, probes=probes, probe_data=data, seed=seed, chains=chains, force=True)
+    finally:
+        left = [q.name for q in workdir.iterdir() if q.name.startswith(".fp.npz.")]
+        out.unlink(missing_ok=True)
+        if left:
+            raise AssertionError(f"temporary output left behind: {left}")
+
+
+def gen_zoo(rng, zoo: Zoo):
+    """``zoo find`` on an index whose index.json or fingerprints.npz was damaged (with a member,
+    a module or damaged bytes as --signature-of), or ``zoo index`` on a zoo whose members' zoo.*
+    metadata, graph or data file was damaged."""
+    if rng.random() < 0.75:
+        files, edits = dict(zoo.files), []
+        for _ in range(int(_pick(rng, [1, 1, 2]))):
+            if rng.random() < 0.5:
+                what, files["index.json"] = json_edit(rng, files.get("index.json", b""))
+                edits.append(f"index.json {what}")
+            else:
+                valid = {"fingerprints": rng.normal(size=(len(json_files(files)), 8)).astype(np.float32),
+                         "files": np.array(json_files(files))}
+                what, files["fingerprints.npz"] = gen_npz(rng, valid)
+                edits.append(f"fingerprints.npz {what}")
+            if rng.random() < 0.1:
+                files.pop(_pick(rng, ["index.json", "fingerprints.npz"]))
+                edits.append("a file removed")
+        sig = zoo.members[int(rng.integers(len(zoo.members)))]
+        if rng.random() < 0.3:
+            what, sig = byte_edit(rng, sig)
+            edits.append(f"signature-of {what}")
+        cls, top = _pick(rng, ["0", "1", "2", "nope", ""]), int(_pick(rng, [1, 5, 5, 5, 0]))
+        task = _pick(rng, [None, None, "task0", "x"])
+        return f"zoo find class {cls!r} top {top} task {task}: {'; '.join(edits)}", ("find", files, sig, cls, top, task)
+    members, edits = [], []
+    for raw in zoo.members[: int(rng.integers(1, len(zoo.members) + 1))]:
+        proto = onnx.ModelProto.FromString(raw)
+        for _ in range(int(_pick(rng, [0, 1, 1, 2]))):
+            edits.append(zoo_meta_edit(rng, proto) if rng.random() < 0.8 else field_edit(rng, proto))
+        members.append(proto.SerializeToString())
+    data = zoo.data
+    if rng.random() < 0.5:
+        what, data = gen_npz(rng, zoo.valid)
+        edits.append(f"data {what}")
+    return f"zoo index of {len(members)} member(s): {'; '.join(edits) or 'unedited'}", ("index", members, data)
+
+
+def json_files(files: dict) -> list[str]:
+    return sorted(f for f in files if f.startswith("modules/"))
+
+
+def run_zoo(payload, workdir: Path) -> None:
+    import shutil
+
+    from onnxmod import api
+
+    for d in ("case-zoo", "case-index", "case-out"):
+        shutil.rmtree(workdir / d, ignore_errors=True)
+    if payload[0] == "find":
+        _, files, sig, cls, top, task = payload
+        for rel, raw in files.items():
+            (workdir / "case-index" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / "case-index" / rel).write_bytes(raw)
+        (workdir / "case-sig.onnx").write_bytes(sig)
+        api.zoo_find(workdir / "case-index", cls, workdir / "case-sig.onnx", top=top, task=task)
+        return
+    _, members, data = payload
+    (workdir / "case-zoo" / "members").mkdir(parents=True)
+    (workdir / "case-zoo" / "data").mkdir()
+    (workdir / "case-zoo" / "data" / "d.npz").write_bytes(data)
+    for i, raw in enumerate(members):
+        (workdir / "case-zoo" / "members" / f"m{i}.onnx").write_bytes(raw)
+    try:
+        api.zoo_index(workdir / "case-zoo", workdir / "case-out", probes=8)
+    finally:
+        left = [q.name for q in workdir.iterdir() if q.name.startswith(".case-out.")]
+        if left:
+            raise AssertionError(f"temporary output left behind: {left}")
+
+
 # ---- driver -----------------------------------------------------------------------------------
 
 
@@ -996,12 +1266,24 @@ def _run_case(rng, target, pool: Pool, workdir: Path, timeout: float):
         def go():
             run_slice(rng, payload)
         name = None
-    else:
+    elif target == "module":
         desc, payload = gen_module(rng, pool.modules(workdir))
 
         def go():
             run_module(payload, pool.modules(workdir), workdir)
         name = ("case", "modules-data.npz")  # the model files or the data file
+    elif target == "fingerprint":
+        desc, payload = gen_fingerprint(rng, pool.modules(workdir))
+
+        def go():
+            run_fingerprint(payload, workdir)
+        name = ("case",)  # a model file or the probe data
+    else:
+        desc, payload = gen_zoo(rng, pool.zoo(workdir))
+
+        def go():
+            run_zoo(payload, workdir)
+        name = ("case",)  # the index, the signature file, the zoo or one of its members or data files
     if timeout:
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:

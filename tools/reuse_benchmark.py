@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from onnxmod import api, runtime  # noqa: E402
 from onnxmod.compose import compose, replace  # noqa: E402
 
-import onnx  # noqa: E402
+from onnxmod.io import load_onnx, read_npz  # noqa: E402
 
 
 def _acc(pred, y):
@@ -80,7 +80,7 @@ def train_scratch(task: str, stem: str, x, y, seed: int):
 
 def intra_reuse(task, stem, max_pairs, seed, tmp):
     folder = ROOT / "fixtures" / task
-    z = np.load(folder / "data.npz")
+    z = read_npz(folder / "data.npz", "a data file")
     r = api.decompose(folder / f"{stem}.onnx", folder / "data.npz", Path(tmp) / f"{task}-{stem}", progress=False,
                       seed=seed)
     files = {m["class"]: Path(tmp) / f"{task}-{stem}" / m["file"] for m in r["modules"]}
@@ -91,7 +91,7 @@ def intra_reuse(task, stem, max_pairs, seed, tmp):
     rows = []
     for a, b in pairs:
         x_te, y_te = _pair_data(z["x_test"], z["y_test"], a, b)
-        comp = compose([onnx.load(str(files[a])), onnx.load(str(files[b]))])
+        comp = compose([load_onnx(files[a]), load_onnx(files[b])])
         label = runtime.run_batched(runtime.session(comp), x_te, ["label"])[0]
         composed = _acc(np.where(label == b, 1, 0), y_te)
         x_tr, y_tr = _pair_data(z["x_train"], z["y_train"], a, b)
@@ -109,16 +109,16 @@ def intra_replace(task, seed, tmp):
     models = sorted(manifest["models"], key=lambda m: m["test_accuracy"])
     weak, strong = Path(models[0]["file"]).stem, Path(models[-1]["file"]).stem
     folder = ROOT / "fixtures" / task
-    z = np.load(folder / "data.npz")
+    z = read_npz(folder / "data.npz", "a data file")
     out = {}
     for stem in (weak, strong):
         out[stem] = api.decompose(folder / f"{stem}.onnx", folder / "data.npz", Path(tmp) / f"r-{task}-{stem}",
                                   progress=False, seed=seed)
     weak_mono, strong_mono = out[weak]["monolithic_accuracy"], out[strong]["monolithic_accuracy"]
-    composed = onnx.load(str(Path(tmp) / f"r-{task}-{weak}" / "composed.onnx"))
+    composed = load_onnx(Path(tmp) / f"r-{task}-{weak}" / "composed.onnx")
     rows = []
     for m in out[strong]["modules"]:
-        new = onnx.load(str(Path(tmp) / f"r-{task}-{strong}" / m["file"]))
+        new = load_onnx(Path(tmp) / f"r-{task}-{strong}" / m["file"])
         rep = replace(composed, new, m["name"])
         label = runtime.run_batched(runtime.session(rep), z["x_test"], ["label"])[0]
         acc = _acc(label, z["y_test"])

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxmod import fingerprint as fp  # noqa: E402
+from onnxmod.io import read_json  # noqa: E402
 
 
 def kendall_tau(a, b) -> float:
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     report = {}
     for z in a.zoos:
-        man = json.loads((z / "zoo.json").read_text())
+        man = read_json(z / "zoo.json", "a zoo manifest (zoo.json)")
         files = [str(z / m["file"]) for m in man["members"]]
         acc = np.array([m["test_accuracy"] for m in man["members"]])
         task = [m["task"] for m in man["members"]]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from onnxmod import api, runtime  # noqa: E402
 from onnxmod import zoo as zs  # noqa: E402
 from onnxmod.evaluate import roc_auc  # noqa: E402
-from onnxmod.io import load_onnx  # noqa: E402
+from onnxmod.io import load_onnx, read_npz  # noqa: E402
 
 
 def kendall_tau(a, b) -> float:
@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     index, _ = zs.load_index(a.index)
     data_rel = index["modules"][0]["data"]
-    with np.load(a.zoo / data_rel) as z:
-        x_test, y_test, names = z["x_test"], z["y_test"], [str(n) for n in z["class_names"]]
+    z = read_npz(a.zoo / str(data_rel), "the zoo's data file")  # guarded: sizes checked before decompression
+    x_test, y_test, names = z["x_test"], z["y_test"], [str(n) for n in z["class_names"]]
     any_member = a.zoo / index["modules"][0]["member"]
     rows, scen = [], []
     auc_of = {}
