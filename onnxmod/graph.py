@@ -133,17 +133,20 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
                 self._reader[id(node)] = op
         return ops
 
-    def _upstream_recurrent(self, t, produced, depth=0) -> int | None:
-        if depth > 64 or isinstance(t, gs.Constant):
-            return None
-        if id(t) in produced:
-            return produced[id(t)].index
-        if not t.inputs:
-            return None
-        for x in t.inputs[0].inputs:
-            r = self._upstream_recurrent(x, produced, depth + 1)
-            if r is not None:
-                return r
+    @staticmethod
+    def _upstream_recurrent(t, produced) -> int | None:
+        """The recurrence whose units reach tensor ``t`` first, walking back (each tensor once: a
+        CNN's branches and joins would make a plain recursion exponential)."""
+        seen, todo = set(), [t]
+        while todo:
+            x = todo.pop(0)
+            if id(x) in seen or isinstance(x, gs.Constant):
+                continue
+            seen.add(id(x))
+            if id(x) in produced:
+                return produced[id(x)].index
+            if x.inputs:
+                todo.extend(x.inputs[0].inputs)
         return None
 
     # ---- facts ------------------------------------------------------------------------------

@@ -201,14 +201,22 @@ class Readout:
             return "1:1" if self.one_output else "1:N"
         return "M:1" if self.one_output else "M:N"
 
-    def _merges_sequence(self, t, depth=0) -> bool:
-        if depth > 64 or isinstance(t, gs.Constant) or not t.inputs:
-            return False
-        p = t.inputs[0]
-        if p.op in ("Flatten", "Expand", "Tile"):
-            return True
-        if p.op == "Reshape":  # a sequence flattened into one vector (an image's feature maps are no sequence)
-            a, b = p.inputs[0].shape, p.outputs[0].shape
-            if a is not None and b is not None and len(b) < len(a) <= 3:
+    @staticmethod
+    def _merges_sequence(t) -> bool:
+        """Whether the input reaches the first recurrence through a sequence flattened into one
+        vector and repeated (the paper's 1:1 and 1:N models); each tensor is looked at once."""
+        seen, todo = set(), [t]
+        while todo:
+            x = todo.pop()
+            if id(x) in seen or isinstance(x, gs.Constant) or not x.inputs:
+                continue
+            seen.add(id(x))
+            p = x.inputs[0]
+            if p.op in ("Flatten", "Expand", "Tile"):
                 return True
-        return any(self._merges_sequence(x, depth + 1) for x in p.inputs if not isinstance(x, gs.Constant))
+            if p.op == "Reshape":  # a sequence flattened into one vector (an image's feature maps are no sequence)
+                a, b = p.inputs[0].shape, p.outputs[0].shape
+                if a is not None and b is not None and len(b) < len(a) <= 3:
+                    return True
+            todo.extend(i for i in p.inputs if not isinstance(i, gs.Constant))
+        return False
