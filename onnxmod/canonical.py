@@ -81,6 +81,7 @@ def canonicalize(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
         from onnxscript.optimizer import fold_constants_ir
     except ImportError as exc:  # pragma: no cover - runtime dependencies
         return proto, f"onnxscript's optimizer is not installed ({exc})"
+    proto = _without_declared_shapes(proto)
     try:
         model = ir.serde.deserialize_model(proto)
         main = model.graph
@@ -106,6 +107,21 @@ def canonicalize(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
         return proto, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     _restore_bodies(out, proto)
     return out, None
+
+
+def _without_declared_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph outputs keep their types but not their declared shapes, and with no
+    value_info: exporters declare shapes that are wrong (ddddocr's ``[1, seqlen]`` for ``[T, 1, C]``),
+    and an optimizer that trusted them would rewrite reshape targets to match."""
+    if not any(o.type.tensor_type.HasField("shape") for o in proto.graph.output) and not proto.graph.value_info:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for o in out.graph.output:
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.ClearField("shape")
+    del out.graph.value_info[:]
+    return out
 
 
 def _restore_bodies(out: onnx.ModelProto, proto: onnx.ModelProto) -> None:

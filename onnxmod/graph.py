@@ -254,7 +254,7 @@ def _logit_names(g: gs.Graph, model) -> set:
 def describe_leniently(proto: onnx.ModelProto, source: str) -> dict:
     """What ``inspect`` can say of a model that ``Model`` refuses: its I/O, every recurrence the
     front-ends recognize (before any check that decomposition needs) and every miss."""
-    graph, _ = prepare_graph(proto, source)
+    graph, _ = prepare_graph(proto, source, strict=False)
     normalize(graph)
     found, misses = recognize(graph, source)
     recs = [r.describe() for r in found] + describe_unrecognized(graph, found)

@@ -20,15 +20,24 @@ from .ops import recurrent_op_types
 from .ops.layout import to_time_major
 
 
-def prepare_graph(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
+def prepare_graph(proto: onnx.ModelProto, source: str, strict: bool = True) -> tuple[gs.Graph, list[str]]:
     """The prepared graph, and what preparation rewrote (one line each; none: the graph computes
     as the proto does, node for node). A first input declared for one row at a time is relaxed
-    when the graph then computes rows independently (checked by running it), else left as declared."""
+    when the graph then computes rows independently (checked by running it). A graph that runs
+    batched but mixes rows (one dynamic quantization scale for the whole batch, say) is refused
+    (``strict``; onnxmod traces and scores many rows at once), one that does not run batched at all
+    is left as declared."""
     relaxed_proto, relaxed = relax_batch(proto)
     if relaxed:
         graph, rewrites = _prepare(relaxed_proto, source)
-        if _rows_independent(graph, proto):
+        independent = _rows_independent(graph, proto)
+        if independent:
             return graph, [relaxed] + rewrites
+        if independent is False and strict:
+            raise UnsupportedModelError(
+                f"{source}: input {graph.inputs[0].name!r} is declared for one row at a time and the graph mixes "
+                f"rows when given several (a row's outputs change with the others in its batch: a dynamic "
+                f"quantization's one scale per batch, say); onnxmod traces and scores many rows at once")
     return _prepare(proto, source)
 
 
@@ -85,4 +94,4 @@ def _rows_independent(graph: gs.Graph, proto: onnx.ModelProto) -> bool:
     try:
         return probe.rows_independent(graph, graph.outputs[0].name, opset)
     except probe.ProbeError:
-        return False
+        return None  # it does not run on several rows at all
