@@ -152,6 +152,8 @@ def fuse(model: Model, concerns: list[Concern], vocab_sha256: str | None = None,
     logits = m.head.output
     logits.shape = None
     label, scores = _vote(g, logits, code, K, rank, [c.class_index for c in concerns])
+    steps = ["steps"] * (rank - 2)  # declared, for outputs shape inference cannot follow (computed reshapes)
+    label.shape, scores.shape = ["batch", *steps], ["batch", *steps, K]
     classes = [{"class_index": c.class_index, "class_name": c.class_name, "source_sha256": digest, "mode": c.mode}
                for c in concerns]
     meta = {"onnxmod.kind": "fused", "onnxmod.version": __version__, "onnxmod.shape": m.shape,

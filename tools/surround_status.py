@@ -15,9 +15,8 @@ subprocess (``PYTHONPATH`` honoured; this checkout first on it):
 
 and prints ``model | inspect | decomposes | δ or refusal``: δ is the report's ``delta``
 (composition minus model on the test split) in points; a refusal is onnxmod's one
-``onnxmod: error:`` line.  CTC models other than ``torch_legacy/digits_crnn_ctc`` (whose argmax
-labels are the committed ``y_*``) are given their own per-step argmax as labels in a temporary
-copy of the data (what ``--labels model`` will do).
+``onnxmod: error:`` line.  CTC models are decomposed with ``--labels model --ctc-blank 0`` and
+their δ is greedy-decoded string accuracy (composition minus model).
 
 ``--readme COLUMN`` records the run under ``COLUMN`` in ``fixtures/surround/status.json`` and
 regenerates the status table of ``fixtures/surround/README.md`` from every recorded column (so
@@ -46,7 +45,6 @@ OCR = [("ddddocr/common", REPO / ".cache" / "ddddocr" / "extracted" / "ddddocr" 
         REPO / "out" / "ocr" / "common.npz"),
        ("ddddocr/common_old", REPO / ".cache" / "ddddocr" / "extracted" / "ddddocr" / "common_old.onnx",
         REPO / "out" / "ocr" / "common_old.npz")]
-LABELLED_CTC = "torch_legacy/digits_crnn_ctc"
 
 
 def log(*a):
@@ -86,31 +84,6 @@ def error_line(stderr: str) -> str:
     return (errs or lines or ["(no message)"])[-1].replace(str(REPO) + os.sep, "")
 
 
-def model_labelled(path: Path, data: Path, tmp: Path) -> Path:
-    """A copy of ``data`` whose ``y_*`` are the model's own per-step argmax ``[N, T]``."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    z = dict(np.load(data))
-    for split in ("train", "val", "test"):
-        if f"x_{split}" not in z:
-            continue
-        x = z[f"x_{split}"]
-        out = sess.run(None, {name: x[:2]})[0]
-        time_major = out.shape[1] == 2 and out.shape[0] != 2
-        parts = [sess.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)]
-        logits = np.concatenate(parts, axis=1 if time_major else 0)
-        ids = logits.argmax(-1)
-        z[f"y_{split}"] = (ids.T if time_major else ids).astype(np.int64)
-    out_path = tmp / "data.npz"
-    np.savez(out_path, **z)
-    return out_path
-
-
 def status(t: dict, timeout: float) -> dict:
     """inspect + rolled decompose of one model: ``{inspect, decomposes, delta, refusal, seconds}``."""
     rec = {"model": t["model"], "row": t["row"]}
@@ -123,15 +96,16 @@ def status(t: dict, timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="surround-") as tmp:
         tmp = Path(tmp)
         data = t["data"]
-        if t["task"] == "digits_ctc" and t["model"] != LABELLED_CTC:
-            data = model_labelled(t["file"], data, tmp)
+        # CTC models: the labels are the model's own answers, judged as greedy-decoded strings
+        ctc = ["--labels", "model", "--ctc-blank", "0"] if t["task"] in ("digits_ctc", "ocr") else []
         t0 = time.time()
         rc, _, err = onnxmod(["decompose", str(t["file"]), "--data", str(data), "--mode", "rolled", "--out",
-                              str(tmp / "out"), "--threads", "1", "-q"], timeout)
+                              str(tmp / "out"), "--threads", "1", "-q", *ctc], timeout)
         rec["seconds"] = round(time.time() - t0, 1)
         if rc == 0:
             report = json.loads((tmp / "out" / "report.json").read_text())
-            rec.update(decomposes=True, delta=report.get("delta"), refusal=None)
+            delta = (report.get("ctc") or {}).get("delta_string_accuracy", report.get("delta"))
+            rec.update(decomposes=True, delta=delta, refusal=None)
         else:
             rec.update(decomposes=False, delta=None,
                        refusal=f"timeout after {timeout:.0f} s" if rc is None else error_line(err))
