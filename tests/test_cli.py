@@ -351,7 +351,7 @@ def test_unrecognized_arguments_are_usage_errors_of_their_subcommand():
 
 
 # the order in which the help examples run: producers of out/... first
-_EXAMPLE_ORDER = ("decompose", "compose", "replace", "evaluate", "inspect", "fingerprint", "zoo")
+_EXAMPLE_ORDER = ("decompose", "split", "compose", "replace", "evaluate", "inspect", "fingerprint", "zoo")
 
 
 def _help_examples() -> list[tuple[str, str]]:
