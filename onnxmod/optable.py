@@ -27,6 +27,7 @@ class Effect(str, Enum):
     LINEAR = "reads units linearly"
     MIXES = "mixes units"
     PLUMBING = "plumbing"
+    SIZES = "reads sizes only"
 
     def __str__(self) -> str:
         return self.value
@@ -36,16 +37,18 @@ class Effect(str, Enum):
 UNARY = frozenset({
     "Tanh", "Sigmoid", "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Softsign", "Softplus", "HardSigmoid", "HardSwish",
     "Gelu", "Mish", "ThresholdedRelu", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Sign",
-    "Floor", "Ceil", "Round", "Not", "IsNaN"})
+    "Floor", "Ceil", "Round", "Not", "IsNaN", "IsInf"})
 # element-wise over several operands, with broadcasting
 NARY = frozenset({
     "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu", "Where", "Clip", "Equal", "Greater",
-    "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor"})
+    "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod", "BitShift"})
 # per unit along other axes, mixing along the unit axis
 ALONG_AXES = frozenset({
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
     "ReduceLogSumExp", "ReduceSumSquare", "Softmax", "LogSoftmax", "Hardmax", "CumSum", "ArgMax", "ArgMin", "TopK",
     "LpNormalization"})
+# pooling: per channel along the spatial axes
+POOLS = frozenset({"GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool", "MaxPool", "AveragePool", "LpPool"})
 # normalizations: each output element depends on every element along the normalized axes
 NORMS = frozenset({"LayerNormalization", "RMSNormalization", "GroupNormalization", "InstanceNormalization",
                    "MeanVarianceNormalization"})
@@ -54,7 +57,12 @@ LINEAR = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", 
 PER_CHANNEL = frozenset({"BatchNormalization"})  # inference: a scale and shift per channel (axis 1)
 # values moved, selected or repeated, never computed (the first input's elements, or every input's: Concat)
 PLUMBING = frozenset({"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
-                      "Concat", "Split", "Slice", "Gather", "GatherElements", "Expand", "Tile"})
+                      "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile",
+                      "ReverseSequence"})
+PADS = frozenset({"Pad"})  # moves values and inserts a constant beside them
+# element-wise with a scale and zero point (per tensor, or per channel along an axis)
+QUANTIZE = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+SIZES = frozenset({"Shape", "Size"})  # read a tensor's sizes, never its values
 # plumbing with one operand whose output has the input's shape
 _SHAPE_KEEPING_PLUMBING = frozenset({"Identity", "Dropout", "Cast"})
 
@@ -62,22 +70,24 @@ _SHAPE_KEEPING_PLUMBING = frozenset({"Identity", "Dropout", "Cast"})
 def effect(op: str, over_units: bool | None = None) -> Effect | None:
     """What ``op`` does to units; None when the table does not know it. For an op whose effect
     depends on its axes, ``over_units`` says whether they include the unit axis (None: mixes)."""
-    if op in UNARY or op in NARY or op in PER_CHANNEL:
+    if op in UNARY or op in NARY or op in PER_CHANNEL or op in QUANTIZE:
         return Effect.PER_UNIT
-    if op in PLUMBING:
+    if op in PLUMBING or op in PADS:
         return Effect.PLUMBING
+    if op in SIZES:
+        return Effect.SIZES
     if op in LINEAR:
         return Effect.LINEAR
     if op in NORMS:
         return Effect.MIXES
-    if op in ALONG_AXES:
+    if op in ALONG_AXES or op in POOLS:
         return Effect.PER_UNIT if over_units is False else Effect.MIXES
     return None
 
 
 def depends_on_axes(op: str) -> bool:
     """Whether ``op`` acts per unit along some axes and mixes units along others."""
-    return op in ALONG_AXES
+    return op in ALONG_AXES or op in POOLS
 
 
 def is_elementwise(op: str) -> bool:

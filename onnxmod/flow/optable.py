@@ -22,11 +22,13 @@ answers for the cell's own flow (``recurrence/cellflow.py``: ``category``).
 """
 from __future__ import annotations
 
+from ..optable import Effect, effect
 from .engine import Widen
 from .rules import elementwise, layout, linear
 
 # Every rule, in one explicit list: each declares its category and the ops it follows.
 RULES_IN_ORDER = (
+    elementwise._copy,
     elementwise._unary,
     elementwise._elementwise,
     elementwise._where,
@@ -58,17 +60,23 @@ RULES_IN_ORDER = (
     linear._quantize,
 )
 
-CATEGORY: dict[str, str] = {op: fn.category for fn in RULES_IN_ORDER for op in fn.ops}
 RULES: dict = {op: fn for fn in RULES_IN_ORDER for op in fn.ops}
-# ops read at full width: what they do mixes the units, or hides them in a subgraph
-for _op in ("Loop", "Scan", "If", "LSTM", "GRU", "RNN", "Einsum", "NonZero", "Compress", "GatherElements",
-            "ScatterElements", "ScatterND", "Resize", "SpaceToDepth", "DepthToSpace"):
-    CATEGORY.setdefault(_op, "mixes")
+
+# The rules' categories are the one op table's effects (``onnxmod/optable.py``, which the cell's own
+# flow and the rewrite rules read too); tests/flow/test_optable.py checks every rule agrees with it.
+NAMES = {Effect.PER_UNIT: "per-unit", Effect.LINEAR: "linear", Effect.MIXES: "mixes", Effect.PLUMBING: "layout",
+         Effect.SIZES: "shape"}
 
 
 def category(op: str) -> str | None:
-    """``layout``, ``per-unit``, ``linear``, ``mixes``, ``shape``, or None for an op not in the table."""
-    return CATEGORY.get(op)
+    """``layout``, ``per-unit``, ``linear``, ``mixes``, ``shape``, or None for an op not in the table.
+    An op whose effect depends on its axes (a reduction, a softmax) is named by what it does along
+    axes other than the units' (its rule re-widens when they are the units')."""
+    e = effect(op, over_units=False)
+    return None if e is None else NAMES[e]
+
+
+CATEGORY = {op: category(op) for op in RULES}  # the ops the flow has a rule for, by category
 
 
 def rule_for(node):
@@ -76,6 +84,6 @@ def rule_for(node):
 
 
 def _unknown(f, node, ins):
-    if CATEGORY.get(node.op) == "mixes":
+    if category(node.op) == "mixes" or node.op in ("Loop", "Scan", "If"):
         raise Widen(f"{node.op} mixes the units or reads them inside a subgraph")
     raise Widen(f"{node.op} is not in onnxmod's op table")

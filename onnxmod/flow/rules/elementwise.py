@@ -12,7 +12,15 @@ from ..units import Units, aligned, normalize_null
 from .common import along, only_first, rule
 
 # ---- per unit: element-wise --------------------------------------------------------------------
-@rule("per-unit", *values.UNARY, "Clip", "Not", "IsNaN", "IsInf")
+COPIES = ("Identity", "Dropout", "Cast")  # the one op table's plumbing that only copies values
+
+
+@rule("layout", *COPIES)
+def _copy(f, node, ins):
+    return _unary(f, node, ins)
+
+
+@rule("per-unit", *(op for op in values.UNARY if op not in COPIES), "Clip", "Not", "IsNaN", "IsInf")
 def _unary(f, node, ins):
     u = only_first(ins, "a bound")
     x = np.zeros(u.lab.shape) if u.null is None else u.null
@@ -232,7 +240,7 @@ def _pool(f, node, ins):
     return [u] + [None] * (len(node.outputs) - 1)
 
 
-@rule("per-unit", "BatchNormalization", "InstanceNormalization")
+@rule("per-unit", "BatchNormalization")
 def _batchnorm(f, node, ins):
     u = only_first(ins, "a statistic")
     if int(node.attrs.get("training_mode", 0)):
@@ -272,7 +280,8 @@ def _batchnorm(f, node, ins):
     return [u.with_(null=null)] + [None] * (len(node.outputs) - 1)
 
 
-@rule("mixes", "LayerNormalization", "GroupNormalization", "MeanVarianceNormalization", "RMSNormalization")
+@rule("mixes", "LayerNormalization", "GroupNormalization", "MeanVarianceNormalization", "RMSNormalization",
+      "InstanceNormalization")
 def _norm(f, node, ins):
     raise Widen(f"{node.op} normalizes over the units")
 
