@@ -7,6 +7,7 @@ make larger than the model? One line per variant.
     python tools/generality_sweep.py --only lstm1_mha --only keras_   # variants whose name has one of these
     python tools/generality_sweep.py --list                           # the variants, nothing run
     python tools/generality_sweep.py --keep /tmp/sweep                # keep the models and outputs there
+    python tools/generality_sweep.py --keep /tmp/sweep                # again: the same models, onnxmod rerun
 
 Builds, in a temporary directory (nothing is committed), small variants of the architectures
 practitioners put around a recurrence, each trained for one or two quick epochs on a subset of a
@@ -373,8 +374,9 @@ def export_torch(model, v: Variant, x: np.ndarray) -> bytes:
     return proto.SerializeToString()
 
 
-def part_torch(work: Path, todo: list[Variant]) -> dict:
-    """Train each torch config once, export it by each exporter asked for; ``{name: record}``."""
+def part_torch(work: Path, todo: list[Variant], built=lambda v, rec: None) -> dict:
+    """Train each torch config once, export it by each exporter asked for; ``{name: record}``
+    (``built(variant, record)`` is called as each is done, so checking starts at once)."""
     import logging
 
     import torch
@@ -405,6 +407,7 @@ def part_torch(work: Path, todo: list[Variant]) -> dict:
         rec["build_seconds"] = round(time.time() - t0, 1)
         log(f"  built {v.name} ({rec['build_seconds']} s){' — ' + rec['build_error'] if 'build_error' in rec else ''}")
         records[v.name] = rec
+        built(v, rec)
     return records
 
 
@@ -653,6 +656,7 @@ def main(argv=None) -> int:
     p.add_argument("--keras-python", default=os.environ.get("ONNXMOD_KERAS_PYTHON", KERAS_PYTHON),
                    help=f"python with tensorflow, keras 3 and tf2onnx (default: {KERAS_PYTHON})")
     p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary directory)")
+    p.add_argument("--rebuild", action="store_true", help="with --keep: build the models again even if DIR has them")
     p.add_argument("--jobs", type=int, default=2, help="onnxmod runs at once (default: 2)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per onnxmod call (default: 600)")
     p.add_argument("--removal-cap", type=float, default=0.2,
@@ -676,38 +680,54 @@ def main(argv=None) -> int:
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="onnxmod-sweep-"))
     (work / "models").mkdir(parents=True, exist_ok=True)
     try:
-        write_data(work)
-        builds = {}
-        keras = [v for v in todo if v.part == "keras"]
+        saved = work / "builds.json"
+        builds = json.loads(saved.read_text()) if a.keep and saved.exists() and not a.rebuild else {}
+        if builds:
+            log(f"reusing the models built in {work} ({saved.name}; --rebuild builds them again)")
+        else:
+            write_data(work)
+        recs: dict[str, dict] = {}
+        pool = cf.ThreadPoolExecutor(max_workers=max(1, a.jobs))
+        futs = {}
+
+        def built(v: Variant, rec: dict) -> None:
+            builds[v.name] = rec
+            if not rec.get("build_error"):
+                futs[pool.submit(check, work, v, a.timeout, a.removal_cap)] = v
+
+        for v in todo:
+            if v.name in builds:
+                built(v, builds[v.name])
+        keras = [v for v in todo if v.part == "keras" and v.name not in builds]
         kproc = None
         if keras:
             if not Path(a.keras_python).exists():
                 for v in keras:
-                    builds[v.name] = {"build_error": f"no Keras python at {a.keras_python}"}
+                    built(v, {"name": v.name, "build_error": f"no Keras python at {a.keras_python}"})
             else:
                 log(f"building {len(keras)} Keras variants in {a.keras_python} (in the background)")
                 kproc = subprocess.Popen([a.keras_python, str(Path(__file__).resolve()), "--keras-part", str(work),
                                           "--names", ",".join(v.name for v in keras)], env={**os.environ,
                                          "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
-        torch_todo = [v for v in todo if v.part.startswith("torch")]
-        log(f"building {len(torch_todo)} torch variants")
-        builds.update(part_torch(work, torch_todo))
+        torch_todo = [v for v in todo if v.part.startswith("torch") and v.name not in builds]
+        if torch_todo:
+            log(f"building {len(torch_todo)} torch variants (each checked as soon as it is built)")
+            part_torch(work, torch_todo, built)
         if kproc is not None:
             _, kerr = kproc.communicate()
             kjson = work / "keras.json"
             got = json.loads(kjson.read_text()) if kjson.exists() else {}
             for v in keras:
-                builds[v.name] = got.get(v.name, {"build_error": "Keras part failed: " + (kerr or "").strip()[-300:]})
+                built(v, got.get(v.name, {"name": v.name,
+                                          "build_error": "Keras part failed: " + (kerr or "").strip()[-300:]}))
         t_built = time.time()
-        log(f"checking {len(todo)} variants ({a.jobs} at a time)")
-        recs = {}
-        ready = [v for v in todo if not builds[v.name].get("build_error")]
-        with cf.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as ex:
-            futs = {ex.submit(check, work, v, a.timeout, a.removal_cap): v for v in ready}
-            for fut in cf.as_completed(futs):
-                v = futs[fut]
-                recs[v.name] = fut.result()
-                log("  " + line(v, builds[v.name], recs[v.name]))
+        old = json.loads(saved.read_text()) if saved.exists() else {}
+        saved.write_text(json.dumps({**old, **builds}, indent=1))
+        for fut in cf.as_completed(list(futs)):
+            v = futs[fut]
+            recs[v.name] = fut.result()
+            log("  " + line(v, builds[v.name], recs[v.name]))
+        pool.shutdown()
         print(f"{'variant':42s} result")
         counts: dict[str, int] = {}
         for v in todo:
@@ -716,8 +736,8 @@ def main(argv=None) -> int:
             counts[k] = counts.get(k, 0) + 1
         total = time.time() - t_start
         print(f"\n{len(todo)} variants: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda x: -x[1]))
-              + f"; wall {total / 60:.1f} min (building {(t_built - t_start) / 60:.1f}, checking "
-              f"{(time.time() - t_built) / 60:.1f})")
+              + f"; wall {total / 60:.1f} min (building done after {(t_built - t_start) / 60:.1f}; onnxmod runs "
+              f"{sum(r['check_seconds'] for r in recs.values()) / 60:.1f} min in all, {a.jobs} at a time)")
         if a.json:
             Path(a.json).write_text(json.dumps({"variants": [asdict(v) for v in todo], "builds": builds,
                                                 "checks": recs, "seconds": round(total, 1)}, indent=1))
