@@ -2,9 +2,10 @@
 
 A ``Shape`` of a tensor that carries units gives the size of their axis, which removing units
 changes. Where that size goes into a reshape target the flow follows, the sliced size is right;
-anywhere else (an ``Expand`` to it, as torch's legacy exporter writes ``F.normalize`` and
-``expand_as``; arithmetic on it, as ``view(n, size(1) * size(2))``) the ``Shape`` reads the units at
-full width. Each graph is the smallest that shows it; sliced = zeroed in onnxruntime. (The
+anywhere else (``ConstantOfShape`` for ``torch.zeros_like``, an ``Expand`` to it; arithmetic on
+it, as ``view(n, size(1) * size(2))``) the ``Shape`` reads the units at full width. (An operand
+expanded to the other operand's ``Shape``, torch's ``expand_as``, is read as a broadcast before the
+flow runs: ``tests/test_canonical.py``.) Each graph is the smallest that shows it; sliced = zeroed in onnxruntime. (The
 ``view`` one is rewritten to a constant target by ``rewrite/reshape_from_shape`` before the flow
 sees it; it stays here as a case of the same kind.)
 """
@@ -40,25 +41,15 @@ def _sequence(g: G, cell: str, H: int, D: int) -> str:
     return g.op("Transpose", [yr], perm=[1, 0, 2])
 
 
-def normalize_expand_as(seed: int, cell: str, H: int, D: int):
-    """``F.normalize(y[:, -1])`` as the legacy exporter writes it: ``x / Expand(Clip(ReduceL2(x)),
-    Shape(x))``, then a ``Gemm``."""
-    g = G(np.random.default_rng(seed))
-    h = g.op("Gather", [_sequence(g, cell, H, D), g.const(np.array(-1, np.int64))], axis=1)
-    norm = g.op("Clip", [g.op("ReduceL2", [h, g.const(np.array([-1], np.int64))], keepdims=1),
-                         g.const(np.array(1e-12, np.float32))])
-    z = g.op("Div", [h, g.op("Expand", [norm, g.op("Shape", [h])])])
-    return _model(g, g.op("Gemm", [z, g.const(g.normal(D * H, C)), g.const(g.normal(C))]), ["N", C])
-
-
-def mask_expand_as(seed: int, cell: str, H: int, D: int):
-    """``(y * mask.expand_as(y)).sum(1)``: a mask expanded to the outputs' shape."""
+def zeros_like_where(seed: int, cell: str, H: int, D: int):
+    """``torch.where(mask, y, torch.zeros_like(y))`` as the legacy exporter writes it: ``Where(mask,
+    y, ConstantOfShape(Shape(y)))``, then max over the steps and a ``Gemm``."""
     g = G(np.random.default_rng(seed))
     y = _sequence(g, cell, H, D)
     first = g.op("Slice", ["x", g.const(np.array([0])), g.const(np.array([1])), g.const(np.array([2]))])
-    mask = g.op("Cast", [g.op("Greater", [first, g.const(np.array(0.0, np.float32))])], to=TensorProto.FLOAT)
-    z = g.op("ReduceSum", [g.op("Mul", [y, g.op("Expand", [mask, g.op("Shape", [y])])]),
-                           g.const(np.array([1], np.int64))], keepdims=0)
+    mask = g.op("Greater", [first, g.const(np.array(0.0, np.float32))])
+    zeros = g.op("ConstantOfShape", [g.op("Shape", [y])], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    z = g.op("ReduceMax", [g.op("Where", [mask, y, zeros]), g.const(np.array([1], np.int64))], keepdims=0)
     return _model(g, g.op("Gemm", [z, g.const(g.normal(D * H, C)), g.const(g.normal(C))]), ["N", C])
 
 
@@ -77,7 +68,7 @@ def view_by_arithmetic(seed: int, cell: str, H: int, D: int):
     return _model(g, g.op("Gemm", [z, g.const(g.normal(T * D * H, C)), g.const(g.normal(C))]), ["N", C], "T")
 
 
-@pytest.mark.parametrize("build", [normalize_expand_as, mask_expand_as, view_by_arithmetic])
+@pytest.mark.parametrize("build", [zeros_like_where, view_by_arithmetic])
 @pytest.mark.parametrize("cell,D", [("LSTM", 1), ("GRU", 2), ("RNN", 2)])
 def test_a_size_of_the_units_used_elsewhere_reads_them_at_full_width(build, cell, D):
     H = 5
