@@ -131,7 +131,17 @@ TORCH = [
     ("pos_lstm2_tdmlp", "pos", "emb", "LSTM", 2, False, True, "td_mlp", 13),
     ("pos_rnn1bi_tdln", "pos", "emb", "RNN", 1, True, True, "td_ln", 17),
     ("pos_lstm1bi_tdlogsoftmax", "pos", "emb", "LSTM", 1, True, True, "td_logsoftmax", 20),
+    ("lstm1_flatten", "math", "emb", "LSTM", 1, False, True, "flatten", 17),
+    ("pos_gru1_viewlinear", "pos", "emb", "GRU", 1, False, True, "view_linear", 13),
+    ("lstm1_residual2", "math", "emb", "LSTM", 1, False, True, "residual_rnn", 20),
+    ("gru1_skipemb", "math", "emb", "GRU", 1, False, True, "skip_emb", 17),
+    ("lstm1_transformer", "math", "emb", "LSTM", 1, False, True, "transformer", 17),
+    ("gru1bi_l2norm", "math", "emb", "GRU", 1, True, True, "l2norm", 20),
+    ("gru2bi_hnview", "math", "emb", "GRU", 2, True, True, "hn_view", 17),
+    ("lstm1_silumlp_temp", "math", "emb", "LSTM", 1, False, True, "silu_mlp_temp", 20),
+    ("gru1_gated_sum", "math", "emb", "GRU", 1, False, True, "gated_sum", 13),
 ]
+STATIC_T = {"flatten"}  # heads that need the exported length
 
 # ---- Keras 3 via tf2onnx -----------------------------------------------------------------------
 KERAS = [
@@ -142,6 +152,12 @@ KERAS = [
     ("keras_gru2_td", "pos", "gru2_td"),
     ("keras_bigru_td", "pos", "bigru_td"),
     ("keras_lstm_gmp_mlp", "genre", "lstm_gmp_mlp"),
+    ("keras_bilstm_sum_gmp", "math", "bilstm_sum_gmp"),
+    ("keras_lstm_flatten", "math", "lstm_flatten"),
+    ("keras_lstm_state_hc", "math", "lstm_state_hc"),
+    ("keras_lstm_ln_bn_softmax", "math", "lstm_ln_bn_softmax"),
+    ("keras_lstm_mha", "math", "lstm_mha"),
+    ("keras_gru_additive_attention", "math", "gru_additive_attention"),
 ]
 
 
@@ -202,6 +218,7 @@ def torch_net():
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     H = 16  # hidden units per direction (≤ 32)
+    T_STATIC = {"math": 40, "genre": 60, "genre_post": 60, "pos": 40}
 
     class Net(nn.Module):
         def __init__(self, v: Variant, vocab: int, classes: int):
@@ -249,7 +266,24 @@ def torch_net():
             elif h == "conv1d":
                 self.conv = nn.Conv1d(U, 12, 3, padding=1)
                 width = 12
-            if h in ("bn_mlp", "mlp_softmax", "td_mlp"):
+            elif h == "flatten":
+                width = U * T_STATIC[v.task]
+            elif h == "residual_rnn":
+                self.rnn2 = getattr(nn, kind)(U, H, batch_first=True)
+            elif h == "skip_emb":
+                width = U + feat
+            elif h == "transformer":
+                self.block = nn.TransformerEncoderLayer(U, nhead=2, dim_feedforward=32, dropout=0.1, batch_first=True)
+            elif h == "hn_view":
+                width = 2 * H
+            elif h == "silu_mlp_temp":
+                self.mlp = nn.Sequential(nn.Linear(U, 20), nn.SiLU(), nn.Linear(20, 20), nn.GELU(),
+                                         nn.Linear(20, classes))
+            elif h == "gated_sum":
+                self.gate = nn.Linear(U, U)
+            if h == "silu_mlp_temp":
+                pass
+            elif h in ("bn_mlp", "mlp_softmax", "td_mlp"):
                 self.mlp = nn.Sequential(nn.Linear(width, 20), nn.ReLU(), nn.Dropout(0.2), nn.Linear(20, classes))
             else:
                 self.out = nn.Linear(width, classes)
@@ -284,6 +318,9 @@ def torch_net():
                 return self.out(torch.cat([h_n[-1], hn[1][-1]], dim=1))
             if h == "hn_all":  # every layer's and direction's final state, rows first
                 return self.out(h_n.transpose(0, 1).reshape(h_n.shape[1], -1))
+            if h == "hn_view":  # the last layer's two directions, by the documented view
+                last = h_n.view(v.layers, 2, h_n.shape[1], -1)[-1]
+                return self.out(last.transpose(0, 1).reshape(h_n.shape[1], -1))
             if h == "td_tm":  # time-major in, time-major out
                 return self.out(y)
             if h == "last" and not v.batch_first:
@@ -298,6 +335,11 @@ def torch_net():
                 return self.out(self.norm(y))
             if h == "td_logsoftmax":
                 return torch.log_softmax(self.out(y), dim=-1)
+            if h == "view_linear":  # crnn.pytorch's way: steps folded into rows and back
+                n, t, u = y.shape
+                return self.out(y.contiguous().view(n * t, u)).view(n, t, -1)
+            if h == "flatten":
+                return self.out(y.reshape(y.shape[0], -1))
             if h == "last":
                 z = y[:, -1]
             elif h == "hn":
@@ -314,6 +356,18 @@ def torch_net():
                 z = (y[:, :, :Hd] + y[:, :, Hd:]).max(dim=1).values
             elif h == "max_mean":
                 z = torch.cat([y.max(dim=1).values, y.mean(dim=1)], dim=1)
+            elif h == "residual_rnn":  # a second layer with a residual connection around it
+                z = (self.rnn2(y)[0] + y).max(dim=1).values
+            elif h == "skip_emb":  # the embedding beside the recurrence's outputs
+                z = torch.cat([seq, y], dim=-1).max(dim=1).values
+            elif h == "transformer":
+                z = self.block(y).mean(dim=1)
+            elif h == "l2norm":
+                z = torch.nn.functional.normalize(y[:, -1], dim=-1)
+            elif h == "silu_mlp_temp":
+                return self.mlp(y.max(dim=1).values) / 1.5
+            elif h == "gated_sum":
+                z = (y * torch.sigmoid(self.gate(y))).sum(dim=1)
             elif h == "mean":
                 z = y.mean(dim=1)
             elif h == "masked_mean":
@@ -400,7 +454,7 @@ def export_torch(model, v: Variant, x: np.ndarray) -> bytes:
     import torch
     from torch.export import Dim
 
-    tokens = v.front in ("emb", "embconv")
+    tokens = v.front in ("emb", "embconv") and v.head not in STATIC_T
     ex = torch.from_numpy(x[:4])
     with warnings.catch_warnings(), quiet_stdout():
         warnings.simplefilter("ignore")
@@ -471,7 +525,8 @@ def keras_build(K, recipe: str, d: dict):
         h = L.LSTM(16)(h)
         return K.Model(inp, L.Dense(C)(h))
     tagger = recipe.endswith("_td")
-    inp = K.Input(shape=(x.shape[1] if tagger else None,), dtype="int64", name="x")
+    static = tagger or recipe.endswith("_flatten")
+    inp = K.Input(shape=(x.shape[1] if static else None,), dtype="int64", name="x")
     h = L.Embedding(len(d["vocab"]), 12)(inp)
     if recipe == "bilstm_gap":
         h = L.Bidirectional(L.LSTM(16, return_sequences=True))(h)
@@ -488,6 +543,26 @@ def keras_build(K, recipe: str, d: dict):
         h = L.GRU(16, return_sequences=True)(h)
     elif recipe == "bigru_td":
         h = L.Bidirectional(L.GRU(16, return_sequences=True))(h)
+    elif recipe == "bilstm_sum_gmp":
+        h = L.Bidirectional(L.LSTM(16, return_sequences=True), merge_mode="sum")(h)
+        h = L.GlobalMaxPooling1D()(h)
+    elif recipe == "lstm_flatten":
+        h = L.Flatten()(L.LSTM(16, return_sequences=True)(h))
+    elif recipe == "lstm_state_hc":
+        _, hh, cc = L.LSTM(16, return_state=True)(h)
+        h = L.Concatenate()([hh, cc])
+    elif recipe == "lstm_ln_bn_softmax":
+        h = L.LSTM(16)(h)
+        h = L.LayerNormalization()(h)
+        h = L.BatchNormalization()(h)
+        h = L.Dense(20, activation="relu")(h)
+        return K.Model(inp, L.Dense(C, activation="softmax")(h))
+    elif recipe == "lstm_mha":
+        s_ = L.LSTM(16, return_sequences=True)(h)
+        h = L.GlobalAveragePooling1D()(L.MultiHeadAttention(num_heads=2, key_dim=8)(s_, s_))
+    elif recipe == "gru_additive_attention":
+        s_ = L.GRU(16, return_sequences=True)(h)
+        h = L.GlobalAveragePooling1D()(L.AdditiveAttention()([s_, s_]))
     elif recipe == "lstm_gmp_mlp":
         h = L.LSTM(16, return_sequences=True)(h)
         h = L.GlobalMaxPooling1D()(h)
@@ -520,11 +595,11 @@ def part_keras(work: Path, names: list[str]) -> None:
             model = keras_build(K, v.recipe, d)
             y = d["y_train"]
             model.compile(optimizer=K.optimizers.Adam(5e-3, clipnorm=1.0),
-                          loss=K.losses.SparseCategoricalCrossentropy(from_logits=True))
+                          loss=K.losses.SparseCategoricalCrossentropy(from_logits="softmax" not in v.recipe))
             model.fit(d["x_train"], np.where(y == -1, 0, y), sample_weight=(y != -1).astype(np.float32),
                       batch_size=64, epochs=v.epochs, verbose=0)
             x = d["x_train"]
-            fixed = x.shape[1] if v.recipe.endswith("_td") or v.task.startswith("digits") else None
+            fixed = x.shape[1] if v.recipe.endswith(("_td", "_flatten")) or v.task.startswith("digits") else None
             shape = (None, fixed) if x.ndim == 2 else (None,) + x.shape[1:]
             spec = (tf.TensorSpec(shape, tf.int64 if x.dtype == np.int64 else tf.float32, name="x"),)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
