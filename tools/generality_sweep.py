@@ -21,9 +21,12 @@ committed split (``fixtures/brown_genre``, ``surround/brown_genre_post``, ``brow
   residual MLP, Conv1d over the outputs, per-step taggers (batch-first and time-major outputs).
   Each model is exported by the legacy exporter (``dynamo=False``, opset 13, 17 or 20) and by
   the default one (``dynamo=True``), and each export is checked against torch first.
-* Keras 3 via tf2onnx (``--keras-python``, default ``/work/venvs/tf/bin/python``):
-  Bidirectional(LSTM) + GlobalAveragePooling1D, Conv1D → LSTM, LSTM → Attention layer,
-  Masking → LSTM, stacked and bidirectional GRU taggers, LSTM → GlobalMaxPooling1D → MLP.
+* Keras 3 and tf_keras 2 via tf2onnx (``--keras-python``, default ``/work/venvs/tf/bin/python``):
+  Bidirectional(LSTM) + GlobalAveragePooling1D (and merge_mode sum), Conv1D → LSTM, LSTM →
+  Attention / AdditiveAttention / MultiHeadAttention, Masking → LSTM, Flatten, return_state,
+  LayerNorm + BatchNorm + softmax, LSTM → GlobalMaxPooling1D → MLP; taggers (the seed paper's:
+  LSTM/GRU/SimpleRNN, 1-2 layers, bidirectional, TimeDistributed Dense with or without softmax;
+  tf_keras 2 with hard_sigmoid gates).
 
 For every variant the CURRENT onnxmod of this checkout runs as a subprocess (this checkout first
 on ``PYTHONPATH``): ``inspect``, ``decompose --mode rolled`` and, for many-output models,
@@ -158,6 +161,13 @@ KERAS = [
     ("keras_lstm_ln_bn_softmax", "math", "lstm_ln_bn_softmax"),
     ("keras_lstm_mha", "math", "lstm_mha"),
     ("keras_gru_additive_attention", "math", "gru_additive_attention"),
+    ("keras_tagger_lstm2_softmax", "pos", "tagger_LSTM_2_softmax"),
+    ("keras_tagger_simplernn1", "pos", "tagger_SimpleRNN_1"),
+    ("keras_tagger_bilstm1_softmax", "pos", "tagger_LSTM_1_bi_softmax"),
+    ("tfkeras_tagger_lstm1_softmax", "pos", "tfk_tagger_LSTM_1_softmax"),
+    ("tfkeras_tagger_gru2_softmax", "pos", "tfk_tagger_GRU_2_softmax"),
+    ("tfkeras_tagger_simplernn2", "pos", "tfk_tagger_SimpleRNN_2"),
+    ("tfkeras_lstm_softmax", "genre", "tfk_lstm_softmax"),
 ]
 
 
@@ -524,10 +534,22 @@ def keras_build(K, recipe: str, d: dict):
         h = L.Masking(mask_value=0.0)(inp)
         h = L.LSTM(16)(h)
         return K.Model(inp, L.Dense(C)(h))
-    tagger = recipe.endswith("_td")
+    tagger = recipe.endswith("_td") or "tagger_" in recipe
     static = tagger or recipe.endswith("_flatten")
     inp = K.Input(shape=(x.shape[1] if static else None,), dtype="int64", name="x")
     h = L.Embedding(len(d["vocab"]), 12)(inp)
+    if "tagger_" in recipe:  # tagger_<cell>_<layers>[_bi][_softmax]: the seed paper's taggers and kin
+        parts = recipe.split("tagger_")[1].split("_")
+        cell, layers = getattr(L, parts[0]), int(parts[1])
+        kw = {"recurrent_activation": "hard_sigmoid"} if recipe.startswith("tfk_") and parts[0] != "SimpleRNN" else {}
+        for _ in range(layers):
+            layer = cell(16, return_sequences=True, **kw)
+            h = (L.Bidirectional(layer) if "bi" in parts else layer)(h)
+        act = "softmax" if "softmax" in parts else None
+        return K.Model(inp, L.TimeDistributed(L.Dense(C, activation=act))(h))
+    if recipe == "tfk_lstm_softmax":  # a Keras 2 classifier as the seed paper's: hard_sigmoid gates, softmax
+        h = L.LSTM(16, recurrent_activation="hard_sigmoid")(h)
+        return K.Model(inp, L.Dense(C, activation="softmax")(h))
     if recipe == "bilstm_gap":
         h = L.Bidirectional(L.LSTM(16, return_sequences=True))(h)
         h = L.GlobalAveragePooling1D()(h)
@@ -577,9 +599,10 @@ def keras_build(K, recipe: str, d: dict):
 def part_keras(work: Path, names: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    import keras as K
+    import keras as K3
     import tensorflow as tf
     import tf2onnx
+    import tf_keras as K2
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -591,6 +614,7 @@ def part_keras(work: Path, names: list[str]) -> None:
         rec = {"name": v.name}
         try:
             d = load(work, v.task)
+            K = K2 if v.recipe.startswith("tfk_") else K3
             K.utils.set_random_seed(SEED + sum(map(ord, v.config)))
             model = keras_build(K, v.recipe, d)
             y = d["y_train"]
@@ -599,7 +623,8 @@ def part_keras(work: Path, names: list[str]) -> None:
             model.fit(d["x_train"], np.where(y == -1, 0, y), sample_weight=(y != -1).astype(np.float32),
                       batch_size=64, epochs=v.epochs, verbose=0)
             x = d["x_train"]
-            fixed = x.shape[1] if v.recipe.endswith(("_td", "_flatten")) or v.task.startswith("digits") else None
+            fixed = x.shape[1] if v.recipe.endswith(("_td", "_flatten")) or "tagger_" in v.recipe \
+                or v.task.startswith("digits") else None
             shape = (None, fixed) if x.ndim == 2 else (None,) + x.shape[1:]
             spec = (tf.TensorSpec(shape, tf.int64 if x.dtype == np.int64 else tf.float32, name="x"),)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
