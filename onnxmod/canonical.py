@@ -5,7 +5,9 @@ Exporters write the same computation many ways: reshape targets built at run tim
 repeated subexpressions, an ``If`` on a constant. onnxscript's optimizer (constant folding, with
 shape arithmetic folded where shapes are static, and its default rewrite rules) and onnx-ir's passes
 (equal initializers made one, common subexpressions eliminated, identities removed) turn them into
-one form; onnxmod's recognizers then read by value and meaning.
+one form; onnxmod's recognizers then read by value and meaning. One rewrite is onnxmod's own: an
+operand ``Expand``-ed to the ``Shape`` of the other operand of a broadcasting op is read as the
+broadcast it is (``_broadcast_instead_of_expand``).
 
 Memory stays bounded: nothing is folded whose output onnxmod cannot size beforehand or that would
 exceed ``fold.FOLD_CAP`` (``should_fold``), and the optimizer's own limits cap what it evaluates.
@@ -94,6 +96,7 @@ def canonicalize(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
         for _ in range(2):
             fold_constants_ir(model, onnx_shape_inference=True, input_size_limit=INPUT_LIMIT,
                               output_size_limit=OUTPUT_LIMIT, should_fold=should_fold)
+            _broadcast_instead_of_expand(main)
             if not subgraphs:
                 rewriter.RewritePass(rewriter._DEFAULT_REWRITE_RULES)(model)
                 passes.IdentityEliminationPass()(model)
@@ -122,6 +125,31 @@ def _without_declared_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
             o.type.tensor_type.ClearField("shape")
     del out.graph.value_info[:]
     return out
+
+
+# element-wise ops that broadcast their operands (numpy rules)
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "And", "Or", "Xor", "Equal",
+                 "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Mod", "PRelu", "Where"}
+
+
+def _broadcast_instead_of_expand(graph) -> None:
+    """``Op(b, Expand(a, Shape(b)))`` is ``Op(b, a)`` for an op that broadcasts: both give
+    ``broadcast(a, b)`` everywhere (torch's legacy exporter writes ``expand_as`` so: ``F.normalize``,
+    ``mask.expand_as(y)``). Read as a broadcast, the unit flow follows the op instead of reading
+    ``b`` at full width; the ``Expand`` and ``Shape`` go when nothing else reads them."""
+    for node in list(graph):
+        if node.op_type not in _BROADCASTING or node.domain not in ("", "ai.onnx"):
+            continue
+        for i, v in enumerate(node.inputs):
+            ex = v.producer() if v is not None else None
+            if ex is None or ex.op_type != "Expand" or ex.domain not in ("", "ai.onnx") or len(ex.inputs) != 2:
+                continue
+            sh = ex.inputs[1].producer() if ex.inputs[1] is not None else None
+            if sh is None or sh.op_type != "Shape" or sh.attributes.get("start") is not None \
+                    or sh.attributes.get("end") is not None:
+                continue
+            if any(w is sh.inputs[0] for j, w in enumerate(node.inputs) if j != i):
+                node.replace_input_with(i, ex.inputs[0])
 
 
 def _restore_bodies(out: onnx.ModelProto, proto: onnx.ModelProto) -> None:

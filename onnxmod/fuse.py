@@ -99,7 +99,11 @@ def _vote(g: gs.Graph, logits: gs.Variable, code: gs.Variable, K: int, rank: int
         ("tail", np.int64), ("target", np.int64), ("grouped", np.float32), ("margins", np.float32),
         ("argmax", np.int64))}
     extra = rank - 2  # the step axes between batch and classes (0 or 1)
-    label, scores = gs.Variable(LABEL, dtype=np.int64), gs.Variable(SCORES, dtype=np.float32)
+    # the outputs' shapes are written, not inferred: onnx infers no rank for a Reshape to a computed
+    # target before opset 14, and a graph output needs one
+    rows = [None] * (1 + extra)
+    label = gs.Variable(LABEL, dtype=np.int64, shape=rows)
+    scores = gs.Variable(SCORES, dtype=np.float32, shape=rows + [K])
     g.nodes += [
         # [K*B, (T,) K, 2]
         gs.Node("Reshape", f"{p}/pairs", inputs=[logits, _const(f"{p}/pair_shape", [0] * (1 + extra) + [K, 2])],

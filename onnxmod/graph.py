@@ -70,7 +70,7 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
                 self.rewrites += more
                 self.recurrent = self._find_recurrent_ops(forms_after(self.lifted, more))
                 self.lifted = {op.name: op.form for op in self.recurrent if op.form != Form.NATIVE}
-            self._pristine = graph.copy()
+            self._pristine = copy_graph(graph)
         else:
             self.lifted = known
             self.watched = list(_lifted[1])
@@ -89,7 +89,7 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
 
     def fresh(self) -> "Model":
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
-        m = Model(self.original, source=self.source, _normalized=self._pristine.copy(),
+        m = Model(self.original, source=self.source, _normalized=copy_graph(self._pristine),
                   _lifted=(self.lifted, self.watched), _probed=self.probed)
         m._pristine, m.rewrites, m.layout_rewrites = self._pristine, self.rewrites, self.layout_rewrites
         return m
@@ -232,6 +232,33 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
                         tt.shape.dim.add().dim_param = "steps"
                     tt.shape.dim.add().dim_param = "classes"
         return proto
+
+
+def _variables(g: gs.Graph) -> list:
+    """Every variable of ``g`` and of its subgraphs, in a fixed order."""
+    out = [t for t in g.tensors().values() if isinstance(t, gs.Variable)]
+    for node in g.nodes:
+        for attr in node.attrs.values():
+            for sub in (attr if isinstance(attr, list) else [attr]):
+                if isinstance(sub, gs.Graph):
+                    out += _variables(sub)
+    return out
+
+
+def copy_graph(g: gs.Graph) -> gs.Graph:
+    """``g.copy()`` that keeps what kind of value each variable is: onnx-graphsurgeon's copy makes
+    every variable a tensor, and a sequence (``SplitToSequence``'s output, torch's ``unbind``) then
+    exports as one, which onnxruntime refuses to load."""
+    new = g.copy()
+    kinds = {}
+    for t in _variables(g):
+        if getattr(t, "type", "tensor_type") != "tensor_type":
+            kinds[t.name] = t.type
+    if kinds:
+        for t in _variables(new):
+            if t.name in kinds:
+                t.type = kinds[t.name]
+    return new
 
 
 def _logit_names(g: gs.Graph, model) -> set:

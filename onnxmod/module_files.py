@@ -79,7 +79,8 @@ class StoredModule:
 
 def estimate(model, count: int) -> int:
     """Bytes ``count`` standalone modules of ``model`` (a ``graph.Model``) take at most: the model
-    each, less its head's classes but three (a module keeps rest, dominant and the blank)."""
+    each, less its head's classes but three (a module keeps rest, dominant and the blank). The head's
+    weight is read as stored: a constant, or the integers a ``DequantizeLinear`` reads (QDQ)."""
     from .quantized import stored
 
     w = stored(model.head.node, 1).raw

@@ -40,7 +40,9 @@ def _inputs(graph: gs.Graph, batch: int, size: int, seed: int = 0) -> dict:
 def run(graph: gs.Graph, names: list[str], batch: int, size: int | None = None, opset: dict | None = None):
     """``{name: array}`` for the tensors ``names`` of ``graph`` (left untouched) run on made-up
     inputs with ``batch`` rows; the size used for other dynamic axes is the first that runs."""
-    g = graph.copy()
+    from .graph import copy_graph
+
+    g = copy_graph(graph)
     tensors = g.tensors()
     outs = []
     for n in names:

@@ -64,12 +64,13 @@ class Readout:
             head = self._linear(node)
             if head is not None:
                 break
-            if category(node.op) != "layout" and node.op not in ("Identity", "Cast", "Add", "Mul", "Sub",
-                                                                   "QuantizeLinear", "DequantizeLinear"):
+            scaled = node.op == "Div" and isinstance(node.inputs[1], gs.Constant)  # a temperature
+            if category(node.op) != "layout" and not scaled and node.op not in (
+                    "Identity", "Cast", "Add", "Mul", "Sub", "QuantizeLinear", "DequantizeLinear"):
                 raise UnsupportedModelError(
                     f"{self.source}: cannot find the output layer: {t.name!r} is produced by node {node.name!r} "
                     f"({node.op}); expected a Gemm, MatMul or MatMulInteger with constant weights, followed only "
-                    f"by reshapes, transposes, a bias or a softmax")
+                    f"by reshapes, transposes, a bias, a scale or a softmax")
             t = next((x for x in node.inputs if not isinstance(x, gs.Constant)), None)
             if t is None:
                 raise UnsupportedModelError(f"{self.source}: output {self.output.name!r} is computed from constants")

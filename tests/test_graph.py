@@ -116,3 +116,39 @@ def test_features_mixed_with_another_tensor_are_refused():
     model = Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), source="mix.onnx")
     with pytest.raises(UnsupportedModelError, match=r"mix\.onnx: node 'rnn' \(RNN\) consumes the features of 'embed': reads them concatenated"):
         model.reduce_embedding(2)
+
+
+def test_copies_keep_sequences():
+    """A model holding a sequence (``SplitToSequence`` → ``SequenceAt``, torch's ``unbind``) beside
+    its recurrence: every copy of the normalized graph (modules, ``runnable``) exports it as a
+    sequence, so onnxruntime loads it and it computes what the file computes (a copy used to make it
+    a tensor: "Type (tensor(float)) of output arg ... does not match expected type
+    (seq(tensor(float)))")."""
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(0)
+    H, F, T, C = 4, 3, 5, 2
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("W", rng.normal(0, .5, (1, 4 * H, F))), ("R", rng.normal(0, .5, (1, 4 * H, H))),
+        ("Wo", rng.normal(0, .5, (H, C))), ("bo", rng.normal(0, .5, C)))]
+    inits += [numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+              numpy_helper.from_array(np.array(0, np.int64), "first")]
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node("SplitToSequence", ["xt"], ["steps"], axis=0, keepdims=0),
+             helper.make_node("SequenceAt", ["steps", "first"], ["x0"]),  # [N, F]: the first step
+             helper.make_node("ReduceSum", ["x0"], ["s0"], keepdims=1),  # [N, 1]
+             helper.make_node("Mul", ["xt", "s0"], ["xs"]),  # every step scaled by the first one's sum
+             helper.make_node("LSTM", ["xs", "W", "R"], ["y", "yh"], hidden_size=H),
+             helper.make_node("Squeeze", ["yh", "ax0"], ["h"]),
+             helper.make_node("Gemm", ["h", "Wo", "bo"], ["logits"])]
+    graph = helper.make_graph(nodes, "seq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", T, F])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", C])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 8
+    model = Model(proto, source="seq.onnx")
+    exported = model.fresh().export()
+    assert [v.type.WhichOneof("value") for v in exported.graph.value_info if v.name == "steps"] == ["sequence_type"]
+    onnx.checker.check_model(exported, full_check=True)
+    x = rng.normal(0, 1, (3, T, F)).astype(np.float32)
+    want = runtime.session(proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(runtime.session(exported).run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)

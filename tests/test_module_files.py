@@ -92,3 +92,17 @@ def test_big_compositions_are_checked_by_their_skeleton(math_lstm1, tmp_path):
     proto.graph.node.append(helper.make_node("Add", ["label", "scores"], ["broken"]))  # int64 + float
     with pytest.raises(Exception):
         check(proto, limit=0)
+
+
+def test_estimate_reads_a_quantized_head_as_stored():
+    """A QDQ head's weight is the integers its DequantizeLinear reads (no ``values`` on the
+    dequantized tensor): the estimate takes the head's classes off at their stored size."""
+    from onnxmod.graph import Model
+    from onnxmod.quantized import stored
+
+    model = Model.load(fixture_path("surround", "ort_quantized/genre_lstm_maxpool_qdq.onnx"))
+    w = stored(model.head.node, 1)
+    assert w.dq is not None and w.raw.dtype == np.int8
+    C = model.num_classes
+    want = 4 * (model.original.ByteSize() - w.raw.nbytes * (C - 3) / C)
+    assert module_files.estimate(model, 4) == int(want)

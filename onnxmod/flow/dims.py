@@ -86,8 +86,8 @@ def groups(a: list[int], b: list[int]) -> list[tuple[range, range]] | None:
 def literal(t, index: int, source_of_units) -> tuple | str | None:
     """Where element ``index`` of the 1-D int tensor ``t`` (a shape) is written: ``("const",
     node, input_index, flat_index)`` for a literal slicing must rewrite, ``"auto"`` for a value that
-    follows the units by itself (``Shape`` of a tensor that carries them, on their axis:
-    ``source_of_units(tensor, axis)`` says so), None when neither can be told."""
+    follows the units by itself (element ``axis`` of a ``Shape`` node that reads them sliced, on
+    their axis: ``source_of_units(shape_node, axis)`` says so), None when neither can be told."""
     if isinstance(t, gs.Constant):
         return None  # the caller rewrites its own constant input
     if not t.inputs:
@@ -108,7 +108,7 @@ def literal(t, index: int, source_of_units) -> tuple | str | None:
     if node.op == "Unsqueeze" and index == 0:
         return _scalar(node.inputs[0], source_of_units)
     if node.op == "Shape" and not node.attrs.get("start") and node.attrs.get("end") is None:
-        return "auto" if source_of_units(node.inputs[0], index) else None
+        return "auto" if source_of_units(node, index) else None
     if node.op == "Identity" or node.op == "Cast":
         return literal(node.inputs[0], index, source_of_units)
     return None
@@ -125,7 +125,7 @@ def _scalar(t, source_of_units):
         idx = int(np.asarray(node.inputs[1].values).reshape(-1)[0])
         shape_node = node.inputs[0].inputs[0]
         rank = len(shape_node.inputs[0].shape or [])
-        return "auto" if rank and source_of_units(shape_node.inputs[0], idx % rank) else None
+        return "auto" if rank and source_of_units(shape_node, idx % rank) else None
     if node.op in ("Squeeze", "Identity", "Cast"):
         return _scalar(node.inputs[0], source_of_units)
     return None

@@ -50,12 +50,36 @@ class Flow:
         self.outputs: dict[int, Units] = {}  # graph outputs reached: id(tensor) -> what they carry
         self.sizes = (Sizes(0), Sizes(1))
         self.probe = probe  # names -> {name: (shape_a, shape_b)} from running the graph, or None
+        self.full_shapes: set[int] = set()  # Shape nodes that read their units at full width
+        self.shape_reads: list = []  # (Shape/Size node, Units) of this pass
+        self.auto_sizes: set = set()  # (id(Reshape/Expand), target position) whose size follows the units
 
     # ---- running ----------------------------------------------------------------------------
     def run(self, seeds: list[tuple[gs.Variable, Units]], until=()) -> list[Site]:
-        """Follow the units from ``seeds``; not past the tensors in ``until`` (the logits, for classes)."""
+        """Follow the units from ``seeds``; not past the tensors in ``until`` (the logits, for classes).
+
+        A ``Shape`` of a tensor that carries units gives the size of their axis, which removing
+        units changes. Where that size goes only into reshape targets the flow follows (``auto``
+        literals) it is exact; anywhere else (an ``Expand`` to it, ``ConstantOfShape``, arithmetic
+        the flow does not read) the ``Shape`` reads the units at full width, and the flow runs again
+        (each run can only add such ``Shape`` nodes, so it ends)."""
+        while True:
+            self._pass(seeds, until)
+            escaped = self._escaped_sizes()
+            if not escaped:
+                return self.sites
+            if self.classes:
+                node = next(n for n, _ in self.shape_reads if id(n) in escaped)
+                self.refuse(node, [u for n, u in self.shape_reads if n is node],
+                            "their count is used after the output layer where onnxmod cannot follow it")
+            self.full_shapes |= escaped
+
+    def _pass(self, seeds, until) -> None:
         from .optable import rule_for
 
+        self.units, self.sites, self.groups, self.outputs = {}, [], [], {}
+        self.sizes = (Sizes(0), Sizes(1))
+        self.shape_reads, self.auto_sizes = [], set()
         stop = {id(t) for t in until}
         seeded = set()
         for t, u in seeds:
@@ -91,7 +115,50 @@ class Flow:
                 if not self.classes:
                     self.sites.append(Site("widen", None, i, u.axis, self.vector(u), units=u, tensor=t,
                                            why="a graph output"))
-        return self.sites
+
+    # ---- sizes of the units' axis read by Shape ---------------------------------------------
+    def follows_size(self, shape_node, axis: int) -> bool:
+        """Whether ``shape_node``'s element ``axis`` is the size of a units' axis that follows the
+        units by itself (a reshape target built from it needs no rewrite): it reads them sliced."""
+        u = self.units.get(id(shape_node.inputs[0]))
+        return u is not None and u.axis == axis and id(shape_node) not in self.full_shapes
+
+    def _escaped_sizes(self) -> set[int]:
+        """The ``Shape``/``Size`` nodes read sliced whose size of the units' axis reaches anything but
+        a reshape or expand target position the flow followed (``auto_sizes``)."""
+        out = set()
+        for node, u in self.shape_reads:
+            if id(node) in self.full_shapes:
+                continue
+            if node.op == "Size":
+                pos, length = {0}, 1
+            else:
+                dims = list(range(u.rank))[slice(node.attrs.get("start", 0), node.attrs.get("end"))]
+                pos, length = {i for i, a in enumerate(dims) if a == u.axis}, len(dims)
+            if pos and self._size_escapes(node.outputs[0], pos, length, node.op == "Size"):
+                out.add(id(node))
+        return out
+
+    def _size_escapes(self, t, pos: set, length: int | None, scalar: bool, depth: int = 0) -> bool:
+        """Whether positions ``pos`` of the 1-D int tensor ``t`` (a scalar: ``scalar``) reach a use
+        other than a followed reshape or expand target."""
+        if depth > 32 or t in self.graph.outputs:
+            return True
+        for c in t.outputs:
+            for k, x in enumerate(c.inputs):
+                if x is not t:
+                    continue
+                if c.op in ("Reshape", "Expand") and k == 1 and not scalar:
+                    if any((id(c), p) not in self.auto_sizes for p in pos):
+                        return True
+                    continue
+                nxt = _size_through(c, k, pos, length, scalar)
+                if nxt is None:
+                    return True
+                npos, nlength, nscalar = nxt
+                if npos and self._size_escapes(c.outputs[0], npos, nlength, nscalar, depth + 1):
+                    return True
+        return False
 
     def _outer_reads(self, node) -> None:
         """A subgraph (an ``If`` branch, a loop body) that reads units from the outer graph by name
@@ -192,3 +259,62 @@ class Flow:
             return None
         got = self.probe([t.name for t in tensors])
         return None if got is None else [got[t.name] for t in tensors]
+
+
+def _size_through(node, k: int, pos: set, length: int | None, scalar: bool):
+    """Where positions ``pos`` of input ``k`` of a shape-arithmetic ``node`` go in its output:
+    ``(positions, length, scalar)``, or None when the node computes with them (the size escapes)."""
+    const = (lambda i: np.asarray(node.inputs[i].values) if len(node.inputs) > i
+             and isinstance(node.inputs[i], gs.Constant) else None)
+    op = node.op
+    if op in ("Identity", "Cast"):
+        return pos, length, scalar
+    if op == "Unsqueeze" and scalar:
+        return {0}, 1, False
+    if op == "Squeeze" and not scalar and length == 1:
+        return {0}, 1, True
+    if op == "Gather" and k == 0 and not scalar and int(node.attrs.get("axis", 0)) == 0:
+        idx = const(1)
+        if idx is None or (np.any(idx < 0) and length is None):
+            return None
+        flat = [int(i) % length if i < 0 else int(i) for i in idx.reshape(-1)]
+        hit = {j for j, i in enumerate(flat) if i in pos}
+        return (hit and {0} or set(), 1, True) if idx.ndim == 0 else (hit, len(flat), False)
+    if op == "Slice" and k == 0 and not scalar and length is not None:
+        starts, ends = const(1), const(2)
+        axes, steps = const(3), const(4)
+        if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3].name and axes is None) or \
+                (len(node.inputs) > 4 and node.inputs[4].name and steps is None):
+            return None
+        if axes is not None and any(int(a) not in (0, -1) for a in axes.reshape(-1)):
+            return None
+        step = 1 if steps is None else int(steps.reshape(-1)[0])
+        kept = list(range(length))[slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), step)]
+        return {j for j, i in enumerate(kept) if i in pos}, len(kept), False
+    if op == "Concat" and not scalar:
+        offset = 0
+        for i, x in enumerate(node.inputs):
+            if i == k:
+                break
+            n = _length(x)
+            if n is None:
+                return None
+            offset += n
+        total = [_length(x) for x in node.inputs]
+        return {offset + p for p in pos}, (sum(total) if None not in total else None), False
+    return None
+
+
+def _length(t) -> int | None:
+    if isinstance(t, gs.Constant):
+        return int(np.asarray(t.values).size)
+    if t.shape is not None and len(t.shape) == 1 and isinstance(t.shape[0], (int, np.integer)):
+        return int(t.shape[0])
+    if t.inputs and t.inputs[0].op == "Unsqueeze":
+        return 1
+    if t.inputs and t.inputs[0].op == "Shape":
+        src = t.inputs[0].inputs[0]
+        if src.shape is not None:
+            return len(list(range(len(src.shape)))[slice(t.inputs[0].attrs.get("start", 0),
+                                                        t.inputs[0].attrs.get("end"))])
+    return None

@@ -24,7 +24,8 @@ from onnxmod.units import UnitSelection
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 F, T, C = 3, 6, 4
 
-SEQUENCE_OPS = ("relu", "tanh", "sigmoid", "bias", "scale", "mask", "layernorm", "softmax_units", "cumsum")
+SEQUENCE_OPS = ("relu", "tanh", "sigmoid", "bias", "scale", "mask", "layernorm", "softmax_units", "cumsum",
+                "expand_mask", "l2norm", "zeros_like")
 POOLS = ("max", "mean", "masked_mean", "last", "attention", "sequence", "sequence_time_major", "conv_time",
          "final_state")
 HEADS = ("gemm", "gemm_t", "matmul_add", "mlp", "batchnorm_gemm")
@@ -92,6 +93,16 @@ def _sequence_ops(g: G, h: str, U: int, ops, x: str):
             h = g.op("Softmax", [h], axis=-1)
         elif o == "cumsum":
             h = g.op("CumSum", [h, g.const(np.array(1, np.int64))])
+        elif o == "expand_mask":  # mask.expand_as(h): the mask expanded to the outputs' Shape
+            h = g.op("Mul", [h, g.op("Expand", [_mask(g, x), g.op("Shape", [h])])])
+        elif o == "l2norm":  # F.normalize as torch's legacy exporter writes it
+            norm = g.op("Clip", [g.op("ReduceL2", [h, g.const(np.array([-1], np.int64))], keepdims=1),
+                                 g.const(np.array(1e-12, np.float32))])
+            h = g.op("Div", [h, g.op("Expand", [norm, g.op("Shape", [h])])])
+        elif o == "zeros_like":  # torch.where(mask, h, torch.zeros_like(h))
+            zeros = g.op("ConstantOfShape", [g.op("Shape", [h])],
+                         value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+            h = g.op("Where", [g.op("Cast", [_mask(g, x)], to=TensorProto.BOOL), h, zeros])
     return h
 
 
@@ -141,7 +152,7 @@ def build(seed: int, cell: str, H: int, D: int, ops, pool: str, head: str):
     U = D * H
     if pool == "final_state":  # Y_h [D, N, H] -> [N, D*H]
         h = g.op("Reshape", [g.op("Transpose", [yh], perm=[1, 0, 2]), g.const(np.array([0, -1], np.int64))])
-        h = _sequence_ops(g, h, U, [o for o in ops if o not in ("mask", "cumsum")], x)
+        h = _sequence_ops(g, h, U, [o for o in ops if o not in ("mask", "cumsum", "expand_mask", "zeros_like")], x)
     else:
         yt = g.op("Transpose", [y], perm=[0, 2, 1, 3])  # [T, N, D, H]
         yr = g.op("Reshape", [yt, g.const(np.array([0, 0, -1], np.int64))])  # [T, N, U]

@@ -14,6 +14,13 @@ from .elementwise import drop_axes
 # ---- layout ------------------------------------------------------------------------------------
 @rule("shape", "Shape", "Size")
 def _shape(f, node, ins):
+    """Sizes only: the size of the units' axis is what removing units changes. The engine checks
+    where it goes (``Flow._escaped_sizes``); a ``Shape`` whose size goes where the flow cannot follow
+    reads the units at full width."""
+    f.shape_reads.append((node, ins[0]))
+    if id(node) in f.full_shapes:
+        f.widen_input(node, 0, ins[0], f"the size of the units' axis it reads is used where onnxmod cannot "
+                                       f"follow it")
     return [None]
 
 
@@ -143,11 +150,12 @@ def _size_literal(f, node, u, lab, axis) -> None:
         elif v == 0 and not (axis == u.axis and u.lab.shape[axis] == lab.shape[axis]):
             raise Widen("its target copies another axis's size onto the units' axis")
         return
-    src = literal(node.inputs[1], axis, lambda t, a: (f.units.get(id(t)) is not None
-                                                       and f.units[id(t)].axis == a))
+    src = literal(node.inputs[1], axis, f.follows_size)
     if src is None:
         raise Widen("the size of the units' axis in its target is computed from elsewhere")
-    if src != "auto":
+    if src == "auto":
+        f.auto_sizes.add((id(node), axis))
+    else:
         _, n, i, k = src
         value = int(np.asarray(n.inputs[i].values).reshape(-1)[k])
         if value > 0:
@@ -173,10 +181,12 @@ def _expand(f, node, ins):
             if size == v.size and size > 1:
                 f.sites.append(Site("shape", node, 1, k, along(v.lab, v.axis)))
         else:
-            src = literal(shp_t, k, lambda t, a: f.units.get(id(t)) is not None and f.units[id(t)].axis == a)
+            src = literal(shp_t, k, f.follows_size)
             if src is None:
                 raise Widen("the size of the units' axis in its target is computed from elsewhere")
-            if src != "auto":
+            if src == "auto":
+                f.auto_sizes.add((id(node), k))
+            else:
                 _, nd, i, j = src
                 if int(np.asarray(nd.inputs[i].values).reshape(-1)[j]) > 1:
                     f.sites.append(Site("shape", nd, i, j, along(v.lab, v.axis)))
