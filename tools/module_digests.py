@@ -8,9 +8,13 @@
 Decomposes every model in ``fixtures/{math_topics,brown_genre,brown_pos,cmu_phones,exporters/*,cells/*}``
 in rolled mode (and a few in unrolled mode) with ``evaluate=False``, the guard off and small samples
 (``SAMPLES`` positives and negatives, ``SEQUENCES`` traced sequences) to stay fast, and hashes every
-``.onnx`` file written (modules, composition, fused composition). The reports are not hashed: they
-hold timings. A model onnxmod refuses is recorded with its refusal's first line, so a refusal that
-appears or disappears shows too. Exit status 1 when a digest differs from the reference file
+``.onnx`` file written (modules, composition, fused composition). The ``surround`` folder decomposes
+every model of ``fixtures/surround/manifest.json`` the same way (its CTC models with ``labels="model"``),
+and ``options`` a few models with the options whose code paths the plain runs do not take
+(``OPTIONS``: the guard, the size search, a CTC head, a translator, gate monitoring, a class subset),
+evaluated on the test split. The reports are hashed without their timings (``report.json``'s
+``timings``, ``report.md``'s timings line) and with the repository's path taken out. A model onnxmod
+refuses is recorded with its refusal's first line, so a refusal that appears or disappears shows too. Exit status 1 when a digest differs from the reference file
 (``--write`` replaces the reference instead).
 """
 from __future__ import annotations
@@ -28,18 +32,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 REFERENCE = ROOT / "tools" / "module_digests.json"
-FOLDERS = ("math_topics", "brown_genre", "brown_pos", "cmu_phones", "exporters", "cells")
+FOLDERS = ("math_topics", "brown_genre", "brown_pos", "cmu_phones", "exporters", "cells", "surround", "options")
 SAMPLES, SEQUENCES = 40, 120
 # unrolled mode is slow (one module per step): a few models, one per form
 UNROLLED = ("math_topics/lstm1.onnx", "brown_pos/gru1.onnx", "exporters/tf2onnx_keras3/brown_genre_gru.onnx",
             "cells/digits/indrnn1_loop.onnx")
+# (model, data, variant, decompose's keyword arguments): the guard (accuracy; many-output; CTC
+# strings; a translator's BLEU), the size search, gate monitoring and a class subset
+OPTIONS = (
+    ("math_topics/lstm1.onnx", "math_topics/data.npz", "guard", {"mode": "rolled"}),
+    ("brown_pos/gru1.onnx", "brown_pos/data.npz", "guard", {"mode": "rolled"}),
+    ("math_topics/gru1.onnx", "math_topics/data.npz", "max_loss", {"mode": "rolled", "max_loss": 1.0}),
+    ("brown_genre/lstm1.onnx", "brown_genre/data.npz", "max_loss", {"mode": "rolled", "max_loss": 1.0}),
+    ("math_topics/lstm1.onnx", "math_topics/data.npz", "gates", {"mode": "rolled", "monitor": "gates"}),
+    ("math_topics/lstm1.onnx", "math_topics/data.npz", "classes", {"mode": "rolled", "classes": "algebra,3"}),
+    ("ctc/crnn_batch_first.onnx", "ctc/data.npz", "ctc guard", {"labels": "model"}),
+    ("ctc/crnn_batch_first.onnx", "ctc/data.npz", "ctc max_loss", {"labels": "model", "mode": "rolled",
+                                                                   "max_loss": 1.0}),
+    ("translation/en_frdeit/rnn_tanh.onnx", "translation/en_frdeit/data.npz", "guard", {"mode": "rolled"}),
+)
 
 
-def jobs(only) -> list[tuple[str, str, str]]:
-    """(model path relative to fixtures/, data path, mode) for every model to decompose."""
+def jobs(only) -> list[tuple[str, str, str, dict]]:
+    """(model path relative to fixtures/, data path, variant, options) for every model to decompose;
+    the variant is the mode for plain runs (guard off, small samples)."""
     out = []
     fx = ROOT / "fixtures"
     for folder in only:
+        if folder == "options":
+            out.extend((rel, str(fx / data), variant, {"guarded": True, "evaluate": True, **kw}) for rel, data, variant, kw in OPTIONS)
+            continue
+        if folder == "surround":
+            for e in json.loads((fx / "surround" / "manifest.json").read_text())["models"]:
+                kw = {"labels": "model", "ctc_blank": 0} if e["task"] == "digits_ctc" else {}
+                out.append((f"surround/{e['file']}", str(ROOT / e["data"]), "rolled", {"mode": "rolled", **kw}))
+            continue
         base = fx / folder
         if not base.exists():
             continue
@@ -52,9 +79,9 @@ def jobs(only) -> list[tuple[str, str, str]]:
             data = fx / task / "data.npz"
             if not data.exists():
                 continue
-            out.append((rel, str(data), "rolled"))
+            out.append((rel, str(data), "rolled", {"mode": "rolled"}))
             if rel in UNROLLED:
-                out.append((rel, str(data), "unrolled"))
+                out.append((rel, str(data), "unrolled", {"mode": "unrolled"}))
     return out
 
 
@@ -65,20 +92,40 @@ def digest(job) -> tuple[str, dict]:
     from onnxmod.errors import OnnxmodError
     from onnxmod.sampling import SamplingConfig
 
-    rel, data, mode = job
-    key = f"{rel} [{mode}]"
-    cfg = ConcernConfig(guard=None, sampling=SamplingConfig(positives=SAMPLES, negatives=SAMPLES,
-                                                            max_sequences=SEQUENCES))
+    rel, data, variant, kw = job
+    key = f"{rel} [{variant}]"
+    kw = dict(kw)
+    guarded = kw.pop("guarded", False)
+    cfg = ConcernConfig(sampling=SamplingConfig(positives=SAMPLES, negatives=SAMPLES, max_sequences=SEQUENCES))
+    if not guarded:
+        cfg.guard = None
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = Path(tmp) / "out"
         try:
-            api.decompose(ROOT / "fixtures" / rel, data, out, mode=mode, seed=0, config=cfg, progress=False,
-                          threads=1, evaluate=False)
+            api.decompose(ROOT / "fixtures" / rel, data, out, seed=0, config=cfg, progress=False, threads=1,
+                          **{"evaluate": False, **kw})
         except OnnxmodError as exc:
             return key, {"refused": str(exc).splitlines()[0].replace(str(ROOT) + "/", "")}
         files = sorted(p for p in out.rglob("*.onnx"))
-        return key, {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        got = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        return key, {**got, **{name: _report_digest(out / name) for name in REPORTS if (out / name).exists()}}
+
+
+REPORTS = ("report.json", "report.md", "report.html")
+
+
+def _report_digest(path: Path) -> str:
+    """sha256 of a report without what changes from run to run (timings) or from clone to clone
+    (the repository's path)."""
+    text = path.read_text(encoding="utf-8")
+    if path.name == "report.json":
+        report = json.loads(text)
+        report.pop("timings", None)
+        text = json.dumps(report, sort_keys=True, indent=1)
+    elif path.name == "report.md":
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("Timings (s): "))
+    return hashlib.sha256(text.replace(str(ROOT) + "/", "").encode()).hexdigest()
 
 
 def main(argv=None) -> int:
