@@ -152,7 +152,7 @@ def fuse(model: Model, concerns: list[Concern], vocab_sha256: str | None = None,
     for op in m.recurrent:  # module k's removed units held at 0 on row group k
         op.silence_groups(g, code, [c.keep[op.index] for c in concerns], f"onnxmod_fused/{op.index}")
     channel_head(m, [c.class_index for c in concerns], "fused")
-    rank = len(m.output.shape or [])
+    rank = m.output_rank  # as read (or probed) when the head was found: a declared shape may be missing
     logits = m.head.output
     logits.shape = None
     label, scores = _vote(g, logits, code, K, rank, [c.class_index for c in concerns])

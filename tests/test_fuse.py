@@ -103,3 +103,65 @@ def test_fused_outputs_have_shapes_at_every_opset(opset):
     sf = runtime.session(fused).run(["scores"], {"x": x})[0]
     ss = runtime.session(side).run(["scores"], {"x": x})[0]
     np.testing.assert_allclose(sf, ss, atol=2e-6, rtol=0)
+
+
+def _view_linear_view(proto: onnx.ModelProto, opset: int = 13) -> onnx.ModelProto:
+    """``proto`` (a tagger ending ``MatMul`` + ``Add`` over ``[N, T, H]``) with torch's legacy
+    ``view(-1, H) → Linear → view(N, T, C)`` head instead: two reshapes to targets computed from
+    ``Shape``, at an opset where onnx infers no rank for them."""
+    from onnx import helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    mm = next(n for n in g.node if n.op_type == "MatMul")
+    add = next(n for n in g.node if n.op_type == "Add" and mm.output[0] in n.input)
+    bias = next(i for i in add.input if i != mm.output[0])
+    W = next(numpy_helper.to_array(t) for t in g.initializer if t.name == mm.input[1])
+    H, C = W.shape
+    y = mm.input[0]
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("v/zero", 0), ("v/one", 1), ("v/ax0", [0]), ("v/H", [H]), ("v/C", [C]))]
+    nodes = [helper.make_node("Shape", [y], ["v/shape"]),
+             helper.make_node("Gather", ["v/shape", "v/zero"], ["v/n"], axis=0),
+             helper.make_node("Gather", ["v/shape", "v/one"], ["v/t"], axis=0),
+             helper.make_node("Mul", ["v/n", "v/t"], ["v/nt"]),
+             helper.make_node("Unsqueeze", ["v/nt", "v/ax0"], ["v/nt1"]),
+             helper.make_node("Concat", ["v/nt1", "v/H"], ["v/flat_shape"], axis=0),
+             helper.make_node("Reshape", [y, "v/flat_shape"], ["v/flat"]),
+             helper.make_node("Gemm", ["v/flat", mm.input[1], bias], ["v/scores"]),
+             helper.make_node("Unsqueeze", ["v/n", "v/ax0"], ["v/n1"]),
+             helper.make_node("Unsqueeze", ["v/t", "v/ax0"], ["v/t1"]),
+             helper.make_node("Concat", ["v/n1", "v/t1", "v/C"], ["v/out_shape"], axis=0),
+             helper.make_node("Reshape", ["v/scores", "v/out_shape"], [add.output[0]])]
+    kept = [n for n in g.node if n is not mm and n is not add]
+    del g.node[:]
+    g.node.extend(kept + nodes)
+    g.initializer.extend(consts)
+    for o in g.output:
+        o.type.tensor_type.ClearField("shape")
+    del out.opset_import[:]
+    out.opset_import.append(helper.make_opsetid("", opset))
+    return out
+
+
+def test_fused_vote_reads_the_rank_the_model_runs_at(tmp_path):
+    """A tagger whose output's rank no declared or inferred shape gives (torch's legacy view/Linear/view
+    at opset 13): the fused vote takes the rank the head was read at, and answers as the modules do
+    (it once voted as if the output had rank 0: an internal error while fusing)."""
+    proto = _view_linear_view(onnx.load(fixture_path("brown_pos", "gru1.onnx")))
+    original = Model(onnx.load(fixture_path("brown_pos", "gru1.onnx")), source="gru1.onnx")
+    data = api.load_dataset_for(original, fixture_path("brown_pos", "data.npz"))
+    x = data.x_test[:100]
+    want = runtime.session(onnx.load(fixture_path("brown_pos", "gru1.onnx"))).run(None, {"tokens": x})[0]
+    np.testing.assert_allclose(runtime.session(proto).run(None, {"tokens": x})[0], want, atol=1e-5)
+    model = Model(proto, source="view.onnx")
+    cfg = ConcernConfig(removal_cap=0.3, rank_all=True)
+    scores, _ = api.identify_concerns(model, data, "rolled", cfg, False)
+    concerns = [s.concern(cfg) for s in scores]
+    fused = fuse(model, concerns)
+    side = compose([build_module(model, c) for c in concerns])
+    sf = runtime.session(fused).run(["scores"], {"tokens": x})[0]
+    ss = runtime.session(side).run(["scores"], {"tokens": x})[0]
+    assert sf.shape == ss.shape == (*x.shape, len(concerns))
+    np.testing.assert_allclose(sf, ss, atol=2e-6, rtol=0)
