@@ -147,7 +147,7 @@ class Reference:
     def describe(self) -> str:
         return "the true text" if self.truth else "the reference labels' own decoding"
 
-    def subset(self, rows) -> "Reference":
+    def subset(self, rows) -> Reference:
         r = Reference.__new__(Reference)
         r.blank, r.texts, r.truth = self.blank, self.texts, self.truth
         r.seqs = [self.seqs[int(i)] for i in np.flatnonzero(rows)] if np.asarray(rows).dtype == bool else \

@@ -20,21 +20,21 @@ keeps the two consistent).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from . import progress as _progress
 from . import seq2seq
 from .concern import ClassScores, ConcernConfig, score_layer
 from .errors import InputError, UnsupportedModelError
 from .graph import Model
 from .io import _read_npz, load_data, load_onnx
 from .modularize import module_metadata
-from . import progress as _progress
 from .runtime import run_batched, session
 from .sampling import SamplingConfig, _draw, _rng, held_out
 from .trace import run_trace

@@ -40,7 +40,7 @@ import onnx
 
 from . import runtime
 from .errors import IncompatibleError, InputError, OnnxmodError, UsageError
-from .io import NpzArrays, input_spec, load_onnx, read_npz, token_limit
+from .io import NpzArrays, input_spec, load_onnx, read_npz
 
 KINDS = ("functional", "interactive", "mechanistic")
 N_SINGULAR = 4

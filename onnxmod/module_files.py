@@ -14,7 +14,6 @@ standalone file. Choices:
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from .errors import UsageError

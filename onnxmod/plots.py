@@ -92,7 +92,7 @@ class Chart:
     def ph(self) -> float:
         return self.h - self.t - self.b
 
-    def scale(self, x: tuple[float, float], y: tuple[float, float]) -> "Chart":
+    def scale(self, x: tuple[float, float], y: tuple[float, float]) -> Chart:
         self.xr, self.yr = x, y
         return self
 

@@ -13,8 +13,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from .errors import OnnxmodError, UnsupportedModelError
 from .canonical import canonicalize, upgrade_opset
+from .errors import OnnxmodError, UnsupportedModelError
 from .fold import fold_bounded
 from .ops import recurrent_op_types
 from .ops.layout import to_time_major

@@ -3,14 +3,13 @@ translator modules, routing composition."""
 import numpy as np
 import onnx
 import pytest
+from conftest import fixture_path
 
 from onnxmod import encdec, runtime
 from onnxmod.compose import compose, split
 from onnxmod.concern import ConcernConfig
 from onnxmod.errors import IncompatibleError
 from onnxmod.graph import Model
-
-from conftest import fixture_path
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from builders import build, random_stack
+from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
-from builders import build, random_stack
-from conftest import FIXTURES
 from onnxmod.errors import OnnxmodError
 from onnxmod.graph import Model
 from onnxmod.io import load_data, load_onnx

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from conftest import fixture_path
+from test_cli import assert_one_line_error, onnxmod
+
 from onnxmod import api, module_files
 from onnxmod.concern import ConcernConfig
-from test_cli import assert_one_line_error, onnxmod
 
 
 def _outputs(path, x):

@@ -1,12 +1,12 @@
 """Progress and verbosity at scale (``onnxmod.progress``, ``-v``/``-vv``): every phase that can take
 long draws a bar, and ``-v`` says what starts, with its size."""
 import numpy as np
-
 from conftest import fixture_path
+from test_cli import onnxmod
+
 from onnxmod import api
 from onnxmod import progress as P
 from onnxmod.concern import ConcernConfig
-from test_cli import onnxmod
 
 
 class _Recorder:

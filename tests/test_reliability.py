@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from builders import build, random_stack
 from conftest import FIXTURES
+from onnx import TensorProto, helper, numpy_helper
+
 from onnxmod import api
 from onnxmod.errors import OutputError
 

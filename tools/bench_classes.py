@@ -125,9 +125,9 @@ def identify_rows(presents, width, repeats, tmp: Path):
 
 def decompose_67(width, tmp: Path):
     """67 classes present: the wide head vs a head of exactly 67 classes (same data, same seed)."""
-    from test_classes import wide_head
-
     import warnings
+
+    from test_classes import wide_head
 
     narrow = wide_head(ROOT / "fixtures/math_topics/lstm1.onnx", tmp / "narrow.onnx", 67)
     wide = wide_head(ROOT / "fixtures/math_topics/lstm1.onnx", tmp / "wide67.onnx", width)

@@ -40,7 +40,6 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import torch
@@ -165,7 +164,7 @@ class DuRNNLayer(nn.Module):
         u = torch.clamp(self.u, -1.0, 1.0)
         s = torch.zeros([x.size(0), self.hs], dtype=x.dtype)
         l = torch.zeros([x.size(0), self.hl], dtype=x.dtype)
-        outs: List[Tensor] = []
+        outs: list[Tensor] = []
         for t in range(x.size(1)):
             xt = x[:, t]
             s = torch.tanh(F.linear(xt, self.W_s) + F.linear(s, U) + self.b_s)
@@ -187,7 +186,7 @@ class IndRNNLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         u = torch.clamp(self.u, -1.0, 1.0)
         h = torch.zeros([x.size(0), self.hidden], dtype=x.dtype)
-        outs: List[Tensor] = []
+        outs: list[Tensor] = []
         for t in range(x.size(1)):
             h = torch.relu(F.linear(x[:, t], self.W) + u * h + self.b)
             outs.append(h)
@@ -210,7 +209,7 @@ class GRUCellLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = torch.zeros([x.size(0), self.hidden], dtype=x.dtype)
-        outs: List[Tensor] = []
+        outs: list[Tensor] = []
         for t in range(x.size(1)):
             xt = x[:, t]
             r = torch.sigmoid(F.linear(xt, self.W_r) + F.linear(h, self.U_r) + self.b_r)

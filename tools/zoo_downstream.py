@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         best_task = {k: max(r["logreg"][0], r["knn1"][0], r["knn5"][0]) for k, r in rows.items()}
         fn = max(v for k, v in best_task.items() if k != "mechanistic")
         holds = fn > best_task["mechanistic"]
-        print(f"exact task, best learner: " + ", ".join(f"{k} {v:.3f}" for k, v in best_task.items()) +
+        print("exact task, best learner: " + ", ".join(f"{k} {v:.3f}" for k, v in best_task.items()) +
               f" -> the paper's finding (functional wins on the exact task) {'holds' if holds else 'does not hold'}")
         report[man["zoo"]] = {"members": len(files), "tasks": ntask, "rows": rows, "functional_wins_task": holds}
     if a.json:

@@ -156,7 +156,7 @@ def main(argv=None) -> int:
                          "module_auc": float(auc_of[str(a.index / worst["file"])]),
                          "picked": pick["member"], "picked_auc": float(auc_of.get(pick["file"], np.nan)),
                          "before": before, "after": after, "delta": after - before})
-    print(f"\nreplace scenario (per class: the member with the worst module of C; C's module replaced by the pick)")
+    print("\nreplace scenario (per class: the member with the worst module of C; C's module replaced by the pick)")
     print(f"{'class':>5} {'member':<26} {'task':<16} {'AUC':>6} -> {'AUC':>6} {'before':>7} {'after':>7} {'delta':>7}")
     for s in scen:
         print(f"{s['class']:>5} {s['member']:<26} {s['task']:<16} {s['module_auc']:6.3f} -> {s['picked_auc']:6.3f} "

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_random_surroundings import F, T, G, _logits, _recurrence, zeroed
+from test_random_surroundings import F, G, T, _logits, _recurrence, zeroed
 
 from onnxmod import runtime
 from onnxmod.graph import Model

@@ -11,6 +11,7 @@ from ..units import Units, aligned, compress, normalize_null
 from .common import along, only_first, rule
 from .elementwise import drop_axes
 
+
 # ---- layout ------------------------------------------------------------------------------------
 @rule("shape", "Shape", "Size")
 def _shape(f, node, ins):
@@ -19,8 +20,8 @@ def _shape(f, node, ins):
     reads the units at full width."""
     f.shape_reads.append((node, ins[0]))
     if id(node) in f.full_shapes:
-        f.widen_input(node, 0, ins[0], f"the size of the units' axis it reads is used where onnxmod cannot "
-                                       f"follow it")
+        f.widen_input(node, 0, ins[0], "the size of the units' axis it reads is used where onnxmod cannot "
+                                       "follow it")
     return [None]
 
 
