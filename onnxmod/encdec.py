@@ -135,7 +135,7 @@ def score_languages(model: Model, data: TranslationData, cfg: ConcernConfig, thr
     sides = _side(model)
     tgt_valid = data.y_train[rows][:, :-1] != 0
     obs = []
-    for h, side, op in zip(hidden, sides, model.recurrent):
+    for h, side in zip(hidden, sides):
         N, T, D, H = h.shape
         if side == "src":  # the encoding: forward at the last step, reverse at the first
             last = [h[:, -1, 0]] + ([h[:, 0, 1]] if D == 2 else [])

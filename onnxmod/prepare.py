@@ -57,7 +57,7 @@ def _prepare(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
     except OnnxmodError:
         raise
     except Exception as exc:  # graphsurgeon folding is best-effort
-        raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+        raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})") from exc
     return graph, rewrites
 
 

@@ -405,7 +405,7 @@ def test_issue12_nested_metadata_and_replace(workdir, modules, seed):
     """Damaged nested onnxmod.modules entries, through inspect/compose/evaluate/replace."""
     rng = np.random.default_rng(seed)
     proto = modules.pick(rng, composition=True)
-    desc = fuzz.nested_edit(rng, proto)
+    fuzz.nested_edit(rng, proto)
     mod = modules.pick(rng, composition=False)
     payload = ("replace" if rng.random() < 0.5 else "evaluate", [proto.SerializeToString(), mod.SerializeToString()])
     refused_or_ok(lambda: fuzz.run_module(payload, modules, workdir), ("case", "modules-data.npz"))

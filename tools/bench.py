@@ -100,18 +100,18 @@ def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: in
         f = feeds_for(b)
         reps = max(5, repeats * 5) if b > 16 else max(30, repeats * 10)
         mono.run(None, f)
-        t_comp = median_time(lambda: composed.run(None, f), reps)
+        t_comp = median_time(lambda f=f: composed.run(None, f), reps)
         if rows_for is None:
-            t_sep = median_time(lambda: [s.run(None, f) for s in mods], reps)
+            t_sep = median_time(lambda f=f: [s.run(None, f) for s in mods], reps)
         else:  # each module on its own rows, as a caller routing by hand would run it
             parts = [{n: v[rows_for(b, k)] for n, v in f.items()} for k in range(len(mods))]
-            t_sep = median_time(lambda: [s.run(None, p) for s, p in zip(mods, parts) if len(next(iter(p.values())))],
+            t_sep = median_time(lambda parts=parts: [s.run(None, p) for s, p in zip(mods, parts) if len(next(iter(p.values())))],
                                 reps)
-        t_mono = median_time(lambda: mono.run(None, f), reps)
+        t_mono = median_time(lambda f=f: mono.run(None, f), reps)
         out["latency"][b] = {"composed_s": t_comp, "separate_sessions_s": t_sep, "monolithic_s": t_mono,
                              "composed_speedup_vs_separate": t_sep / t_comp, "composed_vs_monolithic": t_comp / t_mono}
         if fused is not None:
-            t_fused = median_time(lambda: fused.run(None, f), reps)
+            t_fused = median_time(lambda f=f: fused.run(None, f), reps)
             out["latency"][b].update({"fused_s": t_fused, "fused_speedup_vs_separate": t_sep / t_fused,
                                       "fused_vs_monolithic": t_fused / t_mono})
     if fused is not None:

@@ -90,10 +90,10 @@ def sampling_rows(presents, width, repeats):
     for P in presents:
         y1 = spread(P, width, (20000,))
         ym = spread(P, width, (2000, 40), seed=1)
-        t1 = median_time(lambda: sampling.observations_one_output(sampling.trace_rows_one_output(y1, width, CFG), CFG),
+        t1 = median_time(lambda y1=y1: sampling.observations_one_output(sampling.trace_rows_one_output(y1, width, CFG), CFG),
                          repeats)
-        tm = median_time(lambda: sampling.observations_many_output(ym, width, CFG), repeats)
-        tu = median_time(lambda: sampling.observations_many_output(ym, width, CFG, step=7), repeats)
+        tm = median_time(lambda ym=ym: sampling.observations_many_output(ym, width, CFG), repeats)
+        tu = median_time(lambda ym=ym: sampling.observations_many_output(ym, width, CFG, step=7), repeats)
         rows.append({"present": P, "one_output_s": t1, "many_output_s": tm, "unrolled_step_s": tu})
     return rows
 
@@ -103,8 +103,8 @@ def before_rows(presents, repeats):
     for P in presents:
         y1 = spread(P, P, (20000,))
         ym = spread(P, P, (2000, 40), seed=1)
-        rows.append({"present": P, "one_output_s": median_time(lambda: _before_one_output(y1, P), repeats),
-                     "many_output_s": median_time(lambda: _before_many_output(ym, P), 1)})
+        rows.append({"present": P, "one_output_s": median_time(lambda y1=y1, P=P: _before_one_output(y1, P), repeats),
+                     "many_output_s": median_time(lambda ym=ym, P=P: _before_many_output(ym, P), 1)})
     return rows
 
 
@@ -118,7 +118,7 @@ def identify_rows(presents, width, repeats, tmp: Path):
     for P in presents:
         y = spread(P, width, (len(x),))
         data = Dataset("spread", x, y, x[:1], y[:1])
-        t = median_time(lambda: api.identify_concerns(model, data, "rolled", ConcernConfig(), False), repeats)
+        t = median_time(lambda data=data: api.identify_concerns(model, data, "rolled", ConcernConfig(), False), repeats)
         rows.append({"present": P, "identify_s": t})
     return rows
 

@@ -106,7 +106,7 @@ def dejavu_fonts() -> list[Path]:
     try:
         listed = subprocess.run(["fc-list", ":", "file"], check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit(f"build_ocr_data: fc-list failed ({e}); install fontconfig and fonts-dejavu-core")
+        raise SystemExit(f"build_ocr_data: fc-list failed ({e}); install fontconfig and fonts-dejavu-core") from e
     files = {Path(line.split(":")[0].strip()) for line in listed.splitlines() if line.strip()}
     fonts = sorted(f for f in files if f.name in FONT_STYLES)
     if not fonts:

@@ -666,7 +666,7 @@ def part_torch(only: list[str] | None, emit) -> None:
     todo = [m for m in MODELS if m[2] == "torch" and (not only or m[0] in only)]
     # one training per (name): the dynamo twins of a legacy model reuse its weights
     trained: dict[str, tuple] = {}
-    for k, (name, source, _, item, row, task, recipe, epochs, _) in enumerate(MODELS):
+    for name, source, _, item, row, task, recipe, epochs, _ in MODELS:
         if (name, source) not in {(m[0], m[1]) for m in todo}:
             continue
         seed = SEED + 10 * [m[0] for m in MODELS].index(name)

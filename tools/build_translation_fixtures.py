@@ -520,7 +520,7 @@ def write_readme(out: Path, manifest, cmd: str, wall: float):
     m = manifest
     total_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != "README.md") / 1e6
     rows = []
-    for label, e in m["models"].items():
+    for e in m["models"].values():
         langs = " · ".join(f"{l} {b:.1f}" for l, b in e["bleu"].items())
         rows.append(
             f"| `{e['file']}` | {e['cell']} | {e['hidden_size']} | {e['params']:,} | "
@@ -535,7 +535,7 @@ def write_readme(out: Path, manifest, cmd: str, wall: float):
     except KeyError:
         pass
     xrows = []
-    for label, e in m["models"].items():
+    for e in m["models"].values():
         for other, bl in e.get("bleu_on_other_test_splits", {}).items():
             langs = " · ".join(f"{l} {x:.1f}" for l, x in bl.items())
             xrows.append(f"| `{e['file']}` | `{other}` test | {langs} |")

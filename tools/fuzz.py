@@ -1443,7 +1443,7 @@ def main(argv=None) -> int:
         print(f"      {t:<6} {k:<8} {mb:7.0f} MB (reached at case {i})")
     bad = sum(n for (t, o), n in counts.items() if failed(o))
     total = collections.Counter()
-    for (t, o), n in counts.items():
+    for (_, o), n in counts.items():
         total["uncaught/hang" if failed(o) else "ok" if o.startswith("ok") else o.split(" ")[-1]] += n
     print("  total: " + ", ".join(f"{k} {v}" for k, v in sorted(total.items(), key=lambda kv: -kv[1])))
     if bad:

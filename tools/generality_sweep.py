@@ -816,7 +816,7 @@ def zeroed(proto, keeps: dict):
         for d, keep in enumerate(keeps[node.name]):
             gone = np.setdiff1d(np.arange(H), keep)
             rows = np.concatenate([g * H + gone for g in range(G)])
-            for i, tail in ((1, 0), (2, 0), (3, 1), (7, 0)):  # W, R, B (both halves), P
+            for i in (1, 2, 3, 7):  # W, R, B (both halves), P
                 if len(node.input) <= i or not node.input[i]:
                     continue
                 w = get(node.input[i])

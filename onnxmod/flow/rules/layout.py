@@ -119,11 +119,10 @@ def _new_axis(f, u, lab, in_shape, out_shape) -> int:
     grouped = groups(in_shape, out_shape)
     if grouped is None:
         raise Widen("its reshape cannot be followed")
-    for gin, gout in grouped:
-        if u.axis in gin:
-            break
-    else:  # pragma: no cover - every axis is in a group
+    found = next(((gin, gout) for gin, gout in grouped if u.axis in gin), None)
+    if found is None:  # pragma: no cover - every axis is in a group
         raise Widen("its reshape cannot be followed")
+    gin, gout = found
     if len(gout) == 1:
         return gout[0]
     if len(gin) == 1 and len(gout) > 1:  # the units' axis split into rows and units
