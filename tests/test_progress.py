@@ -57,7 +57,8 @@ def test_verbose_says_each_step_with_its_size(math_lstm1, tmp_path):
     info = [ln[len("onnxmod: info: "):] for ln in res.stderr.splitlines() if ln.startswith("onnxmod: info: ")]
     starts = ["reading ", "model: 1:1, 8 classes", "identifying concerns (rolled mode", "tracing 3,936 training rows",
               "scoring 64 units of 1 recurrent layer for 8 classes", "guard: the model scores",
-              "guard: removal cap 0.05: building 8 modules", "fusing 8 modules", "evaluating the model and the composition on 2,359 test rows",
+              "guard: removal cap 0.05: building 8 modules", "fusing 8 modules",
+              "evaluating the model and the composition on 2,359 test rows",
               "writing "]
     at = [next((i for i, ln in enumerate(info) if ln.startswith(s)), None) for s in starts]
     assert None not in at, (starts, info)

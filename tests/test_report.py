@@ -184,7 +184,8 @@ def test_heat_maps_use_a_fixed_labelled_scale_and_show_each_class_s_dropped_unit
             assert len(units) == len(mod["dropped_unit_steps"][lay])
             T = len(mod["kept_units_per_step"][lay])
             assert all(1 <= k <= T for k in mod["dropped_unit_steps"][lay])
-            assert sum(mod["dropped_unit_steps"][lay]) == sum(mod["units"][lay] - k for k in mod["kept_units_per_step"][lay])
+            kept = mod["kept_units_per_step"][lay]
+            assert sum(mod["dropped_unit_steps"][lay]) == sum(mod["units"][lay] - k for k in kept)
 
 
 _CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -90,8 +90,8 @@ def sampling_rows(presents, width, repeats):
     for P in presents:
         y1 = spread(P, width, (20000,))
         ym = spread(P, width, (2000, 40), seed=1)
-        t1 = median_time(lambda y1=y1: sampling.observations_one_output(sampling.trace_rows_one_output(y1, width, CFG), CFG),
-                         repeats)
+        t1 = median_time(lambda y1=y1: sampling.observations_one_output(
+            sampling.trace_rows_one_output(y1, width, CFG), CFG), repeats)
         tm = median_time(lambda ym=ym: sampling.observations_many_output(ym, width, CFG), repeats)
         tu = median_time(lambda ym=ym: sampling.observations_many_output(ym, width, CFG, step=7), repeats)
         rows.append({"present": P, "one_output_s": t1, "many_output_s": tm, "unrolled_step_s": tu})
@@ -185,8 +185,10 @@ def main(argv=None) -> int:
         print(f"{'P present':>10} {'s':>8} {'ms/class':>9} {'added':>7}")
         prev = None
         for r in res["identify"]:
-            added = "" if prev is None else f"{1e3 * (r['identify_s'] - prev['identify_s']) / (r['present'] - prev['present']):.2f}"
-            print(f"{r['present']:>10,} {r['identify_s']:>8.2f} {1e3 * r['identify_s'] / r['present']:>9.2f} {added:>7}")
+            added = ("" if prev is None else
+                     f"{1e3 * (r['identify_s'] - prev['identify_s']) / (r['present'] - prev['present']):.2f}")
+            per_class_ms = 1e3 * r["identify_s"] / r["present"]
+            print(f"{r['present']:>10,} {r['identify_s']:>8.2f} {per_class_ms:>9.2f} {added:>7}")
             prev = r
         res["decompose_67"] = decompose_67(a.width, Path(tmp))
         print("\n67 classes present, decompose --no-guard --no-evaluate")

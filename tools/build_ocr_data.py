@@ -189,7 +189,8 @@ def savez_deterministic(path: Path, arrays: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(CHARSET_OF), default="common", help="which shipped model (default: common)")
+    p.add_argument("--model", choices=sorted(CHARSET_OF), default="common",
+                   help="which shipped model (default: common)")
     p.add_argument("--out", type=Path, help="output .npz (default: out/ocr/<model>.npz)")
     p.add_argument("--train", type=int, default=1000, help="training images (default: 1000)")
     p.add_argument("--val", type=int, default=200, help="validation images (default: 200; 0: none)")

@@ -280,7 +280,8 @@ def check_structure(model: onnx.ModelProto, cell: str):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         if attrs.get("layout", 0) != 0 or attrs.get("direction", b"forward") not in (b"forward", "forward"):
             raise RuntimeError(f"unexpected attributes on {n.name}: {attrs}")
-        if cell == "rnn_tanh" and [a.lower() for a in map(bytes.decode, attrs.get("activations", [b"Tanh"]))] != ["tanh"]:
+        acts = attrs.get("activations", [b"Tanh"])
+        if cell == "rnn_tanh" and [a.lower() for a in map(bytes.decode, acts)] != ["tanh"]:
             raise RuntimeError(f"RNN activations {attrs.get('activations')}")
 
 
@@ -650,7 +651,8 @@ pairs{et_cmp} (the
 "replace" scenario: swap `et_endeit`'s `en` module for `et_en_s2`'s). Both Estonian models are
 weak in absolute terms: a few thousand pairs are too few for a translator without attention,
 and out-of-vocabulary words cap what any output can score (see the round-trip column above);
-their output is mostly sentence frames (`warum <unk>?`, `i saw <unk> <unk>.`). `en_frdeitua` is the "add a language" scenario's
+their output is mostly sentence frames (`warum <unk>?`, `i saw <unk> <unk>.`). \
+`en_frdeitua` is the "add a language" scenario's
 comparison model and the source of the `ua` module.
 
 ## Rebuild
@@ -712,7 +714,8 @@ def main(argv=None):
     manifest["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()
                           if k not in ("data_root", "out", "only")}
     manifest["max_decode_len"] = MAX_DECODE
-    manifest["bleu"] = "sacrebleu corpus_bleu (13a) of lowercase detokenised greedy output vs lowercase references, test split"
+    manifest["bleu"] = ("sacrebleu corpus_bleu (13a) of lowercase detokenised greedy output vs lowercase references, "
+                        "test split")
     for builder in (english_group, estonian_group):
         variants, sv, tv = builder(cfg.data_root, cfg)
         for v in variants:

@@ -180,8 +180,8 @@ def variants() -> list[Variant]:
         if head != "packed":  # torch.export cannot take a PackedSequence
             out.append(Variant(f"{name}@dynamo", "torch_dynamo", **common))
     for name, task, recipe in KERAS:
-        out.append(Variant(f"{name}@tf2onnx", "keras", task, recipe=recipe, epochs=6 if task.startswith("digits") else 3,
-                           config=name))
+        epochs = 6 if task.startswith("digits") else 3
+        out.append(Variant(f"{name}@tf2onnx", "keras", task, recipe=recipe, epochs=epochs, config=name))
     return out
 
 
@@ -1010,7 +1010,8 @@ def main(argv=None) -> int:
             k = verdict(recs.get(v.name), builds[v.name])
             counts[k] = counts.get(k, 0) + 1
         total = time.time() - t_start
-        print(f"\n{len(todo)} variants: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda x: -x[1]))
+        by_count = sorted(counts.items(), key=lambda x: -x[1])
+        print(f"\n{len(todo)} variants: " + ", ".join(f"{n} {k}" for k, n in by_count)
               + f"; wall {total / 60:.1f} min (building done after {(t_built - t_start) / 60:.1f}; onnxmod runs "
               f"{sum(r['check_seconds'] for r in recs.values()) / 60:.1f} min in all, {a.jobs} at a time)")
         if a.json:

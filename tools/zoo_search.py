@@ -116,7 +116,8 @@ def main(argv=None) -> int:
               f"{r['best_auc']:7.4f} {r['median_auc']:7.4f} {r['pick_percentile']:7.3f} {r['tau']:6.3f}")
     held = {s.strip() for s in a.held_out.split(",") if s.strip()}
     summary = {}
-    for label, sel in (("all classes", rows), (f"held-out classes {a.held_out}", [r for r in rows if r["class"] in held])):
+    held_rows = [r for r in rows if r["class"] in held]
+    for label, sel in (("all classes", rows), (f"held-out classes {a.held_out}", held_rows)):
         if not sel:
             continue
         d = {"classes": len(sel), "top1_hit_rate": float(np.mean([r["hit"] for r in sel])),
