@@ -147,7 +147,7 @@ class Reference:
     def describe(self) -> str:
         return "the true text" if self.truth else "the reference labels' own decoding"
 
-    def subset(self, rows) -> "Reference":
+    def subset(self, rows) -> Reference:
         r = Reference.__new__(Reference)
         r.blank, r.texts, r.truth = self.blank, self.texts, self.truth
         r.seqs = [self.seqs[int(i)] for i in np.flatnonzero(rows)] if np.asarray(rows).dtype == bool else \
@@ -213,7 +213,8 @@ def blank_of(option, model, where) -> int | None:
         if option is None:
             raise InputError(f"{where}: metadata 'onnxmod.ctc_blank' is {raw[:40]!r}, expected a class index")
     if isinstance(option, bool) or not isinstance(option, (int, np.integer)) or not 0 <= option < model.num_classes:
-        raise UsageError(f"{where}: --ctc-blank {option!r} is not a class of the model's head (0..{model.num_classes - 1})")
+        raise UsageError(f"{where}: --ctc-blank {option!r} is not a class of the model's head "
+                         f"(0..{model.num_classes - 1})")
     if model.one_output:
         raise UsageError(f"{where}: --ctc-blank applies to per-step outputs (a CTC head scores every step); this "
                          f"model has one output per sample")

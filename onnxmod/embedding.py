@@ -6,7 +6,6 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .errors import UnsupportedModelError, UsageError
-
 from .flow import Flow, Site, Units
 
 

@@ -20,21 +20,21 @@ keeps the two consistent).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from . import progress as _progress
 from . import seq2seq
 from .concern import ClassScores, ConcernConfig, score_layer
 from .errors import InputError, UnsupportedModelError
 from .graph import Model
 from .io import _read_npz, load_data, load_onnx
 from .modularize import module_metadata
-from . import progress as _progress
 from .runtime import run_batched, session
 from .sampling import SamplingConfig, _draw, _rng, held_out
 from .trace import run_trace
@@ -87,7 +87,8 @@ def load_translation_data(path, model: Model | None = None) -> TranslationData:
         for k, t in enumerate(tokens):
             idx[y[:, 0] == t] = k
         if (idx < 0).any():
-            raise InputError(f"{d.path}: {key} row {int(np.flatnonzero(idx < 0)[0])} does not start with a language token")
+            raise InputError(f"{d.path}: {key} row {int(np.flatnonzero(idx < 0)[0])} "
+                             f"does not start with a language token")
         return idx
 
     src_vocab = [str(s) for s in arrays["src_vocab"]] if "src_vocab" in arrays else None
@@ -135,7 +136,7 @@ def score_languages(model: Model, data: TranslationData, cfg: ConcernConfig, thr
     sides = _side(model)
     tgt_valid = data.y_train[rows][:, :-1] != 0
     obs = []
-    for h, side, op in zip(hidden, sides, model.recurrent):
+    for h, side in zip(hidden, sides):
         N, T, D, H = h.shape
         if side == "src":  # the encoding: forward at the last step, reverse at the first
             last = [h[:, -1, 0]] + ([h[:, 0, 1]] if D == 2 else [])
@@ -202,9 +203,11 @@ def holdout(data: TranslationData, seed: int, rows: int = 600) -> tuple[Translat
     n = data.y_train.shape[0]
     k = min(rows, n // 5)
     fit, val = held_out(n, k, seed, 7901)
-    return (dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit], lang_train=data.lang_train[fit]),
-            dataclasses.replace(data, x_test=data.x_train[val], y_test=data.y_train[val], lang_test=data.lang_train[val],
-                                ref_test=None), TRAINING_PAIRS)
+    fitting = dataclasses.replace(data, x_train=data.x_train[fit], y_train=data.y_train[fit],
+                                  lang_train=data.lang_train[fit])
+    held = dataclasses.replace(data, x_test=data.x_train[val], y_test=data.y_train[val],
+                               lang_test=data.lang_train[val], ref_test=None)
+    return fitting, held, TRAINING_PAIRS
 
 
 def mean_bleu(by_language: dict) -> float:

@@ -40,7 +40,7 @@ import onnx
 
 from . import runtime
 from .errors import IncompatibleError, InputError, OnnxmodError, UsageError
-from .io import NpzArrays, input_spec, load_onnx, read_npz, token_limit
+from .io import NpzArrays, input_spec, load_onnx, read_npz
 
 KINDS = ("functional", "interactive", "mechanistic")
 N_SINGULAR = 4
@@ -133,8 +133,9 @@ def read_probe_rows(path, sig: dict) -> np.ndarray:
 
 
 def draw_probes(sig: dict, n: int, seed: int = 0, probe_data=None, length: int = 10) -> np.ndarray:
-    """``n`` probing inputs: rows of ``probe_data`` (one .npz or a list, rows concatenated; without replacement while there are enough), or
-    drawn from the signature. A dynamic length (None) becomes the data's, else ``length``."""
+    """``n`` probing inputs: rows of ``probe_data`` (one .npz or a list, rows concatenated; without
+    replacement while there are enough), or drawn from the signature. A dynamic length (None) becomes
+    the data's, else ``length``."""
     if n < 1:
         raise UsageError(f"--probes must be at least 1 (got {n})")
     rng = np.random.default_rng(seed)

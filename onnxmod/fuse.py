@@ -46,7 +46,8 @@ def why_not_fusable(model: Model, concerns: list[Concern], compensated: bool) ->
     if model.shape == "enc-dec":
         return "translators route each sentence to one module; there is nothing to vote"
     if getattr(model, "ctc_blank", None) is not None:
-        return "a CTC head's modules vote over the blank (rest, dominant, blank); fused.onnx votes (rest, dominant) pairs"
+        return ("a CTC head's modules vote over the blank (rest, dominant, blank); "
+                "fused.onnx votes (rest, dominant) pairs")
     if len(model.inputs) != 1:
         return "the model has more than one input"
     if any(c.mode != "rolled" for c in concerns):
@@ -109,7 +110,8 @@ def _vote(g: gs.Graph, logits: gs.Variable, code: gs.Variable, K: int, rank: int
         gs.Node("Reshape", f"{p}/pairs", inputs=[logits, _const(f"{p}/pair_shape", [0] * (1 + extra) + [K, 2])],
                 outputs=[v["pairs"]]),
         # row group k keeps module k's pair: multiply by its one-hot code and sum the module axis
-        gs.Node("Unsqueeze", f"{p}/mask", inputs=[code, _const(f"{p}/mask_axes", list(range(1, 1 + extra)) + [2 + extra])],
+        gs.Node("Unsqueeze", f"{p}/mask",
+                inputs=[code, _const(f"{p}/mask_axes", list(range(1, 1 + extra)) + [2 + extra])],
                 outputs=[v["mask"]]),
         gs.Node("Mul", f"{p}/masked", inputs=[v["pairs"], v["mask"]], outputs=[v["masked"]]),
         gs.Node("ReduceSum", f"{p}/own", attrs={"keepdims": 0},

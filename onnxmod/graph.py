@@ -20,15 +20,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .embedding import Embedding
 from .errors import UnsupportedModelError
+from .flow import UnitFlow
 from .prepare import prepare_graph
+from .readout import SHAPES, Head, Readout  # noqa: F401  (re-exported)
 from .recurrence import Form, Recurrence, describe_unrecognized, forms_after, recognize
 from .rewrite import normalize
-from .embedding import Embedding
-from .flow import UnitFlow
-from .readout import SHAPES, Head, Readout  # noqa: F401  (re-exported)
 from .slicing import Slicing
-
 
 
 class Model(UnitFlow, Readout, Embedding, Slicing):
@@ -82,12 +81,12 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def load(cls, path) -> "Model":
+    def load(cls, path) -> Model:
         from .io import load_onnx
 
         return cls(load_onnx(path), source=str(path))
 
-    def fresh(self) -> "Model":
+    def fresh(self) -> Model:
         """An independent copy to rewrite (normalization is reused, the analysis redone)."""
         m = Model(self.original, source=self.source, _normalized=copy_graph(self._pristine),
                   _lifted=(self.lifted, self.watched), _probed=self.probed)

@@ -14,7 +14,6 @@ standalone file. Choices:
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from .errors import UsageError
@@ -42,8 +41,9 @@ def decide(choice: str, module_bytes: int, model_bytes: int, count: int, out) ->
         return choice == "standalone", None
     if module_bytes <= budget(model_bytes):
         return True, None
-    return False, (f"{count} module files would take {module_bytes / 2**20:,.0f} MB ({module_bytes / max(model_bytes, 1):.0f}x "
-                   f"the model): writing the composition only (what modules share is stored once); "
+    return False, (f"{count} module files would take {module_bytes / 2**20:,.0f} MB "
+                   f"({module_bytes / max(model_bytes, 1):.0f}x the model): writing the composition only "
+                   f"(what modules share is stored once); "
                    f"`onnxmod split {out}/composed.onnx --class C --out C.onnx` writes one module, "
                    f"--modules standalone writes them all")
 

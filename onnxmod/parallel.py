@@ -13,7 +13,7 @@ itself (Ray's wrapper removed), for the first failing item in item order.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .errors import UsageError
 

@@ -92,7 +92,7 @@ class Chart:
     def ph(self) -> float:
         return self.h - self.t - self.b
 
-    def scale(self, x: tuple[float, float], y: tuple[float, float]) -> "Chart":
+    def scale(self, x: tuple[float, float], y: tuple[float, float]) -> Chart:
         self.xr, self.yr = x, y
         return self
 
@@ -108,7 +108,8 @@ class Chart:
         self.parts.append(s)
 
     def rect(self, x, y, w, h, fill, extra="") -> None:
-        self.add(f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(max(w, 0))}" height="{_n(max(h, 0))}" fill="{fill}"{extra}/>')
+        self.add(f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(max(w, 0))}" height="{_n(max(h, 0))}" '
+                 f'fill="{fill}"{extra}/>')
 
     def line(self, x1, y1, x2, y2, stroke=GREY, width=1.0, dash=None) -> None:
         d = f' stroke-dasharray="{dash}"' if dash else ""

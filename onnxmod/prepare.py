@@ -13,8 +13,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from .errors import OnnxmodError, UnsupportedModelError
 from .canonical import canonicalize, upgrade_opset
+from .errors import OnnxmodError, UnsupportedModelError
 from .fold import fold_bounded
 from .ops import recurrent_op_types
 from .ops.layout import to_time_major
@@ -57,7 +57,7 @@ def _prepare(proto: onnx.ModelProto, source: str) -> tuple[gs.Graph, list[str]]:
     except OnnxmodError:
         raise
     except Exception as exc:  # graphsurgeon folding is best-effort
-        raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})")
+        raise UnsupportedModelError(f"{source}: cannot normalize the graph ({type(exc).__name__}: {exc})") from exc
     return graph, rewrites
 
 

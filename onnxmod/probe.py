@@ -7,9 +7,9 @@ a dynamic axis other than the batch takes the first size among ``SIZES`` the mod
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import numpy as np
 
 from . import runtime
 

@@ -190,8 +190,9 @@ class Readout:
             self.probed[key] = probe.batch_axis(self.graph, t.name, self.opset)
             return self.probed[key]
         except probe.ProbeError as exc:
-            raise UnsupportedModelError(f"{self.source}: which axis of output {t.name!r} holds the rows is unknown, "
-                                        f"and the model did not run batched on made-up inputs to tell it: {exc}") from None
+            raise UnsupportedModelError(
+                f"{self.source}: which axis of output {t.name!r} holds the rows is unknown, "
+                f"and the model did not run batched on made-up inputs to tell it: {exc}") from None
 
     def _detect_shape(self) -> str:
         if any(op.state_from is not None for op in self.recurrent):

@@ -183,9 +183,11 @@ def markdown(report: dict) -> str:
               f"{caption(report).split(';')[0]}:", ""]
     head, rows, last = per_class_rows(report)
     extra = [] if translator else ["module binary acc %", "module AUC"]
-    lines += ["| " + " | ".join(head + extra) + " |", "|" + "|".join(["---:", "---"] + ["---:"] * (len(head) + len(extra) - 2)) + "|"]
+    rule = ["---:", "---"] + ["---:"] * (len(head) + len(extra) - 2)
+    lines += ["| " + " | ".join(head + extra) + " |", "|" + "|".join(rule) + "|"]
     for m, r in zip(report["modules"], rows):
-        more = [] if translator else [_pct(m.get("binary_accuracy")), "—" if m.get("auc") is None else f"{m['auc']:.4f}"]
+        auc = "—" if m.get("auc") is None else f"{m['auc']:.4f}"
+        more = [] if translator else [_pct(m.get("binary_accuracy")), auc]
         lines.append("| " + " | ".join(r + more) + " |")
     lines.append("| " + " | ".join(last + [""] * len(extra)) + " |")
     if ctc_line(report):
@@ -204,7 +206,8 @@ def _held_out(s: dict | None) -> list[str]:
     """The size search's choices per class (the guard's trail is in ``guard_sentences``)."""
     if not s or s.get("kind") != "size search":
         return []
-    out = ["", "| class | units removed | vocabulary rows removed | embedding features removed |", "|---|---:|---:|---:|"]
+    out = ["", "| class | units removed | vocabulary rows removed | embedding features removed |",
+           "|---|---:|---:|---:|"]
     out += [f"| {c['class']} | {c['units_removed']:.0%} | {c['vocabulary_removed']:.0%} | "
             f"{c['embedding_features_removed']:.1%} |" for c in s["chosen"]]
     return out

@@ -15,13 +15,14 @@ import html
 from . import plots
 from . import report as rep
 
-_CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;padding:0 1.2em;max-width:72em;color:#222}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+_CSS = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;padding:0 1.2em;"
+        "max-width:72em;color:#222}\n"
+        """h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0}th,td{padding:.25em .7em;border-bottom:1px solid #e4e4e4}
 th{background:#f4f4f4;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.all td{font-weight:600;border-top:2px solid #bbb}svg{max-width:100%;height:auto;display:block;margin:.6em 0}
 .note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}
-.warn{background:#fde8e8;border-left:4px solid #d33;padding:.4em .8em}caption{text-align:left;color:#555}"""
+.warn{background:#fde8e8;border-left:4px solid #d33;padding:.4em .8em}caption{text-align:left;color:#555}""")
 
 
 def _e(x) -> str:
@@ -262,7 +263,8 @@ def evaluation_summary(r: dict) -> str:
         return (f"{r['model']} ({r['kind']}): mean BLEU {mean} over {len(r['bleu'])} languages on "
                 f"{r['samples']:,} test sentences; teacher-forced next-token accuracy "
                 f"{rep._pct(r['accuracy'])} %")
-    s = f"{r['model']} ({r['kind']}): {r.get('metric', 'accuracy')} {rep._pct(r['accuracy'])} % on {r['samples']:,} test samples"
+    s = (f"{r['model']} ({r['kind']}): {r.get('metric', 'accuracy')} {rep._pct(r['accuracy'])} % "
+         f"on {r['samples']:,} test samples")
     if r.get("auc") is not None:
         s += f", ROC AUC {r['auc']:.4f}"
     if r.get("string_accuracy") is not None:

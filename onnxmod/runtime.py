@@ -12,7 +12,6 @@ import onnxruntime as ort
 from . import progress as _progress
 from .errors import InputError
 
-
 MESSAGE_LIMIT = 500  # characters of an onnxruntime message kept in a one-line refusal
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : ")
 

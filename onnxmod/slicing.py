@@ -104,7 +104,8 @@ class Slicing:
             target = np.asarray(s.node.inputs[s.input_index].values).copy()
             flat = target.reshape(-1)
             flat[s.axis] = pos.size
-            s.node.inputs[s.input_index] = gs.Constant(f"{s.node.name}/shape" if s.input_index == 1 else f"{s.node.name}/shape_{s.input_index}", target)
+            name = f"{s.node.name}/shape" if s.input_index == 1 else f"{s.node.name}/shape_{s.input_index}"
+            s.node.inputs[s.input_index] = gs.Constant(name, target)
         elif s.kind == "split":
             self._resplit(s, kept)
         return None
@@ -234,7 +235,8 @@ class Slicing:
         if node.op == "Gemm" and len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
             b = np.asarray(node.inputs[2].values)
             beta = float(node.attrs.get("beta", 1.0))
-            node.inputs[2] = gs.Constant(f"{node.name}/C_comp", (b + delta.reshape(b.shape[-1:]) / beta).astype(b.dtype))
+            compensated = (b + delta.reshape(b.shape[-1:]) / beta).astype(b.dtype)
+            node.inputs[2] = gs.Constant(f"{node.name}/C_comp", compensated)
             return
         out = node.outputs[0]
         for c in list(out.outputs):
@@ -261,7 +263,8 @@ class Slicing:
         chosen = [int(new_pos[p]) for p in s.positions if kept_mask[p]]
         if s.squeeze:
             if len(chosen) != 1:
-                raise UnsupportedModelError(f"{self.source}: node {s.node.name!r} selects a unit that the concern removed")
+                raise UnsupportedModelError(f"{self.source}: node {s.node.name!r} selects a unit that the concern "
+                                            f"removed")
             idx = np.array(chosen[0], dtype=np.int64)
         else:
             idx = np.array(chosen, dtype=np.int64)

@@ -31,7 +31,7 @@ class Trace:
     lengths: list[np.ndarray | None] | None = None  # op k's sequence_lens [N], where it reads one
 
 
-def trace_model(model: Model, inputs: bool = False) -> "onnx.ModelProto":  # noqa: F821
+def trace_model(model: Model, inputs: bool = False) -> onnx.ModelProto:  # noqa: F821
     """The model up to its recurrent ops, with every op's ``Y`` ``[T, D, N, H]`` (and ``X``
     ``[T, N, I]``) as its outputs."""
     m = model.fresh()

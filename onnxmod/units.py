@@ -22,7 +22,7 @@ class UnitSelection:
     inert: tuple[np.ndarray, ...]
 
     @classmethod
-    def from_keep(cls, hidden_size: int, keep: list[np.ndarray], width: int | None = None) -> "UnitSelection":
+    def from_keep(cls, hidden_size: int, keep: list[np.ndarray], width: int | None = None) -> UnitSelection:
         """``keep[d]``: the units direction d keeps; every direction is padded with inert units to
         the widest (or to ``width``: recurrences the model stacks keep equal widths)."""
         keep = [np.unique(np.asarray(k, dtype=np.int64)) for k in keep]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "flow"))
 from test_engine import C, _model, _sequence  # noqa: E402
-from test_random_surroundings import F, T, G, _logits, zeroed  # noqa: E402
+from test_random_surroundings import F, G, T, _logits, zeroed  # noqa: E402
 
 from onnxmod import runtime  # noqa: E402
 from onnxmod.canonical import canonicalize  # noqa: E402

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
-
 from conftest import fixture_path
+from onnx import numpy_helper
+from test_cli import assert_one_line_error, onnxmod
+
 from onnxmod import api
 from onnxmod.errors import UsageError
-from test_cli import assert_one_line_error, onnxmod
 
 
 def _without_training_rows_of(src, dst, cls: int):

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-
 from conftest import fixture_path
+from test_cli import assert_one_line_error, onnxmod
+
 from onnxmod import api, ctc, runtime
 from onnxmod.errors import IncompatibleError
 from onnxmod.modularize import channeled
-from test_cli import assert_one_line_error, onnxmod
 
 
 @pytest.fixture(scope="module")

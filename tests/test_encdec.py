@@ -3,14 +3,13 @@ translator modules, routing composition."""
 import numpy as np
 import onnx
 import pytest
+from conftest import fixture_path
 
 from onnxmod import encdec, runtime
 from onnxmod.compose import compose, split
 from onnxmod.concern import ConcernConfig
 from onnxmod.errors import IncompatibleError
 from onnxmod.graph import Model
-
-from conftest import fixture_path
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +64,8 @@ def test_each_sentence_is_routed_to_its_language_module(translator):
         part = sess.run(["logits"], {names[0]: x, names[1]: y[:, :-1]})[0]
         np.testing.assert_allclose(part, got[rows], atol=1e-5)
     # modules are physically smaller once units go (the bridge adds no weights)
-    assert all(sum(i.ByteSize() for i in m.graph.initializer) < sum(i.ByteSize() for i in model.original.graph.initializer)
-               for m in mods)
+    whole = sum(i.ByteSize() for i in model.original.graph.initializer)
+    assert all(sum(i.ByteSize() for i in m.graph.initializer) < whole for m in mods)
 
 
 def test_translators_with_different_output_vocabularies_are_refused(translator):

@@ -5,11 +5,10 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import FIXTURES
 
 from onnxmod import runtime
 from onnxmod.graph import Model
-
-from conftest import FIXTURES
 
 TASKS = ["math_topics", "brown_genre", "brown_pos", "cmu_phones"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-
 from builders import build, random_stack
+
 from onnxmod.errors import UnsupportedModelError
 from onnxmod.fold import fold_bounded
 

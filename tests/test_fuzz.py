@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from builders import build, random_stack
+from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
-from builders import build, random_stack
-from conftest import FIXTURES
 from onnxmod.errors import OnnxmodError
 from onnxmod.graph import Model
 from onnxmod.io import load_data, load_onnx
@@ -405,7 +405,7 @@ def test_issue12_nested_metadata_and_replace(workdir, modules, seed):
     """Damaged nested onnxmod.modules entries, through inspect/compose/evaluate/replace."""
     rng = np.random.default_rng(seed)
     proto = modules.pick(rng, composition=True)
-    desc = fuzz.nested_edit(rng, proto)
+    fuzz.nested_edit(rng, proto)
     mod = modules.pick(rng, composition=False)
     payload = ("replace" if rng.random() < 0.5 else "evaluate", [proto.SerializeToString(), mod.SerializeToString()])
     refused_or_ok(lambda: fuzz.run_module(payload, modules, workdir), ("case", "modules-data.npz"))

@@ -3,13 +3,13 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import fixture_path
+from test_cli import assert_one_line_error, onnxmod
+
 from onnxmod import api
 from onnxmod import labels as L
 from onnxmod.errors import UsageError
 from onnxmod.io import load_data
-from test_cli import assert_one_line_error, onnxmod
 
 
 def _x_only(src, dst, keep=("x_train", "x_test", "x_val", "class_names", "vocab"), rows=None):

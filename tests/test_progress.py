@@ -1,12 +1,12 @@
 """Progress and verbosity at scale (``onnxmod.progress``, ``-v``/``-vv``): every phase that can take
 long draws a bar, and ``-v`` says what starts, with its size."""
 import numpy as np
-
 from conftest import fixture_path
+from test_cli import onnxmod
+
 from onnxmod import api
 from onnxmod import progress as P
 from onnxmod.concern import ConcernConfig
-from test_cli import onnxmod
 
 
 class _Recorder:
@@ -57,7 +57,8 @@ def test_verbose_says_each_step_with_its_size(math_lstm1, tmp_path):
     info = [ln[len("onnxmod: info: "):] for ln in res.stderr.splitlines() if ln.startswith("onnxmod: info: ")]
     starts = ["reading ", "model: 1:1, 8 classes", "identifying concerns (rolled mode", "tracing 3,936 training rows",
               "scoring 64 units of 1 recurrent layer for 8 classes", "guard: the model scores",
-              "guard: removal cap 0.05: building 8 modules", "fusing 8 modules", "evaluating the model and the composition on 2,359 test rows",
+              "guard: removal cap 0.05: building 8 modules", "fusing 8 modules",
+              "evaluating the model and the composition on 2,359 test rows",
               "writing "]
     at = [next((i for i, ln in enumerate(info) if ln.startswith(s)), None) for s in starts]
     assert None not in at, (starts, info)

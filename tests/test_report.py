@@ -3,16 +3,16 @@ each shape's metric named in the header, the guard's decision in words, the warn
 and a self-contained HTML page that a real browser (headless Chromium, when installed) renders with
 every chart drawn."""
 import html
-import numpy as np
 import json
 import re
 import shutil
 import subprocess
 import warnings
 
+import numpy as np
 import pytest
-
 from conftest import fixture_path
+
 from onnxmod import api, report_html
 from onnxmod import report as rep
 
@@ -116,8 +116,8 @@ def test_plots_need_nothing_beyond_the_runtime_dependencies(math_lstm1, tmp_path
     cannot even be imported still draws them, and pyproject's runtime dependencies are all it needs."""
     import subprocess
     import sys
-    import tomllib
 
+    import tomllib
     from conftest import ROOT
 
     model, data = math_lstm1
@@ -184,7 +184,8 @@ def test_heat_maps_use_a_fixed_labelled_scale_and_show_each_class_s_dropped_unit
             assert len(units) == len(mod["dropped_unit_steps"][lay])
             T = len(mod["kept_units_per_step"][lay])
             assert all(1 <= k <= T for k in mod["dropped_unit_steps"][lay])
-            assert sum(mod["dropped_unit_steps"][lay]) == sum(mod["units"][lay] - k for k in mod["kept_units_per_step"][lay])
+            kept = mod["kept_units_per_step"][lay]
+            assert sum(mod["dropped_unit_steps"][lay]) == sum(mod["units"][lay] - k for k in kept)
 
 
 _CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -100,18 +100,18 @@ def latency(folder: Path, report: dict, model_path: Path, feeds_for, threads: in
         f = feeds_for(b)
         reps = max(5, repeats * 5) if b > 16 else max(30, repeats * 10)
         mono.run(None, f)
-        t_comp = median_time(lambda: composed.run(None, f), reps)
+        t_comp = median_time(lambda f=f: composed.run(None, f), reps)
         if rows_for is None:
-            t_sep = median_time(lambda: [s.run(None, f) for s in mods], reps)
+            t_sep = median_time(lambda f=f: [s.run(None, f) for s in mods], reps)
         else:  # each module on its own rows, as a caller routing by hand would run it
             parts = [{n: v[rows_for(b, k)] for n, v in f.items()} for k in range(len(mods))]
-            t_sep = median_time(lambda: [s.run(None, p) for s, p in zip(mods, parts) if len(next(iter(p.values())))],
-                                reps)
-        t_mono = median_time(lambda: mono.run(None, f), reps)
+            t_sep = median_time(
+                lambda parts=parts: [s.run(None, p) for s, p in zip(mods, parts) if len(next(iter(p.values())))], reps)
+        t_mono = median_time(lambda f=f: mono.run(None, f), reps)
         out["latency"][b] = {"composed_s": t_comp, "separate_sessions_s": t_sep, "monolithic_s": t_mono,
                              "composed_speedup_vs_separate": t_sep / t_comp, "composed_vs_monolithic": t_comp / t_mono}
         if fused is not None:
-            t_fused = median_time(lambda: fused.run(None, f), reps)
+            t_fused = median_time(lambda f=f: fused.run(None, f), reps)
             out["latency"][b].update({"fused_s": t_fused, "fused_speedup_vs_separate": t_sep / t_fused,
                                       "fused_vs_monolithic": t_fused / t_mono})
     if fused is not None:
@@ -205,8 +205,10 @@ def bench(target: str, repeats: int, threads: int) -> dict:
         ur, ufolder = reports["unrolled"]
         out["unrolled_module_file_ratio"] = [(ufolder / m["file"]).stat().st_size / model_path.stat().st_size
                                              for m in ur["modules"]]
-    out["peak_rss_mb"] = {mode: peak_rss_mb(model_path, data_path, mode, 500, threads) for mode in ("rolled", "unrolled")}
-    out["peak_rss_mb_by_positives"] = {p: peak_rss_mb(model_path, data_path, "rolled", p, threads) for p in (125, 250, 500)}
+    out["peak_rss_mb"] = {mode: peak_rss_mb(model_path, data_path, mode, 500, threads)
+                          for mode in ("rolled", "unrolled")}
+    out["peak_rss_mb_by_positives"] = {p: peak_rss_mb(model_path, data_path, "rolled", p, threads)
+                                       for p in (125, 250, 500)}
     return out
 
 
@@ -366,7 +368,8 @@ def show(o: dict) -> None:
     print(f"  module params / model            mean {mean(o['module_params_ratio']):.3f} "
           f"(min {min(o['module_params_ratio']):.3f}, max {max(o['module_params_ratio']):.3f})")
     print(f"  module file size / model         rolled mean {mean(o['module_file_ratio']):.3f}"
-          + (f", unrolled mean {mean(o['unrolled_module_file_ratio']):.3f}" if "unrolled_module_file_ratio" in o else "")
+          + (f", unrolled mean {mean(o['unrolled_module_file_ratio']):.3f}"
+             if "unrolled_module_file_ratio" in o else "")
           + f"; composition {o['composed_file_ratio']:.2f}"
           + (f"; fused {o['fused_file_ratio']:.2f}" if "fused_file_ratio" in o else ""))
     print("  peak RSS of decompose            " + ", ".join(f"{k} {v:.0f} MB" for k, v in o["peak_rss_mb"].items()))

@@ -90,10 +90,10 @@ def sampling_rows(presents, width, repeats):
     for P in presents:
         y1 = spread(P, width, (20000,))
         ym = spread(P, width, (2000, 40), seed=1)
-        t1 = median_time(lambda: sampling.observations_one_output(sampling.trace_rows_one_output(y1, width, CFG), CFG),
-                         repeats)
-        tm = median_time(lambda: sampling.observations_many_output(ym, width, CFG), repeats)
-        tu = median_time(lambda: sampling.observations_many_output(ym, width, CFG, step=7), repeats)
+        t1 = median_time(lambda y1=y1: sampling.observations_one_output(
+            sampling.trace_rows_one_output(y1, width, CFG), CFG), repeats)
+        tm = median_time(lambda ym=ym: sampling.observations_many_output(ym, width, CFG), repeats)
+        tu = median_time(lambda ym=ym: sampling.observations_many_output(ym, width, CFG, step=7), repeats)
         rows.append({"present": P, "one_output_s": t1, "many_output_s": tm, "unrolled_step_s": tu})
     return rows
 
@@ -103,8 +103,8 @@ def before_rows(presents, repeats):
     for P in presents:
         y1 = spread(P, P, (20000,))
         ym = spread(P, P, (2000, 40), seed=1)
-        rows.append({"present": P, "one_output_s": median_time(lambda: _before_one_output(y1, P), repeats),
-                     "many_output_s": median_time(lambda: _before_many_output(ym, P), 1)})
+        rows.append({"present": P, "one_output_s": median_time(lambda y1=y1, P=P: _before_one_output(y1, P), repeats),
+                     "many_output_s": median_time(lambda ym=ym, P=P: _before_many_output(ym, P), 1)})
     return rows
 
 
@@ -118,16 +118,16 @@ def identify_rows(presents, width, repeats, tmp: Path):
     for P in presents:
         y = spread(P, width, (len(x),))
         data = Dataset("spread", x, y, x[:1], y[:1])
-        t = median_time(lambda: api.identify_concerns(model, data, "rolled", ConcernConfig(), False), repeats)
+        t = median_time(lambda data=data: api.identify_concerns(model, data, "rolled", ConcernConfig(), False), repeats)
         rows.append({"present": P, "identify_s": t})
     return rows
 
 
 def decompose_67(width, tmp: Path):
     """67 classes present: the wide head vs a head of exactly 67 classes (same data, same seed)."""
-    from test_classes import wide_head
-
     import warnings
+
+    from test_classes import wide_head
 
     narrow = wide_head(ROOT / "fixtures/math_topics/lstm1.onnx", tmp / "narrow.onnx", 67)
     wide = wide_head(ROOT / "fixtures/math_topics/lstm1.onnx", tmp / "wide67.onnx", width)
@@ -185,8 +185,10 @@ def main(argv=None) -> int:
         print(f"{'P present':>10} {'s':>8} {'ms/class':>9} {'added':>7}")
         prev = None
         for r in res["identify"]:
-            added = "" if prev is None else f"{1e3 * (r['identify_s'] - prev['identify_s']) / (r['present'] - prev['present']):.2f}"
-            print(f"{r['present']:>10,} {r['identify_s']:>8.2f} {1e3 * r['identify_s'] / r['present']:>9.2f} {added:>7}")
+            added = ("" if prev is None else
+                     f"{1e3 * (r['identify_s'] - prev['identify_s']) / (r['present'] - prev['present']):.2f}")
+            per_class_ms = 1e3 * r["identify_s"] / r["present"]
+            print(f"{r['present']:>10,} {r['identify_s']:>8.2f} {per_class_ms:>9.2f} {added:>7}")
             prev = r
         res["decompose_67"] = decompose_67(a.width, Path(tmp))
         print("\n67 classes present, decompose --no-guard --no-evaluate")

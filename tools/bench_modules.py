@@ -11,10 +11,11 @@ batch-first ``[N, T, C]``, exported by torch's legacy exporter. The data are ``-
 images with per-step labels spread over the blank and ``--classes`` characters (a random model's
 own answers would use a handful).
 
-It runs ``decompose MODEL --data X.npz --ctc-blank 0 --no-guard --no-evaluate --mode rolled`` with ``--modules standalone`` and with ``--modules none`` (and the default,
-``auto``), each in a child process, and prints wall time, the child's peak RSS (``VmHWM``), the
-output's size on disk and its ratio to the model's file, then the time ``onnxmod split`` takes to
-write one module back. Needs torch (``[torch]`` extra). Writes ``out/bench_modules.json``.
+It runs ``decompose MODEL --data X.npz --ctc-blank 0 --no-guard --no-evaluate --mode rolled`` with
+``--modules standalone`` and with ``--modules none`` (and the default, ``auto``), each in a child
+process, and prints wall time, the child's peak RSS (``VmHWM``), the output's size on disk and its
+ratio to the model's file, then the time ``onnxmod split`` takes to write one module back. Needs torch
+(``[torch]`` extra). Writes ``out/bench_modules.json``.
 """
 from __future__ import annotations
 

@@ -40,7 +40,6 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import torch
@@ -165,7 +164,7 @@ class DuRNNLayer(nn.Module):
         u = torch.clamp(self.u, -1.0, 1.0)
         s = torch.zeros([x.size(0), self.hs], dtype=x.dtype)
         l = torch.zeros([x.size(0), self.hl], dtype=x.dtype)
-        outs: List[Tensor] = []
+        outs: list[Tensor] = []
         for t in range(x.size(1)):
             xt = x[:, t]
             s = torch.tanh(F.linear(xt, self.W_s) + F.linear(s, U) + self.b_s)
@@ -187,7 +186,7 @@ class IndRNNLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         u = torch.clamp(self.u, -1.0, 1.0)
         h = torch.zeros([x.size(0), self.hidden], dtype=x.dtype)
-        outs: List[Tensor] = []
+        outs: list[Tensor] = []
         for t in range(x.size(1)):
             h = torch.relu(F.linear(x[:, t], self.W) + u * h + self.b)
             outs.append(h)
@@ -210,7 +209,7 @@ class GRUCellLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = torch.zeros([x.size(0), self.hidden], dtype=x.dtype)
-        outs: List[Tensor] = []
+        outs: list[Tensor] = []
         for t in range(x.size(1)):
             xt = x[:, t]
             r = torch.sigmoid(F.linear(xt, self.W_r) + F.linear(h, self.U_r) + self.b_r)
@@ -472,7 +471,8 @@ def export(model: nn.Module, form: str, x_sample: np.ndarray, input_name: str, p
     loops = ops["op_counts"].get("Loop", 0) + ops["op_counts"].get("Scan", 0)
     native = sum(ops["op_counts"].get(o, 0) for o in fl.RECURRENT_OPS)
     if form == "loop" and (loops != layers or not dynamic_seq or native):
-        raise BuildError(f"{path.name}: expected {layers} Loop ops and a dynamic time axis, got {ops['op_counts']}, dims {dims}")
+        raise BuildError(f"{path.name}: expected {layers} Loop ops and a dynamic time axis, "
+                         f"got {ops['op_counts']}, dims {dims}")
     if form == "native" and (native != layers or loops or not dynamic_seq):
         raise BuildError(f"{path.name}: expected {layers} native recurrent ops, got {ops['op_counts']}")
     if form == "unrolled":
@@ -538,7 +538,8 @@ def build_task(task: str, only_models: list[str] | None) -> dict:
                 model = CellClassifier(spec["cell"], spec["layers"], spec["hidden"], C,
                                        vocab_size=len(d["vocab"]), emb_dim=BROWN_EMB)
             else:
-                model = CellClassifier(spec["cell"], spec["layers"], spec["hidden"], C, n_features=d["x_train"].shape[2])
+                model = CellClassifier(spec["cell"], spec["layers"], spec["hidden"], C,
+                                       n_features=d["x_train"].shape[2])
             forms = ["loop", "unrolled"]
         else:
             model = NativeClassifier(spec["cell"], spec["layers"], spec["hidden"], C, d["x_train"].shape[2])
@@ -663,7 +664,8 @@ def readme_tables(man: dict) -> str:
             out.append(f"| {task} | {shape} | {CELL_LABEL[m['cell']]} | {m['layers']} | {_hidden(m)} | "
                        f"{m['params']:,} | {100 * m['test_accuracy']:.2f} % |")
     out += ["", "### Every file", "",
-            "| file | export | time axis | ONNX nodes (top level) | check max diff | loop vs unrolled | bytes | test accuracy |",
+            "| file | export | time axis | ONNX nodes (top level) | check max diff | loop vs unrolled | bytes "
+            "| test accuracy |",
             "|---|---|---|---|---:|---:|---:|---:|"]
     for task in ("digits_pixels", "digits", "brown_genre"):
         if task not in man["tasks"]:
@@ -678,8 +680,10 @@ def readme_tables(man: dict) -> str:
                 ops = ", ".join(f"{c[o]} {o}" for o in ("LSTM", "GRU") if o in c) + f", {sum(c.values())} nodes"
             axis = "dynamic" if m["seq_len"] == "dynamic" else f"frozen at {m['seq_len']}"
             lu = m.get("loop_vs_unrolled_max_diff")
-            out.append(f"| `{m['file'][len('cells/'):]}` | {m['export']} | {axis} | {ops} | {m['check_max_diff']:.1e} | "
-                       f"{'—' if lu is None else f'{lu:.1e}'} | {m['file_bytes']:,} | {100 * m['test_accuracy']:.2f} % |")
+            lu_cell = "—" if lu is None else f"{lu:.1e}"
+            out.append(f"| `{m['file'][len('cells/'):]}` | {m['export']} | {axis} | {ops} | "
+                       f"{m['check_max_diff']:.1e} | {lu_cell} | {m['file_bytes']:,} | "
+                       f"{100 * m['test_accuracy']:.2f} % |")
     return "\n".join(out)
 
 

@@ -423,8 +423,9 @@ def describe_graph(proto) -> dict:
         unrolled = max([counts[o] for o in NONLIN] + [0])
         if unrolled > 1:
             nl = max(NONLIN, key=lambda o: counts[o])
+            split = "SplitToSequence/SequenceAt" if counts["SequenceAt"] else "Split"
             forms.append(f"unrolled: {unrolled} steps of MatMul(h, W_hh^T) + Add + {nl} "
-                         f"(inputs projected once: {'SplitToSequence/SequenceAt' if counts['SequenceAt'] else 'Split'})")
+                         f"(inputs projected once: {split})")
     # readout: the nodes after the last recurrence up to the output, in graph order
     last = max([i for i, n in enumerate(g.node) if n.op_type in RECURRENT | {"Loop", "Scan"}], default=None)
     if last is None:  # unrolled: after the last nonlinearity
@@ -492,10 +493,12 @@ def describe(records: list[dict]) -> list[dict]:
         e = dict(r)
         e.update({
             "test_accuracy": acc,
-            "input": {"name": iname, "dtype": onnx.TensorProto.DataType.Name(proto.graph.input[0].type.tensor_type.elem_type).lower(),
+            "input": {"name": iname,
+                      "dtype": onnx.TensorProto.DataType.Name(proto.graph.input[0].type.tensor_type.elem_type).lower(),
                       "shape": ishape},
             "output": oname,
-            "output_shape": [dim.dim_param or dim.dim_value for dim in proto.graph.output[0].type.tensor_type.shape.dim],
+            "output_shape": [dim.dim_param or dim.dim_value
+                             for dim in proto.graph.output[0].type.tensor_type.shape.dim],
             "opset": {(o.domain or "ai.onnx"): o.version for o in proto.opset_import},
             "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
             "file_bytes": path.stat().st_size,
@@ -513,7 +516,8 @@ def write_manifest(entries: list[dict]) -> None:
                     "(x_test/y_test; accuracy over labels != -1).",
            "builder": "tools/build_exporter_fixtures.py", "models": entries}
     (OUT / "manifest.json").write_text(json.dumps(man, indent=1, ensure_ascii=False) + "\n")
-    rows = ["| source | model | task | cell | layers | bi | input → output | test acc | params | bytes | recurrence | readout |",
+    rows = ["| source | model | task | cell | layers | bi | input → output | test acc | params | bytes | recurrence "
+            "| readout |",
             "|---|---|---|---|---:|---|---|---:|---:|---:|---|---|"]
     for e in entries:
         rec = "; ".join(e["recurrence"]) or "?"
@@ -523,7 +527,8 @@ def write_manifest(entries: list[dict]) -> None:
             rec += f" — input length fixed to {e['fixed_length']}"
         rows.append(f"| {e['source']} | `{e['name']}` | {e['task']} ({e['shape']}) | {e['cell']} | {e['layers']} | "
                     f"{'yes' if e['bidirectional'] else ''} | `{e['input']['name']}` {e['input']['dtype']} "
-                    f"{e['input']['shape']} → `{e['output']}` {e['output_shape']} | {100 * e['test_accuracy']:.2f} % | {e['params']:,} | "
+                    f"{e['input']['shape']} → `{e['output']}` {e['output_shape']} | {100 * e['test_accuracy']:.2f} % | "
+                    f"{e['params']:,} | "
                     f"{e['file_bytes']:,} | {rec} | {e['readout']} |")
     readme = OUT / "README.md"
     text = readme.read_text() if readme.exists() else "<!-- table:begin -->\n<!-- table:end -->\n"

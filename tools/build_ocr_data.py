@@ -106,7 +106,7 @@ def dejavu_fonts() -> list[Path]:
     try:
         listed = subprocess.run(["fc-list", ":", "file"], check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit(f"build_ocr_data: fc-list failed ({e}); install fontconfig and fonts-dejavu-core")
+        raise SystemExit(f"build_ocr_data: fc-list failed ({e}); install fontconfig and fonts-dejavu-core") from e
     files = {Path(line.split(":")[0].strip()) for line in listed.splitlines() if line.strip()}
     fonts = sorted(f for f in files if f.name in FONT_STYLES)
     if not fonts:
@@ -189,7 +189,8 @@ def savez_deterministic(path: Path, arrays: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(CHARSET_OF), default="common", help="which shipped model (default: common)")
+    p.add_argument("--model", choices=sorted(CHARSET_OF), default="common",
+                   help="which shipped model (default: common)")
     p.add_argument("--out", type=Path, help="output .npz (default: out/ocr/<model>.npz)")
     p.add_argument("--train", type=int, default=1000, help="training images (default: 1000)")
     p.add_argument("--val", type=int, default=200, help="validation images (default: 200; 0: none)")

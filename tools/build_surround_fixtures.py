@@ -162,7 +162,8 @@ MODELS = [
      ("Embedding → GRU → GRU (two Loops stacked, the second reading the first's scan output) → "
      "TimeDistributed(Dense) unrolled over the fixed length 40: (Slice → Squeeze → MatMul → Unsqueeze)×40 → "
      "Concat → Transpose")),
-    ("pos_simplernn2_timedistributed", "tf2onnx_keras3", "keras", "12", "paper_taggers", "brown_pos", "simplernn2_td", 3,
+    ("pos_simplernn2_timedistributed", "tf2onnx_keras3", "keras", "12", "paper_taggers", "brown_pos", "simplernn2_td",
+     3,
      ("Embedding → SimpleRNN → SimpleRNN (two Loops stacked) → TimeDistributed(Dense) unrolled over the fixed "
      "length 40 → Concat → Transpose")),
     ("genre_post_lstm_mask", "tf2onnx_keras3", "keras", "13", "mask_zero_post", "brown_genre_post", "lstm_mask", 5,
@@ -666,7 +667,7 @@ def part_torch(only: list[str] | None, emit) -> None:
     todo = [m for m in MODELS if m[2] == "torch" and (not only or m[0] in only)]
     # one training per (name): the dynamo twins of a legacy model reuse its weights
     trained: dict[str, tuple] = {}
-    for k, (name, source, _, item, row, task, recipe, epochs, _) in enumerate(MODELS):
+    for name, source, _, item, row, task, recipe, epochs, _ in MODELS:
         if (name, source) not in {(m[0], m[1]) for m in todo}:
             continue
         seed = SEED + 10 * [m[0] for m in MODELS].index(name)
@@ -823,8 +824,9 @@ def quant_check(src: Path, data: bytes, task: str, d: dict) -> dict:
     a, b = session(src), session(data)
     name = a.get_inputs()[0].name
     x = d["x_test"]
-    la = np.concatenate([a.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)], axis=-2 if task == "digits_ctc" else 0)
-    lb = np.concatenate([b.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)], axis=-2 if task == "digits_ctc" else 0)
+    axis = -2 if task == "digits_ctc" else 0
+    la = np.concatenate([a.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)], axis=axis)
+    lb = np.concatenate([b.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)], axis=axis)
     return {"against": str(src.relative_to(REPO)), "argmax_agreement": float((la.argmax(-1) == lb.argmax(-1)).mean()),
             "max_abs_diff": float(np.abs(la - lb).max()), "frozen_length": None}
 
@@ -1059,7 +1061,8 @@ def write_manifest(entries: list[dict]) -> None:
     man = {"about": "fixtures of what surrounds the recurrence (issue 20); see README.md",
            "builder": "tools/build_surround_fixtures.py", "rows": ROWS, "models": entries}
     (OUT / "manifest.json").write_text(json.dumps(man, indent=1, ensure_ascii=False) + "\n")
-    rows = ["| model | item | row | task | input → output | test | params (onnx weights) | bytes | recurrence | after the recurrence |",
+    rows = ["| model | item | row | task | input → output | test | params (onnx weights) | bytes | recurrence "
+            "| after the recurrence |",
             "|---|---|---|---|---|---:|---:|---:|---|---|"]
     for e in entries:
         rec = "; ".join(e["recurrence"]) or "?"
@@ -1092,7 +1095,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", choices=PARTS, help="rebuild only this part (repeatable)")
     p.add_argument("--model", action="append", help="rebuild only this model name (repeatable)")
     p.add_argument("--keras-python", default=os.environ.get("ONNXMOD_KERAS_PYTHON"),
-                   help="python of a venv with tensorflow-cpu==2.21.0, tf2onnx==1.17.0 (default: $ONNXMOD_KERAS_PYTHON)")
+                   help="python of a venv with tensorflow-cpu==2.21.0, tf2onnx==1.17.0 "
+                        "(default: $ONNXMOD_KERAS_PYTHON)")
     p.add_argument("--describe-only", action="store_true", help="only rewrite manifest.json and the README table")
     p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # internal: run one part in this python
     a = p.parse_args(argv)
@@ -1116,7 +1120,8 @@ def main(argv=None) -> int:
             py = a.keras_python if part == "keras" else sys.executable
             if not py:
                 raise SystemExit("keras: needs --keras-python (a venv with tensorflow-cpu==2.21.0, tf2onnx==1.17.0)")
-            cmd = [py, str(Path(__file__).resolve()), "--part", part] + [x for m in a.model or [] for x in ("--model", m)]
+            only = [x for m in a.model or [] for x in ("--model", m)]
+            cmd = [py, str(Path(__file__).resolve()), "--part", part] + only
             log("$ " + " ".join(cmd))
             subprocess.run(cmd, check=True)
     # each model's record: this or an earlier run's cache, else the committed manifest

@@ -280,7 +280,8 @@ def check_structure(model: onnx.ModelProto, cell: str):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         if attrs.get("layout", 0) != 0 or attrs.get("direction", b"forward") not in (b"forward", "forward"):
             raise RuntimeError(f"unexpected attributes on {n.name}: {attrs}")
-        if cell == "rnn_tanh" and [a.lower() for a in map(bytes.decode, attrs.get("activations", [b"Tanh"]))] != ["tanh"]:
+        acts = attrs.get("activations", [b"Tanh"])
+        if cell == "rnn_tanh" and [a.lower() for a in map(bytes.decode, acts)] != ["tanh"]:
             raise RuntimeError(f"RNN activations {attrs.get('activations')}")
 
 
@@ -520,7 +521,7 @@ def write_readme(out: Path, manifest, cmd: str, wall: float):
     m = manifest
     total_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != "README.md") / 1e6
     rows = []
-    for label, e in m["models"].items():
+    for e in m["models"].values():
         langs = " · ".join(f"{l} {b:.1f}" for l, b in e["bleu"].items())
         rows.append(
             f"| `{e['file']}` | {e['cell']} | {e['hidden_size']} | {e['params']:,} | "
@@ -535,7 +536,7 @@ def write_readme(out: Path, manifest, cmd: str, wall: float):
     except KeyError:
         pass
     xrows = []
-    for label, e in m["models"].items():
+    for e in m["models"].values():
         for other, bl in e.get("bleu_on_other_test_splits", {}).items():
             langs = " · ".join(f"{l} {x:.1f}" for l, x in bl.items())
             xrows.append(f"| `{e['file']}` | `{other}` test | {langs} |")
@@ -650,7 +651,8 @@ pairs{et_cmp} (the
 "replace" scenario: swap `et_endeit`'s `en` module for `et_en_s2`'s). Both Estonian models are
 weak in absolute terms: a few thousand pairs are too few for a translator without attention,
 and out-of-vocabulary words cap what any output can score (see the round-trip column above);
-their output is mostly sentence frames (`warum <unk>?`, `i saw <unk> <unk>.`). `en_frdeitua` is the "add a language" scenario's
+their output is mostly sentence frames (`warum <unk>?`, `i saw <unk> <unk>.`). \
+`en_frdeitua` is the "add a language" scenario's
 comparison model and the source of the `ua` module.
 
 ## Rebuild
@@ -712,7 +714,8 @@ def main(argv=None):
     manifest["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()
                           if k not in ("data_root", "out", "only")}
     manifest["max_decode_len"] = MAX_DECODE
-    manifest["bleu"] = "sacrebleu corpus_bleu (13a) of lowercase detokenised greedy output vs lowercase references, test split"
+    manifest["bleu"] = ("sacrebleu corpus_bleu (13a) of lowercase detokenised greedy output vs lowercase references, "
+                        "test split")
     for builder in (english_group, estonian_group):
         variants, sv, tv = builder(cfg.data_root, cfg)
         for v in variants:

@@ -36,9 +36,7 @@ import argparse
 import io
 import itertools
 import json
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path

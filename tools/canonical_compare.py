@@ -79,7 +79,9 @@ def measure(path: Path) -> list[str]:
         if feeds is not None:
             try:
                 got = _run(out, feeds)
-                diff = f"{max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()) for a, b in zip(ref, got)):.2g}"
+                worst = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+                            for a, b in zip(ref, got))
+                diff = f"{worst:.2g}"
             except Exception as exc:  # noqa: BLE001
                 diff = f"does not run ({' '.join(str(exc).split())[:60]})"
         nodes = len(out.graph.node)

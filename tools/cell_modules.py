@@ -69,8 +69,10 @@ def tables(man: dict, res: dict) -> str:
                 continue
             d, n = r["defaults"], r["no guard"]
             lines.append(f"| {task} | {LABEL[m['cell']]} | {m['layers']} | {m['params']:,} | "
-                         f"{100 * m['test_accuracy']:.2f} % | {100 * d['delta']:+.2f} | {d['mean_kept_units']:g}/{d['units']} | "
-                         f"{100 * n['delta']:+.2f} | {n['mean_kept_units']:g}/{n['units']} | {n['max_params_ratio']:.3f} | "
+                         f"{100 * m['test_accuracy']:.2f} % | {100 * d['delta']:+.2f} | "
+                         f"{d['mean_kept_units']:g}/{d['units']} | "
+                         f"{100 * n['delta']:+.2f} | {n['mean_kept_units']:g}/{n['units']} | "
+                         f"{n['max_params_ratio']:.3f} | "
                          f"{n['max_bytes_ratio']:.3f} |")
     lines += ["", "### Modules of every export", "",
               "| file | recurrence as onnxmod runs it | δ (defaults) | δ (no guard) | units kept (no guard) | "

@@ -88,7 +88,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{task:12} {model.stem:12} {r['shape']:5} {mode:9} {100 * row['monolithic_accuracy']:7.2f} "
                   f"{100 * row['composed_accuracy']:9.2f} {100 * row['delta']:+7.2f} "
-                  f"{row['mean_params_ratio']:7.3f} {row['max_params_ratio']:6.3f} {row['mean_jaccard']:7.3f} {row['seconds']:7.1f}", flush=True)
+                  f"{row['mean_params_ratio']:7.3f} {row['max_params_ratio']:6.3f} {row['mean_jaccard']:7.3f} "
+                  f"{row['seconds']:7.1f}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

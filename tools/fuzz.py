@@ -105,12 +105,12 @@ class Pool:
             self.models.append((desc, build(spec)))
         self.fixture = onnx.load(str(FIXTURE)) if FIXTURE.exists() else None
 
-    def modules(self, workdir: Path) -> "Modules":
+    def modules(self, workdir: Path) -> Modules:
         if not hasattr(self, "_modules"):
             self._modules = Modules(self.seed, workdir)
         return self._modules
 
-    def zoo(self, workdir: Path) -> "Zoo":
+    def zoo(self, workdir: Path) -> Zoo:
         if not hasattr(self, "_zoo"):
             self._zoo = Zoo(self.modules(workdir), workdir)
         return self._zoo
@@ -1015,7 +1015,7 @@ class Zoo:
     """A tiny zoo (the module target's base models as members, with ``zoo.*`` metadata and one data
     file) and its index, built once per process."""
 
-    def __init__(self, mods: "Modules", root: Path):
+    def __init__(self, mods: Modules, root: Path):
         from onnxmod import api
 
         self.root = root / "zoo"
@@ -1104,7 +1104,7 @@ def json_edit(rng, text: bytes) -> tuple[str, bytes]:
     return f"entry {what}", json.dumps(d).encode()
 
 
-def gen_fingerprint(rng, mods: "Modules"):
+def gen_fingerprint(rng, mods: Modules):
     """``api.fingerprint`` on 1-3 modules, compositions or base models (their metadata or graph
     sometimes edited), with generated probe data (valid, mutated, bombs, broken containers)."""
     files, edits = [], []
@@ -1443,7 +1443,7 @@ def main(argv=None) -> int:
         print(f"      {t:<6} {k:<8} {mb:7.0f} MB (reached at case {i})")
     bad = sum(n for (t, o), n in counts.items() if failed(o))
     total = collections.Counter()
-    for (t, o), n in counts.items():
+    for (_, o), n in counts.items():
         total["uncaught/hang" if failed(o) else "ok" if o.startswith("ok") else o.split(" ")[-1]] += n
     print("  total: " + ", ".join(f"{k} {v}" for k, v in sorted(total.items(), key=lambda kv: -kv[1])))
     if bad:

@@ -180,8 +180,8 @@ def variants() -> list[Variant]:
         if head != "packed":  # torch.export cannot take a PackedSequence
             out.append(Variant(f"{name}@dynamo", "torch_dynamo", **common))
     for name, task, recipe in KERAS:
-        out.append(Variant(f"{name}@tf2onnx", "keras", task, recipe=recipe, epochs=6 if task.startswith("digits") else 3,
-                           config=name))
+        epochs = 6 if task.startswith("digits") else 3
+        out.append(Variant(f"{name}@tf2onnx", "keras", task, recipe=recipe, epochs=epochs, config=name))
     return out
 
 
@@ -816,7 +816,7 @@ def zeroed(proto, keeps: dict):
         for d, keep in enumerate(keeps[node.name]):
             gone = np.setdiff1d(np.arange(H), keep)
             rows = np.concatenate([g * H + gone for g in range(G)])
-            for i, tail in ((1, 0), (2, 0), (3, 1), (7, 0)):  # W, R, B (both halves), P
+            for i in (1, 2, 3, 7):  # W, R, B (both halves), P
                 if len(node.input) <= i or not node.input[i]:
                     continue
                 w = get(node.input[i])
@@ -1010,7 +1010,8 @@ def main(argv=None) -> int:
             k = verdict(recs.get(v.name), builds[v.name])
             counts[k] = counts.get(k, 0) + 1
         total = time.time() - t_start
-        print(f"\n{len(todo)} variants: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda x: -x[1]))
+        by_count = sorted(counts.items(), key=lambda x: -x[1])
+        print(f"\n{len(todo)} variants: " + ", ".join(f"{n} {k}" for k, n in by_count)
               + f"; wall {total / 60:.1f} min (building done after {(t_built - t_start) / 60:.1f}; onnxmod runs "
               f"{sum(r['check_seconds'] for r in recs.values()) / 60:.1f} min in all, {a.jobs} at a time)")
         if a.json:

@@ -14,8 +14,8 @@ and ``options`` a few models with the options whose code paths the plain runs do
 (``OPTIONS``: the guard, the size search, a CTC head, a translator, gate monitoring, a class subset),
 evaluated on the test split. The reports are hashed without their timings (``report.json``'s
 ``timings``, ``report.md``'s timings line) and with the repository's path taken out. A model onnxmod
-refuses is recorded with its refusal's first line, so a refusal that appears or disappears shows too. Exit status 1 when a digest differs from the reference file
-(``--write`` replaces the reference instead).
+refuses is recorded with its refusal's first line, so a refusal that appears or disappears shows too.
+Exit status 1 when a digest differs from the reference file (``--write`` replaces the reference instead).
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def jobs(only) -> list[tuple[str, str, str, dict]]:
     fx = ROOT / "fixtures"
     for folder in only:
         if folder == "options":
-            out.extend((rel, str(fx / data), variant, {"guarded": True, "evaluate": True, **kw}) for rel, data, variant, kw in OPTIONS)
+            out.extend((rel, str(fx / data), variant, {"guarded": True, "evaluate": True, **kw})
+                       for rel, data, variant, kw in OPTIONS)
             continue
         if folder == "surround":
             for e in json.loads((fx / "surround" / "manifest.json").read_text())["models"]:

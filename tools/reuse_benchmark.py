@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxmod import api, runtime  # noqa: E402
 from onnxmod.compose import compose, replace  # noqa: E402
-
 from onnxmod.io import load_onnx, read_npz  # noqa: E402
 
 
@@ -59,10 +58,9 @@ def _pair_data(x, y, a, b):
 
 
 def train_scratch(task: str, stem: str, x, y, seed: int):
-    import torch
-
     import build_fixtures as bf
     import fixturelib as fl
+    import torch
 
     spec = bf.TASKS[task]
     manifest = json.loads((ROOT / "fixtures" / "manifest.json").read_text())["tasks"][task]

@@ -36,8 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "fixtures" / "surround"
 STATUS = OUT / "status.json"

@@ -159,13 +159,13 @@ def main(argv=None) -> int:
         print(f"{'representation':<14} {'width':>6} {'acc R2':>14} {'acc tau':>14} {'task logreg':>14} "
               f"{'task 1-NN':>14} {'task 5-NN':>14} {'majority':>9}")
         for kind, r in rows.items():
-            f = lambda k: f"{r[k][0]:.3f} ± {r[k][1]:.3f}"  # noqa: E731
-            print(f"{kind:<14} {r['width']:>6} {f('r2'):>14} {f('tau'):>14} {f('logreg'):>14} {f('knn1'):>14} "
-                  f"{f('knn5'):>14} {r['majority'][0]:>9.3f}")
+            mean_sd = {k: f"{r[k][0]:.3f} ± {r[k][1]:.3f}" for k in ("r2", "tau", "logreg", "knn1", "knn5")}
+            print(f"{kind:<14} {r['width']:>6} {mean_sd['r2']:>14} {mean_sd['tau']:>14} {mean_sd['logreg']:>14} "
+                  f"{mean_sd['knn1']:>14} {mean_sd['knn5']:>14} {r['majority'][0]:>9.3f}")
         best_task = {k: max(r["logreg"][0], r["knn1"][0], r["knn5"][0]) for k, r in rows.items()}
         fn = max(v for k, v in best_task.items() if k != "mechanistic")
         holds = fn > best_task["mechanistic"]
-        print(f"exact task, best learner: " + ", ".join(f"{k} {v:.3f}" for k, v in best_task.items()) +
+        print("exact task, best learner: " + ", ".join(f"{k} {v:.3f}" for k, v in best_task.items()) +
               f" -> the paper's finding (functional wins on the exact task) {'holds' if holds else 'does not hold'}")
         report[man["zoo"]] = {"members": len(files), "tasks": ntask, "rows": rows, "functional_wins_task": holds}
     if a.json:

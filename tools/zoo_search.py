@@ -116,7 +116,8 @@ def main(argv=None) -> int:
               f"{r['best_auc']:7.4f} {r['median_auc']:7.4f} {r['pick_percentile']:7.3f} {r['tau']:6.3f}")
     held = {s.strip() for s in a.held_out.split(",") if s.strip()}
     summary = {}
-    for label, sel in (("all classes", rows), (f"held-out classes {a.held_out}", [r for r in rows if r["class"] in held])):
+    held_rows = [r for r in rows if r["class"] in held]
+    for label, sel in (("all classes", rows), (f"held-out classes {a.held_out}", held_rows)):
         if not sel:
             continue
         d = {"classes": len(sel), "top1_hit_rate": float(np.mean([r["hit"] for r in sel])),
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
                          "module_auc": float(auc_of[str(a.index / worst["file"])]),
                          "picked": pick["member"], "picked_auc": float(auc_of.get(pick["file"], np.nan)),
                          "before": before, "after": after, "delta": after - before})
-    print(f"\nreplace scenario (per class: the member with the worst module of C; C's module replaced by the pick)")
+    print("\nreplace scenario (per class: the member with the worst module of C; C's module replaced by the pick)")
     print(f"{'class':>5} {'member':<26} {'task':<16} {'AUC':>6} -> {'AUC':>6} {'before':>7} {'after':>7} {'delta':>7}")
     for s in scen:
         print(f"{s['class']:>5} {s['member']:<26} {s['task']:<16} {s['module_auc']:6.3f} -> {s['picked_auc']:6.3f} "

@@ -23,7 +23,8 @@ class Sizes:
             return int(d)
         key = d if isinstance(d, str) and d else object()
         if key not in self.named:
-            self.named[key] = self.values[len(self.named) % len(self.values)] * (1 + len(self.named) // len(self.values))
+            seen = len(self.named)
+            self.named[key] = self.values[seen % len(self.values)] * (1 + seen // len(self.values))
         return self.named[key]
 
     def shape(self, shape) -> list[int] | None:

@@ -264,8 +264,11 @@ class Flow:
 def _size_through(node, k: int, pos: set, length: int | None, scalar: bool):
     """Where positions ``pos`` of input ``k`` of a shape-arithmetic ``node`` go in its output:
     ``(positions, length, scalar)``, or None when the node computes with them (the size escapes)."""
-    const = (lambda i: np.asarray(node.inputs[i].values) if len(node.inputs) > i
-             and isinstance(node.inputs[i], gs.Constant) else None)
+
+    def const(i):
+        return (np.asarray(node.inputs[i].values) if len(node.inputs) > i
+                and isinstance(node.inputs[i], gs.Constant) else None)
+
     op = node.op
     if op in ("Identity", "Cast"):
         return pos, length, scalar

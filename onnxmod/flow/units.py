@@ -46,7 +46,7 @@ class Units:
         """Axes other than the unit axis along which units differ (directions, stacked layers)."""
         return [a for a in self.varying() if a != self.axis]
 
-    def with_(self, **kw) -> "Units":
+    def with_(self, **kw) -> Units:
         return replace(self, **kw)
 
     def has_null(self) -> bool:

@@ -49,14 +49,15 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def normalize(graph, rules: tuple[Rule, ...] = RULES, max_steps: int = 10_000) -> list[Applied]:
-    """Apply ``rules`` (every rule) to a fixpoint, in place; return what was applied, in order."""
-    return apply_rules(graph, rules, max_steps)
+def normalize(graph, rules: tuple[Rule, ...] | None = None, max_steps: int = 10_000) -> list[Applied]:
+    """Apply ``rules`` (default: ``RULES``, read when called) to a fixpoint, in place; return what was
+    applied, in order."""
+    return apply_rules(graph, RULES if rules is None else rules, max_steps)
 
 
-def why_not(graph, rules: tuple[Rule, ...] = RULES) -> list[NoMatch]:
-    """Every anchor a rule looked at and refused, with the reason (read-only)."""
-    return refusals(graph, rules)
+def why_not(graph, rules: tuple[Rule, ...] | None = None) -> list[NoMatch]:
+    """Every anchor a rule (default: ``RULES``) looked at and refused, with the reason (read-only)."""
+    return refusals(graph, RULES if rules is None else rules)
 
 
 __all__ = ["RULES", "Applied", "Match", "NoMatch", "Rule", "normalize", "why_not"]

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_random_surroundings import F, T, G, _logits, _recurrence, zeroed
+from test_random_surroundings import F, G, T, _logits, _recurrence, zeroed
 
 from onnxmod import runtime
 from onnxmod.graph import Model
@@ -25,7 +25,8 @@ C = 4
 
 
 def _model(g: G, logits: str, out_shape, steps=T) -> onnx.ModelProto:
-    graph = helper.make_graph(g.nodes, "engine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", steps, F])],
+    graph = helper.make_graph(g.nodes, "engine",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", steps, F])],
                               [helper.make_tensor_value_info(logits, TensorProto.FLOAT, out_shape)], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8

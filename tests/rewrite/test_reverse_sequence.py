@@ -3,7 +3,6 @@ import pytest
 from onnx import TensorProto, helper
 from rewrite_util import Builder, check_rule, normalized
 
-from onnxmod.errors import UnsupportedModelError
 from onnxmod.graph import Model
 from onnxmod.rewrite import NoMatch
 from onnxmod.rewrite.reverse_sequence import ReverseSequence

@@ -11,6 +11,7 @@ from ..units import Units, aligned, compress, normalize_null
 from .common import along, only_first, rule
 from .elementwise import drop_axes
 
+
 # ---- layout ------------------------------------------------------------------------------------
 @rule("shape", "Shape", "Size")
 def _shape(f, node, ins):
@@ -19,8 +20,8 @@ def _shape(f, node, ins):
     reads the units at full width."""
     f.shape_reads.append((node, ins[0]))
     if id(node) in f.full_shapes:
-        f.widen_input(node, 0, ins[0], f"the size of the units' axis it reads is used where onnxmod cannot "
-                                       f"follow it")
+        f.widen_input(node, 0, ins[0], "the size of the units' axis it reads is used where onnxmod cannot "
+                                       "follow it")
     return [None]
 
 
@@ -118,11 +119,10 @@ def _new_axis(f, u, lab, in_shape, out_shape) -> int:
     grouped = groups(in_shape, out_shape)
     if grouped is None:
         raise Widen("its reshape cannot be followed")
-    for gin, gout in grouped:
-        if u.axis in gin:
-            break
-    else:  # pragma: no cover - every axis is in a group
+    found = next(((gin, gout) for gin, gout in grouped if u.axis in gin), None)
+    if found is None:  # pragma: no cover - every axis is in a group
         raise Widen("its reshape cannot be followed")
+    gin, gout = found
     if len(gout) == 1:
         return gout[0]
     if len(gin) == 1 and len(gout) > 1:  # the units' axis split into rows and units

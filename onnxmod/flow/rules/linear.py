@@ -11,6 +11,7 @@ from ..sites import Site
 from ..units import Units, aligned, normalize_null
 from .common import along, only_first, rule
 
+
 # ---- reading units linearly --------------------------------------------------------------------
 @rule("linear", "MatMul", "MatMulInteger")
 def _matmul(f, node, ins):
