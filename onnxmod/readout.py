@@ -162,10 +162,27 @@ class Readout:
             hits = [a for a, d in enumerate(shape) if d == batch_dim]
             if len(hits) == 1:
                 return hits[0]
+        declared = self._declared_batch_axis(logits, rank, batch_dim)
+        if declared is not None:
+            return declared
         probed = self._probe_batch_axis(logits)
         if probed is not None:
             return probed
         return 0
+
+    def _declared_batch_axis(self, logits, rank: int, batch_dim) -> int | None:
+        """The axis the file declares ``logits`` (a graph output) with the input's named batch dimension,
+        when exactly one is: canonicalization drops declared output shapes (exporters get some wrong), but
+        a name shared with the input's batch is the exporter's own link, and a graph specialized to one
+        sequence length (torch's dynamo, ``[40, s77, 12]``) cannot be probed at made-up lengths."""
+        if not (isinstance(batch_dim, str) and batch_dim):
+            return None
+        for o in self.original.graph.output:
+            if o.name == logits.name and o.type.HasField("tensor_type"):
+                dims = [d.dim_param if d.HasField("dim_param") else None for d in o.type.tensor_type.shape.dim]
+                hits = [a for a, d in enumerate(dims) if d == batch_dim]
+                return hits[0] if len(dims) == rank and len(hits) == 1 else None
+        return None
 
     def _probe_rank(self, t) -> int:
         from . import probe

@@ -57,3 +57,43 @@ def test_the_head_is_found_through_a_temperature(scale):
                      for m, c in zip((scaled, plain), concerns))
         assert got.shape == (5, 2)
         np.testing.assert_allclose(got, want / scale, rtol=1e-5, atol=1e-6)
+
+
+def _specialized_time_major(declare_batch: bool) -> onnx.ModelProto:
+    """LSTM over ``[N, T=5, F]`` → its time-major steps through a ``Reshape`` to the constant
+    ``[5, -1, H]`` → a head per step, time-major ``[T, N, C]``: a graph specialized to one sequence length (as torch's dynamo exports
+    one), whose output the file declares ``[5, "N", C]`` (``declare_batch``) or ``[5, "?", C]``."""
+    rng = np.random.default_rng(3)
+    arrays = {"W": rng.normal(0, .6, (1, 4 * H, F)), "R": rng.normal(0, .6, (1, 4 * H, H)),
+              "B": rng.normal(0, .3, (1, 8 * H)), "Wo": rng.normal(0, .6, (H, C)), "bo": rng.normal(0, .3, C)}
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    inits += [numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+              numpy_helper.from_array(np.array([T, -1, H], np.int64), "tm_shape")]
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["xt", "W", "R", "B"], ["y", "yh"], hidden_size=H),
+             helper.make_node("Squeeze", ["y", "ax1"], ["steps"]),  # [T, N, H]
+             helper.make_node("Reshape", ["steps", "tm_shape"], ["fixed"]),  # [5, N, H]
+             helper.make_node("MatMul", ["fixed", "Wo"], ["mm"]),
+             helper.make_node("Add", ["mm", "bo"], ["logits"])]
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [T, "N" if declare_batch else "?", C])
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", F])],
+                              [out], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto
+
+
+def test_the_batch_axis_a_file_declares_by_name_is_read_where_probing_cannot_run():
+    """Output shapes the file declares are not trusted whole (exporters get some wrong), but an output
+    axis named as the input's batch is the exporter's own link: a graph specialized to T=5 does not
+    run at made-up lengths, so without that name the batch axis is unknown (one line, no traceback)."""
+    from onnxmod.errors import UnsupportedModelError
+
+    model = Model(_specialized_time_major(declare_batch=True), source="tm.onnx")
+    assert model.output_rank == 3 and any("read as [batch, ..., classes]" in r for r in model.layout_rewrites)
+    x = np.random.default_rng(0).normal(size=(7, T, F)).astype(np.float32)
+    want = runtime.session(model.original).run(None, {"x": x})[0].transpose(1, 0, 2)
+    got = runtime.session(model.runnable).run([model.output.name], {"x": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    with pytest.raises(UnsupportedModelError, match="which axis of output 'logits' holds the rows is unknown"):
+        Model(_specialized_time_major(declare_batch=False), source="tm.onnx")
