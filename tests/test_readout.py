@@ -61,8 +61,9 @@ def test_the_head_is_found_through_a_temperature(scale):
 
 def _specialized_time_major(declare_batch: bool) -> onnx.ModelProto:
     """LSTM over ``[N, T=5, F]`` → its time-major steps through a ``Reshape`` to the constant
-    ``[5, -1, H]`` → a head per step, time-major ``[T, N, C]``: a graph specialized to one sequence length (as torch's dynamo exports
-    one), whose output the file declares ``[5, "N", C]`` (``declare_batch``) or ``[5, "?", C]``."""
+    ``[5, -1, H]`` → a head per step, time-major ``[T, N, C]``: a graph specialized to one sequence
+    length (as torch's dynamo exports one), whose output the file declares ``[5, "N", C]``
+    (``declare_batch``) or ``[5, "?", C]``."""
     rng = np.random.default_rng(3)
     arrays = {"W": rng.normal(0, .6, (1, 4 * H, F)), "R": rng.normal(0, .6, (1, 4 * H, H)),
               "B": rng.normal(0, .3, (1, 8 * H)), "Wo": rng.normal(0, .6, (H, C)), "bo": rng.normal(0, .3, C)}
