@@ -11,8 +11,10 @@ from .contract import Form
 
 # Lifted and original states are the same function computed in another summation order: float32
 # rounding grows along the sequence (measured: 2.9e-6 on a scripted GRU loop over 8 steps, 1.2e-5 on
-# torch's unrolled RNN over 60 steps), so the check allows 1e-4 of max(1, |value|).
-TOLERANCE = 1e-4
+# torch's unrolled RNN over 60 steps, 1.3e-4 on dynamo's unrolled tanh RNN of a roughly trained
+# genre classifier, whose recurrent weight amplifies it), so the check allows 1e-3 of max(1, |value|):
+# a wrong reading differs by tenths (a Keras mask over post-padded rows read as lengths: 5.33).
+TOLERANCE = 1e-3
 
 
 def verify_forms(model, x, threads=None) -> dict | None:
