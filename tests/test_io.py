@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from builders import build, random_stack
+
 from onnxmod import io
 from onnxmod.errors import InputError
 

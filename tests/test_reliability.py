@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from builders import build, random_stack
 from conftest import FIXTURES
+from onnx import TensorProto, helper, numpy_helper
+
 from onnxmod import api
 from onnxmod.errors import OutputError
 
@@ -178,7 +178,8 @@ def scan_rnn(path: Path, F=4, H=3, C=3, backwards=False) -> Path:
              numpy_helper.from_array(np.array([H], np.int64), "hsz"),
              numpy_helper.from_array(rng.normal(size=(C, H)).astype(np.float32), "hw"),
              numpy_helper.from_array(rng.normal(size=(C,)).astype(np.float32), "hb")]
-    g = helper.make_graph(nodes, "scan_rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", F])],
+    g = helper.make_graph(nodes, "scan_rnn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", F])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", C])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
