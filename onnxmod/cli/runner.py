@@ -78,7 +78,7 @@ def run(argv=None) -> int:
     args = parse(build_parser(), argv)
     level = _configure_logging(**MessageArgs().parse(args))
     show = sys.stderr.isatty() and not getattr(args, "json", False) and level <= logging.WARNING
-    log.debug("arguments: %s", {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "handler"})
+    log.debug("arguments: %s", {k: v for k, v in vars(args).items() if not k.startswith("_")})
     t0 = time.perf_counter()
     with _progress.shown(show), warnings.catch_warnings():
         if args.quiet:
