@@ -618,7 +618,7 @@ def test_output_write_failure_midway_leaves_nothing(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(io.os, "fsync", full_disk)
+    monkeypatch.setattr(io.atomic.os, "fsync", full_disk)
     before = snapshot(tmp_path)
     with pytest.raises(OutputError, match="No space left on device"):
         api.decompose(model, data, tmp_path / "out", progress=False)
@@ -868,7 +868,7 @@ def test_failed_forced_replacement_keeps_the_previous_output(tmp_path, monkeypat
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(io.os, "replace", fail_into_place)
+    monkeypatch.setattr(io.atomic.os, "replace", fail_into_place)
     with pytest.raises(OutputError, match="No space left on device"):
         api.decompose(model, data, tmp_path / "out", force=True, progress=False)
     assert snapshot(tmp_path) == before
@@ -1084,8 +1084,8 @@ def test_stale_leftovers_of_a_killed_run_are_removed(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     pid = dead.pid
-    code = ("import os, sys, time; from onnxmod import api; import onnxmod.io as io; "
-            "io.os.fsync = lambda fd: os.kill(os.getpid(), 9); "
+    code = ("import os, sys, time; from onnxmod import api; import onnxmod.io.atomic as atomic; "
+            "atomic.os.fsync = lambda fd: os.kill(os.getpid(), 9); "
             f"api.decompose({str(model)!r}, {str(data)!r}, {str(tmp_path / 'out')!r}, progress=False)")
     killed = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True)
     assert killed.returncode == -9
@@ -1116,8 +1116,8 @@ def test_stale_leftovers_of_another_output_are_removed(tmp_path):
     data = float_data(tmp_path / "d.npz", classes=3)
     out = tmp_path / "out"
     out.mkdir()
-    code = ("import os, sys, time; from onnxmod import api; import onnxmod.io as io; "
-            "io.os.fsync = lambda fd: os.kill(os.getpid(), 9); "
+    code = ("import os, sys, time; from onnxmod import api; import onnxmod.io.atomic as atomic; "
+            "atomic.os.fsync = lambda fd: os.kill(os.getpid(), 9); "
             f"api.decompose({str(model)!r}, {str(data)!r}, {str(out / 'a')!r}, progress=False)")
     killed = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True)
     assert killed.returncode == -9
