@@ -13,7 +13,8 @@ DATA = Path(__file__).resolve().parent / "data"
 
 def test_rules_are_registered_once_in_a_fixed_order():
     names = [r.name for r in RULES]
-    assert names == ["dense_3d", "time_distributed", "head_transpose", "direction_slice", "reverse_sequence",
+    assert names == ["dense_3d", "time_distributed", "head_transpose", "rowwise_before_reshape",
+                     "direction_slice", "reverse_sequence",
                      "reverse_gather", "reversed_input", "bidirectional_pair", "reshape_from_shape"]
     assert all(r.anchor for r in RULES)
 
