@@ -193,7 +193,7 @@ def test_loss_bound_takes_its_error_over_sequences():
     """One answer per row: (lost - won + sqrt(changed)) / n. Answers in one sequence move
     together, so a tagger's error is taken over sentences: the same four changed words bound
     higher when they are one sentence's than when they are four sentences'."""
-    from onnxmod.api import _loss_bound
+    from onnxmod.search import loss_bound as _loss_bound
 
     y, ref, lab = np.array([0, 1, 2, 0]), np.array([0, 1, 1, 1]), np.array([1, 1, 2, 0])
     assert _loss_bound(lab, ref, y, np.ones(4, bool)) == pytest.approx((1 - 2 + np.sqrt(3)) / 4)
@@ -212,7 +212,8 @@ def test_loss_bound_takes_its_error_over_sequences():
 def test_the_size_search_reads_more_validation_rows_than_the_guard():
     """The guard reads at most GUARD_ROWS seeded rows (it only compares caps); the size search
     reads up to SEARCH_ROWS, because its certification needs every row it can get."""
-    from onnxmod.api import GUARD_ROWS, _holdout
+    from onnxmod.pipeline.holdout import GUARD_ROWS
+    from onnxmod.pipeline.holdout import holdout as _holdout
     from onnxmod.io import Dataset
 
     n = GUARD_ROWS * 2
