@@ -67,9 +67,12 @@ def decompose(model_path, data_path, out_dir, mode: str = "auto", seed: int = 0,
     Writes ``out_dir/modules/<class>.onnx``, ``out_dir/composed.onnx``, ``out_dir/report.json`` and
     ``out_dir/report.md`` — all or nothing (the directory appears only when complete).
 
-    ``max_loss`` (accuracy points, e.g. 0.5) turns on the size search (``search.size_search``): per class,
-    units and embedding rows are removed while the validation split says the module's AUC and the
-    composition's accuracy stay within ``max_loss`` points of keeping everything.
+    ``max_loss`` (accuracy points, e.g. 0.5) turns on the size search (``search.size_search``): per
+    class, units and embedding rows are removed while the validation split says the module's AUC
+    and the composition's accuracy stay within ``max_loss`` points of keeping everything.
+
+    ``config`` (default ``ConcernConfig()``) is copied with ``seed`` as its sampling seed: the
+    caller's object is left as it was. The steps are ``onnxmod.pipeline``'s.
     """
     return pipeline.decompose(model_path, data_path, out_dir, pipeline.Options(
         mode=mode, seed=seed, config=config, force=force, progress=progress, threads=threads, monitor=monitor,
