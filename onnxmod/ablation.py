@@ -4,7 +4,7 @@ The concern scores (SPEC §3, ``concern.py``) say which units a class *uses* —
 unit fires on the class's positives and negatives. To make a module *small* the question is
 another one: how far does the class's log-odds move when a unit goes? A unit can fire very
 differently on positives and negatives and still barely reach the output layer, or fire alike and
-carry the bias of the answer. The size search (``api._size_search``) therefore removes units in
+carry the bias of the answer. The size search (``search.size_search``) therefore removes units in
 the order of their *effect*: the mean squared change of the class's channeled log-odds when that
 unit alone is removed from the model. On math_topics ``lstm1`` with 60 % of every module's units
 removed, this order loses 0.2 points of composed test accuracy where the score order loses 1.4.

@@ -156,7 +156,7 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
                  ctc_blank: int | None = None) -> onnx.ModelProto:
     """The module for ``concern`` as a checked ModelProto (``model`` itself is left untouched).
     ``ctc_blank``: a CTC head's blank, kept as every module's third logit (``onnxmod.ctc_blank``;
-    default: the model's ``ctc_blank`` attribute, which ``api.decompose`` sets)."""
+    default: the model's ``ctc_blank`` attribute, which ``pipeline.load.load_labelled`` sets)."""
     if ctc_blank is None:
         ctc_blank = getattr(model, "ctc_blank", None)
     m = model.fresh()

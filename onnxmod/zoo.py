@@ -7,7 +7,7 @@ data contract, relative to the zoo directory) and optionally ``zoo.classes`` (JS
 that file's class ids the model's outputs are, in order; default all). ``tools/build_zoo.py``
 writes such zoos.
 
-``index`` decomposes every member (``api.decompose``, rolled, seeded) into modules and fingerprints
+``index`` decomposes every member (``pipeline.decompose``, rolled, seeded) into modules and fingerprints
 every module functionally on one seeded set of probes drawn from the zoo's unlabelled inputs (the
 ``x_*`` arrays of its data files). Members that cannot be read or decomposed, lack the metadata,
 or take another input signature than the first good member are skipped with one warning line each.
@@ -29,7 +29,6 @@ Kendall's tau 0.57 on the classes held out when it was chosen (5-9; agreement al
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -127,7 +126,7 @@ def _accuracy(meta: dict, where: str) -> float | None:
 def decompose_member(job) -> dict:
     """Decompose one member (a Ray task in parallel runs). Returns its modules' bytes and identity,
     or ``{"error": one line}``."""
-    from . import api
+    from . import pipeline
     from .compose import module_info
 
     zoo, rel, seed = job
@@ -143,8 +142,8 @@ def decompose_member(job) -> dict:
             data, classes = _member_data(zoo, proto, rel, tmp)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                api.decompose(str(path), str(data), str(tmp / "dec"), mode="rolled", seed=seed, progress=False,
-                              threads=1, evaluate=False)
+                options = pipeline.Options(mode="rolled", seed=seed, progress=False, threads=1, evaluate=False)
+                pipeline.decompose(str(path), str(data), str(tmp / "dec"), options)
             mods = []
             for f in sorted((tmp / "dec" / "modules").glob("*.onnx")):
                 b = f.read_bytes()
@@ -188,7 +187,7 @@ def build_index(zoo_dir, out_dir, probes: int = 256, seed: int = 0, probe_data=N
             continue
         good.append(r)
     for s in skipped:
-        warnings.warn(f"skipped zoo member {s}")
+        warnings.warn(f"skipped zoo member {s}", stacklevel=1)
     if not good:
         raise InputError(f"{zoo}: no member could be indexed ({len(skipped)} skipped)")
     sources = [probe_data] if probe_data else sorted({str(zoo / r["data"]) for r in good})
@@ -264,7 +263,8 @@ def load_index(index_dir) -> tuple[dict, np.ndarray]:
             raise InputError(f"{z.p}: missing key {key!r}")
     table, files = z["fingerprints"], z["files"]
     if table.ndim != 2 or table.dtype.kind != "f":
-        raise InputError(f"{z.p}: fingerprints has shape {list(table.shape)} of {table.dtype}, expected a 2-D float table")
+        raise InputError(f"{z.p}: fingerprints has shape {list(table.shape)} of {table.dtype}, expected a 2-D "
+                         f"float table")
     if files.ndim != 1 or files.dtype.kind != "U" or files.shape[0] != table.shape[0]:
         raise InputError(f"{z.p}: files has shape {list(files.shape)} of {files.dtype}, expected one name per "
                          f"fingerprint row ({table.shape[0]})")

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import onnx
-import pytest
 
 from onnxmod import api, runtime
 from onnxmod.graph import Model, count_parameters_proto
@@ -187,43 +186,6 @@ def test_guard_backs_off_and_reports_its_trail(tmp_path):
     final = g["trail"][-1]
     assert final["accepted"] or g["cap"] == 0.0
     assert g["heldout_model_accuracy"] - final["heldout_accuracy"] <= 0.005 or g["cap"] == 0.0
-
-
-def test_loss_bound_takes_its_error_over_sequences():
-    """One answer per row: (lost - won + sqrt(changed)) / n. Answers in one sequence move
-    together, so a tagger's error is taken over sentences: the same four changed words bound
-    higher when they are one sentence's than when they are four sentences'."""
-    from onnxmod.api import _loss_bound
-
-    y, ref, lab = np.array([0, 1, 2, 0]), np.array([0, 1, 1, 1]), np.array([1, 1, 2, 0])
-    assert _loss_bound(lab, ref, y, np.ones(4, bool)) == pytest.approx((1 - 2 + np.sqrt(3)) / 4)
-    y2 = np.zeros((4, 4), dtype=np.int64)
-    ref2 = np.zeros_like(y2)
-    spread, clumped = ref2.copy(), ref2.copy()
-    spread[np.arange(4), np.arange(4)] = 1  # one lost word in each sentence
-    clumped[0] = 1  # four lost words in one sentence
-    rows = np.ones_like(y2, dtype=bool)
-    assert _loss_bound(spread, ref2, y2, rows) == pytest.approx((4 + 2) / 16)
-    assert _loss_bound(clumped, ref2, y2, rows) == pytest.approx((4 + 4) / 16)
-    rows[:, 2:] = False  # unlabelled steps count nowhere
-    assert _loss_bound(clumped, ref2, y2, rows) == pytest.approx((2 + 2) / 8)
-
-
-def test_the_size_search_reads_more_validation_rows_than_the_guard():
-    """The guard reads at most GUARD_ROWS seeded rows (it only compares caps); the size search
-    reads up to SEARCH_ROWS, because its certification needs every row it can get."""
-    from onnxmod.api import GUARD_ROWS, _holdout
-    from onnxmod.io import Dataset
-
-    n = GUARD_ROWS * 2
-    x = np.arange(n * 3, dtype=np.int64).reshape(n, 3)
-    d = Dataset("d.npz", x[:10], np.zeros(10, np.int64), x[:10], np.zeros(10, np.int64),
-                x_val=x, y_val=np.arange(n, dtype=np.int64) % 4)
-    _, xg, yg = _holdout(d, seed=0, guard=True)
-    _, xs, ys = _holdout(d, seed=0, guard=False)
-    assert len(yg) == GUARD_ROWS and len(ys) == n
-    assert np.array_equal(xs, x) and np.isin(xg[:, 0], x[:, 0]).all()
-    assert np.array_equal(_holdout(d, seed=0, guard=True)[1], xg)  # seeded
 
 
 def test_the_size_search_leaves_embedding_features_it_cannot_follow(tmp_path):

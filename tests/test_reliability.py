@@ -754,12 +754,13 @@ def _wait_for(pred, proc, timeout=120.0, what=""):
 
 _SLOW_TRACE = textwrap.dedent("""
     import sys, time
-    from onnxmod import api, cli
-    real = api.run_trace
+    from onnxmod import cli
+    from onnxmod.pipeline import identify
+    real = identify.run_trace
     def slow(*a, **k):
         time.sleep(3)  # decompose of the fixture takes well under a second on an idle machine
         return real(*a, **k)
-    api.run_trace = slow
+    identify.run_trace = slow
     sys.exit(cli.main(sys.argv[1:]))
 """)
 
@@ -784,12 +785,13 @@ def test_sigterm_during_decompose_of_the_fixture(tmp_path, real):
 
 _SLOW_WRITER = textwrap.dedent("""
     import sys, time
-    from onnxmod import api, cli
-    real = api.save_model_atomic
+    from onnxmod import cli
+    from onnxmod.pipeline import write
+    real = write.save_model_atomic
     def slow(proto, path):
         real(proto, path)
         time.sleep(0.4)  # hold the temporary directory open long enough to be seen
-    api.save_model_atomic = slow
+    write.save_model_atomic = slow
     sys.exit(cli.main(sys.argv[1:]))
 """)
 
@@ -820,9 +822,12 @@ def test_signal_while_the_output_is_being_written(tmp_path, sig):
 
 @pytest.mark.parametrize("step", ["save_model_atomic", "write_bytes_atomic", "Stitcher"])  # Stitcher: composing
 def test_exception_midway_through_decompose_leaves_no_output(tmp_path, monkeypatch, step):
+    from onnxmod.pipeline import build, write
+
     model = float_model(tmp_path / "f.onnx", classes=3)
     data = float_data(tmp_path / "d.npz", classes=3)
-    real = getattr(api, step)
+    where = build if step == "Stitcher" else write  # the pipeline step that calls it
+    real = getattr(where, step)
     calls = []
 
     def fail_on_second(*a, **k):
@@ -831,7 +836,7 @@ def test_exception_midway_through_decompose_leaves_no_output(tmp_path, monkeypat
             raise RuntimeError(f"simulated failure in {step}")
         return real(*a, **k)
 
-    monkeypatch.setattr(api, step, fail_on_second)
+    monkeypatch.setattr(where, step, fail_on_second)
     before = snapshot(tmp_path)
     with pytest.raises(RuntimeError, match="simulated"):
         api.decompose(model, data, tmp_path / "out", progress=False)
@@ -840,13 +845,15 @@ def test_exception_midway_through_decompose_leaves_no_output(tmp_path, monkeypat
 
 def test_failure_leaves_no_folders_it_created_for_the_output(tmp_path, monkeypatch):
     """--out in folders that do not exist yet: a failure while writing removes them again."""
+    from onnxmod.pipeline import write
+
     model = float_model(tmp_path / "f.onnx", classes=3)
     data = float_data(tmp_path / "d.npz", classes=3)
 
     def fail(*a, **k):
         raise RuntimeError("simulated failure while writing")
 
-    monkeypatch.setattr(api, "write_bytes_atomic", fail)
+    monkeypatch.setattr(write, "write_bytes_atomic", fail)
     before = snapshot(tmp_path)
     with pytest.raises(RuntimeError, match="simulated"):
         api.decompose(model, data, tmp_path / "new" / "deeper" / "out", progress=False)

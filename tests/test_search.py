@@ -6,6 +6,7 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from conftest import ROOT, fixture_path
 
 from onnxmod import search
@@ -128,3 +129,43 @@ def test_max_loss_bounds_each_class_on_brown_pos(tmp_path):
     assert any(t.get("class_over_bound") for t in r["size_search"]["trail"])  # the per-class bound refused steps
     if low:
         assert "Beyond the bound" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_loss_bound_takes_its_error_over_sequences():
+    """One answer per row: (lost - won + sqrt(changed)) / n. Answers in one sequence move
+    together, so a tagger's error is taken over sentences: the same four changed words bound
+    higher when they are one sentence's than when they are four sentences'."""
+    y, ref, lab = np.array([0, 1, 2, 0]), np.array([0, 1, 1, 1]), np.array([1, 1, 2, 0])
+    assert search.loss_bound(lab, ref, y, np.ones(4, bool)) == pytest.approx((1 - 2 + np.sqrt(3)) / 4)
+    y2 = np.zeros((4, 4), dtype=np.int64)
+    ref2 = np.zeros_like(y2)
+    spread, clumped = ref2.copy(), ref2.copy()
+    spread[np.arange(4), np.arange(4)] = 1  # one lost word in each sentence
+    clumped[0] = 1  # four lost words in one sentence
+    rows = np.ones_like(y2, dtype=bool)
+    assert search.loss_bound(spread, ref2, y2, rows) == pytest.approx((4 + 2) / 16)
+    assert search.loss_bound(clumped, ref2, y2, rows) == pytest.approx((4 + 4) / 16)
+    rows[:, 2:] = False  # unlabelled steps count nowhere
+    assert search.loss_bound(clumped, ref2, y2, rows) == pytest.approx((2 + 2) / 8)
+
+
+def test_the_guard_is_one_loop_whatever_the_metric():
+    """``search.guard`` tries the caps in order until one is within the tolerance; cap 0 ends it
+    either way (a smaller cap does not exist), and the trail names what was measured."""
+    built = []
+
+    def build(cap):
+        built.append(cap)
+        return ("composition at", cap)
+
+    def run(got, caps=(0.1, 0.05, 0.0), tolerance=0.5):
+        built.clear()
+        return search.guard(list(caps), build, lambda cap, b: got[cap], 80.0, tolerance, "heldout_bleu")
+
+    chosen, cap, trail = run({0.1: 79.6, 0.05: 80.0, 0.0: 80.0})
+    assert (chosen, cap, built) == (("composition at", 0.1), 0.1, [0.1])
+    assert trail == [{"cap": 0.1, "heldout_bleu": 79.6, "accepted": True}]
+    chosen, cap, trail = run({0.1: 70.0, 0.05: 79.0, 0.0: 79.0})
+    assert cap == 0.0 and built == [0.1, 0.05, 0.0] and [t["accepted"] for t in trail] == [False, False, False]
+    chosen, cap, trail = run({0.0: 70.0}, caps=search.caps_of(0.0))  # --removal-cap 0: nothing smaller to try
+    assert cap == 0.0 and len(trail) == 1 and not trail[0]["accepted"]

@@ -73,7 +73,7 @@ def test_trace_fetches_computed_sequence_lengths(tmp_path):
     x = np.array([[3, 4, 0, 0, 0], [1, 2, 3, 4, 5], [7, 0, 0, 0, 0]], dtype=np.int64)  # post-padded
     tr = run_trace(model, x)
     np.testing.assert_array_equal(tr.lengths[0], [2, 5, 1])
-    from onnxmod.api import _final
+    from onnxmod.pipeline.identify import final as _final
 
     h = _final(tr.hidden[0], model.recurrent[0], tr.lengths[0])
     logits = runtime.session(proto).run(None, {"tokens": x})[0]
