@@ -81,6 +81,7 @@ def test_keep_all_composition_reproduces_the_model_exactly(tmp_path):
     """Channeling + voting on log-odds is the model's own argmax when no unit is removed — even for
     a ReLU model whose logits saturate float32 softmax (voting on probabilities tied there)."""
     from conftest import fixture_path
+
     from onnxmod.concern import ConcernConfig
 
     model, data = fixture_path("math_topics", "rnn_relu2.onnx"), fixture_path("math_topics", "data.npz")

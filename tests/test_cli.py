@@ -8,9 +8,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from builders import build, random_stack
+from onnx import TensorProto, helper, numpy_helper
 
 
 def onnxmod(*args, cwd=None):
