@@ -917,8 +917,10 @@ def nested_edit(rng, proto: onnx.ModelProto) -> str:
         entry[key] = _pick(rng, [5, None, [1], {"a": 1}, 1.5])
         what = f"{key}={entry[key]!r} (not a string)"
     else:
-        entry[key] = _pick(rng, META_VALUES + INDEX_VALUES + [entry.get(key, "")[:-1], entry.get(key, "") + "]"])
-        what = f"{key}={entry[key][:40]!r}"
+        was = entry.get(key, "")
+        was = was if isinstance(was, str) else json.dumps(was)  # an int field (an index), or one an edit made
+        entry[key] = _pick(rng, META_VALUES + INDEX_VALUES + [was[:-1], was + "]"])
+        what = f"{key}={str(entry[key])[:40]!r}"
     meta["onnxmod.modules"] = json.dumps(mods)
     del proto.metadata_props[:]
     for k, v in meta.items():
