@@ -3,7 +3,8 @@
 
 Writers: ``modularize.module_metadata`` (a *module*), ``encdec`` (a translator module's extras),
 ``compose.stitch`` (a *composition*), ``fuse`` (a *fused* composition); the training scripts under
-``tools/`` write a *model*'s (``CLASS_NAMES``, ``VOCAB_SHA256``, ``CTC_BLANK``, ...).
+``tools/`` write a *model*'s (``CLASS_NAMES``, ``VOCAB_SHA256``, ``CTC_BLANK``, ...; also
+``onnxmod.task`` and ``onnxmod.languages``, which onnxmod never reads, so they are not named here).
 ``io.metadata.check_metadata`` checks them when a file is read. ``tests/io/test_keys.py`` checks that
 no other module of onnxmod spells a key as a string literal.
 """
