@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .io import NpzArrays, _input_path
+from .io import NpzArrays, _input_path, keys
 
 LAYOUT = ("rest", "dominant", "blank")  # a CTC module's logits, last axis
 
@@ -206,12 +206,12 @@ def blank_of(option, model, where) -> int | None:
     from .io import parse_index
 
     if option is None:
-        raw = model.metadata.get("onnxmod.ctc_blank")
+        raw = model.metadata.get(keys.CTC_BLANK)
         if raw is None:
             return None
         option = parse_index(raw)
         if option is None:
-            raise InputError(f"{where}: metadata 'onnxmod.ctc_blank' is {raw[:40]!r}, expected a class index")
+            raise InputError(f"{where}: metadata {keys.CTC_BLANK!r} is {raw[:40]!r}, expected a class index")
     if isinstance(option, bool) or not isinstance(option, (int, np.integer)) or not 0 <= option < model.num_classes:
         raise UsageError(f"{where}: --ctc-blank {option!r} is not a class of the model's head "
                          f"(0..{model.num_classes - 1})")
@@ -253,7 +253,7 @@ def blank_of_file(proto, kind: str, option, where) -> int | None:
     from .io import parse_index
 
     meta = {p.key: p.value for p in proto.metadata_props}
-    mine = parse_index(meta["onnxmod.ctc_blank"]) if meta.get("onnxmod.ctc_blank") else None
+    mine = parse_index(meta[keys.CTC_BLANK]) if meta.get(keys.CTC_BLANK) else None
     if mine is not None and option is not None and int(option) != mine:
         raise UsageError(f"{where}: this {kind} was built with CTC blank {mine}, not {option}")
     return mine if mine is not None else (None if option is None else int(option))

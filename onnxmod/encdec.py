@@ -33,7 +33,7 @@ from . import seq2seq
 from .concern import ClassScores, ConcernConfig, score_layer
 from .errors import InputError, UnsupportedModelError
 from .graph import Model
-from .io import _read_npz, load_data, load_onnx
+from .io import _read_npz, keys, load_data, load_onnx
 from .modularize import module_metadata
 from .runtime import run_batched, session
 from .sampling import SamplingConfig, _draw, _rng, held_out
@@ -165,10 +165,10 @@ def build_translator(model: Model, concern, data: TranslationData, digest: str) 
 
     m = model.fresh()
     m.apply_selection(selections(m, concern))
-    meta = module_metadata(m, concern, model.metadata.get("onnxmod.src_vocab_sha256")
+    meta = module_metadata(m, concern, model.metadata.get(keys.SRC_VOCAB_SHA256)
                            or _sha(data.src_vocab), digest)
-    meta["onnxmod.lang_token"] = data.tokens[concern.class_index]
-    meta["onnxmod.output_vocab_sha256"] = model.metadata.get("onnxmod.tgt_vocab_sha256") or _sha(data.tgt_vocab)
+    meta[keys.LANG_TOKEN] = data.tokens[concern.class_index]
+    meta[keys.OUTPUT_VOCAB_SHA256] = model.metadata.get(keys.TGT_VOCAB_SHA256) or _sha(data.tgt_vocab)
     out = m.output
     if out.name != "logits":
         out.name = "logits"

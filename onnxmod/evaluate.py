@@ -15,11 +15,12 @@ import onnx
 from . import runtime
 from .concern import Concern
 from .errors import InputError
+from .io import keys
 
 
 def kind(proto: onnx.ModelProto) -> str:
     meta = {p.key: p.value for p in proto.metadata_props}
-    return meta.get("onnxmod.kind", "model")
+    return meta.get(keys.KIND, "model")
 
 
 def predict(proto_or_path, x: np.ndarray, batch_size: int = 512, threads: int | None = None) -> np.ndarray:
@@ -55,10 +56,10 @@ def predict_composed(proto: onnx.ModelProto, x: np.ndarray, batch_size: int = 51
 def check_length(proto: onnx.ModelProto, x: np.ndarray, where: str) -> None:
     """Unrolled modules know concerns only for the steps seen in tracing: refuse longer inputs."""
     meta = {p.key: p.value for p in proto.metadata_props}
-    limit = meta.get("onnxmod.max_steps")
+    limit = meta.get(keys.MAX_STEPS)
     if limit and x.ndim >= 2 and x.shape[1] > int(limit):
         raise InputError(f"{where}: sequences of length {x.shape[1]} are longer than this unrolled "
-                         f"{meta.get('onnxmod.kind', 'module')} supports ({limit} steps, the longest seen in tracing)")
+                         f"{meta.get(keys.KIND, 'module')} supports ({limit} steps, the longest seen in tracing)")
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
@@ -106,4 +107,4 @@ def jaccard(concern: Concern) -> float:
 
 def describe_classes(proto: onnx.ModelProto) -> list[dict]:
     meta = {p.key: p.value for p in proto.metadata_props}
-    return json.loads(meta.get("onnxmod.classes", "[]"))
+    return json.loads(meta.get(keys.CLASSES, "[]"))

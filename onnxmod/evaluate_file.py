@@ -20,16 +20,16 @@ from . import report as rep
 from .compose import module_info
 from .errors import InputError, UsageError
 from .graph import Model
-from .io import check_output_file, input_spec, load_data, load_onnx, write_bytes_atomic
+from .io import check_output_file, input_spec, keys, load_data, load_onnx, write_bytes_atomic
 from .pipeline.load import files_named
 
 
 def is_translator(proto: onnx.ModelProto) -> bool:
     """An encoder-decoder model, or a module or composition of one."""
     meta = {p.key: p.value for p in proto.metadata_props}
-    if meta.get("onnxmod.shape") == "enc-dec":
+    if meta.get(keys.SHAPE) == "enc-dec":
         return True
-    return meta.get("onnxmod.kind", "model") == "model" and len(proto.graph.input) == 2
+    return meta.get(keys.KIND, "model") == "model" and len(proto.graph.input) == 2
 
 
 def evaluate(model_path, data_path, threads: int | None = None, classes=None, report=None,

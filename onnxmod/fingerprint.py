@@ -40,7 +40,7 @@ import onnx
 
 from . import runtime
 from .errors import IncompatibleError, InputError, OnnxmodError, UsageError
-from .io import NpzArrays, input_spec, load_onnx, read_npz
+from .io import NpzArrays, input_spec, keys, load_onnx, read_npz
 
 KINDS = ("functional", "interactive", "mechanistic")
 N_SINGULAR = 4
@@ -92,12 +92,12 @@ def _probe_arrays(path, sig: dict) -> list[tuple[NpzArrays, str, int]]:
     refused here); ``y_*`` never read."""
     z = read_npz(path, "an .npz file of probe inputs")
     p = z.p
-    keys = sorted(k for k in z if k.startswith("x_"))
-    if not keys:
+    names = sorted(k for k in z if k.startswith("x_"))
+    if not names:
         raise InputError(f"{p}: no x_* array to draw probes from")
     out, shapes = [], set()
     want = list(sig["shape"])
-    for k in keys:
+    for k in names:
         shape, dtype = z.header(k)
         if len(shape) != len(want) + 1 or any(w not in (None, 0) and w != d for w, d in zip(want, shape[1:])):
             raise InputError(f"{p}: {k} has shape {list(shape)}, the model takes [N, "
@@ -168,7 +168,7 @@ def draw_probes(sig: dict, n: int, seed: int = 0, probe_data=None, length: int =
 # answers
 # --------------------------------------------------------------------------------------------
 def _kind(proto: onnx.ModelProto) -> str:
-    return {p.key: p.value for p in proto.metadata_props}.get("onnxmod.kind", "model")
+    return {p.key: p.value for p in proto.metadata_props}.get(keys.KIND, "model")
 
 
 def _answers(proto: onnx.ModelProto, sess, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

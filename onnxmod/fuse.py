@@ -36,6 +36,7 @@ import onnx_graphsurgeon as gs
 from . import __version__
 from .concern import Concern
 from .graph import Model
+from .io import keys
 from .modularize import channel_head, input_signature
 
 LABEL, SCORES = "label", "scores"
@@ -162,11 +163,11 @@ def fuse(model: Model, concerns: list[Concern], vocab_sha256: str | None = None,
     label.shape, scores.shape = ["batch", *steps], ["batch", *steps, K]
     classes = [{"class_index": c.class_index, "class_name": c.class_name, "source_sha256": digest, "mode": c.mode}
                for c in concerns]
-    meta = {"onnxmod.kind": "fused", "onnxmod.version": __version__, "onnxmod.shape": m.shape,
-            "onnxmod.classes": json.dumps(classes, sort_keys=True),
-            "onnxmod.input_signature": json.dumps(input_signature(m), sort_keys=True),
-            "onnxmod.vocab_sha256": vocab_sha256 or "", "onnxmod.source_sha256": digest,
-            "onnxmod.kept_units": json.dumps([{op.name: int(c.keep[op.index].sum()) for op in m.recurrent}
+    meta = {keys.KIND: "fused", keys.VERSION: __version__, keys.SHAPE: m.shape,
+            keys.CLASSES: json.dumps(classes, sort_keys=True),
+            keys.INPUT_SIGNATURE: json.dumps(input_signature(m), sort_keys=True),
+            keys.VOCAB_SHA256: vocab_sha256 or "", keys.SOURCE_SHA256: digest,
+            keys.KEPT_UNITS: json.dumps([{op.name: int(c.keep[op.index].sum()) for op in m.recurrent}
                                               for c in concerns], sort_keys=True)}
     proto = m.export(outputs=[label, scores], metadata=meta)
     onnx.checker.check_model(proto, full_check=True)

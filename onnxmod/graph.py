@@ -23,6 +23,7 @@ import onnx_graphsurgeon as gs
 from .embedding import Embedding
 from .errors import UnsupportedModelError
 from .flow import UnitFlow
+from .io import keys
 from .prepare import prepare_graph
 from .readout import SHAPES, Head, Readout  # noqa: F401  (re-exported)
 from .recurrence import Form, Recurrence, describe_unrecognized, forms_after, recognize
@@ -154,7 +155,7 @@ class Model(UnitFlow, Readout, Embedding, Slicing):
         return self.head.num_classes
 
     def class_names(self, fallback=None) -> list[str]:
-        raw = self.metadata.get("onnxmod.class_names")
+        raw = self.metadata.get(keys.CLASS_NAMES)
         if raw:
             try:
                 names = [str(x) for x in json.loads(raw)]

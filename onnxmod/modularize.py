@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 from . import __version__
 from .concern import Concern
 from .graph import Model
+from .io import keys
 from .ops.base import UnitSelection
 from .quantized import stored
 
@@ -128,25 +129,25 @@ def module_metadata(model: Model, concern: Concern, vocab_sha256: str | None, di
                        # holds the native op that computes the same: say what it came from
                        **({} if op.form == "native" else {"form": op.form, "cell": op.op_type})})
     return {
-        "onnxmod.kind": "module",
-        "onnxmod.version": __version__,
-        "onnxmod.class_index": concern.class_index,
-        "onnxmod.class_name": concern.class_name,
-        "onnxmod.mode": concern.mode,
-        "onnxmod.shape": model.shape,
-        "onnxmod.source_sha256": digest,
-        "onnxmod.input_signature": json.dumps(input_signature(model), sort_keys=True),
-        "onnxmod.vocab_sha256": vocab_sha256 or "",
-        "onnxmod.concern": json.dumps({"layers": layers, "positives": concern.positives,
-                                       "negatives": concern.negatives,
-                                       **({} if concern.vocabulary is None else
-                                          {"vocabulary": {"rows": int(concern.vocabulary.size),
-                                                          "kept": int(concern.vocabulary.sum())}}),
-                                       **({} if concern.embedding_rank is None else
-                                          {"embedding": {"features": features, "kept": int(concern.embedding_rank)}})},
-                                      sort_keys=True),
+        keys.KIND: "module",
+        keys.VERSION: __version__,
+        keys.CLASS_INDEX: concern.class_index,
+        keys.CLASS_NAME: concern.class_name,
+        keys.MODE: concern.mode,
+        keys.SHAPE: model.shape,
+        keys.SOURCE_SHA256: digest,
+        keys.INPUT_SIGNATURE: json.dumps(input_signature(model), sort_keys=True),
+        keys.VOCAB_SHA256: vocab_sha256 or "",
+        keys.CONCERN: json.dumps({"layers": layers, "positives": concern.positives,
+                                  "negatives": concern.negatives,
+                                  **({} if concern.vocabulary is None else
+                                     {"vocabulary": {"rows": int(concern.vocabulary.size),
+                                                     "kept": int(concern.vocabulary.sum())}}),
+                                  **({} if concern.embedding_rank is None else
+                                     {"embedding": {"features": features, "kept": int(concern.embedding_rank)}})},
+                                 sort_keys=True),
         # the input's length drives the recurrent steps only for many-input shapes (M:1, M:N)
-        **({"onnxmod.max_steps": next(iter(concern.keep.values())).shape[0]}
+        **({keys.MAX_STEPS: next(iter(concern.keep.values())).shape[0]}
            if concern.mode == "unrolled" and model.shape.startswith("M") else {}),
     }
 
@@ -173,11 +174,11 @@ def build_module(model: Model, concern: Concern, vocab_sha256: str | None = None
     score, logits = channel(m, concern.class_index, ctc_blank)
     meta = module_metadata(m, concern, vocab_sha256, digest or model_digest(model.original), model.embedding_width())
     if ctc_blank is not None:
-        meta["onnxmod.ctc_blank"] = str(ctc_blank)
+        meta[keys.CTC_BLANK] = str(ctc_blank)
     if getattr(model, "output_vocab_sha256", None):  # a CTC head's charset: what each class index means
-        meta["onnxmod.output_vocab_sha256"] = model.output_vocab_sha256
+        meta[keys.OUTPUT_VOCAB_SHA256] = model.output_vocab_sha256
     if concern.mode == "unrolled":
-        meta["onnxmod.unrolled_semantics"] = unrolled
+        meta[keys.UNROLLED_SEMANTICS] = unrolled
     proto = m.export(outputs=[score, logits], metadata=meta)
     onnx.checker.check_model(proto, full_check=True)
     return proto

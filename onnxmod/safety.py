@@ -27,6 +27,7 @@ import socket
 from pathlib import Path
 
 from .errors import UsageError
+from .io import keys
 
 MARKER = ".onnxmod-output"
 MARKER_FORMAT = 1
@@ -144,7 +145,7 @@ def _onnxmod_file(p: Path) -> bool:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception:  # anything unreadable is not ours
         return False
-    return any(e.key == "onnxmod.kind" for e in proto.metadata_props)
+    return any(e.key == keys.KIND for e in proto.metadata_props)
 
 
 def check_output_file(path, force: bool, inputs=()) -> Path:
@@ -158,7 +159,7 @@ def check_output_file(path, force: bool, inputs=()) -> Path:
     if not force:
         raise UsageError(f"{p}: already exists (use --force to replace a previous onnxmod output)")
     if p.is_symlink() or not p.is_file() or not _onnxmod_file(p):
-        raise UsageError(f"{p}: is not an ONNX file written by onnxmod (no onnxmod.kind metadata); --force "
+        raise UsageError(f"{p}: is not an ONNX file written by onnxmod (no {keys.KIND} metadata); --force "
                          f"replaces only those: remove it yourself or choose another --out")
     return p
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import fingerprint as fp
 from .errors import InputError, OnnxmodError, UsageError
-from .io import MAX_CLASS_INDEX, _signature_ok, input_spec, load_data, load_onnx, read_json, read_npz
+from .io import MAX_CLASS_INDEX, _signature_ok, input_spec, keys, load_data, load_onnx, read_json, read_npz
 
 
 def members(zoo_dir) -> list[Path]:
@@ -322,14 +322,14 @@ def compatible(index: dict, class_name: str, signature_of) -> tuple[list[int], d
 
     proto = load_onnx(signature_of)
     meta = {p.key: p.value for p in proto.metadata_props}
-    if meta.get("onnxmod.input_signature"):
-        sig = json.loads(meta["onnxmod.input_signature"])
+    if meta.get(keys.INPUT_SIGNATURE):
+        sig = json.loads(meta[keys.INPUT_SIGNATURE])
     else:
         from .graph import Model
         from .modularize import input_signature
 
         sig = input_signature(Model(proto, source=str(signature_of)))
-    vocab = meta.get("onnxmod.vocab_sha256", "")
+    vocab = meta.get(keys.VOCAB_SHA256, "")
     key = _signature_key(sig)
     out = [i for i, e in enumerate(index["modules"]) if e["class_name"] == str(class_name)
            and _signature_key(e["input_signature"]) == key and (not vocab or e["vocab_sha256"] == vocab)]

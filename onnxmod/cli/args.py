@@ -10,6 +10,7 @@ import argparse
 from .. import api
 from ..classes import parse as parse_classes
 from ..concern import ConcernConfig
+from ..io import keys
 from ..sampling import SamplingConfig
 from .base import CliUsage
 
@@ -110,7 +111,7 @@ class DataArgs(ArgGroup):
                             "x_test); scores are agreement with the model")
         g.add_argument("--ctc-blank", type=int, default=None, metavar="INDEX",
                        help="the model's head is a CTC head with this blank class (default: the model's "
-                            "onnxmod.ctc_blank metadata, if any): every module keeps the blank's logit, compositions "
+                            f"{keys.CTC_BLANK} metadata, if any): every module keeps the blank's logit, compositions "
                             "vote over it, and the guard, --max-loss and the report judge greedy-decoded strings")
         g.add_argument("--modules", default="auto", choices=("auto", "standalone", "none"),
                        help="standalone: write every module's file; none: only composed.onnx (onnxmod split writes "

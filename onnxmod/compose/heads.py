@@ -8,6 +8,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import IncompatibleError, InputError
+from ..io import keys
 
 LABEL, SCORES = "label", "scores"
 
@@ -80,7 +81,7 @@ def _route_head(nodes, inits, module_outputs, infos, in_vis, sources):
     tokens = []
     for k, info in enumerate(infos):
         if info.get("lang_token") is None:
-            raise InputError(f"{sources[k]}: translator module lacks 'onnxmod.lang_token' metadata")
+            raise InputError(f"{sources[k]}: translator module lacks {keys.LANG_TOKEN!r} metadata")
         tokens.append(info["lang_token"])
     if len(set(tokens)) != len(tokens):
         raise IncompatibleError("two translator modules serve the same target-language token")

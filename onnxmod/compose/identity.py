@@ -7,22 +7,22 @@ import json
 import onnx
 
 from ..errors import IncompatibleError, InputError
-from ..io import check_metadata_map, parse_index
+from ..io import check_metadata_map, keys, parse_index
 
 
 def module_info(proto: onnx.ModelProto, where: str) -> dict:
     meta = {p.key: p.value for p in proto.metadata_props}
-    if meta.get("onnxmod.kind") != "module":
-        raise InputError(f"{where}: not an onnxmod module (metadata 'onnxmod.kind' is {meta.get('onnxmod.kind')!r})")
+    if meta.get(keys.KIND) != "module":
+        raise InputError(f"{where}: not an onnxmod module (metadata {keys.KIND!r} is {meta.get(keys.KIND)!r})")
     check_metadata_map(meta, where, nested=True)  # every field read below, checked where it is read
-    return {"class_index": parse_index(meta["onnxmod.class_index"]), "class_name": meta["onnxmod.class_name"],
-            "input_signature": json.loads(meta["onnxmod.input_signature"]),
-            "vocab_sha256": meta.get("onnxmod.vocab_sha256", ""), "shape": meta.get("onnxmod.shape", ""),
-            "source_sha256": meta.get("onnxmod.source_sha256", ""), "mode": meta.get("onnxmod.mode", ""),
-            "max_steps": parse_index(meta["onnxmod.max_steps"]) if meta.get("onnxmod.max_steps") else None,
-            "lang_token": parse_index(meta["onnxmod.lang_token"]) if meta.get("onnxmod.lang_token") else None,
-            "output_vocab_sha256": meta.get("onnxmod.output_vocab_sha256", ""),
-            "ctc_blank": parse_index(meta["onnxmod.ctc_blank"]) if meta.get("onnxmod.ctc_blank") else None,
+    return {"class_index": parse_index(meta[keys.CLASS_INDEX]), "class_name": meta[keys.CLASS_NAME],
+            "input_signature": json.loads(meta[keys.INPUT_SIGNATURE]),
+            "vocab_sha256": meta.get(keys.VOCAB_SHA256, ""), "shape": meta.get(keys.SHAPE, ""),
+            "source_sha256": meta.get(keys.SOURCE_SHA256, ""), "mode": meta.get(keys.MODE, ""),
+            "max_steps": parse_index(meta[keys.MAX_STEPS]) if meta.get(keys.MAX_STEPS) else None,
+            "lang_token": parse_index(meta[keys.LANG_TOKEN]) if meta.get(keys.LANG_TOKEN) else None,
+            "output_vocab_sha256": meta.get(keys.OUTPUT_VOCAB_SHA256, ""),
+            "ctc_blank": parse_index(meta[keys.CTC_BLANK]) if meta.get(keys.CTC_BLANK) else None,
             "where": where}
 
 

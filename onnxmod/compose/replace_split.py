@@ -9,6 +9,7 @@ from onnx import helper
 
 from .. import __version__
 from ..errors import IncompatibleError, InputError
+from ..io import keys
 from .identity import module_info
 from .stitch import compose
 
@@ -29,25 +30,25 @@ def split(composed: onnx.ModelProto, where: str = "composition", only=None) -> l
     """The modules a composition was built from, as standalone ModelProtos (inverse of compose);
     ``only``: the positions of the modules wanted (default: all)."""
     meta = {p.key: p.value for p in composed.metadata_props}
-    if meta.get("onnxmod.kind") == "fused":
+    if meta.get(keys.KIND) == "fused":
         raise IncompatibleError(f"{where}: a fused composition runs one shared trunk and holds no separable modules; "
                                 f"split or replace the composed.onnx written beside it")
-    if meta.get("onnxmod.kind") != "composition":
+    if meta.get(keys.KIND) != "composition":
         raise InputError(f"{where}: not an onnxmod composition "
-                         f"(metadata 'onnxmod.kind' is {meta.get('onnxmod.kind')!r})")
+                         f"(metadata {keys.KIND!r} is {meta.get(keys.KIND)!r})")
     try:
-        metas = json.loads(meta["onnxmod.modules"])
+        metas = json.loads(meta[keys.MODULES])
     except (KeyError, ValueError):
-        raise InputError(f"{where}: composition metadata lacks its modules' identities ('onnxmod.modules')") from None
+        raise InputError(f"{where}: composition metadata lacks its modules' identities ({keys.MODULES!r})") from None
     c = _Composition(composed)
-    outputs_of = json.loads(meta.get("onnxmod.module_outputs", "[]"))
+    outputs_of = json.loads(meta.get(keys.MODULE_OUTPUTS, "[]"))
     out = []
     for k, mmeta in enumerate(metas):
         if only is not None and k not in only:
             continue
         pairs = outputs_of[k] if k < len(outputs_of) else []
         if not pairs:
-            raise InputError(f"{where}: composition metadata lacks module {k}'s outputs ('onnxmod.module_outputs')")
+            raise InputError(f"{where}: composition metadata lacks module {k}'s outputs ({keys.MODULE_OUTPUTS!r})")
         out.append(_module(c, f"m{k}/", pairs, mmeta, where))
     return out
 
@@ -119,7 +120,7 @@ def _stripped(nodes: list[onnx.NodeProto], inits: dict, strip) -> tuple[list, li
 def module_position(composed: onnx.ModelProto, class_name, where: str = "composition") -> int:
     """The position of the module of ``class_name`` (its name first, else its index) in a composition."""
     infos = [{"class_index": c["class_index"], "class_name": c["class_name"]}
-             for c in json.loads({p.key: p.value for p in composed.metadata_props}.get("onnxmod.classes", "[]"))]
+             for c in json.loads({p.key: p.value for p in composed.metadata_props}.get(keys.CLASSES, "[]"))]
     target = str(class_name)
     hits = ([i for i, info in enumerate(infos) if info["class_name"] == target]
             or [i for i, info in enumerate(infos) if str(info["class_index"]) == target])

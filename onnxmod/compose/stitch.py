@@ -10,6 +10,7 @@ from onnx import helper, numpy_helper
 
 from .. import __version__
 from ..errors import IncompatibleError, InputError
+from ..io import keys
 from .graphs import _copy, _prefixed, _share_common_nodes, _toposort, _unnamed_dims
 from .heads import _route_head, _vote_head
 from .identity import check_compatible, module_info, resolve_duplicates
@@ -117,18 +118,18 @@ class Stitcher:
         proto.ir_version = self.ir_version
         classes = [{"class_index": i["class_index"], "class_name": i["class_name"],
                     "source_sha256": i["source_sha256"], "mode": i["mode"]} for i in infos]
-        meta = {"onnxmod.kind": "composition", "onnxmod.version": __version__,
-                "onnxmod.classes": json.dumps(classes, sort_keys=True),
-                "onnxmod.input_signature": json.dumps(infos[0]["input_signature"], sort_keys=True),
-                "onnxmod.vocab_sha256": infos[0]["vocab_sha256"], "onnxmod.shape": infos[0]["shape"]}
+        meta = {keys.KIND: "composition", keys.VERSION: __version__,
+                keys.CLASSES: json.dumps(classes, sort_keys=True),
+                keys.INPUT_SIGNATURE: json.dumps(infos[0]["input_signature"], sort_keys=True),
+                keys.VOCAB_SHA256: infos[0]["vocab_sha256"], keys.SHAPE: infos[0]["shape"]}
         if infos[0]["ctc_blank"] is not None:
-            meta["onnxmod.ctc_blank"] = str(infos[0]["ctc_blank"])
-        meta["onnxmod.modules"] = json.dumps(self.metas, sort_keys=True)
+            meta[keys.CTC_BLANK] = str(infos[0]["ctc_blank"])
+        meta[keys.MODULES] = json.dumps(self.metas, sort_keys=True)
         # per module, in order: [its output name, the tensor that holds it here (shared nodes resolved)]
-        meta["onnxmod.module_outputs"] = json.dumps(resolved)
+        meta[keys.MODULE_OUTPUTS] = json.dumps(resolved)
         limits = [i["max_steps"] for i in infos if i["max_steps"]]
         if limits:
-            meta["onnxmod.max_steps"] = str(min(limits))
+            meta[keys.MAX_STEPS] = str(min(limits))
         for k, v in sorted(meta.items()):
             proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
         check(proto)

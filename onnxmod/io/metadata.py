@@ -6,6 +6,7 @@ import re
 import onnx
 
 from ..errors import InputError
+from . import keys
 
 MAX_CLASS_INDEX = 1 << 16  # one module per class: far beyond any model onnxmod decomposes
 KINDS = ("model", "module", "composition", "fused")
@@ -51,13 +52,13 @@ def check_metadata(proto: onnx.ModelProto, where: str) -> None:
 def check_metadata_map(meta: dict, where: str, nested: bool = False) -> None:
     """``check_metadata`` on a key/value map: a file's, or one module's inside a composition's
     ``onnxmod.modules`` (``nested``: it must then be a module's, with its identity complete)."""
-    kind = meta.get("onnxmod.kind")
+    kind = meta.get(keys.KIND)
     if kind is not None and kind not in KINDS:
-        raise InputError(f"{where}: metadata 'onnxmod.kind' is {str(kind)[:40]!r}, expected one of {', '.join(KINDS)}")
+        raise InputError(f"{where}: metadata {keys.KIND!r} is {str(kind)[:40]!r}, expected one of {', '.join(KINDS)}")
     if nested:
         if kind != "module":
-            raise InputError(f"{where}: metadata 'onnxmod.kind' is {kind!r}, expected 'module'")
-        for key in ("onnxmod.class_index", "onnxmod.class_name", "onnxmod.input_signature"):
+            raise InputError(f"{where}: metadata {keys.KIND!r} is {kind!r}, expected 'module'")
+        for key in (keys.CLASS_INDEX, keys.CLASS_NAME, keys.INPUT_SIGNATURE):
             if key not in meta:
                 raise InputError(f"{where}: metadata {key!r} is missing")
 
@@ -69,38 +70,38 @@ def check_metadata_map(meta: dict, where: str, nested: bool = False) -> None:
                 raise InputError(f"{where}: metadata {key!r} is {meta[key][:40]!r}, expected a plain decimal "
                                  f"integer {bound}")
 
-    integer("onnxmod.class_index", 0, MAX_CLASS_INDEX)
-    integer("onnxmod.max_steps", 1, 1 << 31)
-    integer("onnxmod.lang_token", 0, 1 << 31)
-    integer("onnxmod.ctc_blank", 0, MAX_CLASS_INDEX)
-    if "onnxmod.input_signature" in meta:
-        if not _signature_ok(_json(where, "onnxmod.input_signature", meta["onnxmod.input_signature"])):
-            raise InputError(f"{where}: metadata 'onnxmod.input_signature' is malformed (expected name, dtype and "
+    integer(keys.CLASS_INDEX, 0, MAX_CLASS_INDEX)
+    integer(keys.MAX_STEPS, 1, 1 << 31)
+    integer(keys.LANG_TOKEN, 0, 1 << 31)
+    integer(keys.CTC_BLANK, 0, MAX_CLASS_INDEX)
+    if keys.INPUT_SIGNATURE in meta:
+        if not _signature_ok(_json(where, keys.INPUT_SIGNATURE, meta[keys.INPUT_SIGNATURE])):
+            raise InputError(f"{where}: metadata {keys.INPUT_SIGNATURE!r} is malformed (expected name, dtype and "
                              f"shape per input)")
-    if "onnxmod.classes" in meta:
-        classes = _json(where, "onnxmod.classes", meta["onnxmod.classes"])
+    if keys.CLASSES in meta:
+        classes = _json(where, keys.CLASSES, meta[keys.CLASSES])
         if not isinstance(classes, list) or not all(
                 isinstance(c, dict) and _is_int(c.get("class_index"), 0, MAX_CLASS_INDEX)
                 and isinstance(c.get("class_name"), str) for c in classes):
-            raise InputError(f"{where}: metadata 'onnxmod.classes' is malformed (expected a list of "
+            raise InputError(f"{where}: metadata {keys.CLASSES!r} is malformed (expected a list of "
                              f"class_index/class_name entries)")
-    if "onnxmod.modules" in meta:
-        mods = _json(where, "onnxmod.modules", meta["onnxmod.modules"])
+    if keys.MODULES in meta:
+        mods = _json(where, keys.MODULES, meta[keys.MODULES])
         if nested or not isinstance(mods, list) or not all(
                 isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
                 for m in mods):
-            raise InputError(f"{where}: metadata 'onnxmod.modules' is malformed "
+            raise InputError(f"{where}: metadata {keys.MODULES!r} is malformed "
                              f"(expected one key/value map per module)")
         for k, m in enumerate(mods):
-            check_metadata_map(m, f"{where}: metadata 'onnxmod.modules' entry {k}", nested=True)
-    if "onnxmod.module_outputs" in meta:
-        outs = _json(where, "onnxmod.module_outputs", meta["onnxmod.module_outputs"])
+            check_metadata_map(m, f"{where}: metadata {keys.MODULES!r} entry {k}", nested=True)
+    if keys.MODULE_OUTPUTS in meta:
+        outs = _json(where, keys.MODULE_OUTPUTS, meta[keys.MODULE_OUTPUTS])
         if not isinstance(outs, list) or not all(
                 isinstance(o, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)
                                             for p in o) for o in outs):
-            raise InputError(f"{where}: metadata 'onnxmod.module_outputs' is malformed "
+            raise InputError(f"{where}: metadata {keys.MODULE_OUTPUTS!r} is malformed "
                              f"(expected per module a list of [output name, tensor name] pairs)")
-    if "onnxmod.class_names" in meta:
-        names = _json(where, "onnxmod.class_names", meta["onnxmod.class_names"])
+    if keys.CLASS_NAMES in meta:
+        names = _json(where, keys.CLASS_NAMES, meta[keys.CLASS_NAMES])
         if not isinstance(names, list):
-            raise InputError(f"{where}: metadata 'onnxmod.class_names' is not a list")
+            raise InputError(f"{where}: metadata {keys.CLASS_NAMES!r} is not a list")

@@ -22,7 +22,7 @@ from .. import module_files as _module_files
 from ..concern import ConcernConfig
 from ..errors import InputError, UsageError
 from ..graph import Model
-from ..io import Dataset, load_data, token_limit
+from ..io import Dataset, keys, load_data, token_limit
 
 MODES = ("auto", "rolled", "unrolled")
 MONITORS = ("hidden", "gates")
@@ -139,8 +139,8 @@ def load_dataset_for(model: Model, data_path, train: bool = True) -> Dataset:
 def vocab_fingerprint(model: Model, data: Dataset | None) -> str | None:
     """The vocabulary's sha256 (the model's metadata, else the data's ``vocab``): modules of one
     vocabulary compose."""
-    if model.metadata.get("onnxmod.vocab_sha256"):
-        return model.metadata["onnxmod.vocab_sha256"]
+    if model.metadata.get(keys.VOCAB_SHA256):
+        return model.metadata[keys.VOCAB_SHA256]
     if data is not None and data.vocab is not None:
         return hashlib.sha256("\n".join(data.vocab).encode()).hexdigest()
     return None
