@@ -97,7 +97,7 @@ def literal(t, index: int, source_of_units) -> tuple | str | None:
     if node.op == "Concat":
         k = 0
         for i, piece in enumerate(node.inputs):
-            n = _length(piece)
+            n = vector_length(piece)
             if n is None:
                 return None
             if k <= index < k + n:
@@ -132,11 +132,19 @@ def _scalar(t, source_of_units):
     return None
 
 
-def _length(t) -> int | None:
+def vector_length(t) -> int | None:
+    """How many elements the 1-D integer tensor ``t`` (a piece of a shape) holds, when the graph
+    tells: a constant, a declared length, an ``Unsqueeze``-d scalar, a ``Shape`` of a tensor of
+    known rank (with its ``start``/``end``)."""
     if isinstance(t, gs.Constant):
         return int(np.asarray(t.values).size)
     if t.shape is not None and len(t.shape) == 1 and isinstance(t.shape[0], (int, np.integer)):
         return int(t.shape[0])
     if t.inputs and t.inputs[0].op == "Unsqueeze":
         return 1
+    if t.inputs and t.inputs[0].op == "Shape":
+        src = t.inputs[0].inputs[0]
+        if src.shape is not None:
+            return len(list(range(len(src.shape)))[slice(t.inputs[0].attrs.get("start", 0),
+                                                        t.inputs[0].attrs.get("end"))])
     return None

@@ -17,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedModelError
-from .dims import Sizes
+from .dims import Sizes, vector_length
 from .sites import Site
 from .units import Units, unit_vector
 
@@ -299,25 +299,10 @@ def _size_through(node, k: int, pos: set, length: int | None, scalar: bool):
         for i, x in enumerate(node.inputs):
             if i == k:
                 break
-            n = _length(x)
+            n = vector_length(x)
             if n is None:
                 return None
             offset += n
-        total = [_length(x) for x in node.inputs]
+        total = [vector_length(x) for x in node.inputs]
         return {offset + p for p in pos}, (sum(total) if None not in total else None), False
-    return None
-
-
-def _length(t) -> int | None:
-    if isinstance(t, gs.Constant):
-        return int(np.asarray(t.values).size)
-    if t.shape is not None and len(t.shape) == 1 and isinstance(t.shape[0], (int, np.integer)):
-        return int(t.shape[0])
-    if t.inputs and t.inputs[0].op == "Unsqueeze":
-        return 1
-    if t.inputs and t.inputs[0].op == "Shape":
-        src = t.inputs[0].inputs[0]
-        if src.shape is not None:
-            return len(list(range(len(src.shape)))[slice(t.inputs[0].attrs.get("start", 0),
-                                                        t.inputs[0].attrs.get("end"))])
     return None

@@ -188,7 +188,12 @@ class RecurrentOpHandler:
         self._set(node, W, np.stack(Ws), "W")
         self._set(node, R, np.stack(Rs), "R")
         self._set(node, B, np.stack(Bs), "B")
-        for i in self.state_inputs:  # constant initial states [D, N, H]: the kept units', inert ones 0
+        self._slice_initial_states(node, sel)
+        node.attrs["hidden_size"] = sel.width
+
+    def _slice_initial_states(self, node: gs.Node, sel: UnitSelection) -> None:
+        """Constant initial states ``[D, N, H]``: the kept units' entries, inert ones 0."""
+        for i in self.state_inputs:
             holder, pos = self.constant_state(node, i)
             if holder is not None:
                 s0 = np.asarray(holder.inputs[pos].values)
@@ -196,7 +201,6 @@ class RecurrentOpHandler:
                 for d, k in enumerate(sel.kept):
                     new[d][..., np.isin(k, sel.inert[d])] = 0
                 holder.inputs[pos] = gs.Constant(f"{node.name}/initial_{i}", np.ascontiguousarray(new))
-        node.attrs["hidden_size"] = sel.width
 
     def absorb(self, node: gs.Node, input_delta: np.ndarray | None = None, own: dict | None = None) -> None:
         """Fold constant inputs into the biases (mean compensation of removed units).

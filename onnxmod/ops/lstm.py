@@ -32,15 +32,8 @@ class LSTMHandler(RecurrentOpHandler):
     def slice_units(self, node, sel) -> None:
         Pt = self.peepholes(node)
         super().slice_units(node, sel)
-        if Pt is not None:  # [D, 3H] blocks i, o, f: the kept units' entries, inert ones zeroed
-            H = sel.hidden_size
-            rows = [np.concatenate([g * H + k for g in range(3)]) for k in sel.kept]
-            new = np.stack([Pt[d][r] for d, r in enumerate(rows)])
-            for d, k in enumerate(sel.kept):
-                dead = np.flatnonzero(np.isin(k, sel.inert[d]))
-                for g in range(3):
-                    new[d, g * k.size + dead] = 0
-            self._set(node, P, new, "P")
+        if Pt is not None:
+            self._set(node, P, sliced_peepholes(Pt, sel), "P")
 
     def silencer(self, node):
         """Input gate and output gate shut (sigmoid -> 0): c stays 0, so h = o * tanh(c) = 0 — with
@@ -48,3 +41,15 @@ class LSTMHandler(RecurrentOpHandler):
         plain = (self._uses(node, self.default_activations) and not self._has_input(node, P)
                  and "clip" not in node.attrs and not int(node.attrs.get("input_forget", 0)))
         return {"i": -self.SILENCE, "o": -self.SILENCE} if plain else None
+
+
+def sliced_peepholes(Pt: np.ndarray, sel) -> np.ndarray:
+    """Peephole weights ``[D, 3H]`` (blocks i, o, f) for the kept units: their entries, inert ones 0."""
+    H = sel.hidden_size
+    rows = [np.concatenate([g * H + k for g in range(3)]) for k in sel.kept]
+    new = np.stack([Pt[d][r] for d, r in enumerate(rows)])
+    for d, k in enumerate(sel.kept):
+        dead = np.flatnonzero(np.isin(k, sel.inert[d]))
+        for g in range(3):
+            new[d, g * k.size + dead] = 0
+    return new

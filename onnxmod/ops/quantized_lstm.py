@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from ..cells import cell_for
 from ..errors import InputError, UnsupportedModelError
 from .base import B, R, UnitSelection, W
-from .lstm import LSTMHandler
+from .lstm import LSTMHandler, sliced_peepholes
 
 W_SCALE, W_ZERO, R_SCALE, R_ZERO = 8, 9, 10, 11
 INTEGER = (np.int8, np.uint8)
@@ -140,27 +140,10 @@ class DynamicQuantizeLSTMHandler(LSTMHandler):
                 b[np.concatenate([dead, 4 * keep.size + dead])] = 0
                 bs.append(b)
             self._set(node, B, np.stack(bs), "B")
-        for i in self.state_inputs:
-            holder, pos = self.constant_state(node, i)
-            if holder is not None:
-                s0 = np.asarray(holder.inputs[pos].values)
-                new = np.stack([s0[d][..., k] for d, k in enumerate(sel.kept)])
-                for d, k in enumerate(sel.kept):
-                    new[d][..., np.isin(k, sel.inert[d])] = 0
-                holder.inputs[pos] = gs.Constant(f"{node.name}/initial_{i}", np.ascontiguousarray(new))
+        self._slice_initial_states(node, sel)
         node.attrs["hidden_size"] = sel.width
         if Pt is not None:
-            self._slice_peepholes(node, sel, Pt)
-
-    def _slice_peepholes(self, node, sel, Pt) -> None:
-        H = sel.hidden_size
-        rows = [np.concatenate([g * H + k for g in range(3)]) for k in sel.kept]
-        new = np.stack([Pt[d][r] for d, r in enumerate(rows)])
-        for d, k in enumerate(sel.kept):
-            dead = np.flatnonzero(np.isin(k, sel.inert[d]))
-            for g in range(3):
-                new[d, g * k.size + dead] = 0
-        self._set(node, 7, new, "P")
+            self._set(node, 7, sliced_peepholes(Pt, sel), "P")
 
     def slice_input(self, node: gs.Node, positions: np.ndarray, zero: np.ndarray | None = None) -> None:
         """Keep input features ``positions`` (W's rows); the ones flagged in ``zero`` get the zero point."""

@@ -240,6 +240,17 @@ def reverse_axis(graph: gs.Graph, namer: Namer, x, axis: int, out=None, dtype=No
                     None if out is None else [out], dtype=dtype, tag="reverse")
 
 
+class ReversesAnAxis(Rule):
+    """A rule whose match says its node reverses one axis of its first input (``data["axis"]``):
+    the rewrite is that reversal as a ``Slice`` with step -1, producing the node's output."""
+
+    def rewrite(self, graph, m):
+        node = m.node
+        out = node.outputs[0]
+        node.outputs.clear()
+        reverse_axis(graph, Namer(graph, node.name), node.inputs[0], m.data["axis"], out=out)
+
+
 def is_full_reverse(node: gs.Node) -> int | None:
     """The axis a Slice reverses entirely (step -1 from the last element past the first), else None."""
     if node.op != "Slice":

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Match, Namer, Rule, const, reverse_axis
+from .base import Match, ReversesAnAxis, const
 
 
-class ReverseGather(Rule):
+class ReverseGather(ReversesAnAxis):
     name = "reverse_gather"
     anchor = ("Gather",)
 
@@ -33,9 +33,3 @@ class ReverseGather(Rule):
         if not np.array_equal(np.where(idx < 0, idx + n, idx), np.arange(n)[::-1]):
             return self.no(node, "its indices are not every position in reverse order")
         return Match(node, [node], {"axis": a})
-
-    def rewrite(self, graph, m):
-        node = m.node
-        out = node.outputs[0]
-        node.outputs.clear()
-        reverse_axis(graph, Namer(graph, node.name), node.inputs[0], m.data["axis"], out=out)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import optable
-from .base import Match, Namer, Rule, const, producer, reverse_axis
+from .base import Match, ReversesAnAxis, const, producer
 from .dims import dim_of, evaluate, same_dim
 
 
@@ -42,7 +42,7 @@ def _all_equal_to(t, length, depth: int = 0) -> bool:
     return False
 
 
-class ReverseSequence(Rule):
+class ReverseSequence(ReversesAnAxis):
     name = "reverse_sequence"
     anchor = ("ReverseSequence",)
 
@@ -54,9 +54,3 @@ class ReverseSequence(Rule):
         if not _all_equal_to(node.inputs[1], dim_of(x, a)):
             return self.no(node, "sequence_lens is not provably the full length of every row")
         return Match(node, [node], {"axis": a})
-
-    def rewrite(self, graph, m):
-        node = m.node
-        out = node.outputs[0]
-        node.outputs.clear()
-        reverse_axis(graph, Namer(graph, node.name), node.inputs[0], m.data["axis"], out=out)
