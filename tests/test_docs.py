@@ -107,6 +107,20 @@ def test_python_tools_commands_exist(page):
     assert not missing, missing
 
 
+# a line that is one upper-case token: numbers left to fill (a draft's BENCH_CELLS, say)
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]{4,}$")
+
+
+def placeholders(page) -> list[str]:
+    return [line for line in FENCE.sub("", page.read_text(encoding="utf-8")).splitlines()
+            if PLACEHOLDER.match(line.strip())]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_placeholder_is_left(page):
+    assert not placeholders(page), f"{page.relative_to(ROOT)} has placeholders where numbers belong"
+
+
 def test_every_docs_page_is_linked_from_the_readme():
     readme = ROOT / "README.md"
     linked = {(readme.parent / t.partition("#")[0]).resolve() for t in links(readme)}
@@ -121,3 +135,5 @@ def test_the_checks_can_fail(tmp_path):
     assert links(page) == ["nowhere.md"]
     assert "fixtures/no/such.onnx" in mentioned_paths(page) and "tools/no_such_tool.py" in mentioned_paths(page)
     assert _expand("a/{b,c}.onnx") == ["a/b.onnx", "a/c.onnx"]
+    page.write_text("| a | b |\n\nBENCH_CELLS\n\nSee `BENCH` in prose.\n")
+    assert placeholders(page) == ["BENCH_CELLS"]
