@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from . import optable
 from .fold import _GROWING, FOLD_CAP
 
 # onnxscript's own limits (elements): what it evaluates and what it writes back as a constant
@@ -127,9 +128,8 @@ def _without_declared_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-# element-wise ops that broadcast their operands (numpy rules)
-_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "And", "Or", "Xor", "Equal",
-                 "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Mod", "PRelu", "Where"}
+# element-wise ops that broadcast their operands (numpy rules): Clip's bounds are scalars, BitShift left alone
+_BROADCASTING = optable.NARY - {"Clip", "BitShift"}
 
 
 def _broadcast_instead_of_expand(graph) -> None:

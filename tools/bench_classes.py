@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -42,16 +41,10 @@ from onnxmod.concern import ConcernConfig  # noqa: E402
 from onnxmod.graph import Model  # noqa: E402
 from onnxmod.io import Dataset  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tools"))
+from bench import median_time  # noqa: E402  (tools/bench.py: the same medians)
+
 CFG = sampling.SamplingConfig()
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def spread(present: int, width: int, shape, seed: int = 0) -> np.ndarray:

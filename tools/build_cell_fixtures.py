@@ -350,30 +350,9 @@ def finish_proto(m, metadata: dict[str, str]):
     a stack trace per node, ~30x the weights) and the intermediate ``value_info``, set
     ``metadata_props``, check, and return. Idempotent."""
     import onnx
+    from onnx_finish import strip_debug
 
-    def strip(g):
-        g.ClearField("doc_string")
-        del g.value_info[:]  # intermediate shapes: onnxruntime infers them; ~1/3 of an unrolled file
-        for n in g.node:
-            del n.metadata_props[:]
-            n.ClearField("doc_string")
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    strip(a.g)
-                for sub in a.graphs:
-                    strip(sub)
-        for vi in list(g.input) + list(g.output):
-            vi.ClearField("doc_string")
-            del vi.metadata_props[:]
-        for init in g.initializer:
-            del init.metadata_props[:]
-
-    strip(m.graph)
-    del m.metadata_props[:]
-    m.ClearField("doc_string")
-    for k, v in metadata.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
+    strip_debug(m, metadata)
     onnx.checker.check_model(m, full_check=True)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer):
         raise BuildError("external data in the exported model")

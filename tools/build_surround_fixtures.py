@@ -314,30 +314,9 @@ def finish_onnx(proto, meta: dict[str, str]):
     a stack trace per node) and intermediate ``value_info``; set ``metadata_props``; check.  The
     graph itself is the exporter's, untouched."""
     import onnx
+    from onnx_finish import strip_debug
 
-    def strip(g):
-        g.ClearField("doc_string")
-        del g.value_info[:]
-        for n in g.node:
-            del n.metadata_props[:]
-            n.ClearField("doc_string")
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    strip(a.g)
-                for sub in a.graphs:
-                    strip(sub)
-        for vi in list(g.input) + list(g.output):
-            vi.ClearField("doc_string")
-            del vi.metadata_props[:]
-        for init in g.initializer:
-            del init.metadata_props[:]
-
-    strip(proto.graph)
-    del proto.metadata_props[:]
-    proto.ClearField("doc_string")
-    for k, v in meta.items():
-        p = proto.metadata_props.add()
-        p.key, p.value = k, v
+    strip_debug(proto, meta)
     onnx.checker.check_model(proto)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         raise SystemExit("external data in an exported model")

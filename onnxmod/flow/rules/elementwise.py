@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import optable
 from .. import values
 from ..engine import Widen
 from ..sites import Site
@@ -45,16 +46,21 @@ def _unary(f, node, ins):
     return [u.with_(null=normalize_null(u.lab, y))] + [None] * (len(node.outputs) - 1)
 
 
-_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "And", "Or", "Xor",
-                "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Mod", "BitShift")
+# broadcasting element-wise ops (the shared table's), but for Where and Clip, which have rules of their own
+_ELEMENTWISE = tuple(sorted(optable.NARY - {"Where", "Clip"}))
+
+
+def _max_rank(f, node, ins) -> int:
+    """The rank the operands broadcast to; ``Widen`` when one's rank is unknown."""
+    ranks = [u.rank if u is not None else f.rank(t) for t, u in zip(node.inputs, ins)]
+    if any(r is None for r in ranks):
+        raise Widen("the rank of an operand is unknown")
+    return max(ranks)
 
 
 @rule("per-unit", *_ELEMENTWISE)
 def _elementwise(f, node, ins):
-    ranks = [u.rank if u is not None else f.rank(t) for t, u in zip(node.inputs, ins)]
-    if any(r is None for r in ranks):
-        raise Widen("the rank of an operand is unknown")
-    rank = max(ranks)
+    rank = _max_rank(f, node, ins)
     base, lab = _combined(f, node, ins, rank)
     vals = []
     for i, t in enumerate(node.inputs):
@@ -143,10 +149,7 @@ def _label_shaped(lab, null):
 
 @rule("per-unit", "Where")
 def _where(f, node, ins):
-    ranks = [u.rank if u is not None else f.rank(t) for t, u in zip(node.inputs, ins)]
-    if any(r is None for r in ranks):
-        raise Widen("the rank of an operand is unknown")
-    rank = max(ranks)
+    rank = _max_rank(f, node, ins)
     base, lab = _combined(f, node, ins, rank)
     vals = [_operand_null(f, node, i, t, ins[i], base, lab, rank) for i, t in enumerate(node.inputs)]
     cond, a, b = vals

@@ -58,11 +58,7 @@ def _matmul_left(f, node, u):
         raise Widen("it contracts an axis that holds units")
     if u.has_null():
         raise Widen("a weighted sum over the steps would make a removed unit's value depend on the data")
-    rb = f.rank(node.inputs[1])
-    if rb is None:
-        raise Widen("the rank of its other operand is unknown")
-    rank = max(u.rank, rb)
-    v = aligned(u, rank)
+    v = _aligned_with(f, node.inputs[1], u)
     shape = list(v.lab.shape)
     shape[-1] = 1
     return [Units(v.lab.reshape(shape), v.axis, None)]
@@ -80,12 +76,16 @@ def _matmul_right(f, node, u):
         raise Widen("it contracts an axis that holds units")
     if u.has_null():
         raise Widen("a weighted sum over the steps would make a removed unit's value depend on the data")
-    ra = f.rank(node.inputs[0])
-    if ra is None:
-        raise Widen("the rank of its other operand is unknown")
-    rank = max(u.rank, ra)
-    v = aligned(u, rank)
+    v = _aligned_with(f, node.inputs[0], u)
     return [Units(v.lab, v.axis, None)]
+
+
+def _aligned_with(f, other, u):
+    """``u`` aligned to the rank a product with ``other`` broadcasts to."""
+    r = f.rank(other)
+    if r is None:
+        raise Widen("the rank of its other operand is unknown")
+    return aligned(u, max(u.rank, r))
 
 
 def _null_vector(u: Units):
